@@ -1,0 +1,266 @@
+"""The agent: wiring, and the tick loop snapshot -> decide -> act (STYLE.md §1).
+
+One agent runs on every server. Each tick (10 ms by default) it takes one snapshot of Raft
+and of the host, lets the pure decide() say what to do, does it through HostOps, and keeps
+the one-line sentence that `hacluster status` shows and the log records when it changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hacluster import __version__
+from hacluster.config import Config, ConfigError, load_config
+from hacluster.consensus.raft import RaftNode
+from hacluster.decide import Act, Action, decide, may_hold
+from hacluster.hostops.base import HostOps, HostOpsError
+from hacluster.model import (
+    AgentStatus,
+    MemberStatus,
+    Role,
+    Snapshot,
+    VipState,
+    VipStatus,
+)
+
+log = logging.getLogger("hacluster.agent")
+
+HANDOFF_WAIT_S = 1.0  # how long a leader waits for its successor on SIGTERM
+
+
+class Agent:
+    def __init__(self, config: Config, hostops: HostOps, raft: Any,
+                 clock: Callable[[], float] = time.monotonic):
+        """raft: a RaftNode, or any object with view(), state, register_epoch(term) and
+        transfer_leadership(to, done) (unit tests pass a fake)."""
+        self.config = config
+        self.hostops = hostops
+        self.raft = raft
+        self.clock = clock
+        self.started = clock()
+        self.sentence = "starting"
+        self.handoff = False
+        self._epoch_requested = 0
+        self._claimed_at: dict[str, float] = {}
+        self._announces: dict[str, int] = {}
+        self._connected: set[str] = set()
+        self._last_error = ""
+        self._notes: list[str] = []  # this tick's remarks, appended to its sentence
+        self._stop = threading.Event()
+
+    # ----------------------------------------------------------------- the tick
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock()
+        view = self.raft.view()
+        connected = {p.id for p in view.peers if p.connected}
+        if connected - self._connected and self._claimed_at:
+            # A peer came back (partition healed, node rebooted): announce again, since its
+            # ARP cache (or a switch's) may still point at an old holder.
+            log.info("peer(s) %s reconnected: re-announcing held VIPs",
+                     ", ".join(sorted(connected - self._connected)))
+            for addr in self._claimed_at:
+                self._claimed_at[addr] = now
+                self._announces[addr] = 0
+        self._connected = connected
+        vips = tuple(VipState(v, self._present(v)) for v in self.config.vips)
+        return Snapshot(now=now, node=self.config.node_id, consensus=view, vips=vips,
+                        handoff=self.handoff, claimed_at=dict(self._claimed_at))
+
+    def _present(self, vip: Any) -> bool:
+        try:
+            return self.hostops.vip_present(vip)
+        except HostOpsError as e:
+            self._error(str(e))
+            return False
+
+    def tick(self) -> str:
+        snap = self.snapshot()
+        decision = decide(snap, self._epoch_requested, self._announces)
+        if not may_hold(snap)[0]:
+            self._claimed_at.clear()
+            self._announces.clear()
+        for action in decision.actions:
+            self._act(action)
+        sentence = ", ".join([decision.sentence, *self._notes])
+        self._notes.clear()
+        if self._last_error:
+            sentence += f", error: {self._last_error}"
+            self._last_error = ""
+        if sentence != self.sentence:
+            log.info("%s", sentence)
+            self.sentence = sentence
+        return sentence
+
+    def _act(self, a: Action) -> None:
+        try:
+            if a.act is Act.REGISTER_EPOCH:
+                self._epoch_requested = a.term
+                self.raft.register_epoch(a.term)
+            elif a.act is Act.CLAIM:
+                self._claim(a)
+            elif a.act is Act.RENEW:
+                self.hostops.claim_vip(a.vip, self.config.timing.vip_lifetime)
+            elif a.act is Act.ANNOUNCE:
+                self.hostops.announce(a.vip)
+                self._announces[a.vip.address] = self._announces.get(a.vip.address, 0) + 1
+            elif a.act is Act.RELEASE:
+                self.hostops.release_vip(a.vip)
+                log.info("released VIP %s", a.vip)
+        except HostOpsError as e:
+            self._error(f"{a.act.value} {a.vip.address if a.vip else ''}: {e}")
+
+    def _claim(self, a: Action) -> None:
+        vip = a.vip
+        assert vip is not None
+        if not a.skip_probe and self.hostops.probe(vip, self.config.timing.probe):
+            # Someone still answers for it: a frozen or killed holder whose kernel keeps the
+            # address until its lifetime ends. Claiming now would make two holders (I1).
+            self._notes.append(f"waiting: {vip.address} still answers ARP")
+            return
+        # The probe waited: the lease may have ended meanwhile. Check again right before.
+        view = self.raft.view()
+        if view.role is not Role.LEADER or not view.lease_ok or self.handoff:
+            return
+        self.hostops.claim_vip(vip, self.config.timing.vip_lifetime)
+        now = self.clock()
+        self._claimed_at[vip.address] = now
+        self.hostops.announce(vip)
+        self._announces[vip.address] = 1
+        log.info("claimed VIP %s (term %d%s)", vip, view.term,
+                 ", by transfer, no probe" if a.skip_probe else "")
+
+    def _error(self, msg: str) -> None:
+        if msg != self._last_error:
+            log.warning("%s", msg)
+        self._last_error = msg
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> None:
+        tick = self.config.timing.tick
+        next_at = self.clock()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the loop must survive anything; the next tick reconciles
+                log.exception("tick failed")
+            next_at += tick
+            delay = next_at - self.clock()
+            if delay < -tick * 10:  # fell far behind (suspended?): do not burst to catch up
+                next_at = self.clock()
+                delay = 0
+            self._stop.wait(max(0.0, delay))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def handoff_and_release(self) -> None:
+        """SIGTERM path: release VIPs first, then hand leadership to a follower."""
+        self.handoff = True
+        self.tick()  # decide() releases everything while handoff is set
+        view = self.raft.view()
+        if view.role is not Role.LEADER or len(self.config.members) == 1:
+            return
+        started = self.clock()
+        self.raft.transfer_leadership(None, lambda ok: log.info(
+            "leadership transfer %s", "sent" if ok else "refused"))
+        while self.clock() - started < HANDOFF_WAIT_S:
+            if self.raft.view().role is not Role.LEADER:
+                log.info("handed leadership over in %.0f ms",
+                         (self.clock() - started) * 1000)
+                return
+            time.sleep(0.005)
+        log.warning("no successor took over within %.1f s; stopping anyway", HANDOFF_WAIT_S)
+
+    # ----------------------------------------------------------------- status
+
+    def status(self) -> AgentStatus:
+        view = self.raft.view()
+        state = self.raft.state
+        me = self.config.me
+        members = [MemberStatus(me.id, me.raft_endpoint, True, True, None)]
+        members += [MemberStatus(p.id, p.address, False, p.connected,
+                                 None if p.last_ack_age_s is None else p.last_ack_age_s * 1000)
+                    for p in view.peers]
+        return AgentStatus(
+            node=self.config.node_id, cluster=self.config.cluster, version=__version__,
+            role=view.role, term=view.term, leader=view.leader, lease_ok=view.lease_ok,
+            lease_remaining_ms=view.lease_remaining_s * 1000, has_quorum=view.has_quorum,
+            handoff=self.handoff,
+            vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
+                                 v.address in self._claimed_at) for v in self.config.vips),
+            members=tuple(members), sentence=self.sentence,
+            commit_index=view.commit_index, last_applied=view.last_applied,
+            epoch_term=state.epoch_term, generation=state.generation,
+            uptime_s=self.clock() - self.started,
+        )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hacluster-agent",
+                                description="Run the hacluster agent for this server.")
+    p.add_argument("--config", required=True, help="this server's YAML config")
+    p.add_argument("--version", action="version", version=f"hacluster-agent {__version__}")
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        secret = config.read_secret()
+    except ConfigError as e:
+        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    for w in config.warnings:
+        log.warning("config: %s", w)
+
+    from hacluster.admin import AdminService, serve_admin  # gRPC pulls in threads: import late
+    from hacluster.auth import admin_token
+    from hacluster.hostops.netlink import NetlinkHostOps
+
+    hostops = NetlinkHostOps()
+    raft = RaftNode(config, secret)
+    agent = Agent(config, hostops, raft)
+    try:
+        server = serve_admin(config.me.grpc_endpoint, AdminService(agent.status,
+                                                                   admin_token(secret)))
+    except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly
+        print(f"hacluster-agent: cannot serve admin API on {config.me.grpc_endpoint}: {e}",
+              file=sys.stderr)
+        return 1
+    raft.start()
+    log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s",
+             __version__, config.node_id, config.cluster, len(config.members),
+             ", ".join(str(v) for v in config.vips) or "none")
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    agent.handoff_and_release()
+    server.stop(grace=0.2)
+    raft.stop()
+    hostops.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

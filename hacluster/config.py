@@ -1,0 +1,302 @@
+"""The agent's configuration: one YAML file per server.
+
+load_config() returns a frozen Config or raises ConfigError carrying *every* problem found,
+each with its dotted path (`members[1].raft_port: must be 1-65535, got 0`), so an operator
+fixes a file in one pass. Timing invariants that the safety of VIP ownership rests on are
+checked here, not discovered in production.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hacluster.model import Member, Vip
+
+SECRET_MIN_LEN = 16
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `errors` lists every problem as 'path: message'."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberSpec(_Strict):
+    id: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    address: str
+    raft_port: int = Field(ge=1, le=65535)
+    grpc_port: int = Field(ge=1, le=65535)
+
+
+class VipSpec(_Strict):
+    address: str
+    prefix: int = Field(ge=1, le=128)
+    interface: str = Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.@:-]+$")
+
+
+class TimingSpec(_Strict):
+    # Defaults: 3 servers on one LAN (DESIGN.md §3), tuned by bench/failover.py.
+    heartbeat_ms: int = Field(default=50, ge=5, le=10_000)
+    election_timeout_min_ms: int = Field(default=250, ge=20, le=60_000)
+    election_timeout_max_ms: int = Field(default=500, ge=30, le=120_000)
+    lease_ms: int = Field(default=200, ge=10, le=60_000)
+    leader_fallback_ms: int = Field(default=200, ge=10, le=60_000)
+    tick_ms: int = Field(default=10, ge=1, le=1_000)
+    connection_retry_ms: int = Field(default=200, ge=10, le=60_000)
+    vip_lifetime_s: int = Field(default=2, ge=1, le=3_600)
+    probe_ms: int = Field(default=30, ge=1, le=5_000)
+
+
+class ConfigSpec(_Strict):
+    cluster: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    node_id: str = Field(min_length=1)
+    members: list[MemberSpec] = Field(min_length=1)
+    vips: list[VipSpec] = Field(default_factory=list)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    data_dir: str
+    secret_file: str
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timings in seconds, as the code uses them."""
+
+    heartbeat: float
+    election_min: float
+    election_max: float
+    lease: float
+    leader_fallback: float
+    tick: float
+    connection_retry: float
+    vip_lifetime: int
+    probe: float
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    cluster: str
+    node_id: str
+    members: tuple[Member, ...]
+    vips: tuple[Vip, ...]
+    timing: Timing
+    data_dir: Path
+    secret_file: Path
+    log_level: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def me(self) -> Member:
+        return next(m for m in self.members if m.id == self.node_id)
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.id != self.node_id)
+
+    def member(self, node_id: str) -> Member | None:
+        return next((m for m in self.members if m.id == node_id), None)
+
+    def read_secret(self) -> str:
+        return read_secret(self.secret_file)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pydantic_errors(err: ValidationError) -> list[str]:
+    msgs = []
+    for e in err.errors():
+        got = e.get("input")
+        shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f", got {got!r}"
+        msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}")
+    return msgs
+
+
+def _check_timing(t: TimingSpec) -> list[str]:
+    """The inequalities VIP safety and pysyncobj rely on (DESIGN.md §3)."""
+    errs = []
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            errs.append(f"timing: {msg}")
+
+    need(t.election_timeout_max_ms > t.election_timeout_min_ms,
+         f"election_timeout_max_ms ({t.election_timeout_max_ms}) must be greater than "
+         f"election_timeout_min_ms ({t.election_timeout_min_ms})")
+    need(t.election_timeout_min_ms > 3 * t.heartbeat_ms,
+         f"election_timeout_min_ms ({t.election_timeout_min_ms}) must exceed 3 x heartbeat_ms "
+         f"({3 * t.heartbeat_ms}), or followers start elections between heartbeats")
+    # A follower that heard the leader within election_timeout_min refuses votes, so no new
+    # leader can exist while a lease shorter than that is live: this is what makes I1 hold.
+    need(t.lease_ms < t.election_timeout_min_ms,
+         f"lease_ms ({t.lease_ms}) must be less than election_timeout_min_ms "
+         f"({t.election_timeout_min_ms}), or a new leader can be elected while the old lease is live")
+    need(t.lease_ms > 2 * t.heartbeat_ms,
+         f"lease_ms ({t.lease_ms}) must exceed 2 x heartbeat_ms ({2 * t.heartbeat_ms}), "
+         "or one late heartbeat drops the VIP")
+    need(t.leader_fallback_ms <= t.lease_ms,
+         f"leader_fallback_ms ({t.leader_fallback_ms}) must be <= lease_ms ({t.lease_ms})")
+    need(t.leader_fallback_ms > t.heartbeat_ms,
+         f"leader_fallback_ms ({t.leader_fallback_ms}) must exceed heartbeat_ms ({t.heartbeat_ms})")
+    need(t.tick_ms * 4 <= t.lease_ms,
+         f"tick_ms ({t.tick_ms}) must be at most lease_ms / 4 ({t.lease_ms // 4}), "
+         "or the agent notices an expired lease too late")
+    need(t.vip_lifetime_s * 1000 > t.lease_ms,
+         f"vip_lifetime_s ({t.vip_lifetime_s}) must be longer than the lease")
+    return errs
+
+
+def _check_members(spec: ConfigSpec) -> tuple[list[str], list[str]]:
+    errs: list[str] = []
+    warns: list[str] = []
+    seen_ids: dict[str, int] = {}
+    seen_eps: dict[tuple[str, int], str] = {}
+    for i, m in enumerate(spec.members):
+        p = f"members[{i}]"
+        if m.id in seen_ids:
+            errs.append(f"{p}.id: duplicate member id {m.id!r} (also members[{seen_ids[m.id]}])")
+        seen_ids.setdefault(m.id, i)
+        try:
+            ipaddress.ip_address(m.address)
+        except ValueError:
+            errs.append(f"{p}.address: must be an IP address, got {m.address!r}")
+        if m.raft_port == m.grpc_port:
+            errs.append(f"{p}.grpc_port: must differ from raft_port ({m.raft_port})")
+        for port_name, port in (("raft_port", m.raft_port), ("grpc_port", m.grpc_port)):
+            key = (m.address, port)
+            if key in seen_eps:
+                errs.append(f"{p}.{port_name}: {m.address}:{port} is already used by {seen_eps[key]}")
+            seen_eps[key] = f"{p}.{port_name}"
+    if spec.node_id not in seen_ids:
+        errs.append(f"node_id: {spec.node_id!r} is not one of the members "
+                    f"({', '.join(sorted(seen_ids)) or 'none'})")
+    n = len(spec.members)
+    if n % 2 == 0:
+        warns.append(f"members: {n} voters; an even count tolerates no more failures than {n - 1} "
+                     "and a 50/50 split leaves no side with quorum (no VIP anywhere)")
+    return errs, warns
+
+
+def _check_vips(spec: ConfigSpec) -> list[str]:
+    errs = []
+    member_addrs = {m.address for m in spec.members}
+    seen: dict[str, int] = {}
+    for i, v in enumerate(spec.vips):
+        p = f"vips[{i}]"
+        try:
+            ip = ipaddress.ip_address(v.address)
+        except ValueError:
+            errs.append(f"{p}.address: must be an IP address, got {v.address!r}")
+            continue
+        if ip.version == 6:
+            errs.append(f"{p}.address: IPv6 VIPs are not supported yet (unsolicited NA is not "
+                        f"implemented); use an IPv4 address, got {v.address}")
+            continue
+        if v.prefix > 32:
+            errs.append(f"{p}.prefix: must be 1-32 for an IPv4 address, got {v.prefix}")
+        if v.address in member_addrs:
+            errs.append(f"{p}.address: {v.address} is a member's own address; a VIP must be free")
+        if v.address in seen:
+            errs.append(f"{p}.address: duplicate VIP {v.address} (also vips[{seen[v.address]}])")
+        seen.setdefault(v.address, i)
+    return errs
+
+
+def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> Config:
+    t = spec.timing
+
+    def rel(p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else (base / path).resolve()
+
+    return Config(
+        source=source,
+        cluster=spec.cluster,
+        node_id=spec.node_id,
+        members=tuple(Member(m.id, m.address, m.raft_port, m.grpc_port) for m in spec.members),
+        vips=tuple(Vip(v.address, v.prefix, v.interface) for v in spec.vips),
+        timing=Timing(
+            heartbeat=t.heartbeat_ms / 1000, election_min=t.election_timeout_min_ms / 1000,
+            election_max=t.election_timeout_max_ms / 1000, lease=t.lease_ms / 1000,
+            leader_fallback=t.leader_fallback_ms / 1000, tick=t.tick_ms / 1000,
+            connection_retry=t.connection_retry_ms / 1000, vip_lifetime=t.vip_lifetime_s,
+            probe=t.probe_ms / 1000,
+        ),
+        data_dir=rel(spec.data_dir),
+        secret_file=rel(spec.secret_file),
+        log_level=spec.log_level,
+        warnings=tuple(warns),
+    )
+
+
+def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    if not isinstance(doc, dict):
+        raise ConfigError(source, [f"(top level): must be a mapping of settings, got "
+                                   f"{type(doc).__name__}"])
+    try:
+        spec = ConfigSpec.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(source, _pydantic_errors(e)) from None
+    errs = _check_timing(spec.timing)
+    member_errs, warns = _check_members(spec)
+    errs += member_errs + _check_vips(spec)
+    if errs:
+        raise ConfigError(source, errs)
+    return _to_config(source, spec, base or Path.cwd(), warns)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), [f"(file): cannot read: {e.strerror or e}"]) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(str(p), [f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    return parse_config(doc, str(p), p.resolve().parent)
+
+
+def read_secret(path: Path) -> str:
+    """Read the cluster secret; refuse a missing, short or group/world-readable file.
+
+    The secret is pysyncobj's `password`: without it anyone reaching the Raft port could make
+    the agent unpickle arbitrary data (DESIGN.md §4). So there is no way to run without one.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ConfigError(str(path), [f"secret_file: cannot read {path}: {e.strerror or e}; "
+                                      "the agent refuses to start without a cluster secret"]) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(str(path), [f"secret_file: {path} is readable by group or others "
+                                      f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"])
+    secret = path.read_text(encoding="utf-8").strip()
+    if len(secret) < SECRET_MIN_LEN:
+        raise ConfigError(str(path), [f"secret_file: {path} holds {len(secret)} characters; "
+                                      f"the cluster secret needs at least {SECRET_MIN_LEN}"])
+    return secret

@@ -1,0 +1,386 @@
+"""pysyncobj behind one small class, with the safety pysyncobj lacks (DESIGN.md §3, §4).
+
+pysyncobj alone can have two leaders at once and lets a cut-off leader act for 30 s. This
+module adds, without patching the library:
+
+* **Leader lease from heartbeat send times.** Every append_entries carries `hc_ts`, the
+  leader's monotonic send time; the follower echoes it in its next_node_idx answer. The
+  lease is valid until (the send time acknowledged by a majority) + L. A reply therefore
+  only ever extends the lease from the moment its heartbeat *left* the leader.
+* **Leader stickiness** (Raft thesis §4.2.3): a follower that accepted an append_entries
+  within the minimum election timeout drops RequestVote messages unheard (no term bump,
+  no vote). With L < minimum election timeout, no new leader can be elected while a lease
+  is live, so a new leader may claim the VIP at once.
+* **Pre-vote** (thesis §9.6): before pysyncobj may start an election, a majority must say
+  it would vote. A node cut off from the cluster therefore never inflates its term, and
+  when it comes back it rejoins without deposing the healthy leader (without pre-vote,
+  stickiness would leave such a node stranded forever at a higher term).
+* **Graceful transfer**: a `timeout_now` from the leader skips pre-vote and marks the
+  vote requests `hc_transfer`, which followers honour despite stickiness; the old leader
+  has released its VIPs before it sends timeout_now.
+* **Idle links kept open**: small `hc_ping` messages between every pair, so that the first
+  election round after a crash is not lost to a follower-to-follower link that pysyncobj's
+  connectionTimeout closed while idle.
+
+Threading: pysyncobj runs callbacks and these hooks on its own tick thread. The agent reads
+`view()` from its own thread; the fields it reads are single floats/ints/bools written by the
+tick thread (atomic under the GIL). Anything that must run on the tick thread goes through
+`call_soon()`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.transport import TCPTransport
+
+from hacluster.config import Config
+from hacluster.consensus.state import ReplicatedState, Result, encode
+from hacluster.model import ConsensusView, PeerLink, Role
+
+log = logging.getLogger("hacluster.raft")
+
+_PING_PERIOD = 0.25  # s between hc_ping on every link; well under CONNECTION_TIMEOUT
+_CONNECTION_TIMEOUT = 2.0
+_GATE_MARGIN = 0.02  # s  # s of silence before pysyncobj drops a link
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class _SafetyTransport(TCPTransport):
+    """TCPTransport that stamps heartbeats and enforces stickiness and pre-vote."""
+
+    raft: RaftNode  # set right after construction
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (pysyncobj API)
+        if not isinstance(message, dict):
+            super()._onMessageReceived(node, message)
+            return
+        raft = getattr(self._syncObj, "_hc", None)
+        if raft is None or raft.intercept(node, message):
+            return
+        raft.echo_ts = message.get("hc_ts") if message.get("type") == "append_entries" else None
+        try:
+            super()._onMessageReceived(node, message)
+        finally:
+            raft.echo_ts = None
+
+    def send(self, node: Any, message: Any) -> bool:
+        raft = getattr(self._syncObj, "_hc", None)
+        if raft is not None and isinstance(message, dict):
+            message = raft.stamp(message)
+        return super().send(node, message)
+
+
+class _Syncer(SyncObj):
+    """The pysyncobj object: exactly one replicated method, `apply(payload)`."""
+
+    def __init__(self, hc: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
+        self._hc = hc
+        self._state = ReplicatedState()
+        super().__init__(self_addr, others, conf, transportClass=_SafetyTransport)
+
+    @replicated
+    def apply(self, payload: bytes) -> Result:
+        return self._state.apply(payload)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
+        self._hc.before_tick()
+        super()._onTick(timeToWait)
+
+
+class RaftNode:
+    """One member's Raft: election, lease, replicated state. Start with start()."""
+
+    def __init__(self, config: Config, secret: str,
+                 on_role_change: Callable[[Role, int], None] | None = None):
+        if not secret:
+            raise ValueError("a cluster secret is required (pysyncobj without a password "
+                             "unpickles whatever reaches its port)")
+        self.config = config
+        self._secret = secret
+        self._on_role_change = on_role_change
+        t = config.timing
+        self.lease_s = t.lease
+        self.election_min = t.election_min
+        self._by_addr = {m.raft_endpoint: m.id for m in config.members}
+        self._n = len(config.members)
+        # written on the tick thread, read anywhere
+        self.echo_ts: float | None = None
+        self.lease_expiry = 0.0
+        self.leader_since = 0.0
+        self.won_by_transfer = False
+        self._acks: dict[str, float] = {}
+        self._last_leader_contact = 0.0
+        self._prevote_round = 0
+        self._prevote_grants: set[str] = set()
+        self._prevote_passed = False
+        self._transfer_pending = False
+        self._last_ping = 0.0
+        self._tick_calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._epoch_term_applied = 0
+        self._sync: _Syncer | None = None
+        self._started = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        t = self.config.timing
+        data = self.config.data_dir
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf = SyncObjConf(
+            password=self._secret,
+            appendEntriesPeriod=t.heartbeat,
+            raftMinTimeout=t.election_min,
+            raftMaxTimeout=t.election_max,
+            leaderFallbackTimeout=t.leader_fallback,
+            connectionRetryTime=t.connection_retry,
+            connectionTimeout=max(_CONNECTION_TIMEOUT, t.election_max),
+            autoTickPeriod=min(0.01, t.tick),
+            appendEntriesUseBatch=False,  # wake the tick thread at once for new commands
+            journalFile=str(data / "raft.journal"),
+            fullDumpFile=str(data / "raft.dump"),
+            useFork=False,  # forking beside gRPC threads is unsafe
+            dynamicMembershipChange=False,
+            onStateChanged=self._on_state_changed,
+            bindAddress=f"{self.config.me.address}:{self.config.me.raft_port}",
+        )
+        self._sync = _Syncer(self, self.config.me.raft_endpoint,
+                             [m.raft_endpoint for m in self.config.peers], conf)
+        self._started.set()
+
+    def stop(self) -> None:
+        if self._sync is not None:
+            self._sync.destroy()
+
+    # ------------------------------------------------------------ tick-thread hooks
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run fn on pysyncobj's tick thread (its internals are not thread-safe)."""
+        self._tick_calls.append(fn)
+
+    def before_tick(self) -> None:
+        while self._tick_calls:
+            try:
+                self._tick_calls.popleft()()
+            except Exception:  # a failed admin call must not kill Raft
+                log.exception("tick-thread call failed")
+        now = _now()
+        if now - self._last_ping >= _PING_PERIOD:
+            self._last_ping = now
+            self._broadcast({"type": "hc_ping"})
+        self._gate_election(now)
+
+    def _gate_election(self, now: float) -> None:
+        """Hold pysyncobj's election back until a pre-vote round passed (or a transfer)."""
+        s = self._sync
+        if s is None or s._isLeader():
+            return
+        deadline = s._SyncObj__raftElectionDeadline  # type: ignore[attr-defined]
+        # pysyncobj reads the deadline a few microseconds after this hook: intercept
+        # anything due within the margin, or an election could slip through ungated.
+        if deadline > now + _GATE_MARGIN:
+            return
+        if s._SyncObj__transferInProgress:  # type: ignore[attr-defined]
+            self._transfer_pending = True
+            return
+        if self._prevote_passed:
+            self._prevote_passed = False
+            return  # let pysyncobj run this election
+        if self._n == 1:
+            return
+        # Not yet: push the deadline forward and ask for pre-votes instead.
+        s._SyncObj__raftElectionDeadline = now + random.uniform(  # type: ignore[attr-defined]
+            self.election_min, self.config.timing.election_max)
+        self._prevote_round += 1
+        self._prevote_grants = set()
+        self._broadcast({"type": "hc_prevote", "round": self._prevote_round,
+                         "term": s.raftCurrentTerm + 1,
+                         "last_log_index": s._SyncObj__getCurrentLogIndex(),  # type: ignore
+                         "last_log_term": s._SyncObj__getCurrentLogTerm()})  # type: ignore
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        s = self._sync
+        if s is None:
+            return
+        transport = s._SyncObj__transport  # type: ignore[attr-defined]
+        for node in s.otherNodes:
+            transport.send(node, dict(message))
+
+    def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Outgoing: add send times to heartbeats, echo them in replies, flag transfers."""
+        kind = message.get("type")
+        if kind == "append_entries":
+            return {**message, "hc_ts": _now()}
+        if kind == "next_node_idx" and self.echo_ts is not None:
+            return {**message, "hc_ts": self.echo_ts}
+        if kind == "request_vote" and self._transfer_pending:
+            return {**message, "hc_transfer": True}
+        return message
+
+    def intercept(self, node: Any, message: dict[str, Any]) -> bool:
+        """Incoming: True when the message is consumed here and pysyncobj must not see it."""
+        kind = message.get("type")
+        s = self._sync
+        if s is None:
+            return True
+        now = _now()
+        peer = self._by_addr.get(getattr(node, "address", ""), "")
+        if kind == "hc_ping":
+            return True
+        if kind == "append_entries":
+            if message.get("term", -1) >= s.raftCurrentTerm:
+                self._last_leader_contact = now
+            return False
+        if kind == "next_node_idx":
+            ts = message.get("hc_ts")
+            if isinstance(ts, float) and s._isLeader() and ts >= self.leader_since:
+                if ts > self._acks.get(peer, 0.0):
+                    self._acks[peer] = ts
+                    self._recompute_lease()
+            return False
+        if kind == "request_vote":
+            # Stickiness: a follower that hears a live leader does not even bump its term.
+            sticky = now - self._last_leader_contact < self.election_min
+            return sticky and not s._isLeader() and not message.get("hc_transfer")
+        if kind == "hc_prevote":
+            self._answer_prevote(node, message, now)
+            return True
+        if kind == "hc_prevote_resp":
+            if message.get("round") == self._prevote_round and message.get("granted"):
+                self._prevote_grants.add(peer)
+                if len(self._prevote_grants) + 1 > self._n // 2 and not self._prevote_passed:
+                    self._prevote_passed = True
+                    s._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
+            return True
+        return False
+
+    def _answer_prevote(self, node: Any, message: dict[str, Any], now: float) -> None:
+        s = self._sync
+        assert s is not None
+        my_idx = s._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+        my_term = s._SyncObj__getCurrentLogTerm()  # type: ignore[attr-defined]
+        their = (message.get("last_log_term", -1), message.get("last_log_index", -1))
+        granted = (
+            not s._isLeader()
+            and now - self._last_leader_contact >= self.election_min
+            and message.get("term", -1) > s.raftCurrentTerm
+            and their >= (my_term, my_idx)
+        )
+        s._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
+            "type": "hc_prevote_resp", "round": message.get("round"), "granted": granted})
+
+    def _recompute_lease(self) -> None:
+        need = self._n // 2  # acks from others needed besides our own
+        acks = sorted(self._acks.values(), reverse=True)
+        if need == 0:
+            self.lease_expiry = float("inf")
+        elif len(acks) >= need:
+            self.lease_expiry = acks[need - 1] + self.lease_s
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        s = self._sync
+        role = self._role_of(new)
+        self._acks.clear()
+        self.lease_expiry = 0.0
+        if role is Role.LEADER:
+            self.leader_since = _now()
+            self.won_by_transfer = self._transfer_pending
+            if self._n == 1:
+                self.lease_expiry = float("inf")
+        else:
+            self.won_by_transfer = False
+        if role is not Role.CANDIDATE:
+            self._transfer_pending = False
+        term = s.raftCurrentTerm if s is not None else 0
+        log.info("raft role %s -> %s (term %d)", self._role_of(old).value, role.value, term)
+        if self._on_role_change is not None:
+            self._on_role_change(role, term)
+
+    @staticmethod
+    def _role_of(state: int) -> Role:
+        return {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}.get(state, Role.STOPPED)
+
+    # ------------------------------------------------------------ agent-facing API
+
+    def submit(self, command: dict[str, Any],
+               callback: Callable[[Result | None, int], None] | None = None) -> None:
+        """Propose a command (non-blocking). callback(result, fail_reason) on the tick thread."""
+        assert self._sync is not None
+        self._sync.apply(encode(command), callback=callback or (lambda r, e: None))
+
+    def register_epoch(self, term: int) -> None:
+        """As new leader, commit our epoch: once applied, every earlier entry is applied too."""
+        def done(result: Result | None, err: int) -> None:
+            if result is not None and result.ok:
+                self._epoch_term_applied = max(self._epoch_term_applied, term)
+            elif result is not None:
+                log.warning("leader_epoch %d refused: %s", term, result.detail)
+        self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
+
+    def transfer_leadership(self, to: str | None, done: Callable[[bool], None]) -> None:
+        """Ask pysyncobj to hand leadership to `to` (member id) or the best follower."""
+        target = self.config.member(to).raft_endpoint if to else None
+
+        def run() -> None:
+            assert self._sync is not None
+            self._sync.transferLeadership(target, callback=lambda r, err: done(err == 0))
+        self.call_soon(run)
+
+    @property
+    def state(self) -> ReplicatedState:
+        assert self._sync is not None
+        return self._sync._state
+
+    def view(self) -> ConsensusView:
+        s = self._sync
+        now = _now()
+        if s is None:
+            return ConsensusView(Role.STOPPED, 0, None, False, 0.0, False, False, False, 0, 0)
+        is_leader = s._isLeader()
+        state = s._SyncObj__raftState  # type: ignore[attr-defined]
+        term = s.raftCurrentTerm
+        leader_node = s._getLeader()
+        leader = self._by_addr.get(getattr(leader_node, "address", ""), None)
+        remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
+        peers = tuple(
+            PeerLink(m.id, m.raft_endpoint, self._connected(m.raft_endpoint),
+                     (now - self._acks[m.id]) if is_leader and m.id in self._acks else None)
+            for m in self.config.peers
+        )
+        connected = sum(1 for p in peers if p.connected) + 1
+        return ConsensusView(
+            role=self._role_of(state),
+            term=term,
+            leader=leader,
+            lease_ok=is_leader and now < self.lease_expiry,
+            lease_remaining_s=min(remaining, 3600.0),
+            epoch_applied=is_leader and self._epoch_term_applied >= term,
+            won_by_transfer=self.won_by_transfer,
+            has_quorum=(is_leader and now < self.lease_expiry) or connected > self._n // 2,
+            commit_index=s.raftCommitIndex,
+            last_applied=s.raftLastApplied,
+            peers=peers,
+        )
+
+    def _connected(self, endpoint: str) -> bool:
+        s = self._sync
+        assert s is not None
+        for node in s.otherNodes:
+            if getattr(node, "address", None) == endpoint:
+                return s.isNodeConnected(node)
+        return False
+
+
+def data_files(config: Config) -> list[str]:
+    return [os.fspath(config.data_dir / n) for n in ("raft.journal", "raft.dump")]

@@ -1,0 +1,134 @@
+"""The replicated state machine: pure, deterministic, no I/O, no clock.
+
+Every command is a JSON object `{"v": 1, "type": "...", ...}` encoded to bytes. pysyncobj
+replicates exactly one method, `apply(payload)`, so adding command types never renumbers
+pysyncobj's method ids (which come from sorted method names) and rolling upgrades keep
+working. Unknown types are refused loudly unless the command says `"ignorable": true`.
+
+Invariant I3: terms and generations only go forward. A leader_epoch with a term lower than
+the recorded one, or a compare-and-set on a stale generation, is refused and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+COMMAND_VERSION = 1
+MAX_PAYLOAD = 64 * 1024
+
+
+class CommandError(ValueError):
+    """A command that cannot be decoded or applied; the state is unchanged."""
+
+
+def encode(command: dict[str, Any]) -> bytes:
+    """Encode a command for the Raft log (compact, sorted keys: byte-identical everywhere)."""
+    doc = {"v": COMMAND_VERSION, **command}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    if not isinstance(payload, bytes | bytearray):
+        raise CommandError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CommandError(f"payload is not JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        raise CommandError("command must be an object with a string 'type'")
+    if doc.get("v") != COMMAND_VERSION:
+        raise CommandError(f"unsupported command version {doc.get('v')!r} (this node speaks "
+                           f"{COMMAND_VERSION})")
+    return doc
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    detail: str
+    generation: int
+
+
+@dataclass
+class ReplicatedState:
+    """What the cluster agrees on. Plain data only: pysyncobj pickles it into its dump file."""
+
+    epoch_term: int = 0  # highest term whose leader registered itself
+    epoch_node: str = ""
+    epochs: int = 0  # number of leader_epoch entries accepted, ever
+    generation: int = 0  # bumped by every accepted state change
+    flags: dict[str, str] = field(default_factory=dict)  # admin flags (maintenance, drain...)
+    refused: int = 0  # commands refused by apply(), for the status view
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"epoch_term": self.epoch_term, "epoch_node": self.epoch_node,
+                "epochs": self.epochs, "generation": self.generation,
+                "flags": dict(self.flags), "refused": self.refused}
+
+    def apply(self, payload: bytes) -> Result:
+        try:
+            cmd = decode(payload)
+            handler = _HANDLERS.get(cmd["type"])
+            if handler is None:
+                if cmd.get("ignorable") is True:
+                    return Result(True, f"ignored unknown ignorable command {cmd['type']!r}",
+                                  self.generation)
+                raise CommandError(f"unknown command type {cmd['type']!r}")
+            return handler(self, cmd)
+        except CommandError as e:
+            self.refused += 1
+            return Result(False, str(e), self.generation)
+
+    # -- handlers: validate everything first, then mutate (a refusal changes nothing) --
+
+    def _leader_epoch(self, cmd: dict[str, Any]) -> Result:
+        term, node = _int(cmd, "term"), _str(cmd, "node")
+        if term < self.epoch_term:
+            raise CommandError(f"leader_epoch term {term} is older than recorded term "
+                               f"{self.epoch_term}")
+        if term == self.epoch_term and node == self.epoch_node:
+            return Result(True, "epoch already recorded", self.generation)  # idempotent retry
+        if term == self.epoch_term:
+            raise CommandError(f"term {term} already belongs to {self.epoch_node!r}")
+        self.epoch_term, self.epoch_node = term, node
+        self.epochs += 1
+        self.generation += 1
+        return Result(True, f"epoch {term} for {node}", self.generation)
+
+    def _set_flag(self, cmd: dict[str, Any]) -> Result:
+        name, value, expect = _str(cmd, "name"), cmd.get("value"), _int(cmd, "expect_generation")
+        if value is not None and not isinstance(value, str):
+            raise CommandError("'value' must be a string or null")
+        if expect != self.generation:
+            raise CommandError(f"stale generation {expect}, current is {self.generation}")
+        if value is None:
+            self.flags.pop(name, None)
+        else:
+            self.flags[name] = value
+        self.generation += 1
+        return Result(True, f"flag {name}={value}", self.generation)
+
+
+def _int(cmd: dict[str, Any], key: str) -> int:
+    v = cmd.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CommandError(f"{cmd['type']}.{key} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def _str(cmd: dict[str, Any], key: str) -> str:
+    v = cmd.get(key)
+    if not isinstance(v, str) or not v or len(v) > 256:
+        raise CommandError(f"{cmd['type']}.{key} must be a non-empty string, got {v!r}")
+    return v
+
+
+_HANDLERS: dict[str, Callable[[ReplicatedState, dict[str, Any]], Result]] = {
+    "leader_epoch": ReplicatedState._leader_epoch,
+    "set_flag": ReplicatedState._set_flag,
+}

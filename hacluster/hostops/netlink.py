@@ -1,0 +1,328 @@
+"""The real HostOps: VIP addresses through rtnetlink, probes and announcements through ARP.
+
+Everything acts in the caller's network namespace (the lab runs the agent under
+`ip netns exec`). Needs CAP_NET_ADMIN for addresses and CAP_NET_RAW for ARP.
+
+Reads (interface lookup, address dump) go through pyroute2. Address *writes* are one
+fixed-shape RTM_NEWADDR/RTM_DELADDR packed here and sent on a plain NETLINK_ROUTE socket:
+claim_vip runs every tick (10 ms) while the node holds a VIP, and pyroute2 0.9 spends about
+0.5 ms of Python per request in its asyncio machinery where the packed message takes about
+20 us. Both handles are opened lazily, reused, and used under one lock because the agent
+calls from more than one thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import math
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from hacluster.hostops import arp
+from hacluster.hostops.base import HostOpsError
+from hacluster.model import Vip
+
+T = TypeVar("T")
+
+# linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
+NLMSG_ERROR = 2
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_CREATE = 0x400
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_CACHEINFO = 6
+INFINITY_LIFE_TIME = 0xFFFFFFFF
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTA = struct.Struct("=HH")  # len, type
+_CACHEINFO = struct.Struct("=IIII")  # ifa_prefered, ifa_valid, cstamp, tstamp
+_ERRNO = struct.Struct("=i")
+
+# Our own kernel acks an address request in microseconds; no ack within a second means
+# something is badly wrong, not slow.
+_ACK_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Link:
+    index: int
+    mac: str | None  # None on links without an Ethernet address (tun, some tunnels)
+
+
+def lifetime_seconds(lifetime_s: float) -> int:
+    """The kernel counts address lifetimes in whole seconds: round up so the address never
+    lives shorter than asked, at least 1 (0 would expire it at once), below infinity."""
+    return min(max(math.ceil(lifetime_s), 1), INFINITY_LIFE_TIME - 1)
+
+
+def pack_addr_request(msg_type: int, seq: int, index: int, vip: Vip, lifetime: int | None) -> bytes:
+    """One RTM_NEWADDR (replace, with lifetime) or RTM_DELADDR message for vip on index.
+
+    Same attributes as `ip addr replace A/P dev D valid_lft N preferred_lft N`: IFA_LOCAL
+    and IFA_ADDRESS both set to the address, no flags, so the kernel keeps its normal
+    prefix-route behaviour.
+    """
+    ip = ipaddress.ip_address(vip.address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    body = _IFADDRMSG.pack(family, vip.prefixlen, 0, 0, index)
+    body += _rta(IFA_LOCAL, ip.packed) + _rta(IFA_ADDRESS, ip.packed)
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if lifetime is not None:
+        body += _rta(IFA_CACHEINFO, _CACHEINFO.pack(lifetime, lifetime, 0, 0))
+        flags |= NLM_F_CREATE | NLM_F_REPLACE
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
+
+
+def _rta(kind: int, payload: bytes) -> bytes:
+    # 4 and 16 byte addresses and the 16 byte cacheinfo are already 4-aligned: no padding.
+    return _RTA.pack(_RTA.size + len(payload), kind) + payload
+
+
+def iter_acks(data: bytes) -> Iterator[tuple[int, int]]:
+    """(sequence, errno) of each NLMSG_ERROR in a netlink datagram; errno 0 is success."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            return
+        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
+            yield seq, -_ERRNO.unpack_from(data, offset + _NLMSGHDR.size)[0]
+        offset += (length + 3) & ~3
+
+
+class NetlinkHostOps:
+    """HostOps on the running kernel, IPv4 only for claims, probes and announcements."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ipr: IPRoute | None = None
+        self._nl: socket.socket | None = None
+        self._seq = 0
+        self._links: dict[str, _Link] = {}
+        # A separate lock for ARP: a probe takes up to its timeout and must never hold up a
+        # renewal on the tick thread.
+        self._arp_lock = threading.Lock()
+        self._arp_sockets: dict[str, arp.ArpSocket] = {}
+
+    # --- HostOps ------------------------------------------------------------------------
+
+    def vip_present(self, vip: Vip) -> bool:
+        def present(link: _Link) -> bool:
+            if self._has_address(link, vip):
+                return True
+            # pyroute2 filters dumps by index in Python, so a stale cached index (interface
+            # recreated) yields "not there" rather than ENODEV: confirm the index before no.
+            fresh = self._links[vip.interface] = self._lookup_link(vip.interface)
+            return fresh.index != link.index and self._has_address(fresh, vip)
+
+        return self._on_link(vip, "look up", present)
+
+    def claim_vip(self, vip: Vip, lifetime_s: float) -> None:
+        _require_ipv4(vip)
+        lifetime = lifetime_seconds(lifetime_s)
+        self._on_link(vip, "claim", lambda link: self._write(RTM_NEWADDR, link, vip, lifetime))
+
+    def release_vip(self, vip: Vip) -> None:
+        # A missing interface cannot hold the address either: both count as released.
+        try:
+            self._on_link(vip, "release", lambda link: self._write(RTM_DELADDR, link, vip, None))
+        except (_AddressAbsent, _InterfaceMissing):
+            pass
+
+    def probe(self, vip: Vip, timeout_s: float) -> bool:
+        _require_ipv4(vip)
+        our_mac = self._ethernet_mac(vip)
+        frame = arp.build_arp_probe(our_mac, vip.address)
+        # RFC 5227 sends several probes; two, the second at half time, survive one lost frame
+        # while keeping the whole probe within timeout_s.
+        send_at = [0.0, timeout_s / 2]
+
+        def answered(packet: arp.ArpPacket) -> bool:
+            return arp.claims_address(packet, vip.address, our_mac)
+
+        return self._on_arp(
+            vip, "ARP probe", lambda sock: sock.exchange(frame, send_at, timeout_s, answered)
+        )
+
+    def announce(self, vip: Vip) -> None:
+        _require_ipv4(vip)
+        frame = arp.build_gratuitous_arp(self._ethernet_mac(vip), vip.address)
+        self._on_arp(vip, "gratuitous ARP", lambda sock: sock.send(frame))
+
+    def close(self) -> None:
+        with self._arp_lock:
+            for sock in self._arp_sockets.values():
+                sock.close()
+            self._arp_sockets.clear()
+        with self._lock:
+            self._close_netlink()
+            if self._ipr is not None:
+                self._ipr.close()
+                self._ipr = None
+            self._links.clear()
+
+    # --- links --------------------------------------------------------------------------
+
+    def _on_link(self, vip: Vip, what: str, op: Callable[[_Link], T]) -> T:
+        """Run op on vip's interface, under the lock, with netlink errors as HostOpsError.
+
+        The index is cached per name. ENODEV means the interface was recreated (a network
+        restart, a rebuilt bond) under a new index: look it up once more and retry. Any other
+        failure also drops the cached entry so that the next call starts fresh.
+        """
+        with self._lock:
+            try:
+                try:
+                    return op(self._link(vip.interface))
+                except NetlinkError as exc:
+                    self._links.pop(vip.interface, None)
+                    if exc.code != errno.ENODEV:
+                        raise
+                    return op(self._link(vip.interface))
+            except NetlinkError as exc:
+                self._links.pop(vip.interface, None)
+                if exc.code == errno.EADDRNOTAVAIL and what == "release":
+                    raise _AddressAbsent from exc
+                if exc.code == errno.ENODEV:
+                    raise _InterfaceMissing(vip.interface) from exc
+                raise HostOpsError(f"netlink: {what} {vip}: {os.strerror(exc.code)}") from exc
+
+    def _link(self, ifname: str) -> _Link:
+        link = self._links.get(ifname)
+        if link is None:
+            link = self._links[ifname] = self._lookup_link(ifname)
+        return link
+
+    def _lookup_link(self, ifname: str) -> _Link:
+        try:
+            (msg,) = self._route().link("get", ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                raise _InterfaceMissing(ifname) from exc
+            raise
+        return _Link(index=msg["index"], mac=msg.get("IFLA_ADDRESS"))
+
+    def _has_address(self, link: _Link, vip: Vip) -> bool:
+        family = socket.AF_INET if vip.family == 4 else socket.AF_INET6
+        want = ipaddress.ip_address(vip.address)
+        for msg in self._route().addr("dump", index=link.index, family=family):
+            have = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+            if (
+                msg["index"] == link.index
+                and msg["prefixlen"] == vip.prefixlen
+                and have is not None
+                and ipaddress.ip_address(have) == want
+            ):
+                return True
+        return False
+
+    def _ethernet_mac(self, vip: Vip) -> str:
+        # Probes and announcements are rare (failover only) while a MAC can change under a
+        # cached entry (bond failover with fail_over_mac): always ask the kernel afresh.
+        with self._lock:
+            self._links.pop(vip.interface, None)
+        link = self._on_link(vip, "look up", lambda link: link)
+        if not link.mac or link.mac == arp.ZERO_MAC:
+            raise HostOpsError(f"interface {vip.interface} has no Ethernet address for ARP")
+        return link.mac
+
+    # --- ARP socket ---------------------------------------------------------------------
+
+    def _on_arp(self, vip: Vip, what: str, op: Callable[[arp.ArpSocket], T]) -> T:
+        """Run op on the interface's long-lived ARP socket, under the ARP lock.
+
+        A packet socket stays tied to the interface it was bound to and reports ENETDOWN or
+        ENXIO once that goes down or away: reopen it and try once more before giving up.
+        """
+        with self._arp_lock:
+            try:
+                return op(self._arp_socket(vip.interface))
+            except OSError:
+                self._arp_sockets.pop(vip.interface).close()
+            try:
+                return op(self._arp_socket(vip.interface))
+            except OSError as exc:
+                self._arp_sockets.pop(vip.interface).close()
+                raise HostOpsError(f"{what} for {vip}: {exc}") from exc
+
+    def _arp_socket(self, ifname: str) -> arp.ArpSocket:
+        sock = self._arp_sockets.get(ifname)
+        if sock is not None:
+            return sock
+        try:
+            sock = self._arp_sockets[ifname] = arp.ArpSocket(ifname)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                raise _InterfaceMissing(ifname) from exc
+            if exc.errno == errno.EPERM:
+                raise HostOpsError(f"ARP on {ifname} needs CAP_NET_RAW") from exc
+            raise HostOpsError(f"ARP socket on {ifname}: {exc}") from exc
+        return sock
+
+    # --- netlink handles ----------------------------------------------------------------
+
+    def _route(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def _write(self, msg_type: int, link: _Link, vip: Vip, lifetime: int | None) -> None:
+        """Send one address request and wait for its ack; NetlinkError on a kernel error."""
+        if self._nl is None:
+            self._nl = _open_netlink()
+        self._seq = self._seq % 0xFFFFFFFF + 1
+        seq = self._seq
+        try:
+            self._nl.send(pack_addr_request(msg_type, seq, link.index, vip, lifetime))
+            while True:
+                for ack_seq, err in iter_acks(self._nl.recv(65536)):
+                    # Older sequences are late acks of requests we gave up on; skip them.
+                    if ack_seq == seq:
+                        if err:
+                            raise NetlinkError(err)
+                        return
+        except OSError as exc:
+            # Unknown socket state (a late ack may still arrive): start over next time.
+            self._close_netlink()
+            what = "claim" if msg_type == RTM_NEWADDR else "release"
+            raise HostOpsError(f"netlink: {what} {vip}: {exc}") from exc
+
+    def _close_netlink(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+
+
+class _InterfaceMissing(HostOpsError):
+    def __init__(self, ifname: str) -> None:
+        super().__init__(f"interface {ifname} not found")
+
+
+class _AddressAbsent(Exception):
+    """release_vip of an address the kernel does not have: success, not an error."""
+
+
+def _open_netlink() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock.bind((0, 0))
+    sock.settimeout(_ACK_TIMEOUT_S)
+    return sock
+
+
+def _require_ipv4(vip: Vip) -> None:
+    if vip.family != 4:
+        raise HostOpsError("IPv6 VIPs are not supported yet")

@@ -1,0 +1,293 @@
+"""Build, operate and tear down a cluster of network namespaces (DESIGN.md §7).
+
+Topology for prefix P: a switch namespace `P-sw` holding bridge `br0`; server namespaces
+`P-n1..P-nN` and a client namespace `P-client`, each with an `eth0` veth whose other end
+(`v-n1`, ..., `v-client`) is a port of the bridge. The bridge lives in its own namespace so
+that the lab never touches the host's interfaces or routes. Cutting a server's cable is
+`ip -n P-sw link set v-nX down`.
+
+Every file lives under /run/hacluster-lab/P; `down()` removes namespaces, processes and
+files by prefix, so it also cleans up after a crashed run that left no description behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hacluster.lab.netns import (
+    LabError,
+    holds,
+    ip,
+    kill_netns_processes,
+    netns_list,
+    nft,
+    run,
+)
+
+LAB_ROOT = Path(os.environ.get("HACLUSTER_LAB_ROOT", "/run/hacluster-lab"))
+RAFT_PORT, GRPC_PORT, HTTP_PORT = 7100, 7101, 80
+
+
+def subnet_for(prefix: str) -> str:
+    """A /24 in 10.128.0.0/9 derived from the prefix, so labs with other prefixes coexist."""
+    h = int.from_bytes(hashlib.sha256(prefix.encode()).digest()[:2], "big")
+    return f"10.{128 + (h >> 8) % 128}.{h & 0xFF}"
+
+
+def check_prefix(prefix: str) -> None:
+    if not (1 <= len(prefix) <= 8 and prefix.replace("-", "").isalnum() and prefix[0].isalpha()):
+        raise LabError(f"lab name {prefix!r}: use 1-8 letters/digits starting with a letter")
+
+
+@dataclass
+class LabNode:
+    name: str
+    netns: str
+    ip: str
+    port: str  # bridge port in the switch namespace
+    config: Path
+    data_dir: Path
+    log: Path
+    agent: subprocess.Popen[bytes] | None = None
+    backend: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin(self) -> str:
+        return f"{self.ip}:{GRPC_PORT}"
+
+
+class Lab:
+    def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
+                 python: str = sys.executable):
+        check_prefix(prefix)
+        if not 1 <= nodes <= 9:
+            raise LabError(f"--nodes must be 1-9, got {nodes}")
+        self.prefix = prefix
+        self.n = nodes
+        self.timing = timing or {}
+        self.python = python
+        self.dir = LAB_ROOT / prefix
+        self.net = subnet_for(prefix)
+        self.sw = f"{prefix}-sw"
+        self.client_ns = f"{prefix}-client"
+        self.client_ip = f"{self.net}.2"
+        self.vip = f"{self.net}.100"
+        self.nodes = [
+            LabNode(name=f"n{i}", netns=f"{prefix}-n{i}", ip=f"{self.net}.{10 + i}",
+                    port=f"v-n{i}", config=self.dir / f"n{i}" / "hacluster.yaml",
+                    data_dir=self.dir / f"n{i}" / "data", log=self.dir / f"n{i}" / "agent.log")
+            for i in range(1, nodes + 1)
+        ]
+
+    # ------------------------------------------------------------------ build
+
+    def up(self, wait_s: float = 30.0) -> dict[str, Any]:
+        if any(ns.startswith(self.prefix + "-") for ns in netns_list()):
+            raise LabError(f"a lab named {self.prefix!r} already exists: "
+                           f"run `hacluster lab down --name {self.prefix}` first")
+        try:
+            self._build_network()
+            self._write_files()
+            for node in self.nodes:
+                self.start_backend(node)
+                self.start_agent(node)
+            self.wait_single_holder(wait_s)
+        except BaseException:
+            self.down()
+            raise
+        desc = self.describe()
+        (self.dir / "lab.json").write_text(json.dumps(desc, indent=2))
+        return desc
+
+    def _build_network(self) -> None:
+        ip("netns", "add", self.sw)
+        ip("link", "add", "br0", "type", "bridge", ns=self.sw)
+        ip("link", "set", "br0", "up", ns=self.sw)
+        ip("link", "set", "lo", "up", ns=self.sw)
+        hosts = [(n.netns, n.port, n.ip) for n in self.nodes]
+        hosts.append((self.client_ns, "v-client", self.client_ip))
+        for ns, port, addr in hosts:
+            ip("netns", "add", ns)
+            ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.sw)
+            ip("link", "set", port, "master", "br0", "up", ns=self.sw)
+            ip("link", "set", "lo", "up", ns=ns)
+            ip("addr", "add", f"{addr}/24", "dev", "eth0", ns=ns)
+            ip("link", "set", "eth0", "up", ns=ns)
+
+    def _write_files(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = self.dir / "secret"
+        secret.write_text(secrets.token_hex(24) + "\n")
+        secret.chmod(0o600)
+        members = [{"id": n.name, "address": n.ip, "raft_port": RAFT_PORT, "grpc_port": GRPC_PORT}
+                   for n in self.nodes]
+        for n in self.nodes:
+            n.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            doc = {
+                "cluster": self.prefix, "node_id": n.name, "members": members,
+                "vips": [{"address": self.vip, "prefix": 24, "interface": "eth0"}],
+                "data_dir": str(n.data_dir), "secret_file": str(secret),
+                "timing": dict(self.timing),
+            }
+            n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    # ------------------------------------------------------------- processes
+
+    def _spawn(self, ns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            return subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=f, stderr=f,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start_agent(self, node: LabNode, config: Path | None = None) -> None:
+        node.agent = self._spawn(node.netns, [self.python, "-m", "hacluster.agent", "--config",
+                                              str(config or node.config)], node.log)
+
+    def start_backend(self, node: LabNode) -> None:
+        node.backend = self._spawn(node.netns, [self.python, "-m", "hacluster.lab.backend",
+                                                "--name", node.name, "--port", str(HTTP_PORT)],
+                                   node.log.with_name("backend.log"))
+
+    def signal_agent(self, node: LabNode, sig: int) -> None:
+        if node.agent is None:
+            raise LabError(f"{node.name}: no agent started by this Lab object")
+        os.kill(node.agent.pid, sig)
+
+    def wait_agent_exit(self, node: LabNode, timeout: float) -> int:
+        assert node.agent is not None
+        return node.agent.wait(timeout)
+
+    # ----------------------------------------------------------------- faults
+
+    def cut_link(self, node: LabNode) -> None:
+        ip("link", "set", node.port, "down", ns=self.sw)
+
+    def restore_link(self, node: LabNode) -> None:
+        ip("link", "set", node.port, "up", ns=self.sw)
+
+    def power_off(self, node: LabNode) -> None:
+        """Pull the cable, kill every process, lose the addresses held in RAM."""
+        self.cut_link(node)
+        kill_netns_processes(node.netns)
+        for p in (node.agent, node.backend):
+            if p is not None:
+                p.wait(5)
+        ip("addr", "del", f"{self.vip}/24", "dev", "eth0", ns=node.netns, check=False)
+
+    def power_on(self, node: LabNode) -> None:
+        self.restore_link(node)
+        self.start_backend(node)
+        self.start_agent(node)
+
+    def partition(self, node: LabNode, one_way: str | None = None) -> None:
+        """Drop IP traffic between node and every other server (the client path stays up).
+
+        one_way: None (both directions), "in" (node hears nothing) or "out" (node's packets lost).
+        """
+        peers = ", ".join(n.ip for n in self.nodes if n is not node)
+        rules = []
+        if one_way in (None, "in"):
+            rules.append(f"chain i {{ type filter hook input priority -50; ip saddr {{ {peers} }} drop; }}")
+        if one_way in (None, "out"):
+            rules.append(f"chain o {{ type filter hook output priority -50; ip daddr {{ {peers} }} drop; }}")
+        nft(node.netns, "table inet hclab {\n" + "\n".join(rules) + "\n}\n")
+
+    def heal(self, node: LabNode) -> None:
+        nft(node.netns, "delete table inet hclab\n")
+
+    # ------------------------------------------------------------- observation
+
+    def holders(self) -> list[str]:
+        return [n.name for n in self.nodes if holds(n.netns, self.vip)]
+
+    def wait_single_holder(self, timeout: float, exclude: tuple[str, ...] = ()) -> str:
+        deadline = time.monotonic() + timeout
+        last: list[str] = []
+        while time.monotonic() < deadline:
+            last = self.holders()
+            if len(last) == 1 and last[0] not in exclude:
+                return last[0]
+            for n in self.nodes:
+                if n.agent is not None and n.agent.poll() is not None and n.name not in exclude:
+                    raise LabError(f"{n.name}: agent exited with {n.agent.returncode}; "
+                                   f"log {n.log}:\n{self.tail(n)}")
+            time.sleep(0.02)
+        logs = "\n".join(f"--- {n.name} ({n.log}):\n{self.tail(n, 12)}" for n in self.nodes)
+        raise LabError(f"no single VIP holder within {timeout:.0f} s (holders: {last})\n{logs}")
+
+    def node(self, name: str) -> LabNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabError(f"no node {name!r} in lab {self.prefix}")
+
+    def tail(self, node: LabNode, lines: int = 30) -> str:
+        try:
+            return "\n".join(node.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def in_client(self, *args: str, timeout: float = 30) -> str:
+        return run("timeout", str(timeout), "ip", "netns", "exec", self.client_ns, *args)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.prefix, "bridge": "br0", "bridge_netns": self.sw,
+            "client_netns": self.client_ns, "client_ip": self.client_ip, "subnet": f"{self.net}.0/24",
+            "vips": [self.vip],
+            "services": [{"name": "http", "vip": self.vip, "port": HTTP_PORT, "proto": "tcp"}],
+            "dir": str(self.dir),
+            "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip,
+                       "agent_pid": n.agent.pid if n.agent else None,
+                       "config": str(n.config), "data_dir": str(n.data_dir), "admin": n.admin,
+                       "metrics": None, "log": str(n.log)} for n in self.nodes],
+        }
+
+    # ------------------------------------------------------------------ down
+
+    def down(self) -> list[str]:
+        return teardown(self.prefix, [n.agent for n in self.nodes] + [n.backend for n in self.nodes])
+
+
+def teardown(prefix: str, procs: list[subprocess.Popen[bytes] | None] | None = None) -> list[str]:
+    """Remove every namespace, process and file of lab `prefix`; return the namespaces removed."""
+    check_prefix(prefix)
+    mine = [ns for ns in netns_list() if ns.startswith(prefix + "-")]
+    for ns in mine:
+        kill_netns_processes(ns, signal.SIGKILL)
+    for p in procs or []:
+        if p is not None and p.poll() is None:
+            p.kill()
+        if p is not None:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+    for ns in mine:
+        ip("netns", "del", ns, check=False)
+    shutil.rmtree(LAB_ROOT / prefix, ignore_errors=True)
+    return mine
+
+
+def load_description(prefix: str) -> dict[str, Any]:
+    path = LAB_ROOT / prefix / "lab.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise LabError(f"no lab named {prefix!r} is up ({path} not found)") from None
+
+
+__all__ = ["Lab", "LabError", "LabNode", "teardown", "load_description", "subnet_for"]

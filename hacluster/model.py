@@ -1,0 +1,148 @@
+"""Frozen value types shared by every part of hacluster.
+
+Nothing here does I/O. Protobuf and pysyncobj types are converted to these at the edges
+(admin.py, gossip/, consensus/raft.py) and never travel further inside the agent.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+NodeId = str
+
+
+class Role(enum.StrEnum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Vip:
+    """A virtual IP: the address, its prefix length and the interface it lives on."""
+
+    address: str
+    prefixlen: int
+    interface: str
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.address)
+
+    @property
+    def family(self) -> int:
+        return self.ip.version
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen} on {self.interface}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A cluster member as configured: where its Raft and gRPC ports are."""
+
+    id: NodeId
+    address: str
+    raft_port: int
+    grpc_port: int
+
+    @property
+    def raft_endpoint(self) -> str:
+        return f"{self.address}:{self.raft_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{self.address}:{self.grpc_port}"
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """Raft's view of one other member: whether its TCP link is up right now."""
+
+    id: NodeId
+    address: str
+    connected: bool
+    last_ack_age_s: float | None  # leader only: time since its last acknowledged heartbeat
+
+
+@dataclass(frozen=True)
+class ConsensusView:
+    """One consistent read of the Raft layer, taken at the start of a tick."""
+
+    role: Role
+    term: int
+    leader: NodeId | None
+    lease_ok: bool
+    lease_remaining_s: float
+    epoch_applied: bool  # this leader's epoch entry for its current term is applied here
+    won_by_transfer: bool  # leadership came from a graceful transfer: claim without probing
+    has_quorum: bool
+    commit_index: int
+    last_applied: int
+    peers: tuple[PeerLink, ...] = ()
+
+
+@dataclass(frozen=True)
+class VipState:
+    """What the agent currently knows about one VIP on this host."""
+
+    vip: Vip
+    present: bool  # the kernel holds the address on the interface right now
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything decide() may look at: one consistent picture of the world."""
+
+    now: float  # monotonic seconds
+    node: NodeId
+    consensus: ConsensusView
+    vips: tuple[VipState, ...]
+    handoff: bool  # a graceful handoff is under way: hold nothing
+    maintenance: bool = False
+    probe_answered_at: dict[str, float] = field(default_factory=dict)  # vip -> last answer
+    claimed_at: dict[str, float] = field(default_factory=dict)  # vip -> when we claimed it
+
+
+@dataclass(frozen=True)
+class VipStatus:
+    address: str
+    prefixlen: int
+    interface: str
+    held: bool  # this node holds it right now
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    id: NodeId
+    address: str  # Raft endpoint host:port
+    is_self: bool
+    connected: bool  # Raft TCP link up (always True for self)
+    last_ack_ms: float | None  # leader only: age of the newest acknowledged heartbeat
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What `hacluster status` shows for one agent. Built by the agent, served by admin.py."""
+
+    node: NodeId
+    cluster: str
+    version: str
+    role: Role
+    term: int
+    leader: NodeId | None
+    lease_ok: bool
+    lease_remaining_ms: float
+    has_quorum: bool
+    handoff: bool
+    vips: tuple[VipStatus, ...]
+    members: tuple[MemberStatus, ...]
+    sentence: str  # the last tick's one-line status sentence
+    commit_index: int
+    last_applied: int
+    epoch_term: int  # highest leader epoch in the replicated state
+    generation: int  # replicated state generation
+    uptime_s: float

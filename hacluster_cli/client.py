@@ -1,0 +1,132 @@
+"""The CLI's side of the admin API: one call per command, errors turned into exit codes.
+
+A thin client: it imports only the generated API, the config loader and the token helper,
+never the agent. StatusReply -> AgentStatus conversion lives here (the server's opposite
+direction is hacluster.admin.status_to_pb); a round-trip test keeps the two in step.
+
+From Python:  fetch_status(target_from_config(cfg), admin_token(cfg.read_secret()))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any
+
+import grpc
+
+from hacluster.api import admin_pb2, admin_pb2_grpc
+from hacluster.auth import TOKEN_METADATA_KEY
+from hacluster.config import Config
+from hacluster.model import AgentStatus, MemberStatus, Role, VipStatus
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
+
+DEFAULT_TIMEOUT_S = 3.0
+MAX_MESSAGE_BYTES = 1 << 20
+
+_ROLE_FROM_PB = {
+    admin_pb2.ROLE_LEADER: Role.LEADER,
+    admin_pb2.ROLE_FOLLOWER: Role.FOLLOWER,
+    admin_pb2.ROLE_CANDIDATE: Role.CANDIDATE,
+    admin_pb2.ROLE_STOPPED: Role.STOPPED,
+}
+
+
+class AdminCallError(Exception):
+    """An admin call that did not succeed; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_FAILED
+
+
+class AgentUnreachable(AdminCallError):
+    exit_code = EXIT_UNREACHABLE
+
+
+class AgentRefused(AdminCallError):
+    exit_code = EXIT_REFUSED
+
+
+def grpc_target(host: str, port: int) -> str:
+    """host:port as gRPC wants it (IPv6 literals in brackets)."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def target_from_config(cfg: Config) -> str:
+    """The admin address of the server whose config this is."""
+    return grpc_target(cfg.me.address, cfg.me.grpc_port)
+
+
+def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
+    role = _ROLE_FROM_PB.get(reply.role)
+    if role is None:
+        raise AdminCallError(f"the agent reported role {reply.role}, unknown to this CLI "
+                             "(is the agent newer than the CLI?)")
+    return AgentStatus(
+        node=reply.node, cluster=reply.cluster, version=reply.version, role=role,
+        term=reply.term, leader=reply.leader if reply.HasField("leader") else None,
+        lease_ok=reply.lease_ok, lease_remaining_ms=reply.lease_remaining_ms,
+        has_quorum=reply.has_quorum, handoff=reply.handoff,
+        vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.held) for v in reply.vips),
+        members=tuple(
+            MemberStatus(m.id, m.address, m.is_self, m.connected,
+                         m.last_ack_ms if m.HasField("last_ack_ms") else None)
+            for m in reply.members),
+        sentence=reply.sentence, commit_index=reply.commit_index,
+        last_applied=reply.last_applied, epoch_term=reply.epoch_term,
+        generation=reply.generation, uptime_s=reply.uptime_s,
+    )
+
+
+def status_to_dict(st: AgentStatus) -> dict[str, Any]:
+    """JSON-ready: AgentStatus field names as keys, role as its lowercase name."""
+    d = dataclasses.asdict(st)
+    d["role"] = st.role.value
+    d["vips"] = list(d["vips"])
+    d["members"] = list(d["members"])
+    return d
+
+
+def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallError:
+    code, details = err.code(), err.details() or ""
+    check = (f"is hacluster-agent running on this server? is {target} the member's "
+             "grpc_port?")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return AgentUnreachable(f"cannot reach the hacluster agent at {target}: {details}\n"
+                                f"  {check}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return AgentUnreachable(f"no answer from the hacluster agent at {target} within "
+                                f"{timeout:g} s (agent frozen or overloaded?)\n  {check}")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return AgentRefused(f"the agent at {target} refused the call: {details}\n"
+                            "  check that the secret file holds this cluster's secret")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return AdminCallError(f"{target} does not serve this call: {details}\n  is {target} a "
+                              "hacluster agent's grpc_port, and is the agent this version "
+                              "or newer?")
+    return AdminCallError(f"the agent at {target} failed the call: {code.name}: {details}")
+
+
+def fetch_status(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> AgentStatus:
+    """Ask the agent at `target` (HOST:PORT) for its status; raise AdminCallError on failure."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # An http_proxy set for package downloads must not capture calls to local agents.
+        ("grpc.enable_http_proxy", 0),
+    ]
+    with grpc.insecure_channel(target, options=options) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        try:
+            reply = stub.Status(admin_pb2.StatusRequest(), timeout=timeout,
+                                metadata=[(TOKEN_METADATA_KEY, token)])
+        except grpc.RpcError as e:
+            raise _call_error(target, timeout, e) from None
+    return status_from_pb(reply)

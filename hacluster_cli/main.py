@@ -1,0 +1,200 @@
+"""The `hacluster` command: a thin gRPC client of the local (or a named) agent.
+
+It never imports agent internals (hacluster.agent, consensus/, hostops/): only the generated
+API, the config loader and the token helper, so it starts fast and runs anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from hacluster import __version__
+from hacluster.auth import admin_token
+from hacluster.config import ConfigError, load_config, read_secret
+from hacluster_cli.client import (
+    DEFAULT_TIMEOUT_S,
+    AdminCallError,
+    fetch_status,
+    grpc_target,
+    status_to_dict,
+    target_from_config,
+)
+from hacluster_cli.lab import lab
+from hacluster_cli.render import render_status
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(click.ClickException):
+    """Printed as 'Error: ...' on stderr; the process exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _config_error(e: ConfigError) -> CliError:
+    lines = [f"{e.source}: {len(e.errors)} error(s)"] + [f"  {msg}" for msg in e.errors]
+    return CliError("\n".join(lines), EXIT_USAGE)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hacluster")
+def cli() -> None:
+    """Operate a hacluster HA/VIP cluster: ask an agent for its status, check configs.
+
+    Every command that talks to an agent finds it with --config FILE (the server's own
+    config: its member's grpc_port and the cluster secret) or with --admin HOST:PORT plus
+    --secret-file FILE.
+
+    \b
+    Exit codes:
+      0  ok
+      1  invalid (config validate) or the call failed
+      2  usage or config error
+      3  agent unreachable
+      4  agent refused the call (authentication)
+
+    \b
+    Example:
+      hacluster status --config /etc/hacluster/hacluster.yaml
+    """
+
+
+def _split_admin(admin: str) -> tuple[str, int]:
+    host, sep, port = admin.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"must be HOST:PORT, got {admin!r}", param_hint="--admin")
+    return host.strip("[]"), int(port)
+
+
+def _resolve_agent(config_path: str | None, admin: str | None,
+                   secret_file: str | None) -> tuple[str, str]:
+    """(target, token) from the options; raise usage or config errors (exit 2)."""
+    if config_path and secret_file:
+        raise click.UsageError("--secret-file goes with --admin, not --config "
+                               "(the config names its own secret_file)")
+    if not config_path and not (admin and secret_file):
+        raise click.UsageError("say which agent to ask: --config FILE, or --admin HOST:PORT "
+                               "with --secret-file FILE")
+    try:
+        if config_path:
+            cfg = load_config(config_path)
+            target = target_from_config(cfg)
+            secret = cfg.read_secret()
+        else:
+            secret = read_secret(Path(secret_file or ""))
+            target = ""
+    except ConfigError as e:
+        raise _config_error(e) from None
+    if admin:
+        host, port = _split_admin(admin)
+        target = grpc_target(host, port)
+    return target, admin_token(secret)
+
+
+@cli.command()
+@click.option("--config", "config_path", metavar="FILE",
+              help="This server's hacluster config: ask its own agent with its secret.")
+@click.option("--admin", metavar="HOST:PORT",
+              help="The agent's admin address (a member's address and grpc_port).")
+@click.option("--secret-file", metavar="FILE",
+              help="File holding the cluster secret (mode 0600); goes with --admin.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (keys as in AgentStatus) instead of a table.")
+@click.option("--timeout", type=click.FloatRange(min=0.05, max=600), default=DEFAULT_TIMEOUT_S,
+              show_default=True, metavar="SECONDS",
+              help="Give up waiting for the agent after this long.")
+def status(config_path: str | None, admin: str | None, secret_file: str | None,
+           as_json: bool, timeout: float) -> None:
+    """Show one agent's view: role, term, leader, lease, quorum, VIPs, members.
+
+    \b
+    Examples:
+      hacluster status --config /etc/hacluster/hacluster.yaml
+      hacluster status --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret --json
+      ip netns exec NETNS hacluster status --json --config CONFIG
+    """
+    target, token = _resolve_agent(config_path, admin, secret_file)
+    try:
+        st = fetch_status(target, token, timeout)
+    except AdminCallError as e:
+        raise CliError(str(e), e.exit_code) from None
+    click.echo(json.dumps(status_to_dict(st)) if as_json else render_status(st))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check hacluster configuration files.
+
+    \b
+    Example:
+      hacluster config validate /etc/hacluster/hacluster.yaml
+    """
+
+
+@config_group.command("validate")
+@click.argument("file", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: file, ok, cluster, node_id, members, vips, "
+                   "warnings, errors.")
+def config_validate(file: str, as_json: bool) -> None:
+    """Check FILE and list every problem with its path; exit 0 if usable, 1 if not.
+
+    The secret file is not read here (a template may be validated away from its server).
+
+    \b
+    Examples:
+      hacluster config validate /etc/hacluster/hacluster.yaml
+      hacluster config validate new.yaml --json
+    """
+    try:
+        cfg = load_config(file)
+    except ConfigError as e:
+        if as_json:
+            click.echo(json.dumps({"file": file, "ok": False, "errors": e.errors,
+                                   "warnings": []}))
+        else:
+            click.echo(f"{file}: {_plural(len(e.errors), 'error')}", err=True)
+            for msg in e.errors:
+                click.echo(f"  {msg}", err=True)
+        click.get_current_context().exit(EXIT_INVALID)
+    if as_json:
+        click.echo(json.dumps({"file": file, "ok": True, "cluster": cfg.cluster,
+                               "node_id": cfg.node_id, "members": len(cfg.members),
+                               "vips": len(cfg.vips), "warnings": list(cfg.warnings),
+                               "errors": []}))
+        return
+    click.echo(f"{file}: ok (cluster {cfg.cluster}, node {cfg.node_id}, "
+               f"{_plural(len(cfg.members), 'member')}, {_plural(len(cfg.vips), 'VIP')})")
+    for w in cfg.warnings:
+        click.echo(f"  warning: {w}")
+
+
+@cli.command()
+def version() -> None:
+    """Print the hacluster version.
+
+    \b
+    Example:
+      hacluster version
+    """
+    click.echo(f"hacluster {__version__}")
+
+
+cli.add_command(lab)
+
+
+def main() -> None:
+    cli(prog_name="hacluster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Human-readable rendering of an AgentStatus for `hacluster status`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hacluster.model import AgentStatus
+
+
+def _columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def _age(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:.0f} ms ago" if ms < 10_000 else f"{ms / 1000:.1f} s ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86_400)
+    h, s = divmod(s, 3_600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d{h:02d}h"
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def render_status(st: AgentStatus) -> str:
+    lease = f"ok, {st.lease_remaining_ms:.0f} ms left" if st.lease_ok else "not held"
+    held = [f"{v.address}/{v.prefixlen}" for v in st.vips if v.held]
+    head = [
+        ("node", f"{st.node}  (cluster {st.cluster}, hacluster {st.version}, "
+                 f"up {_duration(st.uptime_s)})"),
+        ("role", f"{st.role.value}, term {st.term}"),
+        ("leader", st.leader or "none known"),
+        ("lease", lease),
+        ("quorum", "yes" if st.has_quorum else "NO"),
+        ("VIPs held", ", ".join(held) or "none"),
+    ]
+    if st.handoff:
+        head.append(("handoff", "in progress: this node releases its VIPs"))
+    head += [
+        ("status", st.sentence or "-"),
+        ("raft", f"commit index {st.commit_index}, applied {st.last_applied}"),
+        ("state", f"epoch term {st.epoch_term}, generation {st.generation}"),
+    ]
+    width = max(len(k) for k, _ in head)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in head]
+    if st.vips:
+        lines += ["", "VIPs"]
+        lines += _columns([("ADDRESS", "INTERFACE", "HERE")] + [
+            (f"{v.address}/{v.prefixlen}", v.interface, "held" if v.held else "-")
+            for v in st.vips])
+    if st.members:
+        lines += ["", "members"]
+        lines += _columns([("ID", "RAFT ADDRESS", "RAFT LINK", "LAST ACK")] + [
+            (m.id, m.address, "self" if m.is_self else ("up" if m.connected else "DOWN"),
+             _age(m.last_ack_ms))
+            for m in st.members])
+    return "\n".join(lines)

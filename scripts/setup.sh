@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what hacluster needs on a fresh Debian 12 machine (run as root), idempotently:
+# apt packages for the data plane and the lab, and a virtualenv in .venv with the project
+# and its test tools. Safe to run again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PKGS=(nftables iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# keepalived is optional: the benchmark compares against it when present.
+if [ "${HACLUSTER_WITH_PEERS:-0}" = 1 ] && ! command -v keepalived >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null || true
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating virtualenv .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.hacluster-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+echo "setup: ok"

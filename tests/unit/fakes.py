@@ -1,0 +1,67 @@
+"""Test doubles behind the interfaces the agent is built on (DESIGN.md §1, STYLE.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from hacluster.config import parse_config
+from hacluster.consensus.state import ReplicatedState
+from hacluster.model import ConsensusView, PeerLink, Role
+
+
+def config(**over):
+    doc = {
+        "cluster": "ward", "node_id": "n1",
+        "members": [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100,
+                     "grpc_port": 7101} for i in (1, 2, 3)],
+        "vips": [{"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}],
+        "data_dir": "/nonexistent", "secret_file": "/nonexistent",
+    }
+    doc.update(over)
+    return parse_config(doc)
+
+
+def view(role=Role.FOLLOWER, term=1, lease_ok=False, epoch_applied=False, leader=None,
+         won_by_transfer=False, peers=("n2", "n3"), connected=True):
+    return ConsensusView(
+        role=role, term=term, leader=leader if leader else ("n1" if role is Role.LEADER else None),
+        lease_ok=lease_ok, lease_remaining_s=0.2 if lease_ok else 0.0,
+        epoch_applied=epoch_applied, won_by_transfer=won_by_transfer, has_quorum=lease_ok,
+        commit_index=5, last_applied=5,
+        peers=tuple(PeerLink(p, f"10.0.0.x:{p}", connected, None) for p in peers))
+
+
+def leader_view(term=2, **kw):
+    return view(role=Role.LEADER, term=term, lease_ok=True, epoch_applied=True, **kw)
+
+
+@dataclass
+class FakeRaft:
+    current: ConsensusView = field(default_factory=view)
+    state: ReplicatedState = field(default_factory=ReplicatedState)
+    epochs: list[int] = field(default_factory=list)
+    transfers: list[str | None] = field(default_factory=list)
+    step_down_on_transfer: bool = True
+
+    def view(self) -> ConsensusView:
+        return self.current
+
+    def register_epoch(self, term: int) -> None:
+        self.epochs.append(term)
+
+    def transfer_leadership(self, to, done) -> None:
+        self.transfers.append(to)
+        done(True)
+        if self.step_down_on_transfer:
+            self.current = replace(self.current, role=Role.FOLLOWER, lease_ok=False)
+
+
+class Clock:
+    def __init__(self, t: float = 100.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt

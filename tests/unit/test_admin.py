@@ -1,0 +1,221 @@
+"""The admin API end to end on loopback: the CLI's status command against serve_admin."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+from hacluster.admin import AdminBindError, AdminService, start_admin, status_to_pb
+from hacluster.api import admin_pb2, admin_pb2_grpc
+from hacluster.auth import admin_token
+from hacluster.model import AgentStatus, MemberStatus, Role, VipStatus
+from hacluster_cli.client import status_from_pb
+from hacluster_cli.main import cli
+
+SECRET = "correct horse battery staple 42"
+
+STATUS = AgentStatus(
+    node="n1", cluster="lab", version="0.1.0", role=Role.LEADER, term=7, leader="n1",
+    lease_ok=True, lease_remaining_ms=143.0, has_quorum=True, handoff=False,
+    vips=(VipStatus("10.99.0.100", 24, "eth0", True),
+          VipStatus("10.99.0.101", 24, "eth0", False)),
+    members=(MemberStatus("n1", "127.0.0.1:17100", True, True, None),
+             MemberStatus("n2", "127.0.0.2:17100", False, True, 12.0),
+             MemberStatus("n3", "127.0.0.3:17100", False, False, None)),
+    sentence="leader, lease ok, holds 10.99.0.100, table gen 42",
+    commit_index=120, last_applied=119, epoch_term=7, generation=42, uptime_s=3725.0,
+)
+
+
+def _write_secret(path: Path, secret: str = SECRET) -> Path:
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    return _write_secret(tmp_path / "secret")
+
+
+@pytest.fixture
+def serve(secret_file: Path) -> Iterator[Callable[..., int]]:
+    servers: list[grpc.Server] = []
+
+    def start(provider: Callable[[], AgentStatus] = lambda: STATUS) -> int:
+        server, port = start_admin("127.0.0.1:0", AdminService(provider, admin_token(SECRET)))
+        servers.append(server)
+        return port
+
+    yield start
+    for server in servers:
+        server.stop(None)
+
+
+def _status(*args: str) -> object:
+    return CliRunner().invoke(cli, ["status", *args])
+
+
+def test_status_table(serve: Callable[..., int], secret_file: Path) -> None:
+    port = serve()
+    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for expected in ("n1  (cluster lab, hacluster 0.1.0, up 1h02m)", "leader, term 7",
+                     "ok, 143 ms left", "VIPs held  10.99.0.100/24", STATUS.sentence,
+                     "commit index 120, applied 119", "epoch term 7, generation 42"):
+        assert expected in out, f"{expected!r} not in:\n{out}"
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[-3:]}
+    assert rows["n1"][2] == "self"
+    assert rows["n2"][2:] == ["up", "12", "ms", "ago"]
+    assert rows["n3"][2:] == ["DOWN", "-"]
+    assert "10.99.0.101/24  eth0       -" in out
+
+
+def test_status_json(serve: Callable[..., int], secret_file: Path) -> None:
+    port = serve()
+    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file), "--json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert list(got) == [f.name for f in dataclasses.fields(AgentStatus)]
+    assert got["role"] == "leader"
+    assert got["leader"] == "n1" and got["term"] == 7 and got["generation"] == 42
+    assert got["vips"][0] == {"address": "10.99.0.100", "prefixlen": 24, "interface": "eth0",
+                              "held": True}
+    assert [m["last_ack_ms"] for m in got["members"]] == [None, 12.0, None]
+    assert [m["connected"] for m in got["members"]] == [True, True, False]
+
+
+def test_status_through_config(serve: Callable[..., int], tmp_path: Path) -> None:
+    port = serve()
+    _write_secret(tmp_path / "secret")
+    (tmp_path / "ha.yaml").write_text(f"""\
+cluster: lab
+node_id: n1
+members:
+  - {{id: n1, address: 127.0.0.1, raft_port: 17100, grpc_port: {port}}}
+  - {{id: n2, address: 127.0.0.2, raft_port: 17100, grpc_port: 17101}}
+  - {{id: n3, address: 127.0.0.3, raft_port: 17100, grpc_port: 17101}}
+data_dir: ./data
+secret_file: ./secret
+""")
+    result = _status("--config", str(tmp_path / "ha.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["node"] == "n1"
+
+
+def test_wrong_secret_is_refused(serve: Callable[..., int], tmp_path: Path) -> None:
+    port = serve()
+    wrong = _write_secret(tmp_path / "wrong", "another cluster's secret value")
+    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(wrong))
+    assert result.exit_code == 4, result.output
+    assert f"the agent at 127.0.0.1:{port} refused the call" in result.stderr
+    assert "secret" in result.stderr and result.stdout == ""
+
+
+def test_call_without_token_is_unauthenticated(serve: Callable[..., int]) -> None:
+    port = serve()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "missing x-hacluster-token" in err.value.details()
+
+
+def test_no_agent_is_unreachable(secret_file: Path) -> None:
+    port = _free_port()
+    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file),
+                     "--timeout", "5")
+    assert result.exit_code == 3, result.output
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "is hacluster-agent running on this server?" in result.stderr
+    assert f"is 127.0.0.1:{port} the member's grpc_port?" in result.stderr
+
+
+def test_provider_failure_is_a_failed_call(serve: Callable[..., int], secret_file: Path) -> None:
+    def broken() -> AgentStatus:
+        raise RuntimeError("no tick yet")
+
+    port = serve(broken)
+    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file))
+    assert result.exit_code == 1, result.output
+    assert "INTERNAL" in result.stderr and "no tick yet" in result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    ((), "--config FILE, or --admin HOST:PORT"),
+    (("--admin", "127.0.0.1:1"), "--config FILE, or --admin HOST:PORT"),
+    (("--admin", "nonsense", "--secret-file", "x"), "must be HOST:PORT"),
+])
+def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, secret_file: Path) -> None:
+    args = tuple(str(secret_file) if a == "x" else a for a in args)
+    result = _status(*args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+
+
+def test_unsafe_secret_file_exits_2(tmp_path: Path) -> None:
+    loose = _write_secret(tmp_path / "loose")
+    loose.chmod(0o644)
+    result = _status("--admin", "127.0.0.1:1", "--secret-file", str(loose))
+    assert result.exit_code == 2, result.output
+    assert "secret_file:" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_bad_config_exits_2_with_every_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("cluster: lab\nnode_id: n9\nmembers: []\n")
+    result = _status("--config", str(tmp_path / "bad.yaml"))
+    assert result.exit_code == 2, result.output
+    for path in ("members:", "data_dir:", "secret_file:"):
+        assert f"\n  {path}" in result.stderr, result.stderr
+
+
+def test_status_survives_the_wire_unchanged() -> None:
+    assert status_from_pb(status_to_pb(STATUS)) == STATUS
+    lost = dataclasses.replace(STATUS, role=Role.CANDIDATE, leader=None, lease_ok=False)
+    assert status_from_pb(status_to_pb(lost)) == lost
+
+
+def test_every_admin_method_is_authenticated() -> None:
+    methods = admin_pb2.DESCRIPTOR.services_by_name["Admin"].methods
+    assert methods
+    for m in methods:
+        assert getattr(getattr(AdminService, m.name), "_hacluster_guarded", False), m.name
+
+
+def test_port_in_use_fails_clearly(serve: Callable[..., int]) -> None:
+    port = serve()
+    service = AdminService(lambda: STATUS, admin_token(SECRET))
+    with pytest.raises(AdminBindError, match=f"cannot listen for admin calls on 127.0.0.1:{port}"):
+        start_admin(f"127.0.0.1:{port}", service)
+
+
+def test_empty_token_is_refused() -> None:
+    with pytest.raises(ValueError):
+        AdminService(lambda: STATUS, "")
+
+
+def test_cli_does_not_import_agent_internals() -> None:
+    code = ("import sys, hacluster_cli.main; "
+            "bad = [m for m in sys.modules if m == 'hacluster.agent' or m == 'hacluster.admin' "
+            "or m.startswith(('hacluster.consensus', 'hacluster.hostops'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ}, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr

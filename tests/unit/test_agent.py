@@ -1,0 +1,138 @@
+from dataclasses import replace
+
+from hacluster.agent import Agent
+from hacluster.hostops.fake import FakeHostOps
+from hacluster.model import Role, Vip
+
+from .fakes import Clock, FakeRaft, config, leader_view, view
+
+VIP = Vip("10.0.0.100", 24, "eth0")
+
+
+def make(raft=None, host=None):
+    raft = raft or FakeRaft()
+    host = host or FakeHostOps()
+    clock = Clock()
+    return Agent(config(), host, raft, clock=clock), raft, host, clock
+
+
+def test_stale_vip_on_a_follower_is_removed_at_start():
+    agent, raft, host, _ = make(host=FakeHostOps(present={VIP.address: 2}))
+    agent.tick()
+    assert not host.vip_present(VIP) and ("release", VIP.address) in host.calls
+
+
+def test_leader_goes_epoch_then_probe_then_claim_then_announce():
+    agent, raft, host, clock = make()
+    raft.current = replace(leader_view(term=3), epoch_applied=False)
+    agent.tick()
+    assert raft.epochs == [3] and host.calls == []
+    raft.current = leader_view(term=3)
+    s = agent.tick()
+    assert [k for k, _ in host.calls] == ["probe", "claim", "announce"]
+    assert host.present[VIP.address] == 2  # kernel lifetime from config
+    assert "leader, term 3, lease ok, claiming 10.0.0.100" in s
+    clock.advance(0.01)
+    assert agent.tick() == "leader, term 3, lease ok, holds 10.0.0.100"
+    assert agent.status().vips[0].held
+
+
+def test_claim_waits_while_someone_answers_the_probe():
+    agent, raft, host, clock = make(host=FakeHostOps(answering={VIP.address}))
+    raft.current = leader_view()
+    agent.tick()
+    assert host.count("claim") == 0 and "still answers ARP" in agent.sentence
+    host.answering.clear()
+    clock.advance(0.01)
+    agent.tick()
+    assert host.count("claim") == 1
+
+
+def test_lease_lost_during_probe_means_no_claim():
+    class LosingRaft(FakeRaft):
+        calls = 0
+
+        def view(self):
+            self.calls += 1
+            return leader_view() if self.calls == 1 else replace(leader_view(), lease_ok=False)
+
+    agent, raft, host, _ = make(raft=LosingRaft())
+    agent.tick()
+    assert host.count("probe") == 1 and host.count("claim") == 0
+
+
+def test_holder_renews_each_tick_and_releases_when_lease_ends():
+    agent, raft, host, clock = make()
+    raft.current = leader_view()
+    for _ in range(5):
+        agent.tick()
+        clock.advance(0.01)
+    assert host.count("claim") == 5  # 1 claim + 4 renewals (same netlink replace)
+    raft.current = replace(leader_view(), lease_ok=False)
+    s = agent.tick()
+    assert not host.vip_present(VIP) and "lease lost" in s
+    assert not agent.status().vips[0].held
+
+
+def test_vip_removed_by_someone_else_is_restored_without_probe():
+    agent, raft, host, clock = make()
+    raft.current = leader_view()
+    agent.tick()
+    host.present.clear()  # e.g. a network restart dropped the address
+    probes = host.count("probe")
+    clock.advance(0.01)
+    agent.tick()
+    assert host.vip_present(VIP) and host.count("probe") == probes
+
+
+def test_peer_reconnect_triggers_a_new_announce_burst():
+    agent, raft, host, clock = make()
+    raft.current = leader_view()
+    agent.tick()
+    for _ in range(200):
+        clock.advance(0.01)
+        agent.tick()
+    before = host.count("announce")
+    assert before == 4
+    raft.current = leader_view(connected=False)
+    agent.tick()
+    raft.current = leader_view(connected=True)
+    clock.advance(0.01)
+    agent.tick()
+    assert host.count("announce") == before + 1
+
+
+def test_sigterm_on_leader_releases_first_then_transfers():
+    agent, raft, host, clock = make()
+    raft.current = leader_view()
+    agent.tick()
+    agent.handoff_and_release()
+    kinds = [k for k, _ in host.calls]
+    assert kinds[-1] == "release" and raft.transfers == [None]
+    assert not host.vip_present(VIP)
+
+
+def test_sigterm_on_follower_does_not_transfer():
+    agent, raft, host, _ = make()
+    raft.current = view(leader="n2")
+    agent.handoff_and_release()
+    assert raft.transfers == []
+
+
+def test_hostops_errors_show_in_the_sentence_and_the_loop_goes_on():
+    agent, raft, host, clock = make(host=FakeHostOps(fail_claims=True))
+    raft.current = leader_view()
+    s = agent.tick()
+    assert "error: claim 10.0.0.100: claim" in s and "injected failure" in s
+    host.fail_claims = False
+    clock.advance(0.01)
+    assert "error" not in agent.tick()
+
+
+def test_status_reports_members_and_role():
+    agent, raft, host, _ = make()
+    raft.current = leader_view(term=9)
+    agent.tick()
+    st = agent.status()
+    assert st.role is Role.LEADER and st.term == 9 and st.node == "n1"
+    assert [m.id for m in st.members] == ["n1", "n2", "n3"] and st.members[0].is_self

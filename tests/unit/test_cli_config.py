@@ -1,0 +1,127 @@
+"""`hacluster config validate`: ok files pass, every error of a bad file is listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from hacluster_cli.main import cli
+
+GOOD = """\
+cluster: lab
+node_id: n1
+members:
+  - {id: n1, address: 127.0.0.1, raft_port: 17100, grpc_port: 17101}
+  - {id: n2, address: 127.0.0.2, raft_port: 17100, grpc_port: 17101}
+  - {id: n3, address: 127.0.0.3, raft_port: 17100, grpc_port: 17101}
+vips:
+  - {address: 10.99.0.100, prefix: 24, interface: eth0}
+data_dir: ./data
+secret_file: ./secret
+"""
+
+# Schema errors (pydantic) are reported together...
+SCHEMA_ERRORS = """\
+cluster: lab
+node_id: n1
+colour: blue
+members:
+  - {id: n1, address: 127.0.0.1, raft_port: 17100, grpc_port: 17101}
+  - {id: n2, address: 127.0.0.2, raft_port: 0, grpc_port: 17101}
+vips:
+  - {address: 10.99.0.100, prefix: 0, interface: eth0}
+timing: {heartbeat_ms: 1}
+data_dir: ./data
+"""
+SCHEMA_PATHS = ["colour:", "members[1].raft_port:", "vips[0].prefix:", "timing.heartbeat_ms:",
+                "secret_file:"]
+
+# ...and so are the semantic ones, once the schema is right.
+SEMANTIC_ERRORS = """\
+cluster: lab
+node_id: n9
+members:
+  - {id: n1, address: 127.0.0.1, raft_port: 17100, grpc_port: 17101}
+  - {id: n1, address: 127.0.0.2, raft_port: 17100, grpc_port: 17100}
+  - {id: n3, address: not-an-ip, raft_port: 17100, grpc_port: 17101}
+vips:
+  - {address: 127.0.0.1, prefix: 24, interface: eth0}
+timing: {lease_ms: 300}
+data_dir: ./data
+secret_file: ./secret
+"""
+SEMANTIC_PATHS = ["node_id:", "members[1].id:", "members[1].grpc_port:", "members[2].address:",
+                  "vips[0].address:", "timing: lease_ms"]
+
+
+def _validate(tmp_path: Path, text: str, *extra: str) -> tuple[str, object]:
+    path = tmp_path / "hacluster.yaml"
+    path.write_text(text)
+    return str(path), CliRunner().invoke(cli, ["config", "validate", str(path), *extra])
+
+
+def test_good_file(tmp_path: Path) -> None:
+    path, result = _validate(tmp_path, GOOD)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"{path}: ok (cluster lab, node n1, 3 members, 1 VIP)")
+    assert "warning" not in result.output
+
+
+def test_good_file_with_warning(tmp_path: Path) -> None:
+    two = GOOD.replace("  - {id: n3, address: 127.0.0.3, raft_port: 17100, grpc_port: 17101}\n",
+                       "")
+    _, result = _validate(tmp_path, two)
+    assert result.exit_code == 0, result.output
+    assert "2 members" in result.stdout
+    assert "  warning: members: 2 voters" in result.stdout
+
+
+def _assert_all_listed(result: object, paths: list[str]) -> None:
+    assert result.exit_code == 1, result.output
+    for p in paths:
+        assert any(line.lstrip().startswith(p) for line in result.output.splitlines()), (
+            f"{p!r} not listed in:\n{result.output}")
+
+
+def test_schema_errors_all_listed(tmp_path: Path) -> None:
+    path, result = _validate(tmp_path, SCHEMA_ERRORS)
+    _assert_all_listed(result, SCHEMA_PATHS)
+    assert result.output.startswith(f"{path}: ")
+
+
+def test_semantic_errors_all_listed(tmp_path: Path) -> None:
+    _, result = _validate(tmp_path, SEMANTIC_ERRORS)
+    _assert_all_listed(result, SEMANTIC_PATHS)
+
+
+def test_json(tmp_path: Path) -> None:
+    path, result = _validate(tmp_path, GOOD, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {
+        "file": path, "ok": True, "cluster": "lab", "node_id": "n1", "members": 3, "vips": 1,
+        "warnings": [], "errors": []}
+    _, result = _validate(tmp_path, SEMANTIC_ERRORS, "--json")
+    assert result.exit_code == 1
+    got = json.loads(result.stdout)
+    assert got["ok"] is False
+    for p in SEMANTIC_PATHS:
+        assert any(e.startswith(p) for e in got["errors"]), p
+
+
+def test_missing_and_unparsable_files(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["config", "validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "(file): cannot read" in result.output
+    _, result = _validate(tmp_path, "cluster: [unclosed\n")
+    assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+def test_help_has_examples() -> None:
+    for args in (["--help"], ["status", "--help"], ["config", "validate", "--help"],
+                 ["version", "--help"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and "Example" in result.output, args
+    assert "4  agent refused" in CliRunner().invoke(cli, ["--help"]).output
+    assert CliRunner().invoke(cli, ["version"]).output.startswith("hacluster ")

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from hacluster.consensus.state import CommandError, ReplicatedState, decode, encode
+
+
+def test_leader_epochs_only_go_forward():
+    s = ReplicatedState()
+    assert s.apply(encode({"type": "leader_epoch", "term": 3, "node": "n1"})).ok
+    assert (s.epoch_term, s.epoch_node, s.generation) == (3, "n1", 1)
+    old = s.apply(encode({"type": "leader_epoch", "term": 2, "node": "n2"}))
+    assert not old.ok and "older" in old.detail
+    assert (s.epoch_term, s.epoch_node, s.generation) == (3, "n1", 1)
+
+
+def test_epoch_retry_is_idempotent_and_a_term_has_one_owner():
+    s = ReplicatedState()
+    cmd = encode({"type": "leader_epoch", "term": 5, "node": "n1"})
+    assert s.apply(cmd).ok and s.apply(cmd).ok
+    assert s.epochs == 1 and s.generation == 1
+    other = s.apply(encode({"type": "leader_epoch", "term": 5, "node": "n2"}))
+    assert not other.ok and "already belongs" in other.detail
+
+
+def test_set_flag_is_compare_and_set_on_generation():
+    s = ReplicatedState()
+    assert s.apply(encode({"type": "set_flag", "name": "maintenance", "value": "on",
+                           "expect_generation": 0})).ok
+    stale = s.apply(encode({"type": "set_flag", "name": "maintenance", "value": "off",
+                            "expect_generation": 0}))
+    assert not stale.ok and "stale generation" in stale.detail
+    assert s.flags == {"maintenance": "on"} and s.generation == 1
+    assert s.apply(encode({"type": "set_flag", "name": "maintenance", "value": None,
+                           "expect_generation": 1})).ok
+    assert s.flags == {}
+
+
+@pytest.mark.parametrize("payload, needle", [
+    (b"not json", "not JSON"),
+    (b"[1,2]", "object with a string 'type'"),
+    (json.dumps({"v": 99, "type": "leader_epoch"}).encode(), "unsupported command version 99"),
+    (encode({"type": "no_such"}), "unknown command type"),
+    (encode({"type": "leader_epoch", "term": -1, "node": "n1"}), "non-negative integer"),
+    (encode({"type": "leader_epoch", "term": True, "node": "n1"}), "non-negative integer"),
+    (encode({"type": "leader_epoch", "term": 1, "node": ""}), "non-empty string"),
+    (b"x" * 70000, "exceeds"),
+])
+def test_bad_commands_are_refused_and_change_nothing(payload, needle):
+    s = ReplicatedState()
+    before = s.snapshot()
+    r = s.apply(payload)
+    assert not r.ok and needle in r.detail
+    after = s.snapshot()
+    assert after.pop("refused") == 1
+    before.pop("refused")
+    assert after == before
+
+
+def test_unknown_ignorable_command_is_accepted_without_change():
+    s = ReplicatedState()
+    r = s.apply(encode({"type": "future_thing", "ignorable": True}))
+    assert r.ok and s.generation == 0 and s.refused == 0
+
+
+def test_encoding_is_deterministic_and_versioned():
+    a = encode({"type": "x", "b": 1, "a": 2})
+    assert a == b'{"a":2,"b":1,"type":"x","v":1}'
+    assert decode(a)["type"] == "x"
+    with pytest.raises(CommandError):
+        decode("str")  # type: ignore[arg-type]
