@@ -107,8 +107,14 @@ class Agent:
             elif a.act is Act.CLAIM:
                 self._claim(a)
             elif a.act is Act.RENEW:
-                self.hostops.claim_vip(a.vip, self.config.timing.vip_lifetime)
+                if self._fenced_claim(a.vip):
+                    self._claimed_at.setdefault(a.vip.address, self.clock())
+                else:
+                    self._claimed_at.pop(a.vip.address, None)
             elif a.act is Act.ANNOUNCE:
+                # Announcing an address we no longer hold would pull clients to us: fence it.
+                if a.vip.address not in self._claimed_at or not self._lease_holds():
+                    return
                 self.hostops.announce(a.vip)
                 self._announces[a.vip.address] = self._announces.get(a.vip.address, 0) + 1
             elif a.act is Act.RELEASE:
@@ -125,17 +131,37 @@ class Agent:
             # address until its lifetime ends. Claiming now would make two holders (I1).
             self._notes.append(f"waiting: {vip.address} still answers ARP")
             return
-        # The probe waited: the lease may have ended meanwhile. Check again right before.
-        view = self.raft.view()
-        if view.role is not Role.LEADER or not view.lease_ok or self.handoff:
+        # The probe waited: the lease may have ended meanwhile.
+        if not self._fenced_claim(vip):
             return
-        self.hostops.claim_vip(vip, self.config.timing.vip_lifetime)
+        view = self.raft.view()
         now = self.clock()
         self._claimed_at[vip.address] = now
         self.hostops.announce(vip)
         self._announces[vip.address] = 1
         log.info("claimed VIP %s (term %d%s)", vip, view.term,
                  ", by transfer, no probe" if a.skip_probe else "")
+
+    def _lease_holds(self) -> bool:
+        view = self.raft.view()
+        return view.role is Role.LEADER and view.lease_ok and not self.handoff
+
+    def _fenced_claim(self, vip: Any) -> bool:
+        """Add/renew vip only if the lease holds right now, and undo it if it ended meanwhile.
+
+        The decision was taken earlier in the tick; a process paused in between (SIGSTOP, a
+        VM stall, swap) would otherwise wake up and renew a VIP that a new leader already
+        claimed. Checking again just before and just after the netlink call shrinks that
+        window from a tick to the microseconds of one system call.
+        """
+        if not self._lease_holds():
+            return False
+        self.hostops.claim_vip(vip, self.config.timing.vip_lifetime)
+        if not self._lease_holds():
+            self.hostops.release_vip(vip)
+            log.warning("lease ended during the renewal of %s: released it again", vip)
+            return False
+        return True
 
     def _error(self, msg: str) -> None:
         if msg != self._last_error:

@@ -34,22 +34,13 @@ import collections
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-_inet_ntop = socket.inet_ntop
-from pysyncobj import SyncObj, SyncObjConf, replicated  # noqa: E402
-from pysyncobj.transport import TCPTransport  # noqa: E402
-
-# pysyncobj 0.3.17 (tcp_connection -> win_inet_pton) replaces socket.inet_ntop with a
-# Windows-only ctypes version on every OS; pyroute2 then fails to decode any address in this
-# process. Put the real one back: pysyncobj never needs the replacement on Linux.
-socket.inet_ntop = _inet_ntop
-
 from hacluster.config import Config
+from hacluster.consensus._pysyncobj import SyncObj, SyncObjConf, TCPTransport, replicated
 from hacluster.consensus.state import ReplicatedState, Result, encode
 from hacluster.model import ConsensusView, PeerLink, Role
 

@@ -267,7 +267,7 @@ def teardown(prefix: str, procs: list[subprocess.Popen[bytes] | None] | None = N
     check_prefix(prefix)
     mine = [ns for ns in netns_list() if ns.startswith(prefix + "-")]
     for ns in mine:
-        kill_netns_processes(ns, signal.SIGKILL)
+        kill_netns_processes(ns, signal.SIGKILL, spare_observers=False)
     for p in procs or []:
         if p is not None and p.poll() is None:
             p.kill()

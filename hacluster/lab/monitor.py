@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from hacluster.lab.netns import OBSERVER_PIDS
+
 _LINE = re.compile(r"^\[(?P<ts>[^\]]+)\]\s+(?P<deleted>Deleted\s+)?\d+:\s+\S+\s+inet\s+(?P<addr>[\d.]+)/")
 
 
@@ -44,6 +46,7 @@ class HolderMonitor:
         for name, ns in self.netns.items():
             p = subprocess.Popen(["ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev", "eth0"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            OBSERVER_PIDS.add(p.pid)
             t = threading.Thread(target=self._read, args=(name, p), daemon=True)
             t.start()
             self._procs.append(p)
@@ -59,6 +62,7 @@ class HolderMonitor:
 
     def stop(self) -> None:
         for p in self._procs:
+            OBSERVER_PIDS.discard(p.pid)
             p.terminate()
         for p in self._procs:
             try:

@@ -13,6 +13,11 @@ class LabError(RuntimeError):
     pass
 
 
+# Observers (ip monitor) enter a server's namespace to watch it, so they show up in
+# `ip netns pids`; a simulated power-off must not kill the witness along with the server.
+OBSERVER_PIDS: set[int] = set()
+
+
 def run(*args: str, check: bool = True, input: str | None = None) -> str:
     proc = subprocess.run(list(args), capture_output=True, text=True, input=input)
     if check and proc.returncode != 0:
@@ -37,8 +42,10 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def kill_netns_processes(ns: str, sig: int = signal.SIGKILL) -> None:
+def kill_netns_processes(ns: str, sig: int = signal.SIGKILL, spare_observers: bool = True) -> None:
     for pid in netns_pids(ns):
+        if spare_observers and pid in OBSERVER_PIDS:
+            continue
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

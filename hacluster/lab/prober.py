@@ -25,7 +25,7 @@ async def attempt(host: str, port: int, timeout: float) -> tuple[bool, str | Non
         if not text.startswith("HTTP/1.") or " 200 " not in text.split("\r\n", 1)[0]:
             return False, None
         return True, text.split("\r\n\r\n", 1)[-1].strip() or None
-    except (OSError, TimeoutError, asyncio.TimeoutError):
+    except (OSError, TimeoutError):
         return False, None
 
 

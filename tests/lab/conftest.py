@@ -74,12 +74,13 @@ def wait_until(cond, timeout: float, what: str, interval: float = 0.02):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
-def agent_status(lab: Lab, name: str) -> dict | None:
+def agent_status(lab: Lab, name: str, config=None) -> dict | None:
     """`hacluster status --json` run inside the node's namespace, as an operator would."""
     node = lab.node(name)
+    config = config or node.config
     proc = subprocess.run(
         ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", "status",
-         "--json", "--timeout", "1", "--config", str(node.config)],
+         "--json", "--timeout", "1", "--config", str(config)],
         capture_output=True, text=True, timeout=15)
     if proc.returncode != 0:
         return None

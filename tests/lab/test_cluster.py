@@ -160,11 +160,11 @@ def test_node_with_wrong_secret_cannot_join(lab):
     bad = node.config.with_name("wrong.yaml")
     bad.write_text(node.config.read_text().replace(str(lab.dir / "secret"), str(wrong)))
     lab.start_agent(node, config=bad)
-    wait_until(lambda: agent_status(lab, victim) is not None, 10, "the agent to serve status")
+    wait_until(lambda: agent_status(lab, victim, bad) is not None, 10, "the agent to serve status")
     # Watch it for 2 s: it must never learn the leader nor be seen connected by the leader.
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
-        s = agent_status(lab, victim)
+        s = agent_status(lab, victim, bad)
         assert s["leader"] is None and s["role"] != "leader"
         lead = agent_status(lab, holder)
         assert not next(m for m in lead["members"] if m["id"] == victim)["connected"]

@@ -136,3 +136,40 @@ def test_status_reports_members_and_role():
     st = agent.status()
     assert st.role is Role.LEADER and st.term == 9 and st.node == "n1"
     assert [m.id for m in st.members] == ["n1", "n2", "n3"] and st.members[0].is_self
+
+
+def test_a_renewal_decided_before_a_pause_is_not_executed_after_it():
+    """A tick decides RENEW, the process is frozen, the lease ends: no stale renewal."""
+    agent, raft, host, clock = make()
+    raft.current = leader_view()
+    agent.tick()
+    claims = host.count("claim")
+
+    class PausedRaft(FakeRaft):
+        calls = 0
+
+        def view(self):  # the snapshot still sees the lease; every later look does not
+            self.calls += 1
+            return leader_view() if self.calls == 1 else replace(leader_view(), lease_ok=False)
+
+    agent.raft = PausedRaft()
+    clock.advance(0.01)
+    agent.tick()
+    assert host.count("claim") == claims
+
+
+def test_lease_ending_during_the_netlink_call_undoes_the_claim():
+    agent, raft, host, clock = make()
+
+    class EndsDuringCall(FakeRaft):
+        calls = 0
+
+        def view(self):  # snapshot ok, pre-check ok, post-check: lease gone
+            self.calls += 1
+            return leader_view() if self.calls <= 2 else replace(leader_view(), lease_ok=False)
+
+    agent.raft = EndsDuringCall()
+    host.present[VIP.address] = 2
+    agent._claimed_at[VIP.address] = clock()
+    agent.tick()
+    assert not host.vip_present(VIP) and host.calls[-1] == ("release", VIP.address)

@@ -1,0 +1,283 @@
+"""Shared pieces of the lab benchmarks: waiting, probing through a file, holder timelines.
+
+Everything here is bounded in count and time; nothing sleeps for correctness (waits poll a
+condition until a deadline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hacluster.lab.lab import HTTP_PORT, Lab
+from hacluster.lab.monitor import HolderMonitor
+from hacluster.lab.netns import holds, netns_pids
+from hacluster.lab.traffic import Attempt
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def random_prefix(base: str) -> str:
+    """A lab prefix such as `bf3fa2c1`: letters first, at most 8 characters."""
+    return (base + secrets.token_hex(4))[:8]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.02) -> Any:
+    """Poll cond() until it returns something truthy; BenchError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while polls < 1_000_000:
+        polls += 1
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+    raise BenchError(f"gave up waiting for {what}")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM/SIGHUP behave like Ctrl-C, so every `finally` tears the labs down."""
+    def raise_interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
+
+
+def pids_by_comm(ns: str, comm: str) -> list[int]:
+    """Processes of network namespace `ns` whose command name is `comm`."""
+    out = []
+    for pid in netns_pids(ns):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                out.append(pid)
+        except OSError:
+            pass  # exited meanwhile
+    return out
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def holders_of(lab: Lab) -> list[str]:
+    return [n.name for n in lab.nodes if holds(n.netns, lab.vip)]
+
+
+def machine() -> dict[str, Any]:
+    def first_line(path: str, key: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return "?"
+
+    def version(cmd: list[str]) -> str:
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not installed"
+
+    return {"nproc": os.cpu_count(), "kernel": platform.release(),
+            "cpu": first_line("/proc/cpuinfo", "model name"),
+            "mem_total": first_line("/proc/meminfo", "MemTotal"),
+            "python": platform.python_version(), "keepalived": version(["keepalived", "-v"]),
+            "loadavg_at_start": os.getloadavg()}
+
+
+def med(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x == x]  # drop NaN
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def mx(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x == x]
+    return round(max(xs), 1) if xs else None
+
+
+# ------------------------------------------------------------------------------ prober
+
+
+class FileProber:
+    """hacluster.lab.prober (the same client as traffic.Prober) writing to a file.
+
+    traffic.Prober only hands its attempts over once the run ends; reading them from a file
+    while it runs lets a trial start its fault after a measured second of good traffic
+    instead of after a guessed sleep.
+    """
+
+    def __init__(self, lab: Lab, duration: float, path: Path, interval: float = 0.01,
+                 timeout: float = 1.0):
+        self.interval = interval
+        self.duration = duration
+        self.path = path
+        self._out = open(path, "w")  # noqa: SIM115 - closed in result()/kill()
+        cmd = ["ip", "netns", "exec", lab.client_ns, PYTHON, "-m", "hacluster.lab.prober",
+               "--host", lab.vip, "--port", str(HTTP_PORT), "--interval", str(interval),
+               "--duration", str(duration), "--timeout", str(timeout)]
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.PIPE, text=True)
+
+    def attempts(self) -> list[Attempt]:
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line being written right now
+            rows.append(Attempt(r["t"], r["ok"], r["server"]))
+        return sorted(rows, key=lambda a: a.t)
+
+    def good_for(self) -> float:
+        """Seconds of unbroken successes up to the newest finished attempt."""
+        att = self.attempts()
+        if not att or not att[-1].ok:
+            return 0.0
+        start = att[-1].t
+        for a in reversed(att):
+            if not a.ok:
+                break
+            start = a.t
+        return att[-1].t - start
+
+    def result(self) -> list[Attempt]:
+        try:
+            _, err = self.proc.communicate(timeout=self.duration + 30)
+        finally:
+            self._out.close()
+        if self.proc.returncode != 0:
+            raise BenchError(f"prober failed ({self.proc.returncode}): {err.strip()}")
+        return self.attempts()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self._out.close()
+
+
+def outage_windows(attempts: list[Attempt], fault_at: float) -> list[tuple[float, float]]:
+    """Every client-seen gap after the fault: (last success, next success) wall times.
+
+    traffic.outage() reports the first gap only; a fault that makes service flap (two
+    holders answering in turn) shows several, and their sum is the time clients lost.
+    A run that ends while failing yields a gap ending at +inf.
+    """
+    before = [a for a in attempts if a.ok and a.t < fault_at]
+    last_ok = before[-1].t if before else None
+    gaps: list[tuple[float, float]] = []
+    failing = False
+    for a in attempts:
+        if last_ok is not None and a.t <= last_ok:
+            continue
+        if not a.ok:
+            failing = True
+        elif failing:
+            gaps.append((last_ok if last_ok is not None else a.t, a.t))
+            failing = False
+            last_ok = a.t
+        else:
+            last_ok = a.t
+    if failing:
+        gaps.append((last_ok if last_ok is not None else fault_at, float("inf")))
+    return gaps
+
+
+# ----------------------------------------------------------------------------- monitor
+
+
+class ResilientMonitor(HolderMonitor):
+    """HolderMonitor whose `ip monitor` processes survive Lab.power_off().
+
+    `ip -n NS monitor` runs *inside* NS, so power_off()'s kill of every process of the
+    namespace kills it too, just before power_off deletes the VIP: the monitor would never
+    see the deletion and would count the powered-off server as a holder for ever (false
+    overlap). When a watcher dies while the monitor runs, restart it and record the holder
+    state read right after the restart, stamped with the time the death was noticed.
+    """
+
+    _stopping: bool = False
+    restarts: int = 0
+
+    def _read(self, name: str, proc: subprocess.Popen[str]) -> None:  # type: ignore[override]
+        restarts = 0
+        while True:
+            super()._read(name, proc)  # returns when the process's stdout closes
+            if self._stopping or restarts >= 100:
+                return
+            restarts += 1
+            self.restarts += 1
+            ns = self.netns[name]
+            proc = subprocess.Popen(["ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev",
+                                     "eth0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True)
+            with self._lock:
+                self._procs.append(proc)
+            time.sleep(0.05)  # let it subscribe: a change after the read below is then seen
+            # What changed while nobody watched, stamped when read: a deletion is thus dated
+            # late, never early, so an overlap can be overstated but never hidden.
+            present = holds(ns, self.vip)
+            with self._lock:
+                self.events.append((time.time(), name, present))
+
+    def stop(self) -> None:
+        self._stopping = True
+        super().stop()
+        with self._lock:  # a watcher restarted while stop() ran
+            late, self._procs[:] = list(self._procs), []
+        for p in late:
+            p.kill()
+            p.wait(5)
+
+    def transitions(self) -> list[tuple[float, str, bool]]:
+        """(time, node, now holds) for every gain or loss of the VIP; renewals dropped."""
+        with self._lock:
+            evs = sorted(self.events)
+        holding: set[str] = set()
+        out = []
+        for ts, name, present in evs:
+            if present and name not in holding:
+                holding.add(name)
+                out.append((ts, name, True))
+            elif not present and name in holding:
+                holding.discard(name)
+                out.append((ts, name, False))
+        return out
+
+
+def start_monitor(lab: Lab) -> ResilientMonitor:
+    mon = ResilientMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
+    current = set(holders_of(lab))
+    mon.start({n.name: n.name in current for n in lab.nodes})
+    # `ip monitor` needs a moment to subscribe; an event in that moment would be missed.
+    wait_until(lambda: all(p.poll() is None for p in mon._procs), 2.0, "ip monitor start")
+    time.sleep(0.05)
+    return mon
+
