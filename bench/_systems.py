@@ -235,6 +235,9 @@ class KeepalivedSystem(System):
         old = self.procs.get(node.name)
         if old is not None:
             old.poll()  # reap
+        # A keepalived that died without stopping (SIGKILL, power loss) leaves its VIP
+        # behind; keepalived removes it at start too, this makes it explicit.
+        self.delete_vip(node)
         cmd = ["ip", "netns", "exec", node.netns, "keepalived", "--dont-fork", "--log-console",
                "--log-detail", "--no-syslog", "--vrrp",
                "--use-file", str(self._file(node, ".conf")),

@@ -27,8 +27,11 @@ fi
 stamp=.venv/.hacluster-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python dependencies into .venv"
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  log=$(mktemp)
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+    cat "$log" >&2; echo "setup: pip install failed (log above)" >&2; exit 1
+  fi
+  rm -f "$log"
   touch "$stamp"
 fi
 echo "setup: ok"

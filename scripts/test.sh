@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test suite: installs what is missing, checks style, runs the unit tests and the lab
+# tests (real clusters in network namespaces). Run as root on Debian 12:
+#   sudo bash scripts/test.sh            # everything
+#   sudo bash scripts/test.sh tests/unit # a subset: any pytest arguments
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then echo "test: run as root (lab tests build network namespaces)" >&2; exit 2; fi
+bash scripts/setup.sh
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== pytest"
+before=$(ip netns list | sort)
+status=0
+.venv/bin/python -m pytest -p no:cacheprovider -q "${@:-tests}" || status=$?
+after=$(ip netns list | sort)
+leaked=$(comm -13 <(echo "$before") <(echo "$after") || true)
+if [ -n "$leaked" ]; then
+  echo "test: namespaces left behind by the suite:" >&2; echo "$leaked" >&2; status=1
+fi
+exit $status
