@@ -21,7 +21,7 @@ from typing import Any
 
 from hacluster.lab.lab import HTTP_PORT, Lab
 from hacluster.lab.monitor import HolderMonitor
-from hacluster.lab.netns import holds, netns_pids
+from hacluster.lab.netns import OBSERVER_PIDS, holds, netns_pids
 from hacluster.lab.traffic import Attempt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,13 +214,13 @@ def outage_windows(attempts: list[Attempt], fault_at: float) -> list[tuple[float
 
 
 class ResilientMonitor(HolderMonitor):
-    """HolderMonitor whose `ip monitor` processes survive Lab.power_off().
+    """HolderMonitor that restarts a watcher which dies while it runs.
 
-    `ip -n NS monitor` runs *inside* NS, so power_off()'s kill of every process of the
-    namespace kills it too, just before power_off deletes the VIP: the monitor would never
-    see the deletion and would count the powered-off server as a holder for ever (false
-    overlap). When a watcher dies while the monitor runs, restart it and record the holder
-    state read right after the restart, stamped with the time the death was noticed.
+    `ip -n NS monitor` runs *inside* NS, so anything that kills every process of the
+    namespace kills the witness too (Lab.power_off did, before observers were spared via
+    OBSERVER_PIDS); the monitor would then miss the VIP's deletion and count that server as
+    a holder for ever (a false overlap). A restarted watcher records the holder state it
+    reads after subscribing, so nothing that happened while nobody watched is lost.
     """
 
     _stopping: bool = False
@@ -238,6 +238,7 @@ class ResilientMonitor(HolderMonitor):
             proc = subprocess.Popen(["ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev",
                                      "eth0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                     text=True)
+            OBSERVER_PIDS.add(proc.pid)  # spared by Lab.power_off(), like the first one
             with self._lock:
                 self._procs.append(proc)
             time.sleep(0.05)  # let it subscribe: a change after the read below is then seen
@@ -253,6 +254,7 @@ class ResilientMonitor(HolderMonitor):
         with self._lock:  # a watcher restarted while stop() ran
             late, self._procs[:] = list(self._procs), []
         for p in late:
+            OBSERVER_PIDS.discard(p.pid)
             p.kill()
             p.wait(5)
 

@@ -102,7 +102,12 @@ class System:
             time.sleep(0.05)
         raise BenchError(f"{self.name}: not settled within {timeout:.0f} s "
                          f"(holders {holders_of(self.lab)}, agents running "
-                         f"{[n.name for n in self.lab.nodes if self.agent_running(n)]})")
+                         f"{[n.name for n in self.lab.nodes if self.agent_running(n)]}, "
+                         f"roles {self.roles()})")
+
+    def roles(self) -> dict[str, str]:
+        """Each agent's own last word on its role (for error messages)."""
+        return {}
 
 
 class HaclusterSystem(System):
@@ -134,6 +139,9 @@ class HaclusterSystem(System):
             if m:
                 return m.group("s")
         return ""
+
+    def roles(self) -> dict[str, str]:
+        return {n.name: self.sentence(n) for n in self.lab.nodes}
 
     def roles_agree(self, holder: str) -> bool:
         terms = set()
@@ -264,6 +272,9 @@ class KeepalivedSystem(System):
             if m:
                 return m.group(1)
         return ""
+
+    def roles(self) -> dict[str, str]:
+        return {n.name: self.state(n) for n in self.lab.nodes}
 
     def roles_agree(self, holder: str) -> bool:
         return all(self.state(n) == ("MASTER" if n.name == holder else "BACKUP")

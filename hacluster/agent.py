@@ -231,11 +231,14 @@ class Agent:
 
 
 def _setup_logging(level: str) -> None:
+    # Libraries (pyroute2, grpc) stay at WARNING: their debug output at 100 ticks/s would
+    # cost more CPU than the agent itself.
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("hacluster").setLevel(getattr(logging, level.upper()))
 
 
 def main(argv: list[str] | None = None) -> int:

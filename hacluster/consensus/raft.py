@@ -35,12 +35,17 @@ import logging
 import os
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from hacluster.config import Config
-from hacluster.consensus._pysyncobj import SyncObj, SyncObjConf, TCPTransport, replicated
+from hacluster.consensus._pysyncobj import (
+    SyncObj,
+    SyncObjConf,
+    TCPTransport,
+    monotonic,
+    replicated,
+)
 from hacluster.consensus.state import ReplicatedState, Result, encode
 from hacluster.model import ConsensusView, PeerLink, Role
 
@@ -52,7 +57,13 @@ _GATE_MARGIN = 0.02  # s  # s of silence before pysyncobj drops a link
 
 
 def _now() -> float:
-    return time.monotonic()
+    """pysyncobj's own clock (CLOCK_MONOTONIC_RAW), never time.monotonic().
+
+    Election deadlines are stored on this clock; comparing them with CLOCK_MONOTONIC (0.2 s
+    apart on the first machine measured, and drifting) let elections slip past the pre-vote
+    gate. RAW is not slewed by NTP, which also suits the lease: it measures real elapsed time.
+    """
+    return monotonic()
 
 
 class _SafetyTransport(TCPTransport):
@@ -153,6 +164,9 @@ class RaftNode:
             onStateChanged=self._on_state_changed,
             bindAddress=f"{self.config.me.address}:{self.config.me.raft_port}",
         )
+        # Count our own start as contact with a leader: a node that just started has not had
+        # the chance to hear the current one, and must not hand out (pre-)votes against it.
+        self._last_leader_contact = _now()
         self._sync = _Syncer(self, self.config.me.raft_endpoint,
                              [m.raft_endpoint for m in self.config.peers], conf)
         self._started.set()
@@ -190,10 +204,13 @@ class RaftNode:
         if deadline > now + _GATE_MARGIN:
             return
         if s._SyncObj__transferInProgress:  # type: ignore[attr-defined]
+            if not self._transfer_pending:
+                log.debug("leadership transfer to us: election without pre-vote")
             self._transfer_pending = True
             return
         if self._prevote_passed:
             self._prevote_passed = False
+            log.debug("pre-vote passed: election for term %d", s.raftCurrentTerm + 1)
             return  # let pysyncobj run this election
         if self._n == 1:
             return
@@ -202,6 +219,8 @@ class RaftNode:
             self.election_min, self.config.timing.election_max)
         self._prevote_round += 1
         self._prevote_grants = set()
+        log.debug("election timer expired: pre-vote round %d for term %d",
+                  self._prevote_round, s.raftCurrentTerm + 1)
         self._broadcast({"type": "hc_prevote", "round": self._prevote_round,
                          "term": s.raftCurrentTerm + 1,
                          "last_log_index": s._SyncObj__getCurrentLogIndex(),  # type: ignore
@@ -248,17 +267,23 @@ class RaftNode:
                     self._recompute_lease()
             return False
         if kind == "request_vote":
-            # Stickiness: a follower that hears a live leader does not even bump its term.
-            sticky = now - self._last_leader_contact < self.election_min
-            return sticky and not s._isLeader() and not message.get("hc_transfer")
+            # Stickiness: a follower that hears a live leader does not even bump its term, and
+            # a leader with a live lease ignores challengers (else it would step down and even
+            # vote for one while its lease still lets it hold the VIP).
+            if message.get("hc_transfer"):
+                return False
+            if s._isLeader():
+                return now < self.lease_expiry
+            return now - self._last_leader_contact < self.election_min
         if kind == "hc_prevote":
             self._answer_prevote(node, message, now)
             return True
         if kind == "hc_prevote_resp":
             if message.get("round") == self._prevote_round and message.get("granted"):
                 self._prevote_grants.add(peer)
-                if len(self._prevote_grants) + 1 > self._n // 2 and not self._prevote_passed:
+                if len(self._prevote_grants) + 1 > self._n // 2:
                     self._prevote_passed = True
+                    self._prevote_round += 1  # retire the round: late grants must not re-arm it
                     s._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
             return True
         return False
@@ -275,6 +300,9 @@ class RaftNode:
             and message.get("term", -1) > s.raftCurrentTerm
             and their >= (my_term, my_idx)
         )
+        log.debug("pre-vote from %s for term %s: %s (last contact %.0f ms ago)",
+                  getattr(node, "address", node), message.get("term"),
+                  "granted" if granted else "denied", (now - self._last_leader_contact) * 1000)
         s._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
             "type": "hc_prevote_resp", "round": message.get("round"), "granted": granted})
 
@@ -290,6 +318,7 @@ class RaftNode:
         s = self._sync
         role = self._role_of(new)
         self._acks.clear()
+        self._prevote_passed = False  # a pass is good for the one election it was asked for
         self.lease_expiry = 0.0
         if role is Role.LEADER:
             self.leader_since = _now()

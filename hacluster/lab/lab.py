@@ -71,13 +71,14 @@ class LabNode:
 
 class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, log_level: str = "info"):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
         self.prefix = prefix
         self.n = nodes
         self.timing = timing or {}
+        self.log_level = log_level
         self.python = python
         self.dir = LAB_ROOT / prefix
         self.net = subnet_for(prefix)
@@ -140,7 +141,7 @@ class Lab:
                 "cluster": self.prefix, "node_id": n.name, "members": members,
                 "vips": [{"address": self.vip, "prefix": 24, "interface": "eth0"}],
                 "data_dir": str(n.data_dir), "secret_file": str(secret),
-                "timing": dict(self.timing),
+                "timing": dict(self.timing), "log_level": self.log_level,
             }
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 

@@ -49,7 +49,8 @@ def test_partitioned_holder_drops_vip_before_majority_claims(lab, monitor):
     # Heal: the old leader rejoins as follower without deposing the new one (pre-vote).
     term = agent_status(lab, new)["term"]
     lab.heal(lab.node(old))
-    wait_until(lambda: (s := agent_status(lab, old)) and s["leader"] == new, 5,
+    # Reconnecting waits out pysyncobj's connect timeout (2 s) and TCP's SYN retry (1 s).
+    wait_until(lambda: (s := agent_status(lab, old)) and s["leader"] == new, 10,
                f"{old} to follow {new}")
     assert lab.holders() == [new] and agent_status(lab, new)["term"] == term
     assert_no_overlap(monitor)
