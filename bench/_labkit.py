@@ -21,7 +21,7 @@ from typing import Any
 
 from hacluster.lab.lab import HTTP_PORT, Lab
 from hacluster.lab.monitor import HolderMonitor
-from hacluster.lab.netns import OBSERVER_PIDS, holds, netns_pids
+from hacluster.lab.netns import OBSERVER_PIDS, holds, netns_list, netns_pids
 from hacluster.lab.traffic import Attempt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +87,25 @@ def signal_pids(pids: list[int], sig: int) -> None:
 
 def holders_of(lab: Lab) -> list[str]:
     return [n.name for n in lab.nodes if holds(n.netns, lab.vip)]
+
+
+def foreign_labs(own_prefix: str) -> list[str]:
+    """Prefixes of network-namespace labs that are not ours (other people's tests)."""
+    return sorted({ns.rsplit("-", 1)[0] for ns in netns_list()
+                   if not ns.startswith(own_prefix + "-")})
+
+
+def wait_quiet(own_prefix: str, timeout: float) -> tuple[list[str], float]:
+    """Wait (bounded) until no other lab runs on this machine, so that its agents do not
+    compete for the CPUs during a trial. Returns (labs still there, seconds waited)."""
+    t0 = time.monotonic()
+    others = foreign_labs(own_prefix)
+    polls = 0
+    while others and time.monotonic() - t0 < timeout and polls < 10_000:
+        polls += 1
+        time.sleep(0.5)
+        others = foreign_labs(own_prefix)
+    return others, round(time.monotonic() - t0, 1)
 
 
 def machine() -> dict[str, Any]:

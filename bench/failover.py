@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -45,6 +46,7 @@ from typing import Any
 from _labkit import (
     BenchError,
     FileProber,
+    foreign_labs,
     holders_of,
     interrupt_on_sigterm,
     log,
@@ -54,6 +56,7 @@ from _labkit import (
     outage_windows,
     random_prefix,
     start_monitor,
+    wait_quiet,
     wait_until,
 )
 from _systems import HaclusterSystem, KeepalivedSystem, System
@@ -150,14 +153,18 @@ def post_fault_s(system: System, fault: str) -> float:
     return max(3.0, system.expected_recovery_s + extra + TAIL_S)
 
 
-def run_trial(system: System, fault: str, trial: int, workdir: Path) -> dict[str, Any]:
+def run_trial(system: System, fault: str, trial: int, workdir: Path,
+              quiet_wait: float) -> dict[str, Any]:
     lab = system.lab
+    others, waited = wait_quiet(lab.prefix, quiet_wait)
     holder = lab.node(system.settle(SETTLE_TIMEOUT_S))
     post = post_fault_s(system, fault)
     mon = start_monitor(lab)
     prober = FileProber(lab, GOOD_TRAFFIC_S + post + 1.0,
                         workdir / f"{system.name}-{fault}-{trial}.jsonl", INTERVAL_S)
-    rec: dict[str, Any] = {"trial": trial, "old_holder": holder.name}
+    rec: dict[str, Any] = {"trial": trial, "old_holder": holder.name,
+                           "other_labs": others, "waited_for_quiet_s": waited,
+                           "loadavg1": round(os.getloadavg()[0], 2)}
     try:
         wait_until(lambda: prober.good_for() >= GOOD_TRAFFIC_S or prober.proc.poll() is not None,
                    15, "a second of good client traffic before the fault", interval=0.05)
@@ -248,6 +255,7 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "max_overlap_ms": mx(overlaps), "median_overlap_ms": med(overlaps),
         "unrecovered": sum(1 for t in ok if not t["recovered"]),
         "errors": len(trials) - len(ok),
+        "trials_with_other_labs": sum(1 for t in ok if t.get("other_labs")),
         "overlap_open_at_end": sum(1 for t in ok if t["overlap_open_at_end"]),
         "median_new_claim_ms": med([t["new_claim_ms"] for t in ok
                                     if t.get("new_claim_ms") is not None]),
@@ -259,7 +267,7 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_system(system: System, faults: list[str], trials: int,
-               raw_dir: Path | None) -> dict[str, Any]:
+               raw_dir: Path | None, quiet_wait: float) -> dict[str, Any]:
     """All trials of one system; the caller owns (and tears down) its lab."""
     workdir = raw_dir or system.lab.dir / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +280,7 @@ def run_system(system: System, faults: list[str], trials: int,
                 continue
             t0 = time.monotonic()
             try:
-                rec = run_trial(system, fault, trial, workdir)
+                rec = run_trial(system, fault, trial, workdir, quiet_wait)
             except BenchError as e:
                 log(f"{system.name} {fault} #{trial}: FAILED: {e}")
                 rec = {"trial": trial, "error": str(e)}
@@ -302,20 +310,21 @@ def keep_logs(lab: Lab, raw_dir: Path | None) -> None:
         shutil.copy2(f, dest / f.parent.name / f.name)
 
 
-def bench_hacluster(faults: list[str], trials: int, raw_dir: Path | None) -> dict[str, Any]:
+def bench_hacluster(faults: list[str], trials: int, raw_dir: Path | None,
+                    quiet_wait: float) -> dict[str, Any]:
     lab = Lab(random_prefix("bf"), 3)
     log(f"hacluster: lab {lab.prefix} ({lab.net}.0/24, VIP {lab.vip})")
     try:
         system = HaclusterSystem(lab)
         system.up()
-        return run_system(system, faults, trials, raw_dir)
+        return run_system(system, faults, trials, raw_dir, quiet_wait)
     finally:
         keep_logs(lab, raw_dir)
         log(f"hacluster: tearing down {len(lab.down())} namespaces")
 
 
-def bench_keepalived(faults: list[str], trials: int,
-                     raw_dir: Path | None) -> dict[str, dict[str, Any]]:
+def bench_keepalived(faults: list[str], trials: int, raw_dir: Path | None,
+                     quiet_wait: float) -> dict[str, dict[str, Any]]:
     lab = Lab(random_prefix("bk"), 3)
     log(f"keepalived: lab {lab.prefix} ({lab.net}.0/24, VIP {lab.vip})")
     out = {}
@@ -326,7 +335,7 @@ def bench_keepalived(faults: list[str], trials: int,
             system = KeepalivedSystem(lab, variant)
             systems.append(system)
             system.up()
-            out[system.name] = run_system(system, faults, trials, raw_dir)
+            out[system.name] = run_system(system, faults, trials, raw_dir, quiet_wait)
             system.stop()
         return out
     finally:
@@ -415,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--peer", choices=("keepalived", "none", "auto"), default="auto")
     p.add_argument("--json-out", metavar="FILE")
+    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="S",
+                   help="before each trial, wait up to S s for other labs on this machine "
+                        "to go away (default 30; 0 = do not wait)")
     p.add_argument("--raw-dir", metavar="DIR",
                    help="keep every trial's client attempts (JSON lines) in DIR")
     a = p.parse_args(argv)
@@ -438,14 +450,15 @@ def main(argv: list[str] | None = None) -> int:
                    "servers": 3, "keepalived": "state BACKUP, nopreempt, unicast peers, "
                    "priorities 150/100/50; default = VRRPv2 advert_int 1; "
                    "tuned = VRRPv3 advert_int 0.1" if with_ka else None},
+        "other_labs_at_start": foreign_labs("-"),
         "systems": {},
     }
     t0 = time.monotonic()
     try:
         raw = Path(a.raw_dir) if a.raw_dir else None
-        doc["systems"]["hacluster"] = bench_hacluster(faults, a.trials, raw)
+        doc["systems"]["hacluster"] = bench_hacluster(faults, a.trials, raw, a.quiet_wait)
         if with_ka:
-            doc["systems"].update(bench_keepalived(faults, a.trials, raw))
+            doc["systems"].update(bench_keepalived(faults, a.trials, raw, a.quiet_wait))
     except KeyboardInterrupt:
         log("interrupted: labs torn down; printing what was measured")
         doc["interrupted"] = True

@@ -143,20 +143,20 @@ class Agent:
                  ", by transfer, no probe" if a.skip_probe else "")
 
     def _lease_holds(self) -> bool:
-        view = self.raft.view()
-        return view.role is Role.LEADER and view.lease_ok and not self.handoff
+        return not self.handoff and self.raft.lease_ok_now()
 
     def _fenced_claim(self, vip: Any) -> bool:
         """Add/renew vip only if the lease holds right now, and undo it if it ended meanwhile.
 
         The decision was taken earlier in the tick; a process paused in between (SIGSTOP, a
-        VM stall, swap) would otherwise wake up and renew a VIP that a new leader already
-        claimed. Checking again just before and just after the netlink call shrinks that
-        window from a tick to the microseconds of one system call.
+        VM stall, swap, a GIL wait) would otherwise wake up and renew a VIP that a new
+        leader claimed after the old address expired (the kernel re-creates it). The lease
+        is therefore checked inside hostops right before the netlink send (a window of a
+        few bytecodes), and once more after it: a renewal that raced the end of the lease
+        is undone at once.
         """
-        if not self._lease_holds():
+        if not self.hostops.claim_vip(vip, self.config.timing.vip_lifetime, self._lease_holds):
             return False
-        self.hostops.claim_vip(vip, self.config.timing.vip_lifetime)
         if not self._lease_holds():
             self.hostops.release_vip(vip)
             log.warning("lease ended during the renewal of %s: released it again", vip)

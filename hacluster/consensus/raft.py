@@ -364,6 +364,11 @@ class RaftNode:
             self._sync.transferLeadership(target, callback=lambda r, err: done(err == 0))
         self.call_soon(run)
 
+    def lease_ok_now(self) -> bool:
+        """Cheap, current answer to "may this node hold VIPs": called right before syscalls."""
+        s = self._sync
+        return s is not None and s._isLeader() and _now() < self.lease_expiry
+
     @property
     def state(self) -> ReplicatedState:
         assert self._sync is not None

@@ -7,9 +7,12 @@ in production and in the lab, FakeHostOps in unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from hacluster.model import Vip
+
+Guard = Callable[[], bool]
 
 
 class HostOpsError(RuntimeError):
@@ -20,11 +23,13 @@ class HostOps(Protocol):
     def vip_present(self, vip: Vip) -> bool:
         """True when the kernel holds vip.address on vip.interface (any lifetime left)."""
 
-    def claim_vip(self, vip: Vip, lifetime_s: float) -> None:
+    def claim_vip(self, vip: Vip, lifetime_s: float, guard: Guard | None = None) -> bool:
         """Add or renew the address with valid_lft = preferred_lft = lifetime_s.
 
         Idempotent (`ip addr replace` semantics): calling it every tick renews the lifetime,
         so that a crashed or frozen agent loses the address by itself when it expires.
+        guard() is called at the last moment before the kernel is asked; if it says False,
+        nothing is changed and claim_vip returns False. True: the address is held.
         """
 
     def release_vip(self, vip: Vip) -> None:

@@ -19,13 +19,17 @@ class FakeHostOps:
     def vip_present(self, vip: Vip) -> bool:
         return vip.address in self.present
 
-    def claim_vip(self, vip: Vip, lifetime_s: float) -> None:
+    def claim_vip(self, vip: Vip, lifetime_s: float, guard=None) -> bool:
+        if guard is not None and not guard():
+            self.calls.append(("fenced", vip.address))
+            return False
         if self.fail_claims:
             from hacluster.hostops.base import HostOpsError
 
             raise HostOpsError(f"claim {vip}: injected failure")
         self.calls.append(("claim", vip.address))
         self.present[vip.address] = lifetime_s
+        return True
 
     def release_vip(self, vip: Vip) -> None:
         self.calls.append(("release", vip.address))

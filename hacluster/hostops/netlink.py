@@ -28,7 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hacluster.hostops import arp
-from hacluster.hostops.base import HostOpsError
+from hacluster.hostops.base import Guard, HostOpsError
 from hacluster.model import Vip
 
 T = TypeVar("T")
@@ -131,10 +131,11 @@ class NetlinkHostOps:
 
         return self._on_link(vip, "look up", present)
 
-    def claim_vip(self, vip: Vip, lifetime_s: float) -> None:
+    def claim_vip(self, vip: Vip, lifetime_s: float, guard: Guard | None = None) -> bool:
         _require_ipv4(vip)
         lifetime = lifetime_seconds(lifetime_s)
-        self._on_link(vip, "claim", lambda link: self._write(RTM_NEWADDR, link, vip, lifetime))
+        return self._on_link(
+            vip, "claim", lambda link: self._write(RTM_NEWADDR, link, vip, lifetime, guard))
 
     def release_vip(self, vip: Vip) -> None:
         # A missing interface cannot hold the address either: both count as released.
@@ -280,21 +281,32 @@ class NetlinkHostOps:
             self._ipr = IPRoute()
         return self._ipr
 
-    def _write(self, msg_type: int, link: _Link, vip: Vip, lifetime: int | None) -> None:
-        """Send one address request and wait for its ack; NetlinkError on a kernel error."""
+    def _write(self, msg_type: int, link: _Link, vip: Vip, lifetime: int | None,
+               guard: Guard | None = None) -> bool:
+        """Send one address request and wait for its ack; NetlinkError on a kernel error.
+
+        guard, when given, is asked right before the send, with everything else prepared:
+        the kernel re-creates an expired IPv4 address on any RTM_NEWADDR (NLM_F_CREATE or
+        not), so the only protection against a renewal decided before a long freeze is to
+        decide it as late as possible. False from guard: nothing is sent, False returned.
+        """
         if self._nl is None:
             self._nl = _open_netlink()
         self._seq = self._seq % 0xFFFFFFFF + 1
         seq = self._seq
+        request = pack_addr_request(msg_type, seq, link.index, vip, lifetime)
+        sock = self._nl
         try:
-            self._nl.send(pack_addr_request(msg_type, seq, link.index, vip, lifetime))
+            if guard is not None and not guard():
+                return False
+            sock.send(request)
             while True:
-                for ack_seq, err in iter_acks(self._nl.recv(65536)):
+                for ack_seq, err in iter_acks(sock.recv(65536)):
                     # Older sequences are late acks of requests we gave up on; skip them.
                     if ack_seq == seq:
                         if err:
                             raise NetlinkError(err)
-                        return
+                        return True
         except OSError as exc:
             # Unknown socket state (a late ack may still arrive): start over next time.
             self._close_netlink()

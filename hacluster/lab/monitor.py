@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -44,7 +45,11 @@ class HolderMonitor:
         for name, present in initial.items():
             self.events.append((now, name, present))
         for name, ns in self.netns.items():
-            p = subprocess.Popen(["ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev", "eth0"],
+            # Real-time priority: `ip -ts` stamps an event when it reads it, so a monitor left
+            # waiting for a CPU would misdate events and invent (or hide) overlaps.
+            rt = ["chrt", "-f", "20"] if shutil.which("chrt") else []
+            cmd = [*rt, "ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev", "eth0"]
+            p = subprocess.Popen(cmd,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             OBSERVER_PIDS.add(p.pid)
             t = threading.Thread(target=self._read, args=(name, p), daemon=True)

@@ -46,6 +46,10 @@ class FakeRaft:
     def view(self) -> ConsensusView:
         return self.current
 
+    def lease_ok_now(self) -> bool:
+        v = self.view()
+        return v.role is Role.LEADER and v.lease_ok
+
     def register_epoch(self, term: int) -> None:
         self.epochs.append(term)
 
