@@ -89,6 +89,37 @@ def holders_of(lab: Lab) -> list[str]:
     return [n.name for n in lab.nodes if holds(n.netns, lab.vip)]
 
 
+def client_served(lab: Lab) -> str | None:
+    """One HTTP GET to the VIP from the client namespace: the answering server, or None."""
+    try:
+        p = subprocess.run(["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-m", "0.5",
+                            f"http://{lab.vip}:{HTTP_PORT}/"], capture_output=True, text=True,
+                           timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+    return p.stdout.strip() or None if p.returncode == 0 else None
+
+
+def wait_client_served(lab: Lab, holder: str, timeout: float, in_a_row: int = 3) -> float:
+    """Wait until the client reaches `holder` through the VIP `in_a_row` times running;
+    return the seconds waited. A settled cluster whose client still points at a server
+    that dropped the VIP (stale ARP entry) is not ready for the next trial."""
+    t0 = time.monotonic()
+    run = 0
+    tries = 0
+    while run < in_a_row:
+        tries += 1
+        if time.monotonic() - t0 > timeout or tries > 10_000:
+            raise BenchError(f"client not served by {holder} via {lab.vip} within "
+                             f"{timeout:.0f} s")
+        if client_served(lab) == holder:
+            run += 1
+        else:
+            run = 0
+            time.sleep(0.1)
+    return round(time.monotonic() - t0, 2)
+
+
 def foreign_labs(own_prefix: str) -> list[str]:
     """Prefixes of network-namespace labs that are not ours (other people's tests)."""
     return sorted({ns.rsplit("-", 1)[0] for ns in netns_list()

@@ -56,6 +56,7 @@ from _labkit import (
     outage_windows,
     random_prefix,
     start_monitor,
+    wait_client_served,
     wait_quiet,
     wait_until,
 )
@@ -157,7 +158,7 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path,
               quiet_wait: float) -> dict[str, Any]:
     lab = system.lab
     others, waited = wait_quiet(lab.prefix, quiet_wait)
-    holder = lab.node(system.settle(SETTLE_TIMEOUT_S))
+    holder = lab.node(settle_and_serve(system))
     post = post_fault_s(system, fault)
     mon = start_monitor(lab)
     prober = FileProber(lab, GOOD_TRAFFIC_S + post + 1.0,
@@ -196,8 +197,24 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path,
     rec["old_holds_at_end"] = holds(holder.netns, lab.vip)
     rec.update(_measure(mon, attempts, fault_at, window_start, window_end, holder.name))
     rec["monitor_restarts"] = mon.restarts
+    # Undo the fault and time how long until the cluster is settled and the client is
+    # served again: a system can hurt clients on the way back too (e.g. a demoted holder
+    # whose MAC the client still has in its ARP cache).
+    t_restore = time.monotonic()
     restore(system, fault, holder)
+    try:
+        settle_and_serve(system)
+        rec["restore_to_served_s"] = round(time.monotonic() - t_restore, 2)
+    except BenchError as e:
+        rec["restore_to_served_s"] = None
+        rec["restore_error"] = str(e)
     return rec
+
+
+def settle_and_serve(system: System) -> str:
+    holder = system.settle(SETTLE_TIMEOUT_S)
+    wait_client_served(system.lab, holder, SETTLE_TIMEOUT_S)
+    return holder
 
 
 def _measure(mon: Any, attempts: list[Any], fault_at: float, window_start: float,
@@ -261,6 +278,9 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
                                     if t.get("new_claim_ms") is not None]),
         "median_old_release_ms": med([t["old_release_ms"] for t in ok
                                       if t.get("old_release_ms") is not None]),
+        "max_restore_to_served_s": mx([t["restore_to_served_s"] for t in ok
+                                       if t.get("restore_to_served_s") is not None]),
+        "restore_errors": sum(1 for t in ok if t.get("restore_error")),
         "median_first_gap_ms": med([t["first_gap_ms"] for t in ok
                                     if t.get("first_gap_ms") is not None]),
     }
@@ -286,7 +306,7 @@ def run_system(system: System, faults: list[str], trials: int,
                 rec = {"trial": trial, "error": str(e)}
                 try:
                     repair(system)
-                    system.settle(SETTLE_TIMEOUT_S)
+                    settle_and_serve(system)
                 except Exception as e2:  # noqa: BLE001 - give up on this system only
                     log(f"{system.name}: cannot repair ({e2}); skipping its remaining trials")
                     broken = True

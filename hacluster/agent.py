@@ -50,7 +50,8 @@ class Agent:
         self._epoch_requested = 0
         self._claimed_at: dict[str, float] = {}
         self._announces: dict[str, int] = {}
-        self._connected: set[str] = set()
+        self._answering: set[str] = set()  # peers acking heartbeats (leader only)
+        self._holding_since: float | None = None
         self._last_error = ""
         self._notes: list[str] = []  # this tick's remarks, appended to its sentence
         self._stop = threading.Event()
@@ -60,19 +61,35 @@ class Agent:
     def snapshot(self) -> Snapshot:
         now = self.clock()
         view = self.raft.view()
-        connected = {p.id for p in view.peers if p.connected}
-        if connected - self._connected and self._claimed_at:
-            # A peer came back (partition healed, node rebooted): announce again, since its
-            # ARP cache (or a switch's) may still point at an old holder.
-            log.info("peer(s) %s reconnected: re-announcing held VIPs",
-                     ", ".join(sorted(connected - self._connected)))
-            for addr in self._claimed_at:
-                self._claimed_at[addr] = now
-                self._announces[addr] = 0
-        self._connected = connected
+        self._watch_peers(view, now)
         vips = tuple(VipState(v, self._present(v)) for v in self.config.vips)
         return Snapshot(now=now, node=self.config.node_id, consensus=view, vips=vips,
                         handoff=self.handoff, claimed_at=dict(self._claimed_at))
+
+    def _watch_peers(self, view: Any, now: float) -> None:
+        """Re-announce held VIPs when a peer that was not answering answers again.
+
+        A healed partition or a rebooted server may still map the VIP to an old holder's MAC
+        (so may a switch): a new gratuitous ARP burst repairs that. "Answering" is the
+        leader's view of heartbeat acknowledgements, which also sees partitions shorter than
+        the TCP link timeout. Peers answering for the first time right after we won do not
+        count: the claim's own burst covers them.
+        """
+        if view.role is not Role.LEADER or not self._claimed_at:
+            self._answering, self._holding_since = set(), None
+            return
+        if self._holding_since is None:
+            self._holding_since = now
+        limit = self.config.timing.election_min
+        answering = {p.id for p in view.peers
+                     if p.last_ack_age_s is not None and p.last_ack_age_s < limit}
+        back = answering - self._answering
+        self._answering = answering
+        if back and now - self._holding_since > self.config.timing.election_max:
+            log.info("peer(s) %s reconnected: re-announcing held VIPs", ", ".join(sorted(back)))
+            for addr in self._claimed_at:
+                self._claimed_at[addr] = now
+                self._announces[addr] = 0
 
     def _present(self, vip: Any) -> bool:
         try:

@@ -22,13 +22,15 @@ def config(**over):
 
 
 def view(role=Role.FOLLOWER, term=1, lease_ok=False, epoch_applied=False, leader=None,
-         won_by_transfer=False, peers=("n2", "n3"), connected=True):
+         won_by_transfer=False, peers=("n2", "n3"), connected=True, ack_age=0.02):
     return ConsensusView(
         role=role, term=term, leader=leader if leader else ("n1" if role is Role.LEADER else None),
         lease_ok=lease_ok, lease_remaining_s=0.2 if lease_ok else 0.0,
         epoch_applied=epoch_applied, won_by_transfer=won_by_transfer, has_quorum=lease_ok,
         commit_index=5, last_applied=5,
-        peers=tuple(PeerLink(p, f"10.0.0.x:{p}", connected, None) for p in peers))
+        peers=tuple(PeerLink(p, f"10.0.0.x:{p}", connected,
+                             ack_age if role is Role.LEADER and connected else None)
+                    for p in peers))
 
 
 def leader_view(term=2, **kw):
