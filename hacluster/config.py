@@ -166,6 +166,14 @@ def _check_timing(t: TimingSpec) -> list[str]:
     return errs
 
 
+def _timing_errors_alone(doc: dict[str, Any]) -> list[str]:
+    """Timing invariants, when the timing block itself is valid but other parts are not."""
+    try:
+        return _check_timing(TimingSpec.model_validate(doc.get("timing") or {}))
+    except ValidationError:
+        return []  # its schema errors are already in the list
+
+
 def _check_members(spec: ConfigSpec) -> tuple[list[str], list[str]]:
     errs: list[str] = []
     warns: list[str] = []
@@ -257,7 +265,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     try:
         spec = ConfigSpec.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(source, _pydantic_errors(e)) from None
+        raise ConfigError(source, _pydantic_errors(e) + _timing_errors_alone(doc)) from None
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec)

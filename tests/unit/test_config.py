@@ -123,3 +123,9 @@ def test_secret_file_rules(tmp_path):
         read_secret(s)
     os.chmod(s, 0o600)
     assert read_secret(s) == "x" * 32
+
+
+def test_timing_invariants_are_reported_next_to_schema_errors():
+    errs = errors_of(doc(members=[], timing={"lease_ms": 900}))
+    assert any(e.startswith("members:") for e in errs)
+    assert any("lease_ms (900) must be less than" in e for e in errs)
