@@ -205,6 +205,17 @@ class FileProber:
             rows.append(Attempt(r["t"], r["ok"], r["server"]))
         return sorted(rows, key=lambda a: a.t)
 
+    def durations(self) -> dict[float, float]:
+        """Start time -> how long the attempt took (s), for every finished attempt."""
+        out = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                out[r["t"]] = r["ms"] / 1000
+            except (ValueError, KeyError):
+                continue
+        return out
+
     def good_for(self) -> float:
         """Seconds of unbroken successes up to the newest finished attempt."""
         att = self.attempts()

@@ -72,6 +72,7 @@ INTERVAL_S = 0.01  # client: one new request every 10 ms
 GOOD_TRAFFIC_S = 1.0  # unbroken successes before the fault
 TAIL_S = 2.0  # client keeps probing this long past the expected recovery
 SETTLE_TIMEOUT_S = 60.0
+PROMPT_S = 0.1  # an answer within this long counts as prompt service
 
 # The issue's targets for hacluster (docs/benchmarks.md says which were met).
 TARGETS = {
@@ -174,14 +175,15 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path,
         window_start = min(a.t for a in prober.attempts())
         fault_at = time.time()
         inject(system, fault, holder)
+        rec["fault_at"] = round(fault_at, 6)  # wall clock, as the raw attempts' "t"
         rec["inject_ms"] = round((time.time() - fault_at) * 1000, 1)
-        others = lambda: [h for h in holders_of(lab) if h != holder.name]  # noqa: E731
+        new_holders = lambda: [h for h in holders_of(lab) if h != holder.name]  # noqa: E731
         if fault == "sigstop":
             time.sleep(max(0.0, fault_at + FREEZE_S - time.time()))  # the freeze itself
             system.signal_agent(holder, signal.SIGCONT)
             wait_until(lambda: len(holders_of(lab)) == 1, 15, "one holder after SIGCONT")
         else:
-            wait_until(others, max(10.0, 4 * system.expected_recovery_s), "a new VIP holder")
+            wait_until(new_holders, max(10.0, 4 * system.expected_recovery_s), "a new VIP holder")
         rec["new_holder_poll_ms"] = round((time.time() - fault_at) * 1000, 1)
         if fault == "isolate" and system.name == "hacluster":
             # I4: cut off from the majority, it must drop the VIP by itself, within the lease.
@@ -190,12 +192,19 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path,
             except BenchError:
                 pass  # recorded below as old_holds_at_end
         attempts = prober.result()
+        durations = prober.durations()
         window_end = max(a.t for a in attempts) + INTERVAL_S
     finally:
         prober.kill()
         mon.stop()
     rec["old_holds_at_end"] = holds(holder.netns, lab.vip)
     rec.update(_measure(mon, attempts, fault_at, window_start, window_end, holder.name))
+    # When did another server (the majority side, for a partition) serve the client? The
+    # first prompt answer from a server other than the old holder; an attempt that only
+    # got through on a SYN retransmit a second later does not count as prompt.
+    other = next((a.t for a in attempts if a.ok and a.t >= fault_at and a.server
+                  and a.server != holder.name and durations.get(a.t, 1.0) < PROMPT_S), None)
+    rec["other_serving_ms"] = round((other - fault_at) * 1000, 1) if other else None
     rec["monitor_restarts"] = mon.restarts
     # Undo the fault and time how long until the cluster is settled and the client is
     # served again: a system can hurt clients on the way back too (e.g. a demoted holder
@@ -281,6 +290,10 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "max_restore_to_served_s": mx([t["restore_to_served_s"] for t in ok
                                        if t.get("restore_to_served_s") is not None]),
         "restore_errors": sum(1 for t in ok if t.get("restore_error")),
+        "median_other_serving_ms": med([t["other_serving_ms"] for t in ok
+                                        if t.get("other_serving_ms") is not None]),
+        "max_other_serving_ms": mx([t["other_serving_ms"] for t in ok
+                                    if t.get("other_serving_ms") is not None]),
         "median_first_gap_ms": med([t["first_gap_ms"] for t in ok
                                     if t.get("first_gap_ms") is not None]),
     }
@@ -428,10 +441,14 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
                             "met": le(get("poweroff", "max_outage_ms"), 800)},
         "sigterm_median_ms": {"value": get("sigterm", "median_outage_ms"), "limit": 150,
                               "met": le(get("sigterm", "median_outage_ms"), 150)},
+        # From the fault until a majority-side server answers the client (max over trials);
+        # the client's own outage is shorter, as the old holder serves until its lease ends.
         "partition_majority_serving_ms": {
-            "value": get("partition", "max_outage_ms"), "median": get("partition",
-                                                                      "median_outage_ms"),
-            "limit": 800, "met": le(get("partition", "max_outage_ms"), 800)},
+            "value": get("partition", "max_other_serving_ms"),
+            "median": get("partition", "median_other_serving_ms"),
+            "client_outage_median_ms": get("partition", "median_outage_ms"),
+            "client_outage_max_ms": get("partition", "max_outage_ms"),
+            "limit": 800, "met": le(get("partition", "max_other_serving_ms"), 800)},
         "overlap_ms": {"value": max(overl) if overl else None, "limit": 0,
                        "met": (max(overl) == 0) if overl else None},
     }
