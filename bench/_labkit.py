@@ -139,6 +139,20 @@ def wait_quiet(own_prefix: str, timeout: float) -> tuple[list[str], float]:
     return others, round(time.monotonic() - t0, 1)
 
 
+def code_version() -> dict[str, Any]:
+    """The product commit the agents ran, and whether its code had uncommitted edits."""
+    def git(*args: str) -> str:
+        try:
+            p = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                               timeout=10)
+            return p.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "hacluster",
+                                     "hacluster_cli").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "dirty_files": dirty}
+
+
 def machine() -> dict[str, Any]:
     def first_line(path: str, key: str) -> str:
         try:
@@ -156,7 +170,7 @@ def machine() -> dict[str, Any]:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "not installed"
 
-    return {"nproc": os.cpu_count(), "kernel": platform.release(),
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "code": code_version(),
             "cpu": first_line("/proc/cpuinfo", "model name"),
             "mem_total": first_line("/proc/meminfo", "MemTotal"),
             "python": platform.python_version(), "keepalived": version(["keepalived", "-v"]),

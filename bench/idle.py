@@ -27,6 +27,7 @@ from typing import Any
 from _labkit import (
     PYTHON,
     BenchError,
+    foreign_labs,
     interrupt_on_sigterm,
     log,
     machine,
@@ -89,9 +90,11 @@ def run(minutes: float) -> dict[str, Any]:
         samples = 0
         not_single = 0
         agents_died: list[str] = []
+        other_labs: set[str] = set()
         # One look a second: the kernel events catch what happens in between.
         while time.monotonic() < end and samples < 100_000:
             samples += 1
+            other_labs.update(foreign_labs(lab.prefix))
             if not_single < 1_000 and system.settled_holder() is None:
                 not_single += 1
             dead = [n.name for n in lab.nodes if not system.agent_running(n)]
@@ -119,6 +122,7 @@ def run(minutes: float) -> dict[str, Any]:
             "overlap_ms": round(mon.overlap_s(until=t1) * 1000, 1),
             "unsettled_samples": not_single, "samples": samples,
             "agents_died": agents_died,
+            "other_labs_seen": sorted(other_labs),
             "log_events": events,
         })
     finally:
@@ -130,8 +134,8 @@ def run(minutes: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--json-out", metavar="FILE")
+    p.add_argument("--minutes", type=float, default=10.0, help="how long to watch (10)")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON document here")
     a = p.parse_args(argv)
     if not 0 < a.minutes <= 24 * 60:
         p.error("--minutes must be in (0, 1440]")

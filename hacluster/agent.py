@@ -162,6 +162,10 @@ class Agent:
     def _lease_holds(self) -> bool:
         return not self.handoff and self.raft.lease_ok_now()
 
+    def _lease_deadline(self) -> float:
+        """Until when a claim may be sent (GUARD_CLOCK), or -inf if it may not at all."""
+        return float("-inf") if self.handoff else self.raft.lease_deadline()
+
     def _fenced_claim(self, vip: Any) -> bool:
         """Add/renew vip only if the lease holds right now, and undo it if it ended meanwhile.
 
@@ -172,7 +176,7 @@ class Agent:
         few bytecodes), and once more after it: a renewal that raced the end of the lease
         is undone at once.
         """
-        if not self.hostops.claim_vip(vip, self.config.timing.vip_lifetime, self._lease_holds):
+        if not self.hostops.claim_vip(vip, self.config.timing.vip_lifetime, self._lease_deadline):
             return False
         if not self._lease_holds():
             self.hostops.release_vip(vip)

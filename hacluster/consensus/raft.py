@@ -364,6 +364,11 @@ class RaftNode:
             self._sync.transferLeadership(target, callback=lambda r, err: done(err == 0))
         self.call_soon(run)
 
+    def lease_deadline(self) -> float:
+        """The lease's end on pysyncobj's clock (= hostops.base.GUARD_CLOCK); -inf if none."""
+        s = self._sync
+        return self.lease_expiry if s is not None and s._isLeader() else float("-inf")
+
     def lease_ok_now(self) -> bool:
         """Cheap, current answer to "may this node hold VIPs": called right before syscalls."""
         s = self._sync

@@ -7,12 +7,19 @@ in production and in the lab, FakeHostOps in unit tests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from hacluster.model import Vip
 
-Guard = Callable[[], bool]
+# A guard returns the deadline until which a claim may still be sent, on GUARD_CLOCK (the
+# clock pysyncobj and the lease use: CLOCK_MONOTONIC_RAW). float("-inf"): do not send.
+Guard = Callable[[], float]
+
+
+def GUARD_CLOCK() -> float:  # noqa: N802 - a constant-like clock function
+    return time.clock_gettime(time.CLOCK_MONOTONIC_RAW)
 
 
 class HostOpsError(RuntimeError):
@@ -28,8 +35,9 @@ class HostOps(Protocol):
 
         Idempotent (`ip addr replace` semantics): calling it every tick renews the lifetime,
         so that a crashed or frozen agent loses the address by itself when it expires.
-        guard() is called at the last moment before the kernel is asked; if it says False,
-        nothing is changed and claim_vip returns False. True: the address is held.
+        guard() gives the deadline until which the request may be sent; the clock is compared
+        with it at the last moment before the kernel is asked. Past it, nothing is changed
+        and claim_vip returns False. True: the address is held.
         """
 
     def release_vip(self, vip: Vip) -> None:

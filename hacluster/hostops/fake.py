@@ -20,7 +20,9 @@ class FakeHostOps:
         return vip.address in self.present
 
     def claim_vip(self, vip: Vip, lifetime_s: float, guard=None) -> bool:
-        if guard is not None and not guard():
+        from hacluster.hostops.base import GUARD_CLOCK
+
+        if guard is not None and GUARD_CLOCK() >= guard():
             self.calls.append(("fenced", vip.address))
             return False
         if self.fail_claims:

@@ -28,6 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hacluster.hostops import arp
+from hacluster.hostops.base import GUARD_CLOCK as _clock
 from hacluster.hostops.base import Guard, HostOpsError
 from hacluster.model import Vip
 
@@ -285,10 +286,12 @@ class NetlinkHostOps:
                guard: Guard | None = None) -> bool:
         """Send one address request and wait for its ack; NetlinkError on a kernel error.
 
-        guard, when given, is asked right before the send, with everything else prepared:
-        the kernel re-creates an expired IPv4 address on any RTM_NEWADDR (NLM_F_CREATE or
-        not), so the only protection against a renewal decided before a long freeze is to
-        decide it as late as possible. False from guard: nothing is sent, False returned.
+        guard, when given, returns the deadline (on base.GUARD_CLOCK) until which the request
+        may be sent; it is compared with the clock immediately before the send, with
+        everything else prepared: the kernel re-creates an expired IPv4 address on any
+        RTM_NEWADDR (NLM_F_CREATE or not), so the only protection against a renewal decided
+        before a long freeze is to decide it as late as possible. Past the deadline: nothing
+        is sent, False is returned.
         """
         if self._nl is None:
             self._nl = _open_netlink()
@@ -296,10 +299,14 @@ class NetlinkHostOps:
         seq = self._seq
         request = pack_addr_request(msg_type, seq, link.index, vip, lifetime)
         sock = self._nl
+        send = sock.send
+        deadline = guard() if guard is not None else None
         try:
-            if guard is not None and not guard():
+            # The last moment before the kernel acts: nothing but a clock read between the
+            # check and the system call (a freeze in between is what we must not act after).
+            if deadline is not None and _clock() >= deadline:
                 return False
-            sock.send(request)
+            send(request)
             while True:
                 for ack_seq, err in iter_acks(sock.recv(65536)):
                     # Older sequences are late acks of requests we gave up on; skip them.

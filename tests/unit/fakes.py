@@ -52,6 +52,9 @@ class FakeRaft:
         v = self.view()
         return v.role is Role.LEADER and v.lease_ok
 
+    def lease_deadline(self) -> float:
+        return float("inf") if self.lease_ok_now() else float("-inf")
+
     def register_epoch(self, term: int) -> None:
         self.epochs.append(term)
 
