@@ -22,7 +22,7 @@ from typing import Any
 from hacluster.lab.lab import HTTP_PORT, Lab
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import OBSERVER_PIDS, holds, netns_list, netns_pids
-from hacluster.lab.traffic import Attempt
+from hacluster.lab.traffic import Attempt, outage_windows  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
@@ -58,11 +58,14 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str,
 
 
 def interrupt_on_sigterm() -> None:
-    """SIGTERM/SIGHUP behave like Ctrl-C, so every `finally` tears the labs down."""
+    """SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` tears the labs
+    down."""
     def raise_interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, raise_interrupt)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still work.
+    signal.signal(signal.SIGINT, raise_interrupt)
 
 
 def pids_by_comm(ns: str, comm: str) -> list[int]:
@@ -256,33 +259,6 @@ class FileProber:
             self.proc.kill()
             self.proc.communicate()
         self._out.close()
-
-
-def outage_windows(attempts: list[Attempt], fault_at: float) -> list[tuple[float, float]]:
-    """Every client-seen gap after the fault: (last success, next success) wall times.
-
-    traffic.outage() reports the first gap only; a fault that makes service flap (two
-    holders answering in turn) shows several, and their sum is the time clients lost.
-    A run that ends while failing yields a gap ending at +inf.
-    """
-    before = [a for a in attempts if a.ok and a.t < fault_at]
-    last_ok = before[-1].t if before else None
-    gaps: list[tuple[float, float]] = []
-    failing = False
-    for a in attempts:
-        if last_ok is not None and a.t <= last_ok:
-            continue
-        if not a.ok:
-            failing = True
-        elif failing:
-            gaps.append((last_ok if last_ok is not None else a.t, a.t))
-            failing = False
-            last_ok = a.t
-        else:
-            last_ok = a.t
-    if failing:
-        gaps.append((last_ok if last_ok is not None else fault_at, float("inf")))
-    return gaps
 
 
 # ----------------------------------------------------------------------------- monitor

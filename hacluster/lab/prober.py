@@ -19,7 +19,8 @@ async def attempt(host: str, port: int, timeout: float) -> tuple[bool, str | Non
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         w.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        data = await asyncio.wait_for(r.read(4096), timeout)
+        # Up to EOF (the backend closes): headers and body may arrive in separate segments.
+        data = await asyncio.wait_for(r.read(), timeout)
         w.close()
         text = data.decode(errors="replace")
         if not text.startswith("HTTP/1.") or " 200 " not in text.split("\r\n", 1)[0]:

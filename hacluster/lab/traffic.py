@@ -43,27 +43,52 @@ class Prober:
 
 @dataclass(frozen=True)
 class Outage:
-    ms: float  # client-seen outage: gap between successes around the fault, minus one interval
+    ms: float  # client-seen outage: the sum of every gap in service after the fault
     before: str | None  # server that answered last before the fault
-    after: str | None  # server that answered first after it
+    after: str | None  # server that answered first once service was back for good
     failed_attempts: int
     recovered: bool
 
 
-def outage(attempts: list[Attempt], fault_at: float, interval: float) -> Outage:
+def outage_windows(attempts: list[Attempt], fault_at: float) -> list[tuple[float, float]]:
+    """Every client-seen gap after the fault: (last success, next success) start times.
+
+    A fault can make service flap, and a request already in flight at the fault instant can
+    fail or succeed out of order, so every gap counts, not only the first. A run that ends
+    while failing yields a gap ending at +inf.
+    """
     before = [a for a in attempts if a.ok and a.t < fault_at]
-    after = [a for a in attempts if a.ok and a.t >= fault_at]
-    failed = sum(1 for a in attempts if not a.ok and a.t >= (before[-1].t if before else 0))
-    if not before:
-        return Outage(float("nan"), None, after[0].server if after else None, failed, bool(after))
-    if not after:
-        return Outage(float("inf"), before[-1].server, None, failed, False)
-    # Successes that started after the fault but before the first failure still count as
-    # "before": the first failure marks where service really stopped.
-    first_fail = next((a for a in attempts if not a.ok and a.t >= before[-1].t), None)
-    if first_fail is None:
-        return Outage(0.0, before[-1].server, after[-1].server, 0, True)
-    last_ok = max((a for a in attempts if a.ok and a.t < first_fail.t), key=lambda a: a.t)
-    first_ok = next(a for a in attempts if a.ok and a.t > first_fail.t)
-    gap = (first_ok.t - last_ok.t) * 1000 - interval * 1000
-    return Outage(max(0.0, gap), last_ok.server, first_ok.server, failed, True)
+    last_ok = before[-1].t if before else None
+    gaps: list[tuple[float, float]] = []
+    failing = False
+    for a in attempts:
+        if last_ok is not None and a.t <= last_ok:
+            continue
+        if not a.ok:
+            failing = True
+        elif failing:
+            gaps.append((last_ok if last_ok is not None else a.t, a.t))
+            failing = False
+            last_ok = a.t
+        else:
+            last_ok = a.t
+    if failing:
+        gaps.append((last_ok if last_ok is not None else fault_at, float("inf")))
+    return gaps
+
+
+def outage(attempts: list[Attempt], fault_at: float, interval: float) -> Outage:
+    """The time clients lost around a fault, with `interval` resolution."""
+    before = [a for a in attempts if a.ok and a.t < fault_at]
+    gaps = outage_windows(attempts, fault_at)
+    since = before[-1].t if before else fault_at
+    failed = sum(1 for a in attempts if not a.ok and a.t > since)
+    recovered = not gaps or gaps[-1][1] != float("inf")
+    if not recovered:
+        ms = float("inf")
+    else:
+        ms = sum(max(0.0, (end - start) - interval) for start, end in gaps) * 1000
+    back_at = gaps[-1][1] if gaps else fault_at
+    after = next((a.server for a in attempts if a.ok and a.t >= back_at), None)
+    return Outage(ms if before else float("nan"), before[-1].server if before else None,
+                  after, failed, recovered and after is not None)
