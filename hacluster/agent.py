@@ -55,6 +55,7 @@ class Agent:
         self._last_error = ""
         self._notes: list[str] = []  # this tick's remarks, appended to its sentence
         self._stop = threading.Event()
+        self._last_tick_done = clock()
 
     # ----------------------------------------------------------------- the tick
 
@@ -199,6 +200,8 @@ class Agent:
                 self.tick()
             except Exception:  # the loop must survive anything; the next tick reconciles
                 log.exception("tick failed")
+            self._last_tick_done = self.clock()
+            self.raft.agent_alive()
             next_at += tick
             delay = next_at - self.clock()
             if delay < -tick * 10:  # fell far behind (suspended?): do not burst to catch up
@@ -229,6 +232,10 @@ class Agent:
 
     # ----------------------------------------------------------------- status
 
+    def _status_sentence(self) -> str:
+        """The last tick's sentence, flagged when the loop has stopped producing new ones."""
+        return self.sentence + _stall_note(self.clock() - self._last_tick_done)
+
     def status(self) -> AgentStatus:
         view = self.raft.view()
         state = self.raft.state
@@ -244,11 +251,15 @@ class Agent:
             handoff=self.handoff,
             vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
                                  v.address in self._claimed_at) for v in self.config.vips),
-            members=tuple(members), sentence=self.sentence,
+            members=tuple(members), sentence=self._status_sentence(),
             commit_index=view.commit_index, last_applied=view.last_applied,
             epoch_term=state.epoch_term, generation=state.generation,
             uptime_s=self.clock() - self.started,
         )
+
+
+def _stall_note(age: float) -> str:
+    return f" (AGENT LOOP STUCK for {age:.1f} s: VIPs are not renewed)" if age > 1.0 else ""
 
 
 def _setup_logging(level: str) -> None:

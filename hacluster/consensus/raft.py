@@ -53,7 +53,10 @@ log = logging.getLogger("hacluster.raft")
 
 _PING_PERIOD = 0.25  # s between hc_ping on every link; well under CONNECTION_TIMEOUT
 _CONNECTION_TIMEOUT = 2.0
-_GATE_MARGIN = 0.02  # s  # s of silence before pysyncobj drops a link
+_GATE_MARGIN = 0.02  # s
+# A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
+# longer renewed, so the cluster must elect another leader (which will probe before claiming).
+AGENT_STUCK_S = 1.0  # s of silence before pysyncobj drops a link
 
 
 def _now() -> float:
@@ -87,6 +90,8 @@ class _SafetyTransport(TCPTransport):
     def send(self, node: Any, message: Any) -> bool:
         raft = getattr(self._syncObj, "_hc", None)
         if raft is not None and isinstance(message, dict):
+            if raft.mute_heartbeats and message.get("type") == "append_entries":
+                return False  # a leader whose agent loop is stuck must let others take over
             message = raft.stamp(message)
         return super().send(node, message)
 
@@ -137,6 +142,8 @@ class RaftNode:
         self._transfer_pending = False
         self._last_ping = 0.0
         self._tick_calls: collections.deque[Callable[[], None]] = collections.deque()
+        self.agent_beat = _now()  # last tick the agent loop finished (agent_alive())
+        self.mute_heartbeats = False
         self._epoch_term_applied = 0
         self._sync: _Syncer | None = None
         self._started = threading.Event()
@@ -167,6 +174,7 @@ class RaftNode:
         # Count our own start as contact with a leader: a node that just started has not had
         # the chance to hear the current one, and must not hand out (pre-)votes against it.
         self._last_leader_contact = _now()
+        self.agent_beat = _now()
         self._sync = _Syncer(self, self.config.me.raft_endpoint,
                              [m.raft_endpoint for m in self.config.peers], conf)
         self._started.set()
@@ -188,10 +196,25 @@ class RaftNode:
             except Exception:  # a failed admin call must not kill Raft
                 log.exception("tick-thread call failed")
         now = _now()
+        self._check_agent(now)
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
             self._broadcast({"type": "hc_ping"})
         self._gate_election(now)
+
+    def agent_alive(self) -> None:
+        """Called by the agent loop after every tick: the watchdog's heartbeat."""
+        self.agent_beat = _now()
+
+    def _check_agent(self, now: float) -> None:
+        stuck = now - self.agent_beat > AGENT_STUCK_S
+        if stuck != self.mute_heartbeats:
+            if stuck:
+                log.error("agent loop stuck for %.1f s: leader goes silent so that another "
+                          "node takes the VIP over", now - self.agent_beat)
+            else:
+                log.warning("agent loop running again")
+            self.mute_heartbeats = stuck
 
     def _gate_election(self, now: float) -> None:
         """Hold pysyncobj's election back until a pre-vote round passed (or a transfer)."""

@@ -52,6 +52,9 @@ class FakeRaft:
         v = self.view()
         return v.role is Role.LEADER and v.lease_ok
 
+    def agent_alive(self) -> None:
+        self.beats = getattr(self, "beats", 0) + 1
+
     def lease_deadline(self) -> float:
         return float("inf") if self.lease_ok_now() else float("-inf")
 
