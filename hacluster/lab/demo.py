@@ -36,8 +36,8 @@ def run_demo(name: str, say: Callable[[str], None]) -> dict[str, Any]:
         prober = Prober(lab, duration=6.0)
         time.sleep(2.0)  # traffic flows for a while before the fault: part of the show
         say(f"[4/5] pulling {holder}'s cable (link down on the switch)...")
-        fault_at = time.time()
         lab.cut_link(lab.node(holder))
+        fault_at = time.time()  # once the cable is out: earlier requests may still succeed
         new = lab.wait_single_holder(10.0, exclude=(holder,))
         say(f"      {new} holds the VIP now; waiting for the client run to finish...")
         attempts = prober.result()
