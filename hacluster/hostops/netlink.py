@@ -36,10 +36,13 @@ T = TypeVar("T")
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
+RTM_GETADDR = 22
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
 IFA_ADDRESS = 1
@@ -93,6 +96,43 @@ def _rta(kind: int, payload: bytes) -> bytes:
     return _RTA.pack(_RTA.size + len(payload), kind) + payload
 
 
+def parse_addr_dump(data: bytes, seq: int, found: set[tuple[int, int, bytes]]) -> tuple[bool, int]:
+    """Add the (index, prefixlen, address) of each RTM_NEWADDR of dump `seq` in one datagram
+    to found; return (dump finished, errno). Messages of other sequences are skipped."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            return True, 0
+        if msg_seq == seq:
+            if kind == NLMSG_DONE:
+                return True, 0
+            if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
+                return True, -_ERRNO.unpack_from(data, offset + _NLMSGHDR.size)[0]
+            if kind == RTM_NEWADDR:
+                found.update(_addr_entry(data, offset + _NLMSGHDR.size, offset + length))
+        offset += (length + 3) & ~3
+    return False, 0
+
+
+def _addr_entry(data: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    _family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, start)
+    local = address = None
+    pos = start + _IFADDRMSG.size
+    while pos + _RTA.size <= end:
+        rta_len, rta_type = _RTA.unpack_from(data, pos)
+        if rta_len < _RTA.size:
+            break
+        payload = data[pos + _RTA.size:pos + rta_len]
+        if rta_type == IFA_LOCAL:
+            local = payload
+        elif rta_type == IFA_ADDRESS:
+            address = payload
+        pos += (rta_len + 3) & ~3
+    chosen = local or address  # IPv4 reports the address itself in IFA_LOCAL
+    return [(index, prefixlen, chosen)] if chosen else []
+
+
 def iter_acks(data: bytes) -> Iterator[tuple[int, int]]:
     """(sequence, errno) of each NLMSG_ERROR in a netlink datagram; errno 0 is success."""
     offset = 0
@@ -122,15 +162,24 @@ class NetlinkHostOps:
     # --- HostOps ------------------------------------------------------------------------
 
     def vip_present(self, vip: Vip) -> bool:
-        def present(link: _Link) -> bool:
-            if self._has_address(link, vip):
-                return True
-            # pyroute2 filters dumps by index in Python, so a stale cached index (interface
-            # recreated) yields "not there" rather than ENODEV: confirm the index before no.
-            fresh = self._links[vip.interface] = self._lookup_link(vip.interface)
-            return fresh.index != link.index and self._has_address(fresh, vip)
+        """One RTM_GETADDR dump on a plain netlink socket (~30 us; it runs every tick).
 
-        return self._on_link(vip, "look up", present)
+        The interface index is asked afresh each time (if_nametoindex, one ioctl), so an
+        interface recreated under a new index (a network restart) is never missed.
+        """
+        try:
+            index = socket.if_nametoindex(vip.interface)
+        except OSError:
+            # Say so (a typo in the config must show on followers too, not only on claim).
+            raise _InterfaceMissing(vip.interface) from None
+        family = socket.AF_INET if vip.family == 4 else socket.AF_INET6
+        want = ipaddress.ip_address(vip.address).packed
+        with self._lock:
+            try:
+                return (index, vip.prefixlen, want) in self._dump_addresses(family)
+            except OSError as exc:
+                self._close_netlink()
+                raise HostOpsError(f"netlink: look up {vip}: {exc}") from exc
 
     def claim_vip(self, vip: Vip, lifetime_s: float, guard: Guard | None = None) -> bool:
         _require_ipv4(vip)
@@ -217,20 +266,6 @@ class NetlinkHostOps:
                 raise _InterfaceMissing(ifname) from exc
             raise
         return _Link(index=msg["index"], mac=msg.get("IFLA_ADDRESS"))
-
-    def _has_address(self, link: _Link, vip: Vip) -> bool:
-        family = socket.AF_INET if vip.family == 4 else socket.AF_INET6
-        want = ipaddress.ip_address(vip.address)
-        for msg in self._route().addr("dump", index=link.index, family=family):
-            have = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-            if (
-                msg["index"] == link.index
-                and msg["prefixlen"] == vip.prefixlen
-                and have is not None
-                and ipaddress.ip_address(have) == want
-            ):
-                return True
-        return False
 
     def _ethernet_mac(self, vip: Vip) -> str:
         # Probes and announcements are rare (failover only) while a MAC can change under a
@@ -319,6 +354,24 @@ class NetlinkHostOps:
             self._close_netlink()
             what = "claim" if msg_type == RTM_NEWADDR else "release"
             raise HostOpsError(f"netlink: {what} {vip}: {exc}") from exc
+
+    def _dump_addresses(self, family: int) -> set[tuple[int, int, bytes]]:
+        """{(ifindex, prefixlen, IFA_LOCAL or IFA_ADDRESS)} of every address of `family`."""
+        if self._nl is None:
+            self._nl = _open_netlink()
+        self._seq = self._seq % 0xFFFFFFFF + 1
+        seq = self._seq
+        body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
+        sock = self._nl
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETADDR,
+                                 NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        found: set[tuple[int, int, bytes]] = set()
+        while True:
+            done, err = parse_addr_dump(sock.recv(65536), seq, found)
+            if err:
+                raise NetlinkError(err)
+            if done:
+                return found
 
     def _close_netlink(self) -> None:
         if self._nl is not None:

@@ -138,3 +138,26 @@ def test_our_own_frames_and_other_addresses_do_not_claim() -> None:
     assert not arp.claims_address(ours, VIP, OUR_MAC.upper())
     assert not arp.claims_address(other_ip, VIP, OUR_MAC)
     assert not arp.claims_address(peer_probe, VIP, OUR_MAC)
+
+
+def test_parse_addr_dump_reads_index_prefix_and_local_address():
+    import socket
+    import struct
+
+    from hacluster.hostops.netlink import NLMSG_DONE, RTM_NEWADDR, parse_addr_dump
+
+    def rta(kind, payload):
+        return struct.pack("=HH", 4 + len(payload), kind) + payload
+
+    def msg(kind, seq, body):
+        return struct.pack("=IHHII", 16 + len(body), kind, 2, seq, 0) + body
+
+    addr = socket.inet_aton("10.0.0.100")
+    entry = struct.pack("=BBBBI", socket.AF_INET, 24, 0, 0, 7) + rta(1, addr) + rta(2, addr)
+    other = struct.pack("=BBBBI", socket.AF_INET, 8, 0, 0, 1) + rta(2, socket.inet_aton("127.0.0.1"))
+    found: set = set()
+    done, err = parse_addr_dump(msg(RTM_NEWADDR, 5, entry) + msg(RTM_NEWADDR, 4, other), 5, found)
+    assert (done, err) == (False, 0) and found == {(7, 24, addr)}  # seq 4 is someone else's
+    done, err = parse_addr_dump(msg(NLMSG_DONE, 5, b"\0\0\0\0"), 5, found)
+    assert done and err == 0
+    assert parse_addr_dump(b"\x01\x02", 5, set()) == (False, 0)  # truncated: nothing read
