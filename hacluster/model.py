@@ -103,7 +103,6 @@ class Snapshot:
     vips: tuple[VipState, ...]
     handoff: bool  # a graceful handoff is under way: hold nothing
     maintenance: bool = False
-    probe_answered_at: dict[str, float] = field(default_factory=dict)  # vip -> last answer
     claimed_at: dict[str, float] = field(default_factory=dict)  # vip -> when we claimed it
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -441,6 +440,3 @@ class RaftNode:
                 return s.isNodeConnected(node)
         return False
 
-
-def data_files(config: Config) -> list[str]:
-    return [os.fspath(config.data_dir / n) for n in ("raft.journal", "raft.dump")]
