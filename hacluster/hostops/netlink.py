@@ -14,6 +14,7 @@ calls from more than one thread.
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import math
 import os
@@ -24,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hacluster.hostops import arp
@@ -55,6 +55,8 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTA = struct.Struct("=HH")  # len, type
 _CACHEINFO = struct.Struct("=IIII")  # ifa_prefered, ifa_valid, cstamp, tstamp
 _ERRNO = struct.Struct("=i")
+_SIOCGIFHWADDR = 0x8927
+_ARPHRD_ETHER = 1
 
 # Our own kernel acks an address request in microseconds; no ack within a second means
 # something is badly wrong, not slow.
@@ -150,7 +152,6 @@ class NetlinkHostOps:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ipr: IPRoute | None = None
         self._nl: socket.socket | None = None
         self._seq = 0
         self._links: dict[str, _Link] = {}
@@ -221,9 +222,6 @@ class NetlinkHostOps:
             self._arp_sockets.clear()
         with self._lock:
             self._close_netlink()
-            if self._ipr is not None:
-                self._ipr.close()
-                self._ipr = None
             self._links.clear()
 
     # --- links --------------------------------------------------------------------------
@@ -259,13 +257,17 @@ class NetlinkHostOps:
         return link
 
     def _lookup_link(self, ifname: str) -> _Link:
+        """Index and MAC with two plain system calls (if_nametoindex, SIOCGIFHWADDR).
+
+        pyroute2 0.9 ran these through a hidden asyncio loop per thread; in the lab an agent
+        loop stalled for over a second (once for a minute) inside such calls, long enough for
+        the watchdog to depose a healthy leader. Nothing on the tick path uses it any more.
+        """
         try:
-            (msg,) = self._route().link("get", ifname=ifname)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                raise _InterfaceMissing(ifname) from exc
-            raise
-        return _Link(index=msg["index"], mac=msg.get("IFLA_ADDRESS"))
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            raise _InterfaceMissing(ifname) from None
+        return _Link(index=index, mac=_hardware_address(ifname))
 
     def _ethernet_mac(self, vip: Vip) -> str:
         # Probes and announcements are rare (failover only) while a MAC can change under a
@@ -312,10 +314,6 @@ class NetlinkHostOps:
 
     # --- netlink handles ----------------------------------------------------------------
 
-    def _route(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = IPRoute()
-        return self._ipr
 
     def _write(self, msg_type: int, link: _Link, vip: Vip, lifetime: int | None,
                guard: Guard | None = None) -> bool:
@@ -386,6 +384,19 @@ class _InterfaceMissing(HostOpsError):
 
 class _AddressAbsent(Exception):
     """release_vip of an address the kernel does not have: success, not an error."""
+
+
+def _hardware_address(ifname: str) -> str | None:
+    """The interface's Ethernet address (SIOCGIFHWADDR), None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(s.fileno(), _SIOCGIFHWADDR, struct.pack("256s", ifname.encode()[:15]))
+        except OSError:
+            return None
+    family = struct.unpack_from("H", res, 16)[0]
+    if family != _ARPHRD_ETHER:
+        return None
+    return ":".join(f"{b:02x}" for b in res[18:24])
 
 
 def _open_netlink() -> socket.socket:
