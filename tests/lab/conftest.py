@@ -63,7 +63,10 @@ def monitor(lab):
     m.stop()
 
 
-def wait_until(cond, timeout: float, what: str, interval: float = 0.02):
+def wait_until(cond, timeout: float, what: str, interval: float = 0.2):
+    """Poll cond until it is truthy or the deadline passes. The interval is not tiny on
+    purpose: most conditions run `hacluster status` in a new Python process (~0.3 s of CPU),
+    and a 2-CPU machine polled every 20 ms would starve the agents under test."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

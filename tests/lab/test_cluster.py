@@ -176,4 +176,5 @@ def test_node_with_wrong_secret_cannot_join(lab):
         assert s["leader"] is None and s["role"] != "leader"
         lead = agent_status(lab, holder)
         assert not next(m for m in lead["members"] if m["id"] == victim)["connected"]
+        time.sleep(0.2)  # pacing: each look spawns two CLI processes
     assert lab.holders() == [holder]
