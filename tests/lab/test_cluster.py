@@ -42,6 +42,7 @@ def test_partitioned_holder_drops_vip_before_majority_claims(lab, monitor):
     old = lab.wait_single_holder(10)
     lab.partition(lab.node(old))  # peers cut off, client path still up
     new = lab.wait_single_holder(5, exclude=(old,))
+    assert new != old
     st = wait_until(lambda: (s := agent_status(lab, old)) and not s["vips"][0]["held"] and s,
                     5, f"{old} to report it holds nothing")
     assert st["role"] != "leader" or not st["lease_ok"]
