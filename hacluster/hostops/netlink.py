@@ -3,12 +3,13 @@
 Everything acts in the caller's network namespace (the lab runs the agent under
 `ip netns exec`). Needs CAP_NET_ADMIN for addresses and CAP_NET_RAW for ARP.
 
-Reads (interface lookup, address dump) go through pyroute2. Address *writes* are one
-fixed-shape RTM_NEWADDR/RTM_DELADDR packed here and sent on a plain NETLINK_ROUTE socket:
-claim_vip runs every tick (10 ms) while the node holds a VIP, and pyroute2 0.9 spends about
-0.5 ms of Python per request in its asyncio machinery where the packed message takes about
-20 us. Both handles are opened lazily, reused, and used under one lock because the agent
-calls from more than one thread.
+Every call is a plain system call: address writes (RTM_NEWADDR/RTM_DELADDR) and the
+address dump (RTM_GETADDR) are packed here and sent on one NETLINK_ROUTE socket (about
+20-30 us each; they run every 10 ms tick), the interface index and MAC come from
+if_nametoindex and SIOCGIFHWADDR. pyroute2 0.9 was measured at ~0.5 ms of Python per
+request in its asyncio machinery and was the suspect of a loop stall, so it is not used.
+The socket is opened lazily, reused, and used under one lock because the agent calls from
+more than one thread.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
-
-from pyroute2.netlink.exceptions import NetlinkError
 
 from hacluster.hostops import arp
 from hacluster.hostops.base import GUARD_CLOCK as _clock
@@ -375,6 +374,17 @@ class NetlinkHostOps:
         if self._nl is not None:
             self._nl.close()
             self._nl = None
+
+
+class NetlinkError(Exception):
+    """A kernel error answered to one of our netlink requests; .code is the errno.
+
+    Not an OSError on purpose: socket failures (OSError) reset the socket, kernel answers
+    (EADDRNOTAVAIL, ENODEV) are handled per operation in _on_link."""
+
+    def __init__(self, code: int):
+        super().__init__(f"{os.strerror(code)} (errno {code})")
+        self.code = code
 
 
 class _InterfaceMissing(HostOpsError):
