@@ -58,6 +58,9 @@ _GATE_MARGIN = 0.02  # s
 AGENT_STUCK_S = 1.0  # s of silence before pysyncobj drops a link
 
 
+STALE_TERM_S = 1.0  # hearing only lower-term leaders this long: tell the leader our term
+
+
 def _now() -> float:
     """pysyncobj's own clock (CLOCK_MONOTONIC_RAW), never time.monotonic().
 
@@ -138,6 +141,9 @@ class RaftNode:
         self._prevote_round = 0
         self._prevote_grants: set[str] = set()
         self._prevote_passed = False
+        self._prevote_term = 0  # the term the current pre-vote round asks for
+        self._stale_leader_since: float | None = None  # hearing only lower-term leaders since
+        self._stale_reply_at = 0.0
         self._transfer_pending = False
         self._last_ping = 0.0
         self._tick_calls: collections.deque[Callable[[], None]] = collections.deque()
@@ -232,8 +238,15 @@ class RaftNode:
             return
         if self._prevote_passed:
             self._prevote_passed = False
-            log.debug("pre-vote passed: election for term %d", s.raftCurrentTerm + 1)
-            return  # let pysyncobj run this election
+            # A pass is good only for the term it was asked for: if a vote request or a new
+            # leader moved our term meanwhile, electing now would run for a term nobody
+            # pre-voted, above the new leader's, and strand us (the leader's heartbeats at
+            # a lower term are ignored, and our vote requests are refused as sticky).
+            if s.raftCurrentTerm + 1 == self._prevote_term:
+                log.debug("pre-vote passed: election for term %d", self._prevote_term)
+                return  # let pysyncobj run this election
+            log.debug("pre-vote for term %d is stale (term is now %d): asking again",
+                      self._prevote_term, s.raftCurrentTerm)
         if self._n == 1:
             return
         # Not yet: push the deadline forward and ask for pre-votes instead.
@@ -241,6 +254,7 @@ class RaftNode:
             self.election_min, self.config.timing.election_max)
         self._prevote_round += 1
         self._prevote_grants = set()
+        self._prevote_term = s.raftCurrentTerm + 1
         log.debug("election timer expired: pre-vote round %d for term %d",
                   self._prevote_round, s.raftCurrentTerm + 1)
         self._broadcast({"type": "hc_prevote", "round": self._prevote_round,
@@ -280,7 +294,13 @@ class RaftNode:
         if kind == "append_entries":
             if message.get("term", -1) >= s.raftCurrentTerm:
                 self._last_leader_contact = now
+                self._stale_leader_since = None
+            else:
+                self._tell_stale_leader(node, now)
             return False
+        if kind == "hc_higher_term":
+            self._step_down_for(peer, message.get("term"))
+            return True
         if kind == "next_node_idx":
             ts = message.get("hc_ts")
             if isinstance(ts, float) and s._isLeader() and ts >= self.leader_since:
@@ -309,6 +329,42 @@ class RaftNode:
                     s._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
             return True
         return False
+
+    def _tell_stale_leader(self, node: Any, now: float) -> None:
+        """Safety net for a term above the leader's: tell it, so that it steps down.
+
+        pysyncobj ignores heartbeats from a lower term without answering, and our stickiness
+        refuses our vote requests while that leader lives: without this message a member
+        whose term ran ahead would stay out of the cluster for good. Pre-vote makes it rare
+        (a pass is bound to its term), so this only fires after STALE_TERM_S of it.
+        """
+        if self._stale_leader_since is None:
+            self._stale_leader_since = now
+        if now - self._stale_leader_since < STALE_TERM_S or now - self._stale_reply_at < 0.5:
+            return
+        self._stale_reply_at = now
+        s = self._sync
+        assert s is not None
+        log.warning("hearing only a leader of a lower term for %.1f s: telling it our term %d",
+                    now - self._stale_leader_since, s.raftCurrentTerm)
+        s._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
+            "type": "hc_higher_term", "term": s.raftCurrentTerm})
+
+    def _step_down_for(self, peer: str, term: Any) -> None:
+        """As Raft prescribes when a leader learns of a higher term: become a follower.
+
+        The agent sees the role change at its next tick and releases the VIP at once; the
+        next leader is elected with pre-vote and probes before claiming, as after a crash.
+        """
+        s = self._sync
+        assert s is not None
+        if not isinstance(term, int) or term <= s.raftCurrentTerm or not s._isLeader():
+            return
+        log.error("member %s is at term %d, above ours (%d): stepping down so that the "
+                  "cluster can elect a leader it can follow", peer, term, s.raftCurrentTerm)
+        s._SyncObj__setCurrentTerm(term, None)  # type: ignore[attr-defined]
+        s._SyncObj__raftLeader = None  # type: ignore[attr-defined]
+        s._SyncObj__setState(0)  # type: ignore[attr-defined]  # _RAFT_STATE.FOLLOWER
 
     def _answer_prevote(self, node: Any, message: dict[str, Any], now: float) -> None:
         s = self._sync
