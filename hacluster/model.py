@@ -145,3 +145,92 @@ class AgentStatus:
     epoch_term: int  # highest leader epoch in the replicated state
     generation: int  # replicated state generation
     uptime_s: float
+
+
+# ------------------------------------------------------------------ health and gossip
+
+
+class CheckState(enum.StrEnum):
+    """A health check's verdict after rise/fall hysteresis on the node that runs it."""
+
+    PASSING = "passing"
+    FAILING = "failing"
+    UNKNOWN = "unknown"  # not enough results yet (fewer than `rise` or `fall` in a row)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The latest state of one health check on one node: what gossip carries about it."""
+
+    name: str
+    kind: str  # tcp, http, https, exec, mllp, dicom, sip
+    target: str  # what it checks, for humans: host:port, URL or command
+    state: CheckState
+    latency_ms: float | None  # of the last attempt; None when it did not complete
+    error: str  # the last failure's reason ("" after a success)
+    output: str = ""  # exec checks: the captured output (truncated)
+    changed_at: float = 0.0  # unix time of the last state change (0: never changed)
+
+
+@dataclass(frozen=True)
+class Load:
+    cpu_percent: float = 0.0
+    mem_percent: float = 0.0
+
+
+class GossipState(enum.StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"  # announced its own departure (graceful leave)
+
+
+@dataclass(frozen=True)
+class GossipMemberStatus:
+    """One line of `hacluster members`."""
+
+    id: NodeId
+    address: str  # gossip endpoint host:port
+    is_self: bool
+    state: GossipState
+    incarnation: int
+    last_seen_s: float | None  # None: never heard from directly
+    state_age_s: float
+    confirmations: int
+    raft_role: str  # "leader", "follower" or "unknown", as the answering agent sees it
+    checks_passing: int
+    checks_total: int
+    draining: bool
+    version: str
+    cpu_percent: float
+    mem_percent: float
+    meta_known: bool
+
+
+@dataclass(frozen=True)
+class MembersStatus:
+    node: NodeId  # the agent that answered
+    awareness: int
+    members: tuple[GossipMemberStatus, ...]
+
+
+@dataclass(frozen=True)
+class NodeChecks:
+    node: NodeId
+    state: GossipState
+    checks: tuple[CheckReport, ...]
+
+
+@dataclass(frozen=True)
+class CommittedHealth:
+    node: NodeId
+    check: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class ChecksStatus:
+    node: NodeId  # the agent that answered
+    nodes: tuple[NodeChecks, ...]
+    committed: tuple[CommittedHealth, ...]
+    generation: int
