@@ -1,0 +1,1 @@
+"""Health gossip between agents: SWIM membership with Lifeguard, over gRPC (DESIGN.md §5)."""

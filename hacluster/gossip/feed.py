@@ -1,0 +1,73 @@
+"""Feeds this node's own news into gossip: check results, load, draining flag, version.
+
+Check state changes are pushed at once (HealthRunner's on_change); load is refreshed on a
+slow timer and rounded, so that it does not bump meta_seq, and with it the broadcast
+traffic, on every wiggle of a CPU counter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hacluster.gossip.types import NodeMeta
+from hacluster.model import CheckReport, Load
+
+log = logging.getLogger("hacluster.gossip")
+
+LOAD_REFRESH_S = 5.0
+
+
+class HealthFeed:
+    def __init__(self, membership: Any, reports: Callable[[], tuple[CheckReport, ...]],
+                 load: Callable[[], Load], draining: Callable[[], bool], version: str,
+                 load_refresh: float = LOAD_REFRESH_S):
+        self._membership = membership
+        self._reports = reports
+        self._load = load
+        self._draining = draining
+        self._version = version
+        self._refresh = load_refresh
+        self._last_load = Load()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def publish(self, load: Load | None = None) -> NodeMeta:
+        """Hand the current meta to the membership engine (it ignores an unchanged one)."""
+        with self._lock:
+            if load is not None:
+                self._last_load = Load(round(load.cpu_percent), round(load.mem_percent))
+            meta = NodeMeta(checks=self._reports(), load=self._last_load,
+                            draining=self._draining(), version=self._version)
+            self._membership.set_meta(meta)
+            return meta
+
+    def checks_changed(self, _reports: tuple[CheckReport, ...] = ()) -> None:
+        """HealthRunner's on_change: publish from our own thread, not the runner's."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="health-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        self.publish(self._load())
+        while not self._stop.is_set():
+            woke = self._wake.wait(self._refresh)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.publish(None if woke else self._load())
+            except Exception:  # the feed must keep going; the next round retries
+                log.exception("publishing this node's health to gossip failed")

@@ -1,0 +1,69 @@
+"""start()/stop() smoke tests with real time, bounded by deadlines (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from hacluster.gossip.membership import GossipTiming, Membership
+from hacluster.gossip.types import GossipState, NodeMeta
+from tests.unit.gossip_fakes import Network, address, wait_until
+
+FAST = GossipTiming(probe_interval=0.05, probe_timeout=0.02, gossip_interval=0.02,
+                    push_pull_interval=0.3, reconnect_interval=0.1)
+
+
+def gossip_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("gossip-")}
+
+
+def test_threads_detect_failure_spread_meta_and_stop_promptly():
+    net = Network()
+    ids = ("n1", "n2", "n3")
+    engines = {n: Membership(n, address(n), {p: address(p) for p in ids if p != n},
+                             net.transport(n), timing=FAST) for n in ids}
+    for n, e in engines.items():
+        net.add(e, n)
+    try:
+        for e in engines.values():
+            e.start()
+            e.start()  # idempotent
+        assert len(gossip_threads()) == 15
+        wait_until(lambda: all(e.stats()["push_pulls_sent"] >= 1 for e in engines.values()),
+                   timeout=5)  # start() joins at once, not after a push-pull interval
+        engines["n1"].set_meta(NodeMeta(draining=True))
+        wait_until(lambda: all(engines[o].member("n1").meta == NodeMeta(draining=True)
+                               for o in ("n2", "n3")), timeout=5)
+        net.stop("n3")
+        engines["n3"].stop()
+        wait_until(lambda: all(engines[o].member("n3").state is GossipState.DEAD
+                               for o in ("n1", "n2")), timeout=10)
+        assert engines["n1"].member("n2").state is GossipState.ALIVE
+    finally:
+        started = time.monotonic()
+        for e in engines.values():
+            e.stop()
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0
+    assert gossip_threads() == set()
+
+
+class ExplodingTransport:
+    def ping(self, *a):
+        raise RuntimeError("transport bug")
+
+    ping_req = gossip = push_pull = ping
+
+
+def test_a_failing_step_is_logged_and_the_thread_keeps_going(caplog):
+    m = Membership("n1", address("n1"), {"n2": address("n2")}, ExplodingTransport(), timing=FAST)
+    m.set_meta(NodeMeta(draining=True))  # something to gossip
+    with caplog.at_level(logging.ERROR, logger="hacluster.gossip"):
+        m.start()
+        try:
+            wait_until(lambda: m.stats()["step_errors"] >= 5, timeout=5)
+        finally:
+            m.stop()
+    assert "step failed" in caplog.text
+    assert gossip_threads() == set()
