@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
-from hacluster.auth import TOKEN_METADATA_KEY, admin_token, token_matches
-from hacluster.model import AgentStatus, Role
+from hacluster.auth import admin_token, metadata_refusal
+from hacluster.channels import SERVER_OPTIONS
+from hacluster.gossip.wire import check_to_pb, state_to_pb
+from hacluster.model import AgentStatus, ChecksStatus, MembersStatus, Role
 
 __all__ = ["AdminBindError", "AdminService", "admin_token", "serve_admin", "start_admin",
            "status_to_pb"]
@@ -64,6 +66,30 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
     return reply
 
 
+def members_to_pb(ms: MembersStatus) -> admin_pb2.MembersReply:
+    reply = admin_pb2.MembersReply(node=ms.node, awareness=ms.awareness)
+    for m in ms.members:
+        pm = reply.members.add(
+            id=m.id, address=m.address, is_self=m.is_self, state=state_to_pb(m.state),
+            incarnation=m.incarnation, state_age_s=m.state_age_s, confirmations=m.confirmations,
+            raft_role=m.raft_role, checks_passing=m.checks_passing, checks_total=m.checks_total,
+            draining=m.draining, version=m.version, cpu_percent=m.cpu_percent,
+            mem_percent=m.mem_percent, meta_known=m.meta_known)
+        if m.last_seen_s is not None:
+            pm.last_seen_s = m.last_seen_s
+    return reply
+
+
+def checks_to_pb(cs: ChecksStatus) -> admin_pb2.ChecksReply:
+    reply = admin_pb2.ChecksReply(node=cs.node, generation=cs.generation)
+    for n in cs.nodes:
+        reply.nodes.add(node=n.node, state=state_to_pb(n.state),
+                        checks=[check_to_pb(c) for c in n.checks])
+    for c in cs.committed:
+        reply.committed.add(node=c.node, check=c.check, healthy=c.healthy)
+    return reply
+
+
 def _guarded(handler: _Handler) -> _Handler:
     """Authenticate, then run an Admin RPC handler; log peer, method and result at debug.
 
@@ -96,26 +122,20 @@ def _guarded(handler: _Handler) -> _Handler:
 class AdminService(admin_pb2_grpc.AdminServicer):
     """The Admin servicer. `token` is admin_token(cluster secret), never the secret itself."""
 
-    def __init__(self, status_provider: Callable[[], AgentStatus], token: str):
+    def __init__(self, status_provider: Callable[[], AgentStatus], token: str,
+                 members_provider: Callable[[], MembersStatus] | None = None,
+                 checks_provider: Callable[[str | None], ChecksStatus] | None = None):
         if not token:
             raise ValueError("AdminService needs a non-empty token: it never serves "
                              "unauthenticated calls")
         self._status_provider = status_provider
+        self._members_provider = members_provider
+        self._checks_provider = checks_provider
         self._token = token
 
     def _refusal(self, context: grpc.ServicerContext) -> str | None:
         """None if the call carries the right token, else why it is refused."""
-        presented = None
-        for key, value in context.invocation_metadata() or ():
-            if key == TOKEN_METADATA_KEY and isinstance(value, str):
-                presented = value
-        if presented is None:
-            return (f"missing {TOKEN_METADATA_KEY} metadata: admin calls need a token "
-                    "derived from the cluster secret")
-        if not token_matches(presented, self._token):
-            return (f"{TOKEN_METADATA_KEY} does not match this agent's cluster secret "
-                    "(wrong secret file, or a member of another cluster?)")
-        return None
+        return metadata_refusal(context.invocation_metadata(), self._token, "admin")
 
     @_guarded
     def Status(self, request: admin_pb2.StatusRequest,
@@ -126,6 +146,32 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             log.exception("admin Status: the status provider failed")
             context.abort(grpc.StatusCode.INTERNAL, f"agent status unavailable: {e}")
         return status_to_pb(status)
+
+    @_guarded
+    def Members(self, request: admin_pb2.MembersRequest,
+                context: grpc.ServicerContext) -> admin_pb2.MembersReply:
+        return members_to_pb(self._provide(self._members_provider, context, "membership"))
+
+    @_guarded
+    def Checks(self, request: admin_pb2.ChecksRequest,
+               context: grpc.ServicerContext) -> admin_pb2.ChecksReply:
+        node = request.node if request.HasField("node") else None
+        checks = self._provide(self._checks_provider, context, "health checks", node)
+        if node is not None and not any(n.node == node for n in checks.nodes):
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"no member {node!r}; members: {', '.join(n.node for n in checks.nodes)}")
+        return checks_to_pb(checks)
+
+    @staticmethod
+    def _provide(provider: Callable[..., Any] | None, context: grpc.ServicerContext,
+                 what: str, *args: Any) -> Any:
+        if provider is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"this agent does not serve {what}")
+        try:
+            return provider(*args)
+        except Exception as e:
+            log.exception("admin: the %s provider failed", what)
+            context.abort(grpc.StatusCode.INTERNAL, f"{what} unavailable: {e}")
 
 
 def _bind_diagnosis(host: str, port: int) -> str:
@@ -154,26 +200,25 @@ def _split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_s)
 
 
-def start_admin(bind: str, service: AdminService,
-                max_workers: int = 4) -> tuple[grpc.Server, int]:
-    """Start the admin server on `bind` (HOST:PORT, [v6]:PORT; port 0 picks a free one).
+def start_admin(bind: str, service: AdminService, max_workers: int = 4,
+                gossip: Any = None) -> tuple[grpc.Server, int]:
+    """Start the agent's gRPC server on `bind` (HOST:PORT, [v6]:PORT; port 0 picks one):
+    the Admin service, grpc.health.v1, and the Gossip service when `gossip` (a
+    GossipService) is given.
 
     Returns the started server and the port it listens on. Raises AdminBindError when the
     address cannot be bound.
     """
     host, _ = _split_bind(bind)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="admin"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # grpc sets SO_REUSEPORT by default: a second agent on the same port would then
-            # bind "successfully" and steal half the calls. We want the bind to fail instead.
-            ("grpc.so_reuseport", 0),
-        ],
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )
     admin_pb2_grpc.add_AdminServicer_to_server(service, server)
+    if gossip is not None:
+        from hacluster.api import gossip_pb2_grpc
+        gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
     _add_health(server)
     try:
         port = server.add_insecure_port(bind)
@@ -188,9 +233,10 @@ def start_admin(bind: str, service: AdminService,
     return server, port
 
 
-def serve_admin(bind: str, service: AdminService, max_workers: int = 4) -> grpc.Server:
-    """Start the admin server on `bind`; see start_admin(). Stop it with server.stop(grace)."""
-    return start_admin(bind, service, max_workers)[0]
+def serve_admin(bind: str, service: AdminService, max_workers: int = 4,
+                gossip: Any = None) -> grpc.Server:
+    """Start the agent's gRPC server on `bind`; see start_admin(). Stop with server.stop(grace)."""
+    return start_admin(bind, service, max_workers, gossip)[0]
 
 
 def _add_health(server: grpc.Server) -> None:

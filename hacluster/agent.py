@@ -8,6 +8,7 @@ the one-line sentence that `hacluster status` shows and the log records when it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,27 +24,43 @@ from hacluster.decide import Act, Action, decide, may_hold
 from hacluster.hostops.base import HostOps, HostOpsError
 from hacluster.model import (
     AgentStatus,
+    ChecksStatus,
+    CheckState,
+    CommittedHealth,
+    GossipMemberStatus,
+    MembersStatus,
     MemberStatus,
+    NodeChecks,
     Role,
     Snapshot,
     VipState,
     VipStatus,
 )
+from hacluster.verdicts import Observed, VerdictTracker
 
 log = logging.getLogger("hacluster.agent")
 
 HANDOFF_WAIT_S = 1.0  # how long a leader waits for its successor on SIGTERM
+HEALTH_EVERY_S = 0.1  # how often the leader compares the gossiped health with the committed
+HEALTH_INFLIGHT_S = 2.0  # a health proposal unanswered this long is given up and redone
+LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
 
 
 class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Any,
-                 clock: Callable[[], float] = time.monotonic):
-        """raft: a RaftNode, or any object with view(), state, register_epoch(term) and
-        transfer_leadership(to, done) (unit tests pass a fake)."""
+                 clock: Callable[[], float] = time.monotonic, gossip: Any = None):
+        """raft: a RaftNode, or any object with view(), state, register_epoch(term),
+        submit(command, callback) and transfer_leadership(to, done) (unit tests pass a
+        fake). gossip: a gossip.membership.Membership (or a fake with members()), or None
+        to run without health gossip."""
         self.config = config
         self.hostops = hostops
         self.raft = raft
         self.clock = clock
+        self.gossip = gossip
+        self._verdicts = VerdictTracker((c.name for c in config.checks), config.health_settle)
+        self._health_due = 0.0
+        self._health_inflight_until = 0.0
         self.started = clock()
         self.sentence = "starting"
         self.handoff = False
@@ -107,6 +124,7 @@ class Agent:
             self._announces.clear()
         for action in decision.actions:
             self._act(action)
+        self._health_step(snap)
         sentence = ", ".join([decision.sentence, *self._notes])
         self._notes.clear()
         if self._last_error:
@@ -185,6 +203,41 @@ class Agent:
             return False
         return True
 
+    # ----------------------------------------------------------------- health verdicts
+
+    def _health_step(self, snap: Snapshot) -> None:
+        """Leader only: commit the health changes the gossiped view has settled on (§5).
+
+        Gossip never touches VIP ownership; this only feeds the replicated health that the
+        balancing table follows. A proposal is in flight at most once at a time.
+        """
+        view = snap.consensus
+        if self.gossip is None or not self._verdicts.checks:
+            return
+        if view.role is not Role.LEADER or not view.epoch_applied:
+            self._verdicts.reset()
+            return
+        if snap.now < self._health_due or snap.now < self._health_inflight_until:
+            return
+        self._health_due = snap.now + HEALTH_EVERY_S
+        observed = [Observed(m.node, m.state, m.meta) for m in self.gossip.members()]
+        changes = self._verdicts.changes(snap.now, observed, self.raft.state.health)
+        if not changes:
+            return
+        self._health_inflight_until = snap.now + HEALTH_INFLIGHT_S
+        term = view.term
+
+        def done(result: Any, err: int) -> None:
+            self._health_inflight_until = 0.0
+            if result is None:
+                log.warning("health change not committed (pysyncobj reason %s); retrying", err)
+            elif not result.ok:
+                log.warning("health change refused: %s", result.detail)
+            else:
+                log.info("committed %s (term %d)", result.detail, term)
+
+        self.raft.submit({"type": "health", "term": term, "changes": changes}, done)
+
     def _error(self, msg: str) -> None:
         if msg != self._last_error:
             log.warning("%s", msg)
@@ -258,6 +311,44 @@ class Agent:
         )
 
 
+    def draining(self) -> bool:
+        """This node is being drained (the replicated flag `draining/<node>`, set by admins)."""
+        return self.raft.state.flags.get(f"draining/{self.config.node_id}") == "true"
+
+    def members_status(self) -> MembersStatus:
+        view = self.raft.view()
+        out = []
+        for m in self.gossip.members() if self.gossip else ():
+            checks = m.meta.checks if m.meta else ()
+            role = ("leader" if m.node == view.leader else
+                    "follower" if view.leader is not None else "unknown")
+            load = m.meta.load if m.meta else None
+            out.append(GossipMemberStatus(
+                id=m.node, address=m.address, is_self=m.is_self, state=m.state,
+                incarnation=m.incarnation, last_seen_s=m.last_seen_age, state_age_s=m.state_age,
+                confirmations=m.confirmations, raft_role=role,
+                checks_passing=sum(c.state is CheckState.PASSING for c in checks),
+                checks_total=len(checks), draining=bool(m.meta and m.meta.draining),
+                version=m.meta.version if m.meta else "",
+                cpu_percent=load.cpu_percent if load else 0.0,
+                mem_percent=load.mem_percent if load else 0.0, meta_known=m.meta is not None))
+        awareness = self.gossip.awareness() if self.gossip else 0
+        return MembersStatus(node=self.config.node_id, awareness=awareness, members=tuple(out))
+
+    def checks_status(self, node: str | None = None) -> ChecksStatus:
+        state = self.raft.state
+        nodes = tuple(NodeChecks(m.node, m.state, m.meta.checks if m.meta else ())
+                      for m in (self.gossip.members() if self.gossip else ())
+                      if node is None or m.node == node)
+        committed = []
+        for key, healthy in sorted(state.health.items()):
+            n, _, check = key.partition("/")
+            if node is None or n == node:
+                committed.append(CommittedHealth(n, check, healthy))
+        return ChecksStatus(node=self.config.node_id, nodes=nodes, committed=tuple(committed),
+                            generation=state.generation)
+
+
 def _stall_note(age: float) -> str:
     return f" (AGENT LOOP STUCK for {age:.1f} s: VIPs are not renewed)" if age > 1.0 else ""
 
@@ -271,6 +362,40 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("hacluster").setLevel(getattr(logging, level.upper()))
+
+
+def _make_gossip(config: Config, secret: str) -> tuple[Any, Any, Any]:
+    from hacluster.auth import gossip_token
+    from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
+    from hacluster.gossip.membership import GossipTiming, Membership
+
+    transport = GrpcTransport(config.node_id, gossip_token(secret))
+    membership = Membership(
+        config.node_id, config.me.grpc_endpoint,
+        {p.id: p.grpc_endpoint for p in config.peers}, transport,
+        timing=GossipTiming(**dataclasses.asdict(config.gossip)), version=__version__,
+        on_change=_log_gossip_change)
+    service = GossipService(membership, gossip_token(secret),
+                            {m.id: m.grpc_endpoint for m in config.members})
+    return membership, service, transport
+
+
+def _log_gossip_change(view: Any, old: Any) -> None:
+    log.info("gossip: %s is %s (was %s, incarnation %d)", view.node, view.state.value,
+             old.value if old is not None else "unknown", view.incarnation)
+
+
+def _make_health(config: Config, agent: Agent, membership: Any) -> tuple[Any, Any]:
+    from hacluster.gossip.feed import HealthFeed
+    from hacluster.health.load import LoadSampler
+    from hacluster.health.runner import HealthRunner
+
+    sampler = LoadSampler()
+    feed = HealthFeed(membership, lambda: runner.reports(), sampler.sample,
+                      draining=agent.draining, version=__version__)
+    runner = HealthRunner(config.checks, default_host=config.me.address,
+                          on_change=feed.checks_changed)
+    return runner, feed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,18 +420,25 @@ def main(argv: list[str] | None = None) -> int:
 
     hostops = NetlinkHostOps()
     raft = RaftNode(config, secret)
-    agent = Agent(config, hostops, raft)
+    membership, gossip_service, transport = _make_gossip(config, secret)
+    agent = Agent(config, hostops, raft, gossip=membership)
+    runner, feed = _make_health(config, agent, membership)
+    admin = AdminService(agent.status, admin_token(secret), members_provider=agent.members_status,
+                         checks_provider=agent.checks_status)
     try:
-        server = serve_admin(config.me.grpc_endpoint, AdminService(agent.status,
-                                                                   admin_token(secret)))
+        server = serve_admin(config.me.grpc_endpoint, admin, max_workers=8, gossip=gossip_service)
     except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly
         print(f"hacluster-agent: cannot serve admin API on {config.me.grpc_endpoint}: {e}",
               file=sys.stderr)
         return 1
     raft.start()
-    log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s",
+    membership.start()  # joins (push-pull with a peer) from its own thread
+    runner.start()
+    feed.start()
+    log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
              __version__, config.node_id, config.cluster, len(config.members),
-             ", ".join(str(v) for v in config.vips) or "none")
+             ", ".join(str(v) for v in config.vips) or "none",
+             ", ".join(f"{c.name} ({c.kind})" for c in config.checks) or "none")
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -316,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.run()
     agent.handoff_and_release()
+    feed.stop()
+    runner.stop()
+    membership.leave(LEAVE_TIMEOUT_S)  # peers mark us LEFT: our backends go down at once
+    membership.stop()
     server.stop(grace=0.2)
+    transport.close()
     raft.stop()
     hostops.close()
     log.info("stopped")

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
 from hacluster.model import Member, Vip
 
 SECRET_MIN_LEN = 16
@@ -64,12 +65,36 @@ class TimingSpec(_Strict):
     probe_ms: int = Field(default=30, ge=1, le=5_000)
 
 
+class GossipSpec(_Strict):
+    # memberlist's LAN profile, faster: a hospital LAN has sub-millisecond RTTs, and the
+    # balancing table should lose a dead server's backends within seconds, not tens.
+    probe_interval_ms: int = Field(default=500, ge=50, le=60_000)
+    probe_timeout_ms: int = Field(default=200, ge=10, le=30_000)
+    indirect_checks: int = Field(default=3, ge=0, le=16)
+    suspicion_mult: int = Field(default=4, ge=2, le=32)
+    suspicion_max_timeout_mult: int = Field(default=6, ge=1, le=100)
+    retransmit_mult: int = Field(default=4, ge=1, le=32)
+    gossip_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    gossip_nodes: int = Field(default=3, ge=1, le=16)
+    push_pull_interval_ms: int = Field(default=10_000, ge=100, le=3_600_000)
+    reconnect_interval_ms: int = Field(default=2_000, ge=100, le=3_600_000)
+
+
+class HealthSpec(_Strict):
+    # How long the leader's gossiped view must hold a backend's new health before the leader
+    # commits it. Node-side rise/fall already filters single failed checks.
+    settle_ms: int = Field(default=500, ge=0, le=600_000)
+
+
 class ConfigSpec(_Strict):
     cluster: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     node_id: str = Field(min_length=1)
     members: list[MemberSpec] = Field(min_length=1)
     vips: list[VipSpec] = Field(default_factory=list)
     timing: TimingSpec = Field(default_factory=TimingSpec)
+    gossip: GossipSpec = Field(default_factory=GossipSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    checks: list[CheckSpec] = Field(default_factory=list)
     data_dir: str
     secret_file: str
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
@@ -91,6 +116,22 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class GossipConfig:
+    """Gossip timings in seconds (hacluster.gossip.membership.GossipTiming's fields)."""
+
+    probe_interval: float = 0.5
+    probe_timeout: float = 0.2
+    indirect_checks: int = 3
+    suspicion_mult: int = 4
+    suspicion_max_timeout_mult: int = 6
+    retransmit_mult: int = 4
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    push_pull_interval: float = 10.0
+    reconnect_interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     cluster: str
@@ -102,6 +143,9 @@ class Config:
     secret_file: Path
     log_level: str
     warnings: tuple[str, ...] = ()
+    gossip: GossipConfig = GossipConfig()
+    checks: tuple[AnyCheck, ...] = ()
+    health_settle: float = 0.5
 
     @property
     def me(self) -> Member:
@@ -165,6 +209,25 @@ def _check_timing(t: TimingSpec) -> list[str]:
          "or the agent notices an expired lease too late")
     need(t.vip_lifetime_s * 1000 > t.lease_ms,
          f"vip_lifetime_s ({t.vip_lifetime_s}) must be longer than the lease")
+    return errs
+
+
+def _check_gossip(g: GossipSpec) -> list[str]:
+    errs = []
+    if g.probe_timeout_ms >= g.probe_interval_ms:
+        errs.append(f"gossip.probe_timeout_ms: must be less than probe_interval_ms "
+                    f"({g.probe_interval_ms}), got {g.probe_timeout_ms}; an indirect probe needs "
+                    "the rest of the period")
+    return errs
+
+
+def _check_checks(spec: ConfigSpec) -> list[str]:
+    errs = check_spec_errors(spec.checks)
+    seen: dict[str, int] = {}
+    for i, c in enumerate(spec.checks):
+        if c.name in seen:
+            errs.append(f"checks[{i}].name: duplicate check name {c.name!r} (also checks[{seen[c.name]}])")
+        seen.setdefault(c.name, i)
     return errs
 
 
@@ -256,6 +319,11 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         secret_file=rel(spec.secret_file),
         log_level=spec.log_level,
         warnings=tuple(warns),
+        gossip=GossipConfig(**{
+            k.removesuffix("_ms"): (v / 1000 if k.endswith("_ms") else v)
+            for k, v in spec.gossip.model_dump().items()}),
+        checks=tuple(spec.checks),
+        health_settle=spec.health.settle_ms / 1000,
     )
 
 
@@ -270,7 +338,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
         raise ConfigError(source, _pydantic_errors(e) + _timing_errors_alone(doc)) from None
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
-    errs += member_errs + _check_vips(spec)
+    errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
     if errs:
         raise ConfigError(source, errs)
     return _to_config(source, spec, base or Path.cwd(), warns)

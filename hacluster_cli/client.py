@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 from typing import Any
 
 import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.auth import TOKEN_METADATA_KEY
+from hacluster.channels import admin_channel
 from hacluster.config import Config
-from hacluster.model import AgentStatus, MemberStatus, Role, VipStatus
+from hacluster.gossip.wire import WireError, check_from_pb, state_from_pb
+from hacluster.model import (
+    AgentStatus,
+    ChecksStatus,
+    CommittedHealth,
+    GossipMemberStatus,
+    GossipState,
+    MembersStatus,
+    MemberStatus,
+    NodeChecks,
+    Role,
+    VipStatus,
+)
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
@@ -114,19 +128,66 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     return AdminCallError(f"the agent at {target} failed the call: {code.name}: {details}")
 
 
-def fetch_status(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> AgentStatus:
-    """Ask the agent at `target` (HOST:PORT) for its status; raise AdminCallError on failure."""
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        # An http_proxy set for package downloads must not capture calls to local agents.
-        ("grpc.enable_http_proxy", 0),
-    ]
-    with grpc.insecure_channel(target, options=options) as channel:
+def _call(target: str, token: str, timeout: float, method: str, request: Any) -> Any:
+    """One admin call on a fresh channel; grpc errors become AdminCallError."""
+    with admin_channel(target) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:
-            reply = stub.Status(admin_pb2.StatusRequest(), timeout=timeout,
-                                metadata=[(TOKEN_METADATA_KEY, token)])
+            return getattr(stub, method)(request, timeout=timeout,
+                                         metadata=[(TOKEN_METADATA_KEY, token)])
         except grpc.RpcError as e:
             raise _call_error(target, timeout, e) from None
-    return status_from_pb(reply)
+
+
+def fetch_status(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> AgentStatus:
+    """Ask the agent at `target` (HOST:PORT) for its status; raise AdminCallError on failure."""
+    return status_from_pb(_call(target, token, timeout, "Status", admin_pb2.StatusRequest()))
+
+
+def fetch_members(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> MembersStatus:
+    return members_from_pb(_call(target, token, timeout, "Members", admin_pb2.MembersRequest()))
+
+
+def fetch_checks(target: str, token: str, node: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> ChecksStatus:
+    request = admin_pb2.ChecksRequest() if node is None else admin_pb2.ChecksRequest(node=node)
+    return checks_from_pb(_call(target, token, timeout, "Checks", request))
+
+
+def _gossip_state(value: int) -> GossipState:
+    try:
+        return state_from_pb(value)
+    except WireError:
+        raise AdminCallError(f"the agent reported gossip state {value}, unknown to this CLI "
+                             "(is the agent newer than the CLI?)") from None
+
+
+def members_from_pb(reply: admin_pb2.MembersReply) -> MembersStatus:
+    return MembersStatus(node=reply.node, awareness=reply.awareness, members=tuple(
+        GossipMemberStatus(
+            id=m.id, address=m.address, is_self=m.is_self, state=_gossip_state(m.state),
+            incarnation=m.incarnation,
+            last_seen_s=m.last_seen_s if m.HasField("last_seen_s") else None,
+            state_age_s=m.state_age_s, confirmations=m.confirmations, raft_role=m.raft_role,
+            checks_passing=m.checks_passing, checks_total=m.checks_total, draining=m.draining,
+            version=m.version, cpu_percent=m.cpu_percent, mem_percent=m.mem_percent,
+            meta_known=m.meta_known)
+        for m in reply.members))
+
+
+def checks_from_pb(reply: admin_pb2.ChecksReply) -> ChecksStatus:
+    try:
+        nodes = tuple(NodeChecks(n.node, _gossip_state(n.state),
+                                 tuple(check_from_pb(c, f"nodes[{i}].checks[{j}]")
+                                       for j, c in enumerate(n.checks)))
+                      for i, n in enumerate(reply.nodes))
+    except WireError as e:
+        raise AdminCallError(f"the agent sent a check this CLI cannot read: {e}") from None
+    return ChecksStatus(node=reply.node, nodes=nodes, generation=reply.generation,
+                        committed=tuple(CommittedHealth(c.node, c.check, c.healthy)
+                                        for c in reply.committed))
+
+
+def to_dict(value: Any) -> Any:
+    """A model dataclass as JSON-ready data (enums as their values)."""
+    return json.loads(json.dumps(dataclasses.asdict(value), default=str))

@@ -7,7 +7,9 @@ API, the config loader and the token helper, so it starts fast and runs anywhere
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,13 +19,16 @@ from hacluster.config import ConfigError, load_config, read_secret
 from hacluster_cli.client import (
     DEFAULT_TIMEOUT_S,
     AdminCallError,
+    fetch_checks,
+    fetch_members,
     fetch_status,
     grpc_target,
     status_to_dict,
     target_from_config,
+    to_dict,
 )
 from hacluster_cli.lab import lab
-from hacluster_cli.render import render_status
+from hacluster_cli.render import render_checks, render_members, render_status
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -48,7 +53,7 @@ def _plural(n: int, word: str) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hacluster")
 def cli() -> None:
-    """Operate a hacluster HA/VIP cluster: ask an agent for its status, check configs.
+    """Operate a hacluster HA/VIP cluster: status, gossip members, health checks, configs.
 
     Every command that talks to an agent finds it with --config FILE (the server's own
     config: its member's grpc_port and the cluster secret) or with --admin HOST:PORT plus
@@ -100,18 +105,36 @@ def _resolve_agent(config_path: str | None, admin: str | None,
     return target, admin_token(secret)
 
 
+def _agent_options(fn: Any) -> Any:
+    """--config / --admin / --secret-file / --json / --timeout, shared by agent commands."""
+    for opt in reversed([
+        click.option("--config", "config_path", metavar="FILE",
+                     help="This server's hacluster config: ask its own agent with its secret."),
+        click.option("--admin", metavar="HOST:PORT",
+                     help="The agent's admin address (a member's address and grpc_port)."),
+        click.option("--secret-file", metavar="FILE",
+                     help="File holding the cluster secret (mode 0600); goes with --admin."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON object instead of a table (keys as in the docs)."),
+        click.option("--timeout", type=click.FloatRange(min=0.05, max=600),
+                     default=DEFAULT_TIMEOUT_S, show_default=True, metavar="SECONDS",
+                     help="Give up waiting for the agent after this long."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _ask(config_path: str | None, admin: str | None, secret_file: str | None,
+         call: Callable[[str, str], Any]) -> Any:
+    target, token = _resolve_agent(config_path, admin, secret_file)
+    try:
+        return call(target, token)
+    except AdminCallError as e:
+        raise CliError(str(e), e.exit_code) from None
+
+
 @cli.command()
-@click.option("--config", "config_path", metavar="FILE",
-              help="This server's hacluster config: ask its own agent with its secret.")
-@click.option("--admin", metavar="HOST:PORT",
-              help="The agent's admin address (a member's address and grpc_port).")
-@click.option("--secret-file", metavar="FILE",
-              help="File holding the cluster secret (mode 0600); goes with --admin.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object (keys as in AgentStatus) instead of a table.")
-@click.option("--timeout", type=click.FloatRange(min=0.05, max=600), default=DEFAULT_TIMEOUT_S,
-              show_default=True, metavar="SECONDS",
-              help="Give up waiting for the agent after this long.")
+@_agent_options
 def status(config_path: str | None, admin: str | None, secret_file: str | None,
            as_json: bool, timeout: float) -> None:
     """Show one agent's view: role, term, leader, lease, quorum, VIPs, members.
@@ -122,12 +145,49 @@ def status(config_path: str | None, admin: str | None, secret_file: str | None,
       hacluster status --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret --json
       ip netns exec NETNS hacluster status --json --config CONFIG
     """
-    target, token = _resolve_agent(config_path, admin, secret_file)
-    try:
-        st = fetch_status(target, token, timeout)
-    except AdminCallError as e:
-        raise CliError(str(e), e.exit_code) from None
+    st = _ask(config_path, admin, secret_file, lambda t, k: fetch_status(t, k, timeout))
     click.echo(json.dumps(status_to_dict(st)) if as_json else render_status(st))
+
+
+@cli.command()
+@_agent_options
+def members(config_path: str | None, admin: str | None, secret_file: str | None,
+            as_json: bool, timeout: float) -> None:
+    """List the members as the agent's health gossip sees them.
+
+    One line per member: gossip state (alive, SUSPECT, DEAD, LEFT) and incarnation, its Raft
+    role as this agent sees it, how many of its health checks pass, its load, and when this
+    agent last heard from it directly. Gossip never decides who holds the VIP: a member
+    can be DEAD in gossip and still lead Raft (that is worth investigating).
+
+    \b
+    Examples:
+      hacluster members --config /etc/hacluster/hacluster.yaml
+      hacluster members --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret --json
+    """
+    ms = _ask(config_path, admin, secret_file, lambda t, k: fetch_members(t, k, timeout))
+    click.echo(json.dumps(to_dict(ms)) if as_json else render_members(ms))
+
+
+@cli.command()
+@click.argument("node", required=False, metavar="[NODE]")
+@_agent_options
+def checks(node: str | None, config_path: str | None, admin: str | None,
+           secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Show every health check of every member (or of NODE): state, latency, last error.
+
+    STATE is the checking node's verdict after its rise/fall counts (UNKNOWN until enough
+    results); COMMITTED is what the leader committed to the replicated state after its
+    settle time, the value the balancing table follows. Failing exec checks show their
+    output below the table.
+
+    \b
+    Examples:
+      hacluster checks --config /etc/hacluster/hacluster.yaml
+      hacluster checks ward-2 --config /etc/hacluster/hacluster.yaml --json
+    """
+    cs = _ask(config_path, admin, secret_file, lambda t, k: fetch_checks(t, k, node, timeout))
+    click.echo(json.dumps(to_dict(cs)) if as_json else render_checks(cs))
 
 
 @cli.group("config")

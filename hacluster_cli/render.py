@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hacluster.model import AgentStatus
+from hacluster.model import AgentStatus, ChecksStatus, CheckState, GossipState, MembersStatus
 
 
 def _columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -63,4 +63,55 @@ def render_status(st: AgentStatus) -> str:
             (m.id, m.address, "self" if m.is_self else ("up" if m.connected else "DOWN"),
              _age(m.last_ack_ms))
             for m in st.members])
+    return "\n".join(lines)
+
+
+def _seen(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return _age(seconds * 1000)
+
+
+def render_members(ms: MembersStatus) -> str:
+    rows: list[tuple[str, ...]] = [("ID", "ADDRESS", "GOSSIP", "INC", "RAFT", "CHECKS", "LOAD",
+                                    "LAST SEEN")]
+    for m in ms.members:
+        state = m.state.value.upper() if m.state is not GossipState.ALIVE else "alive"
+        if m.state is GossipState.SUSPECT and m.confirmations:
+            state += f" ({m.confirmations} confirm)"
+        if m.draining:
+            state += ", draining"
+        checks = f"{m.checks_passing}/{m.checks_total} ok" if m.meta_known else "-"
+        load = f"cpu {m.cpu_percent:.0f}% mem {m.mem_percent:.0f}%" if m.meta_known else "-"
+        rows.append((m.id + (" (self)" if m.is_self else ""), m.address, state,
+                     str(m.incarnation), m.raft_role, checks, load,
+                     "-" if m.is_self else _seen(m.last_seen_s)))
+    head = f"members as seen by {ms.node}"
+    if ms.awareness:
+        head += f" (its local health score is {ms.awareness}: it is slow itself, so it " \
+                "slows its own verdicts)"
+    return "\n".join([head, *_columns(rows)])
+
+
+def render_checks(cs: ChecksStatus) -> str:
+    committed = {(c.node, c.check): c.healthy for c in cs.committed}
+    rows: list[tuple[str, ...]] = [("NODE", "CHECK", "KIND", "STATE", "LATENCY", "COMMITTED",
+                                    "TARGET", "LAST ERROR")]
+    for n in cs.nodes:
+        if not n.checks:
+            rows.append((n.node, "-", "-", f"(gossip {n.state.value}, no checks reported)",
+                         "-", "-", "-", ""))
+        for c in n.checks:
+            state = c.state.value if c.state is CheckState.PASSING else c.state.value.upper()
+            latency = "-" if c.latency_ms is None else f"{c.latency_ms:.1f} ms"
+            verdict = committed.get((n.node, c.name))
+            rows.append((n.node, c.name, c.kind, state, latency,
+                         "-" if verdict is None else ("up" if verdict else "DOWN"),
+                         c.target, c.error or ""))
+    lines = [f"health checks as seen by {cs.node} (committed verdicts: generation "
+             f"{cs.generation})", *_columns(rows)]
+    outputs = [(n.node, c) for n in cs.nodes for c in n.checks if c.output and c.state
+               is not CheckState.PASSING]
+    for node, c in outputs:
+        lines += ["", f"{node}/{c.name} output:", *("  " + ln for ln in c.output.splitlines())]
     return "\n".join(lines)

@@ -22,25 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from hacluster.api import gossip_pb2 as hacluster_dot_v1_dot_gossip__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hacluster/v1/admin.proto\x12\x0chacluster.v1\"\x0f\n\rStatusRequest\"\xac\x03\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12 \n\x04role\x18\n \x01(\x0e\x32\x12.hacluster.v1.Role\x12\x0c\n\x04term\x18\x0b \x01(\x04\x12\x13\n\x06leader\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x12\n\nhas_quorum\x18\r \x01(\x08\x12\x14\n\x0c\x63ommit_index\x18\x0e \x01(\x04\x12\x14\n\x0clast_applied\x18\x0f \x01(\x04\x12\x10\n\x08lease_ok\x18\x14 \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\x15 \x01(\x01\x12\x0f\n\x07handoff\x18\x16 \x01(\x08\x12%\n\x04vips\x18\x17 \x03(\x0b\x32\x17.hacluster.v1.VipStatus\x12+\n\x07members\x18\x1e \x03(\x0b\x32\x1a.hacluster.v1.MemberStatus\x12\x12\n\nepoch_term\x18( \x01(\x04\x12\x12\n\ngeneration\x18) \x01(\x04\x12\x10\n\x08sentence\x18\x32 \x01(\tB\t\n\x07_leader\"P\n\tVipStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tprefixlen\x18\x02 \x01(\r\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x0c\n\x04held\x18\x04 \x01(\x08\"y\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x18\n\x0blast_ack_ms\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_last_ack_ms*f\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x10\n\x0cROLE_STOPPED\x10\x04\x32I\n\x05\x41\x64min\x12@\n\x06Status\x12\x1b.hacluster.v1.StatusRequest\x1a\x19.hacluster.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hacluster/v1/admin.proto\x12\x0chacluster.v1\x1a\x19hacluster/v1/gossip.proto\"\x0f\n\rStatusRequest\"\xac\x03\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12 \n\x04role\x18\n \x01(\x0e\x32\x12.hacluster.v1.Role\x12\x0c\n\x04term\x18\x0b \x01(\x04\x12\x13\n\x06leader\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x12\n\nhas_quorum\x18\r \x01(\x08\x12\x14\n\x0c\x63ommit_index\x18\x0e \x01(\x04\x12\x14\n\x0clast_applied\x18\x0f \x01(\x04\x12\x10\n\x08lease_ok\x18\x14 \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\x15 \x01(\x01\x12\x0f\n\x07handoff\x18\x16 \x01(\x08\x12%\n\x04vips\x18\x17 \x03(\x0b\x32\x17.hacluster.v1.VipStatus\x12+\n\x07members\x18\x1e \x03(\x0b\x32\x1a.hacluster.v1.MemberStatus\x12\x12\n\nepoch_term\x18( \x01(\x04\x12\x12\n\ngeneration\x18) \x01(\x04\x12\x10\n\x08sentence\x18\x32 \x01(\tB\t\n\x07_leader\"P\n\tVipStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tprefixlen\x18\x02 \x01(\r\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x0c\n\x04held\x18\x04 \x01(\x08\"y\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x18\n\x0blast_ack_ms\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_last_ack_ms\"\x10\n\x0eMembersRequest\"\\\n\x0cMembersReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tawareness\x18\x02 \x01(\r\x12+\n\x07members\x18\n \x03(\x0b\x32\x1a.hacluster.v1.GossipMember\"\xf3\x02\n\x0cGossipMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12\x13\n\x0bincarnation\x18\x0b \x01(\x04\x12\x18\n\x0blast_seen_s\x18\x0c \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bstate_age_s\x18\r \x01(\x01\x12\x15\n\rconfirmations\x18\x0e \x01(\r\x12\x11\n\traft_role\x18\x14 \x01(\t\x12\x16\n\x0e\x63hecks_passing\x18\x1e \x01(\r\x12\x14\n\x0c\x63hecks_total\x18\x1f \x01(\r\x12\x10\n\x08\x64raining\x18  \x01(\x08\x12\x0f\n\x07version\x18! \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\" \x01(\x01\x12\x13\n\x0bmem_percent\x18# \x01(\x01\x12\x12\n\nmeta_known\x18$ \x01(\x08\x42\x0e\n\x0c_last_seen_s\"+\n\rChecksRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_node\"\x8a\x01\n\x0b\x43hecksReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\n \x03(\x0b\x32\x18.hacluster.v1.NodeChecks\x12\x30\n\tcommitted\x18\x14 \x03(\x0b\x32\x1d.hacluster.v1.CommittedHealth\x12\x12\n\ngeneration\x18\x15 \x01(\x04\"o\n\nNodeChecks\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12)\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x19.hacluster.v1.CheckReport\"?\n\x0f\x43ommittedHealth\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08*f\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x10\n\x0cROLE_STOPPED\x10\x04\x32\xd0\x01\n\x05\x41\x64min\x12@\n\x06Status\x12\x1b.hacluster.v1.StatusRequest\x1a\x19.hacluster.v1.StatusReply\x12\x43\n\x07Members\x12\x1c.hacluster.v1.MembersRequest\x1a\x1a.hacluster.v1.MembersReply\x12@\n\x06\x43hecks\x12\x1b.hacluster.v1.ChecksRequest\x1a\x19.hacluster.v1.ChecksReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hacluster.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=695
-  _globals['_ROLE']._serialized_end=797
-  _globals['_STATUSREQUEST']._serialized_start=42
-  _globals['_STATUSREQUEST']._serialized_end=57
-  _globals['_STATUSREPLY']._serialized_start=60
-  _globals['_STATUSREPLY']._serialized_end=488
-  _globals['_VIPSTATUS']._serialized_start=490
-  _globals['_VIPSTATUS']._serialized_end=570
-  _globals['_MEMBERSTATUS']._serialized_start=572
-  _globals['_MEMBERSTATUS']._serialized_end=693
-  _globals['_ADMIN']._serialized_start=799
-  _globals['_ADMIN']._serialized_end=872
+  _globals['_ROLE']._serialized_start=1572
+  _globals['_ROLE']._serialized_end=1674
+  _globals['_STATUSREQUEST']._serialized_start=69
+  _globals['_STATUSREQUEST']._serialized_end=84
+  _globals['_STATUSREPLY']._serialized_start=87
+  _globals['_STATUSREPLY']._serialized_end=515
+  _globals['_VIPSTATUS']._serialized_start=517
+  _globals['_VIPSTATUS']._serialized_end=597
+  _globals['_MEMBERSTATUS']._serialized_start=599
+  _globals['_MEMBERSTATUS']._serialized_end=720
+  _globals['_MEMBERSREQUEST']._serialized_start=722
+  _globals['_MEMBERSREQUEST']._serialized_end=738
+  _globals['_MEMBERSREPLY']._serialized_start=740
+  _globals['_MEMBERSREPLY']._serialized_end=832
+  _globals['_GOSSIPMEMBER']._serialized_start=835
+  _globals['_GOSSIPMEMBER']._serialized_end=1206
+  _globals['_CHECKSREQUEST']._serialized_start=1208
+  _globals['_CHECKSREQUEST']._serialized_end=1251
+  _globals['_CHECKSREPLY']._serialized_start=1254
+  _globals['_CHECKSREPLY']._serialized_end=1392
+  _globals['_NODECHECKS']._serialized_start=1394
+  _globals['_NODECHECKS']._serialized_end=1505
+  _globals['_COMMITTEDHEALTH']._serialized_start=1507
+  _globals['_COMMITTEDHEALTH']._serialized_end=1570
+  _globals['_ADMIN']._serialized_start=1677
+  _globals['_ADMIN']._serialized_end=1885
 # @@protoc_insertion_point(module_scope)

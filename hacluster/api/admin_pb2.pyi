@@ -1,3 +1,4 @@
+from hacluster.api import gossip_pb2 as _gossip_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -89,3 +90,91 @@ class MemberStatus(_message.Message):
     connected: bool
     last_ack_ms: float
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ..., last_ack_ms: _Optional[float] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MembersReply(_message.Message):
+    __slots__ = ("node", "awareness", "members")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AWARENESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    awareness: int
+    members: _containers.RepeatedCompositeFieldContainer[GossipMember]
+    def __init__(self, node: _Optional[str] = ..., awareness: _Optional[int] = ..., members: _Optional[_Iterable[_Union[GossipMember, _Mapping]]] = ...) -> None: ...
+
+class GossipMember(_message.Message):
+    __slots__ = ("id", "address", "is_self", "state", "incarnation", "last_seen_s", "state_age_s", "confirmations", "raft_role", "checks_passing", "checks_total", "draining", "version", "cpu_percent", "mem_percent", "meta_known")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IS_SELF_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_S_FIELD_NUMBER: _ClassVar[int]
+    STATE_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_PASSING_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEM_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    META_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    is_self: bool
+    state: _gossip_pb2.GossipState
+    incarnation: int
+    last_seen_s: float
+    state_age_s: float
+    confirmations: int
+    raft_role: str
+    checks_passing: int
+    checks_total: int
+    draining: bool
+    version: str
+    cpu_percent: float
+    mem_percent: float
+    meta_known: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., state: _Optional[_Union[_gossip_pb2.GossipState, str]] = ..., incarnation: _Optional[int] = ..., last_seen_s: _Optional[float] = ..., state_age_s: _Optional[float] = ..., confirmations: _Optional[int] = ..., raft_role: _Optional[str] = ..., checks_passing: _Optional[int] = ..., checks_total: _Optional[int] = ..., draining: _Optional[bool] = ..., version: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., mem_percent: _Optional[float] = ..., meta_known: _Optional[bool] = ...) -> None: ...
+
+class ChecksRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class ChecksReply(_message.Message):
+    __slots__ = ("node", "nodes", "committed", "generation")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeChecks]
+    committed: _containers.RepeatedCompositeFieldContainer[CommittedHealth]
+    generation: int
+    def __init__(self, node: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeChecks, _Mapping]]] = ..., committed: _Optional[_Iterable[_Union[CommittedHealth, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class NodeChecks(_message.Message):
+    __slots__ = ("node", "state", "checks")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    state: _gossip_pb2.GossipState
+    checks: _containers.RepeatedCompositeFieldContainer[_gossip_pb2.CheckReport]
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[_Union[_gossip_pb2.GossipState, str]] = ..., checks: _Optional[_Iterable[_Union[_gossip_pb2.CheckReport, _Mapping]]] = ...) -> None: ...
+
+class CommittedHealth(_message.Message):
+    __slots__ = ("node", "check", "healthy")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    check: str
+    healthy: bool
+    def __init__(self, node: _Optional[str] = ..., check: _Optional[str] = ..., healthy: _Optional[bool] = ...) -> None: ...

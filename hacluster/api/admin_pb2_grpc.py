@@ -42,6 +42,16 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/hacluster.v1.Admin/Members',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.MembersRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.MembersReply.FromString,
+                _registered_method=True)
+        self.Checks = channel.unary_unary(
+                '/hacluster.v1.Admin/Checks',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.ChecksRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.ChecksReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -58,6 +68,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Gossip membership as this agent sees it, with each member's Raft role and check summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Checks(self, request, context):
+        """Every health check of every member (or one), as gossiped, plus the committed verdicts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +89,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.StatusReply.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.MembersRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.MembersReply.SerializeToString,
+            ),
+            'Checks': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checks,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.ChecksRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.ChecksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +131,60 @@ class Admin:
             '/hacluster.v1.Admin/Status',
             hacluster_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Members',
+            hacluster_dot_v1_dot_admin__pb2.MembersRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.MembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Checks',
+            hacluster_dot_v1_dot_admin__pb2.ChecksRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.ChecksReply.FromString,
             options,
             channel_credentials,
             insecure,

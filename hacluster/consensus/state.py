@@ -18,6 +18,7 @@ from typing import Any
 
 COMMAND_VERSION = 1
 MAX_PAYLOAD = 64 * 1024
+MAX_HEALTH_KEYS = 1024
 
 
 class CommandError(ValueError):
@@ -64,11 +65,19 @@ class ReplicatedState:
     generation: int = 0  # bumped by every accepted state change
     flags: dict[str, str] = field(default_factory=dict)  # admin flags (maintenance, drain...)
     refused: int = 0  # commands refused by apply(), for the status view
+    # "node/check" -> healthy, as the leader committed it from the gossiped view (§5).
+    health: dict[str, bool] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A dump written by an older version lacks the newer fields: give them defaults
+        # instead of failing on the first access after an upgrade.
+        fresh = ReplicatedState()
+        self.__dict__.update({**fresh.__dict__, **state})
 
     def snapshot(self) -> dict[str, Any]:
         return {"epoch_term": self.epoch_term, "epoch_node": self.epoch_node,
                 "epochs": self.epochs, "generation": self.generation,
-                "flags": dict(self.flags), "refused": self.refused}
+                "flags": dict(self.flags), "refused": self.refused, "health": dict(self.health)}
 
     def apply(self, payload: bytes) -> Result:
         try:
@@ -114,6 +123,33 @@ class ReplicatedState:
         return Result(True, f"flag {name}={value}", self.generation)
 
 
+    def _health(self, cmd: dict[str, Any]) -> Result:
+        """Backend health verdicts from the leader of `term`; only real changes count.
+
+        A leader deposed meanwhile (its term below the recorded epoch) is refused, so a stale
+        leader's late verdicts cannot overwrite the new leader's.
+        """
+        term, changes = _int(cmd, "term"), cmd.get("changes")
+        if term < self.epoch_term:
+            raise CommandError(f"health from term {term}, but term {self.epoch_term} is current")
+        if not isinstance(changes, dict) or not changes or len(changes) > MAX_HEALTH_KEYS:
+            raise CommandError(f"health.changes must be a non-empty object of at most "
+                               f"{MAX_HEALTH_KEYS} entries")
+        for key, healthy in changes.items():
+            node, sep, check = key.partition("/")
+            if not sep or not node or not check or len(key) > 256:
+                raise CommandError(f"health key must be 'node/check', got {key!r}")
+            if not isinstance(healthy, bool):
+                raise CommandError(f"health[{key!r}] must be true or false, got {healthy!r}")
+        real = {k: v for k, v in changes.items() if self.health.get(k) is not v}
+        if not real:
+            return Result(True, "health unchanged", self.generation)
+        self.health.update(real)
+        self.generation += 1
+        return Result(True, "health " + ", ".join(f"{k}={'up' if v else 'down'}"
+                                                  for k, v in sorted(real.items())), self.generation)
+
+
 def _int(cmd: dict[str, Any], key: str) -> int:
     v = cmd.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -131,4 +167,5 @@ def _str(cmd: dict[str, Any], key: str) -> str:
 _HANDLERS: dict[str, Callable[[ReplicatedState, dict[str, Any]], Result]] = {
     "leader_epoch": ReplicatedState._leader_epoch,
     "set_flag": ReplicatedState._set_flag,
+    "health": ReplicatedState._health,
 }

@@ -12,6 +12,7 @@ files by prefix, so it also cleans up after a crashed run that left no descripti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,12 +22,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hacluster.lab.cgroup import cpu_limited, remove_groups
 from hacluster.lab.netns import (
     LabError,
     holds,
@@ -39,6 +42,10 @@ from hacluster.lab.netns import (
 
 LAB_ROOT = Path(os.environ.get("HACLUSTER_LAB_ROOT", "/run/hacluster-lab"))
 RAFT_PORT, GRPC_PORT, HTTP_PORT = 7100, 7101, 80
+DEFAULT_CHECKS: list[dict[str, Any]] = [
+    {"name": "web", "kind": "http", "port": HTTP_PORT, "path": "/", "interval_ms": 500,
+     "timeout_ms": 300, "rise": 2, "fall": 2},
+]
 
 
 def subnet_for(prefix: str) -> str:
@@ -71,13 +78,17 @@ class LabNode:
 
 class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
-                 python: str = sys.executable, log_level: str = "info"):
+                 python: str = sys.executable, log_level: str = "info",
+                 checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
         self.prefix = prefix
         self.n = nodes
         self.timing = timing or {}
+        # Every server checks its own lab backend over HTTP (the one the VIP serves).
+        self.checks = DEFAULT_CHECKS if checks is None else checks
+        self.gossip = gossip or {}
         self.log_level = log_level
         self.python = python
         self.dir = LAB_ROOT / prefix
@@ -142,6 +153,7 @@ class Lab:
                 "vips": [{"address": self.vip, "prefix": 24, "interface": "eth0"}],
                 "data_dir": str(n.data_dir), "secret_file": str(secret),
                 "timing": dict(self.timing), "log_level": self.log_level,
+                "gossip": dict(self.gossip), "checks": list(self.checks),
             }
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -161,6 +173,30 @@ class Lab:
         node.backend = self._spawn(node.netns, [self.python, "-m", "hacluster.lab.backend",
                                                 "--name", node.name, "--port", str(HTTP_PORT)],
                                    node.log.with_name("backend.log"))
+
+    def stop_backend(self, node: LabNode) -> None:
+        """Stop the server's HTTP backend (the service fails, the server stays up)."""
+        if node.backend is not None:
+            node.backend.terminate()
+            node.backend.wait(5)
+            node.backend = None
+
+    @contextlib.contextmanager
+    def starve(self, node: LabNode, percent: float, burners: int = 1) -> Iterator[Path]:
+        """The server's processes (agent, backend) get `percent` of one CPU between them,
+        shared with `burners` busy loops (other work on an overloaded server). Yields the
+        cgroup directory (its cpu.stat counts the throttled periods)."""
+        spin = [self._spawn(node.netns, [self.python, "-c", "while True: pass"],
+                            node.log.with_name("burner.log")) for _ in range(burners)]
+        # `ip netns exec` execs the command, so each Popen pid is the process itself.
+        pids = [p.pid for p in (node.agent, node.backend, *spin) if p is not None]
+        try:
+            with cpu_limited(self.prefix, node.name, pids, percent) as group:
+                yield group
+        finally:
+            for p in spin:
+                p.kill()
+                p.wait(5)
 
     def signal_agent(self, node: LabNode, sig: int) -> None:
         if node.agent is None:
@@ -266,6 +302,7 @@ class Lab:
 def teardown(prefix: str, procs: list[subprocess.Popen[bytes] | None] | None = None) -> list[str]:
     """Remove every namespace, process and file of lab `prefix`; return the namespaces removed."""
     check_prefix(prefix)
+    remove_groups(prefix)
     mine = [ns for ns in netns_list() if ns.startswith(prefix + "-")]
     for ns in mine:
         kill_netns_processes(ns, signal.SIGKILL, spare_observers=False)

@@ -61,6 +61,14 @@ class FakeRaft:
     def register_epoch(self, term: int) -> None:
         self.epochs.append(term)
 
+    def submit(self, command, callback=None) -> None:
+        """Commit at once through the real state machine, as a healthy Raft would."""
+        from hacluster.consensus.state import encode
+        self.submitted = getattr(self, "submitted", []) + [command]
+        result = self.state.apply(encode(command))
+        if callback is not None:
+            callback(result, 0)
+
     def transfer_leadership(self, to, done) -> None:
         self.transfers.append(to)
         done(True)

@@ -129,3 +129,31 @@ def test_timing_invariants_are_reported_next_to_schema_errors():
     errs = errors_of(doc(members=[], timing={"lease_ms": 900}))
     assert any(e.startswith("members:") for e in errs)
     assert any("lease_ms (900) must be less than" in e for e in errs)
+
+
+def test_gossip_and_health_defaults_and_units():
+    c = parse_config(doc(gossip={"probe_interval_ms": 1000}, health={"settle_ms": 250},
+                         checks=[{"name": "web", "kind": "http", "port": 8080}]))
+    assert c.gossip.probe_interval == 1.0 and c.gossip.probe_timeout == 0.2
+    assert c.gossip.indirect_checks == 3 and c.health_settle == 0.25
+    assert c.checks[0].name == "web" and c.checks[0].port == 8080
+
+
+def test_check_errors_have_paths_and_cross_rules_are_reported_together():
+    errs = errors_of(doc(gossip={"probe_timeout_ms": 600},
+                         checks=[{"name": "web", "kind": "tcp", "port": 80},
+                                 {"name": "web", "kind": "http", "timeout_ms": 2000}]))
+    assert any(e.startswith("gossip.probe_timeout_ms: must be less than probe_interval_ms") for e in errs)
+    assert any(e.startswith("checks[1].name: duplicate check name 'web'") for e in errs)
+    assert any(e.startswith("checks[1].timeout_ms: must be less than interval_ms") for e in errs)
+
+
+@pytest.mark.parametrize("check, path", [
+    ({"name": "x", "kind": "tcp"}, "checks[0].port"),
+    ({"name": "x", "kind": "ping"}, "checks[0]"),
+    ({"name": "x", "kind": "sip", "transport": "sctp"}, "checks[0].transport"),
+    ({"name": "x", "kind": "dicom", "called_ae": "A" * 17}, "checks[0].called_ae"),
+])
+def test_bad_checks_name_the_field(check, path):
+    errs = errors_of(doc(checks=[check]))
+    assert any(e.startswith(path + ":") for e in errs), errs

@@ -69,3 +69,49 @@ def test_encoding_is_deterministic_and_versioned():
     assert decode(a)["type"] == "x"
     with pytest.raises(CommandError):
         decode("str")  # type: ignore[arg-type]
+
+
+def _health(term, **changes):
+    return encode({"type": "health", "term": term, "changes": changes})
+
+
+def test_health_commits_only_real_changes():
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 3, "node": "n1"}))
+    gen = s.generation
+    r = s.apply(encode({"type": "health", "term": 3, "changes": {"n2/web": False, "n1/web": True}}))
+    assert r.ok and s.health == {"n2/web": False, "n1/web": True} and s.generation == gen + 1
+    again = s.apply(encode({"type": "health", "term": 3, "changes": {"n2/web": False}}))
+    assert again.ok and again.detail == "health unchanged" and s.generation == gen + 1
+
+
+def test_health_from_a_deposed_leader_is_refused():
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 5, "node": "n2"}))
+    before = s.snapshot()
+    r = s.apply(encode({"type": "health", "term": 4, "changes": {"n1/web": True}}))
+    assert not r.ok and "term 5 is current" in r.detail
+    assert {k: v for k, v in s.snapshot().items() if k != "refused"} == \
+        {k: v for k, v in before.items() if k != "refused"}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({}, "non-empty"),
+    ({"nocheck": True}, "'node/check'"),
+    ({"n1/web": "yes"}, "true or false"),
+    ({"n1/": True}, "'node/check'"),
+])
+def test_bad_health_commands_change_nothing(changes, words):
+    s = ReplicatedState()
+    r = s.apply(encode({"type": "health", "term": 0, "changes": changes}))
+    assert not r.ok and words in r.detail and s.health == {} and s.generation == 0
+
+
+def test_old_dump_without_health_loads_with_defaults():
+    import pickle
+    s = ReplicatedState()
+    state = dict(s.__dict__)
+    del state["health"]  # what a dump of the previous version holds
+    old = ReplicatedState.__new__(ReplicatedState)
+    old.__setstate__(state)
+    assert old.health == {} and pickle.loads(pickle.dumps(old)).health == {}

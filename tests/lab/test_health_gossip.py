@@ -1,0 +1,127 @@
+"""Health gossip and checks in a real lab: backends stopped, servers powered off, CPU starved.
+
+Each server checks its own HTTP backend ("web" in the lab config); gossip carries the
+results; the leader commits the verdicts. We look through the CLI, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.lab.conftest import wait_until
+
+
+def cli_json(lab, name: str, *args: str) -> dict | None:
+    """`hacluster ARGS --json` inside server `name`'s namespace (None if the call failed)."""
+    node = lab.node(name)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", *args,
+         "--json", "--timeout", "2", "--config", str(node.config)],
+        capture_output=True, text=True, timeout=20)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def check_state(checks: dict, node: str, check: str = "web") -> str | None:
+    for n in checks["nodes"]:
+        if n["node"] == node:
+            return next((c["state"] for c in n["checks"] if c["name"] == check), None)
+    return None
+
+
+def committed(checks: dict, node: str, check: str = "web") -> bool | None:
+    return next((c["healthy"] for c in checks["committed"]
+                 if c["node"] == node and c["check"] == check), None)
+
+
+def gossip_state(members: dict, node: str) -> str | None:
+    return next((m["state"] for m in members["members"] if m["id"] == node), None)
+
+
+def all_healthy(lab) -> bool:
+    names = [n.name for n in lab.nodes]
+    for viewer in names:
+        c = cli_json(lab, viewer, "checks")
+        if c is None or any(check_state(c, n) != "passing" or committed(c, n) is not True
+                            for n in names):
+            return False
+    return True
+
+
+def test_stopped_backend_fails_on_every_view_and_the_leader_commits_it(lab):
+    wait_until(lambda: all_healthy(lab), 30, "every web check passing and committed up")
+    victim = lab.node("n2")
+    lab.stop_backend(victim)
+
+    def failing_everywhere():
+        views = [cli_json(lab, n.name, "checks") for n in lab.nodes]
+        return all(v is not None and check_state(v, "n2") == "failing" and committed(v, "n2") is False
+                   for v in views) and views
+    views = wait_until(failing_everywhere, 30, "n2/web failing and committed down on every node")
+    # the other servers' backends are untouched
+    assert all(committed(v, n) is True for v in views for n in ("n1", "n3"))
+    err = next(c["error"] for n in views[0]["nodes"] if n["node"] == "n2" for c in n["checks"])
+    assert "refused" in err, err
+
+    lab.start_backend(victim)
+    wait_until(lambda: all_healthy(lab), 30, "n2/web back up everywhere after the restart")
+
+
+def test_powered_off_server_is_dead_everywhere_and_comes_back(lab):
+    wait_until(lambda: all_healthy(lab), 30, "a healthy cluster")
+    holder = lab.holders()[0]
+    victim = next(n for n in lab.nodes if n.name != holder)
+    others = [n.name for n in lab.nodes if n is not victim]
+    lab.power_off(victim)
+
+    def dead_everywhere():
+        ms = [cli_json(lab, name, "members") for name in others]
+        return all(m is not None and gossip_state(m, victim.name) == "dead" for m in ms) and ms
+    wait_until(dead_everywhere, 30, f"{victim.name} dead in every remaining member's gossip")
+    wait_until(lambda: (c := cli_json(lab, others[0], "checks")) is not None
+               and committed(c, victim.name) is False, 15, f"{victim.name}/web committed down")
+
+    lab.power_on(victim)
+
+    def alive_everywhere():
+        ms = [cli_json(lab, n.name, "members") for n in lab.nodes]
+        return all(m is not None and gossip_state(m, victim.name) == "alive" for m in ms)
+    wait_until(alive_everywhere, 40, f"{victim.name} alive again in every member's gossip")
+    wait_until(lambda: all_healthy(lab), 30, "its backend committed up again")
+
+
+STARVE_S = 60.0
+STARVE_PERCENT = 10.0
+
+
+def throttled_periods(group) -> int:
+    stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    return int(stat["nr_throttled"])
+
+
+def test_cpu_starved_server_is_not_declared_dead(lab):
+    """A minute at 10% of one CPU, shared with a busy loop: the agent runs ~10 ms out of
+    every 100 ms and waits up to 90 ms to be scheduled. Slow answers and suspicions are
+    fine; a death verdict is not."""
+    wait_until(lambda: all_healthy(lab), 30, "a healthy cluster")
+    holder = lab.holders()[0]
+    victim = next(n for n in lab.nodes if n.name != holder)
+    watcher = holder  # ask the holder: its agent is not starved, so its answers are prompt
+    seen: dict[str, int] = {}
+    with lab.starve(victim, STARVE_PERCENT) as group:
+        end = time.monotonic() + STARVE_S
+        while time.monotonic() < end:
+            m = cli_json(lab, watcher, "members")
+            if m is not None:
+                state = gossip_state(m, victim.name)
+                seen[state] = seen.get(state, 0) + 1
+                assert state not in ("dead", "left"), \
+                    f"{victim.name} declared {state} while only CPU-starved (views so far: {seen})"
+            time.sleep(1.0)
+        throttled = throttled_periods(group)
+    # the starvation was real: the group hit its quota in most 100 ms periods
+    assert throttled >= STARVE_S * 10 * 0.5, throttled
+    assert seen.get("alive", 0) + seen.get("suspect", 0) >= 10, seen  # we did look, often
+    wait_until(lambda: all_healthy(lab), 30, "all healthy after the starvation ends")

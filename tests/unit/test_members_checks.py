@@ -1,0 +1,193 @@
+"""`hacluster members` / `hacluster checks` end to end, and the agent's side of them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hacluster.admin import AdminService, checks_to_pb, members_to_pb, start_admin
+from hacluster.agent import Agent
+from hacluster.auth import admin_token
+from hacluster.gossip.types import GossipState, NodeMeta
+from hacluster.hostops.fake import FakeHostOps
+from hacluster.model import (
+    CheckReport,
+    ChecksStatus,
+    CheckState,
+    CommittedHealth,
+    GossipMemberStatus,
+    Load,
+    MembersStatus,
+    NodeChecks,
+    Role,
+)
+from hacluster_cli.client import checks_from_pb, members_from_pb
+from hacluster_cli.main import cli
+from tests.unit.fakes import Clock, FakeRaft, config, leader_view, view
+
+SECRET = "correct horse battery staple 42"
+WEB_FAIL = CheckReport("web", "http", "10.0.0.12:80", CheckState.FAILING, None,
+                       "connection refused", "", 1700000000.0)
+WEB_OK = CheckReport("web", "http", "10.0.0.11:80", CheckState.PASSING, 1.25, "")
+EXEC_FAIL = CheckReport("disk", "exec", "check-disk", CheckState.FAILING, 30.0, "exit 2",
+                        "disk /var 97% full\nsecond line")
+
+MEMBERS = MembersStatus("n1", 0, (
+    GossipMemberStatus("n1", "10.0.0.11:7101", True, GossipState.ALIVE, 3, 0.0, 120.0, 0,
+                       "leader", 1, 1, False, "0.2.0", 5.0, 30.0, True),
+    GossipMemberStatus("n2", "10.0.0.12:7101", False, GossipState.SUSPECT, 4, 1.5, 0.8, 1,
+                       "follower", 0, 2, True, "0.2.0", 99.0, 80.0, True),
+    GossipMemberStatus("n3", "10.0.0.13:7101", False, GossipState.DEAD, 1, None, 12.0, 0,
+                       "follower", 0, 0, False, "", 0.0, 0.0, False),
+))
+CHECKS = ChecksStatus("n1", (
+    NodeChecks("n1", GossipState.ALIVE, (WEB_OK,)),
+    NodeChecks("n2", GossipState.SUSPECT, (WEB_FAIL, EXEC_FAIL)),
+    NodeChecks("n3", GossipState.DEAD, ()),
+), (CommittedHealth("n1", "web", True), CommittedHealth("n2", "web", False)), 17)
+
+
+def test_members_and_checks_survive_the_wire_unchanged() -> None:
+    assert members_from_pb(members_to_pb(MEMBERS)) == MEMBERS
+    assert checks_from_pb(checks_to_pb(CHECKS)) == CHECKS
+
+
+@pytest.fixture
+def admin(tmp_path: Path):
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    asked: list[str | None] = []
+
+    def checks(node):
+        asked.append(node)
+        return CHECKS if node is None else replace(
+            CHECKS, nodes=tuple(n for n in CHECKS.nodes if n.node == node))
+
+    server, port = start_admin("127.0.0.1:0", AdminService(
+        lambda: None, admin_token(SECRET), members_provider=lambda: MEMBERS,  # type: ignore[arg-type]
+        checks_provider=checks))
+    yield ["--admin", f"127.0.0.1:{port}", "--secret-file", str(secret)], asked
+    server.stop(None)
+
+
+def test_members_table_and_json(admin) -> None:
+    args, _ = admin
+    r = CliRunner().invoke(cli, ["members", *args])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "members as seen by n1"
+    n2 = next(ln for ln in lines if ln.strip().startswith("n2"))
+    for word in ("SUSPECT (1 confirm), draining", "follower", "0/2 ok", "cpu 99% mem 80%"):
+        assert word in n2
+    n3 = next(ln for ln in lines if ln.strip().startswith("n3"))
+    assert "DEAD" in n3 and "never" in n3
+    j = json.loads(CliRunner().invoke(cli, ["members", "--json", *args]).stdout)
+    assert j["members"][1]["state"] == "suspect" and j["members"][2]["last_seen_s"] is None
+
+
+def test_checks_table_json_and_one_node(admin) -> None:
+    args, asked = admin
+    r = CliRunner().invoke(cli, ["checks", *args])
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.stdout.splitlines() if "connection refused" in ln)
+    assert row.split()[:6] == ["n2", "web", "http", "FAILING", "-", "DOWN"]
+    assert "n2/disk output:" in r.stdout and "  disk /var 97% full" in r.stdout
+    j = json.loads(CliRunner().invoke(cli, ["checks", "n2", "--json", *args]).stdout)
+    assert [n["node"] for n in j["nodes"]] == ["n2"] and asked[-1] == "n2"
+    assert j["nodes"][0]["checks"][0]["state"] == "failing"
+
+
+def test_checks_of_an_unknown_node_says_which_exist(admin) -> None:
+    args, _ = admin
+    r = CliRunner().invoke(cli, ["checks", "n9", *args])
+    assert r.exit_code == 1
+    assert "no member 'n9'" in r.output
+
+
+# ----------------------------------------------------------------- the agent's side
+
+
+@dataclass
+class FakeView:
+    node: str
+    address: str
+    state: GossipState
+    incarnation: int
+    meta: NodeMeta | None
+    last_seen_age: float | None
+    state_age: float
+    confirmations: int
+    is_self: bool
+
+
+class FakeGossip:
+    def __init__(self, views):
+        self.views = views
+
+    def members(self):
+        return tuple(self.views)
+
+    def awareness(self):
+        return 2
+
+
+def _meta(state: CheckState) -> NodeMeta:
+    return NodeMeta(checks=(replace(WEB_OK, state=state),), load=Load(10, 20), version="0.2.0")
+
+
+def _agent(settle=0.5):
+    cfg = config(checks=[{"name": "web", "kind": "http"}], health={"settle_ms": int(settle * 1000)})
+    gossip = FakeGossip([
+        FakeView("n1", "a:1", GossipState.ALIVE, 1, _meta(CheckState.PASSING), 0.0, 5, 0, True),
+        FakeView("n2", "b:1", GossipState.ALIVE, 1, _meta(CheckState.PASSING), 0.1, 5, 0, False),
+        FakeView("n3", "c:1", GossipState.ALIVE, 1, None, None, 5, 0, False)])
+    clock = Clock()
+    raft = FakeRaft(current=leader_view())
+    return Agent(cfg, FakeHostOps(), raft, clock=clock, gossip=gossip), raft, gossip, clock
+
+
+def _run(agent, clock, seconds, step=0.05):
+    for _ in range(int(seconds / step)):
+        agent.tick()
+        clock.advance(step)
+
+
+def test_leader_commits_settled_health_changes_only() -> None:
+    agent, raft, gossip, clock = _agent(settle=0.5)
+    _run(agent, clock, 0.3)
+    assert raft.state.health == {}  # not settled yet
+    _run(agent, clock, 0.4)
+    assert raft.state.health == {"n1/web": True, "n2/web": True}  # n3: no opinion yet
+    n = len(raft.submitted)
+    gossip.views[1] = replace(gossip.views[1], meta=_meta(CheckState.FAILING))
+    _run(agent, clock, 1.0)
+    assert raft.state.health["n2/web"] is False
+    assert len(raft.submitted) == n + 1  # one commit per change, no repeats
+    gossip.views[2] = replace(gossip.views[2], state=GossipState.DEAD)
+    _run(agent, clock, 1.0)
+    assert raft.state.health["n3/web"] is False
+
+
+def test_followers_never_commit_health() -> None:
+    agent, raft, _, clock = _agent(settle=0.0)
+    raft.current = view(role=Role.FOLLOWER, leader="n2")
+    _run(agent, clock, 1.0)
+    assert not getattr(raft, "submitted", []) and raft.state.health == {}
+
+
+def test_members_status_joins_gossip_and_raft() -> None:
+    agent, raft, _, _ = _agent()
+    raft.current = view(role=Role.FOLLOWER, leader="n2")
+    ms = agent.members_status()
+    assert ms.awareness == 2
+    by = {m.id: m for m in ms.members}
+    assert by["n2"].raft_role == "leader" and by["n1"].raft_role == "follower"
+    assert (by["n1"].checks_passing, by["n1"].checks_total, by["n1"].cpu_percent) == (1, 1, 10)
+    assert not by["n3"].meta_known and by["n3"].last_seen_s is None
+    cs = agent.checks_status("n2")
+    assert [n.node for n in cs.nodes] == ["n2"]
