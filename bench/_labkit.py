@@ -148,7 +148,7 @@ def code_version() -> dict[str, Any]:
         try:
             p = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
                                timeout=10)
-            return p.stdout.strip()
+            return p.stdout.rstrip()  # not strip(): porcelain lines start with a space
         except (OSError, subprocess.TimeoutExpired):
             return ""
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "hacluster",

@@ -82,8 +82,9 @@ class GossipSpec(_Strict):
 
 class HealthSpec(_Strict):
     # How long the leader's gossiped view must hold a backend's new health before the leader
-    # commits it. Node-side rise/fall already filters single failed checks.
-    settle_ms: int = Field(default=500, ge=0, le=600_000)
+    # commits it. Node-side rise/fall already filters single failed checks; this filters
+    # gossip's own flicker. bench/detection.py: it is most of the gossip-to-commit delay.
+    settle_ms: int = Field(default=200, ge=0, le=600_000)
 
 
 class ConfigSpec(_Strict):
@@ -145,7 +146,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     gossip: GossipConfig = GossipConfig()
     checks: tuple[AnyCheck, ...] = ()
-    health_settle: float = 0.5
+    health_settle: float = 0.2
 
     @property
     def me(self) -> Member:

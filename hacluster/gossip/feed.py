@@ -1,6 +1,7 @@
 """Feeds this node's own news into gossip: check results, load, draining flag, version.
 
-Check state changes are pushed at once (HealthRunner's on_change); load is refreshed on a
+Check state changes are pushed at once (HealthRunner's on_change, then one gossip round
+right away); load is refreshed on a
 slow timer and rounded, so that it does not bump meta_seq, and with it the broadcast
 traffic, on every wiggle of a CPU counter.
 """
@@ -69,5 +70,9 @@ class HealthFeed:
                 return
             try:
                 self.publish(None if woke else self._load())
+                if woke:
+                    # A check changed state: send it now rather than at the next gossip
+                    # round or probe; the balancing view waits on this news.
+                    self._membership.gossip_once()
             except Exception:  # the feed must keep going; the next round retries
                 log.exception("publishing this node's health to gossip failed")

@@ -11,11 +11,14 @@ The engine does no I/O of its own: it talks through a `Transport` (types.py) and
 from an injected clock, so tests drive `probe_once()` & co. directly under a fake clock.
 Invariant: `_lock` guards all state and is never held across a transport call, so inbound
 handlers on other threads (the transport's server) cannot deadlock with our own probes.
+
+Split by concern: the ordering of claims and the per-member record are in precedence.py,
+the lock-held merge of claims into our table in merge.py (mixin `Merger`), the background
+threads in runner.py (mixin `Runner`); this module holds the protocol exchanges and the API.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import threading
@@ -25,20 +28,30 @@ from dataclasses import dataclass, replace
 
 from hacluster.gossip.awareness import Awareness
 from hacluster.gossip.broadcast import BroadcastQueue
-from hacluster.gossip.suspicion import Suspicion, expected_confirmations, suspicion_bounds
+from hacluster.gossip.merge import Merger
+from hacluster.gossip.precedence import (
+    ALIVE,
+    DEAD,
+    GONE,
+    LEFT,
+    LIVE,
+    SUSPECT,
+    Member,
+    MemberView,
+    Verdict,
+    precedence,
+)
+from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord, Transport
 from hacluster.model import NodeId
 
-log = logging.getLogger("hacluster.gossip")
+__all__ = ["DEFAULT_TIMING", "EXPIRY_PERIOD", "PUSH_PULL_TIMEOUT_PROBES", "STOP_WAIT", "GossipTiming",
+           "MemberView", "Membership", "Verdict", "precedence"]
 
-ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
-_LIVE = (ALIVE, SUSPECT)
-_GONE = (DEAD, LEFT)
+log = logging.getLogger("hacluster.gossip")
 
 # A push-pull carries the full state (tens of records): allow two probe intervals, unscaled.
 PUSH_PULL_TIMEOUT_PROBES = 2.0
-EXPIRY_PERIOD = 0.05
-STOP_WAIT = 2.0  # stop() waits this long for threads stuck in a transport call
 
 
 @dataclass(frozen=True)
@@ -62,107 +75,13 @@ class GossipTiming:
 DEFAULT_TIMING = GossipTiming()
 
 
-@dataclass(frozen=True)
-class MemberView:
-    """What `hacluster members` shows, one per member including ourselves."""
-
-    node: NodeId
-    address: str
-    state: GossipState
-    incarnation: int
-    meta: NodeMeta | None  # None until heard from
-    last_seen_age: float | None  # since a message came directly from it; None = never; 0 = self
-    state_age: float  # since its state last changed in our view
-    confirmations: int  # suspect only: independent confirmations so far
-    is_self: bool
-
-
-class Verdict(enum.Enum):
-    IGNORE = "ignore"
-    APPLY = "apply"  # take the incoming state and incarnation
-    META = "meta"  # same alive incarnation, newer meta
-    CONFIRM = "confirm"  # the same suspicion, possibly from another reporter
-
-
-def precedence(current: NodeRecord, incoming: NodeRecord) -> Verdict:
-    """SWIM ordering of two claims about the same (other) member.
-
-    alive(i) beats anything below i (and so revives dead/left); suspect(i) beats alive(<=i)
-    and suspect(<i) but never revives; dead/left(i) beat alive/suspect(<=i); left(i) beats
-    dead(i) because the member itself said so; a same-incarnation alive only brings meta.
-    """
-    i, j, cur = incoming.incarnation, current.incarnation, current.state
-    if incoming.state is ALIVE:
-        if i > j:
-            return Verdict.APPLY
-        if i == j and cur in _LIVE and _newer_meta(current, incoming):
-            return Verdict.META
-        return Verdict.IGNORE
-    if incoming.state is SUSPECT:
-        if (cur is ALIVE and i >= j) or (cur is SUSPECT and i > j):
-            return Verdict.APPLY
-        return Verdict.CONFIRM if cur is SUSPECT and i == j else Verdict.IGNORE
-    if cur in _LIVE:
-        return Verdict.APPLY if i >= j else Verdict.IGNORE
-    if i > j or (i == j and incoming.state is LEFT and cur is DEAD):
-        return Verdict.APPLY
-    return Verdict.IGNORE
-
-
-def _from_earlier_run(me: NodeRecord, record: NodeRecord) -> bool:
-    """An alive record about us that is not ours: we restarted (incarnation and meta_seq
-    back at 0) and the cluster still holds what we said before. Others would ignore our
-    new record until we outbid it."""
-    if record.incarnation != me.incarnation:
-        return record.incarnation > me.incarnation
-    if record.meta_seq != me.meta_seq:
-        return record.meta_seq > me.meta_seq
-    return record.meta is not None and record.meta != me.meta
-
-
-def _newer_meta(current: NodeRecord, incoming: NodeRecord) -> bool:
-    if incoming.meta is None:
-        return False
-    return incoming.meta_seq > current.meta_seq or (
-        incoming.meta_seq == current.meta_seq and current.meta is None)
-
-
-@dataclass
-class _Member:
-    node: NodeId
-    address: str
-    is_self: bool
-    state_changed: float
-    incarnation: int = 0
-    state: GossipState = ALIVE
-    origin: NodeId = ""
-    meta_seq: int = 0
-    meta: NodeMeta | None = None
-    last_seen: float | None = None
-    suspicion: Suspicion | None = None
-
-    def current(self) -> NodeRecord:
-        """Everything we hold, meta included whatever the state (for precedence)."""
-        return NodeRecord(self.node, self.address, self.incarnation, self.state, self.origin,
-                          self.meta_seq, self.meta)
-
-    def record(self) -> NodeRecord:
-        """The claim as gossiped: only alive records carry meta."""
-        if self.state is ALIVE:
-            return NodeRecord(self.node, self.address, self.incarnation, ALIVE, "",
-                              self.meta_seq, self.meta)
-        return NodeRecord(self.node, self.address, self.incarnation, self.state, self.origin)
-
-
 _STATS = ("pings_sent", "ping_reqs_sent", "gossips_sent", "push_pulls_sent", "pings_received",
           "ping_reqs_received", "gossips_received", "push_pulls_received", "acks_received",
           "probe_failures", "indirect_acks", "suspicions", "confirmations", "refutations",
           "deaths", "lefts", "revivals", "unknown_records", "step_errors")
 
-_Note = tuple[MemberView, GossipState]
 
-
-class Membership:
+class Membership(Merger, Runner):
     """One member's view of a statically configured cluster (peers come from config)."""
 
     def __init__(self, node_id: NodeId, address: str, peers: dict[NodeId, str], transport: Transport,
@@ -178,18 +97,18 @@ class Membership:
         self._on_change = on_change
         self._lock = threading.Lock()
         now = clock()
-        self._me = _Member(node_id, address, True, now, meta=NodeMeta(version=version), last_seen=now)
-        self._members: dict[NodeId, _Member] = {node_id: self._me}
+        self._me = Member(node_id, address, True, now, meta=NodeMeta(version=version), last_seen=now)
+        self._members: dict[NodeId, Member] = {node_id: self._me}
         for peer, peer_address in peers.items():
             if peer != node_id:
-                self._members[peer] = _Member(peer, peer_address, False, now)
+                self._members[peer] = Member(peer, peer_address, False, now)
         self._awareness = Awareness(timing.awareness_max)
         self._queue = BroadcastQueue(timing.retransmit_mult)
         self._probe_order: list[NodeId] = []
         self._probe_index = 0
         self._stats = dict.fromkeys(_STATS, 0)
         self._unknown_logged: set[NodeId] = set()
-        self._notes: list[_Note] = []
+        self._notes = []
         self._stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._joined = False
@@ -233,7 +152,7 @@ class Membership:
                 log.debug("%s acked through a ping-req", node)
             else:
                 member = self._members[node]
-                if member.state in _LIVE:
+                if member.state in LIVE:
                     self._merge(NodeRecord(node, member.address, member.incarnation, SUSPECT,
                                            origin=self._id))
             notes = self._take_notes()
@@ -243,7 +162,7 @@ class Membership:
         """Send queued broadcasts to `gossip_nodes` random live members (none if empty)."""
         with self._lock:
             batches = []
-            for member in self._random_members(self._timing.gossip_nodes, _LIVE):
+            for member in self._random_members(self._timing.gossip_nodes, LIVE):
                 updates = self._take_updates()
                 if not updates:
                     break
@@ -263,7 +182,7 @@ class Membership:
         """Push-pull with one random dead or left member: a healed partition or a restarted
         server learns it was declared dead, refutes, and its answer revives it here."""
         with self._lock:
-            peers = [] if self._me.state is LEFT else self._random_members(1, _GONE)
+            peers = [] if self._me.state is LEFT else self._random_members(1, GONE)
         if peers:
             self._push_pull_with(peers[0].node, peers[0].address, join=False)
 
@@ -300,7 +219,7 @@ class Membership:
             deadline = self._clock() + timeout
             if self._me.state is not LEFT:
                 self._apply_self(LEFT)
-            peers = self._random_members(len(self._members), _LIVE)
+            peers = self._random_members(len(self._members), LIVE)
             notes = self._take_notes()
         self._notify(notes)
         pushed = 0
@@ -407,65 +326,6 @@ class Membership:
         with self._lock:
             return dict(self._stats)
 
-    # ------------------------------------------------------------------ background threads
-
-    def start(self) -> None:
-        """Run the steps on daemon threads with real time: one per step, so a probe waiting
-        out its timeouts never delays gossip or suspicion expiry."""
-        t = self._timing
-        loops: list[tuple[str, Callable[[], None], Callable[[], float]]] = [
-            ("probe", self.probe_once, self.probe_delay),
-            ("gossip", self.gossip_once, lambda: t.gossip_interval),
-            ("push-pull", self._join_then_push_pull, self._push_pull_delay),
-            ("reconnect", self.reconnect_once, lambda: t.reconnect_interval),
-            ("expire", self.expire_suspicions, lambda: EXPIRY_PERIOD),
-        ]
-        with self._lock:
-            if self._threads:
-                return
-            self._stop_event = stop = threading.Event()
-            self._threads = [threading.Thread(target=self._run, args=(name, step, delay, stop),
-                                              name=f"gossip-{name}-{self._id}", daemon=True)
-                             for name, step, delay in loops]
-            threads = list(self._threads)
-        for thread in threads:
-            thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            threads, self._threads = self._threads, []
-            self._stop_event.set()
-        deadline = time.monotonic() + STOP_WAIT
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
-        if stuck:
-            log.warning("gossip threads still in a transport call after stop: %s", ", ".join(stuck))
-
-    def _join_then_push_pull(self) -> None:
-        # The first turn of the push-pull thread joins: a failed join is not fatal, since
-        # members that come up later push-pull with us or find us through reconnect.
-        if not self._joined:
-            self.join()
-        else:
-            self.push_pull_once()
-
-    def _run(self, name: str, step: Callable[[], None], delay: Callable[[], float],
-             stop: threading.Event) -> None:
-        while not stop.wait(delay()):
-            try:
-                step()
-            except Exception:
-                with self._lock:
-                    self._stats["step_errors"] += 1
-                log.exception("gossip %s step failed", name)
-
-    def _push_pull_delay(self) -> float:
-        if not self._joined:
-            return 0.0  # join at once
-        with self._lock:
-            return self._timing.push_pull_interval * self._rng.uniform(0.75, 1.25)
-
     # ------------------------------------------------------------------ internals (lock held)
 
     def _push_pull_with(self, node: NodeId, address: str, join: bool,
@@ -487,7 +347,7 @@ class Membership:
         self._notify(notes)
         return True
 
-    def _next_probe_target(self) -> _Member | None:
+    def _next_probe_target(self) -> Member | None:
         """Randomized round-robin (SWIM): every live member once per pass, reshuffled."""
         for _ in range(2 * len(self._members) + 1):
             if self._probe_index >= len(self._probe_order):
@@ -498,11 +358,11 @@ class Membership:
                     return None
             member = self._members[self._probe_order[self._probe_index]]
             self._probe_index += 1
-            if member.state in _LIVE:
+            if member.state in LIVE:
                 return member
         return None
 
-    def _random_members(self, k: int, states: Iterable[GossipState], exclude: NodeId = "") -> list[_Member]:
+    def _random_members(self, k: int, states: Iterable[GossipState], exclude: NodeId = "") -> list[Member]:
         wanted = tuple(states)
         pool = [m for m in self._members.values()
                 if not m.is_self and m.node != exclude and m.state in wanted]
@@ -511,7 +371,7 @@ class Membership:
     def _take_updates(self) -> tuple[NodeRecord, ...]:
         return self._queue.take(self._timing.max_updates_per_message, len(self._members))
 
-    def _updates_for(self, member: _Member | None) -> tuple[NodeRecord, ...]:
+    def _updates_for(self, member: Member | None) -> tuple[NodeRecord, ...]:
         """Piggyback for a message exchanged with `member`. Lifeguard's buddy system,
         extended to dead and left: a member we do not hold alive always hears our claim
         from us when we probe it or answer its ping, so it can refute at once instead of
@@ -537,147 +397,3 @@ class Membership:
         self._merge(ack.responder)
         self._merge_all(ack.updates)
 
-    def _touch(self, node: NodeId) -> None:
-        member = self._members.get(node)
-        if member is None:
-            self._unknown(node)
-        elif not member.is_self:
-            member.last_seen = self._clock()
-
-    def _unknown(self, node: NodeId) -> None:
-        self._stats["unknown_records"] += 1
-        if node not in self._unknown_logged:
-            self._unknown_logged.add(node)
-            log.warning("ignoring gossip about %r: not a configured member", node)
-
-    def _merge_full_state(self, records: Iterable[NodeRecord]) -> None:
-        # As memberlist's mergeState: another member's full state may be stale, so its
-        # "dead" only makes a member suspect here; a live member then gets to refute it.
-        self._merge_all(replace(r, state=SUSPECT) if r.state is DEAD and r.node != self._id else r
-                        for r in records)
-
-    def _merge_all(self, records: Iterable[NodeRecord]) -> None:
-        for record in records:
-            self._merge(record)
-
-    def _merge(self, record: NodeRecord) -> None:
-        if record.node == self._id:
-            self._merge_self(record)
-            return
-        member = self._members.get(record.node)
-        if member is None:
-            self._unknown(record.node)
-            return
-        verdict = precedence(member.current(), record)
-        if verdict is Verdict.APPLY:
-            self._apply(member, record)
-        elif verdict is Verdict.META:
-            member.meta, member.meta_seq = record.meta, record.meta_seq
-            self._queue.queue(member.record())
-        elif verdict is Verdict.CONFIRM:
-            self._confirm(member, record.origin)
-
-    def _apply(self, member: _Member, record: NodeRecord) -> None:
-        old = member.state
-        member.incarnation, member.state = record.incarnation, record.state
-        member.origin = "" if record.state is ALIVE else record.origin
-        if record.state is ALIVE:
-            member.meta_seq = record.meta_seq
-            if record.meta is not None:
-                member.meta = record.meta
-        if record.state is not SUSPECT:
-            member.suspicion = None
-        elif old is SUSPECT and member.suspicion is not None:
-            self._confirm(member, record.origin)  # keeps the clock of the first suspicion
-        else:
-            member.suspicion = self._new_suspicion(record.origin)
-        self._queue.queue(member.record())
-        if old is not record.state:
-            self._changed(member, old)
-
-    def _confirm(self, member: _Member, origin: NodeId) -> None:
-        if member.suspicion is not None and member.suspicion.confirm(origin):
-            self._stats["confirmations"] += 1
-            log.debug("%s: suspicion confirmed by %s (%d so far)", member.node, origin,
-                      member.suspicion.confirmations)
-            # Re-gossip under the confirmer's name, so the others can count it too.
-            self._queue.queue(replace(member.record(), origin=origin))
-
-    def _new_suspicion(self, origin: NodeId) -> Suspicion:
-        t = self._timing
-        live = sum(1 for m in self._members.values() if m.state not in _GONE)
-        low, high = suspicion_bounds(live, t.suspicion_mult, t.suspicion_max_timeout_mult, t.probe_interval)
-        return Suspicion(self._clock(), origin, expected_confirmations(live, t.suspicion_mult), low, high)
-
-    def _changed(self, member: _Member, old: GossipState) -> None:
-        now = self._clock()
-        member.state_changed = now
-        node, inc, origin = member.node, member.incarnation, member.origin
-        if member.state is SUSPECT:
-            self._stats["suspicions"] += 1
-            log.info("%s is suspect (%s got no ack, incarnation %d)", node, origin, inc)
-        elif member.state is DEAD:
-            self._stats["deaths"] += 1
-            log.info("%s is dead (%s's suspicion timed out, incarnation %d)", node, origin, inc)
-        elif member.state is LEFT:
-            self._stats["lefts"] += 1
-            log.info("%s left the cluster (incarnation %d)", node, inc)
-        elif old is SUSPECT:
-            log.info("%s is alive (refuted the suspicion, incarnation %d)", node, inc)
-        else:
-            self._stats["revivals"] += 1
-            log.info("%s is alive again (was %s, incarnation %d)", node, old, inc)
-        self._notes.append((self._view(member, now), old))
-
-    def _merge_self(self, record: NodeRecord) -> None:
-        """Refute any claim about us that is not our current alive record. Our own LEFT is
-        final until restart."""
-        me = self._me
-        if me.state is LEFT:
-            return
-        if record.state is ALIVE:
-            if _from_earlier_run(me.current(), record):
-                self._refute(record, "an alive record of ours from an earlier run", penalize=False)
-        elif record.incarnation >= me.incarnation:
-            # A LEFT about us is from our own earlier run, not a sign that we are slow.
-            self._refute(record, f"{record.origin or 'someone'} calling us {record.state}",
-                         penalize=record.state is not LEFT)
-
-    def _refute(self, record: NodeRecord, why: str, penalize: bool) -> None:
-        self._me.incarnation = record.incarnation + 1
-        self._stats["refutations"] += 1
-        if penalize:
-            # Lifeguard: being suspected hints that we were too slow to answer.
-            self._awareness.apply(1)
-        self._queue.queue(self._me.record())
-        log.info("refuting %s (incarnation %d): now incarnation %d", why, record.incarnation,
-                 self._me.incarnation)
-
-    def _apply_self(self, state: GossipState) -> None:
-        old = self._me.state
-        self._me.state, self._me.origin = state, self._id
-        self._queue.queue(self._me.record())
-        self._changed(self._me, old)
-
-    def _take_notes(self) -> list[_Note]:
-        notes, self._notes = self._notes, []
-        return notes
-
-    def _notify(self, notes: list[_Note]) -> None:
-        """Outside the lock: the callback may call back into members()."""
-        if self._on_change is None:
-            return
-        for view, old in notes:
-            try:
-                self._on_change(view, old)
-            except Exception:
-                log.exception("on_change callback failed for %s", view.node)
-
-    def _view(self, m: _Member, now: float) -> MemberView:
-        if m.is_self:
-            seen: float | None = 0.0
-        else:
-            seen = None if m.last_seen is None else max(0.0, now - m.last_seen)
-        confirmations = m.suspicion.confirmations if m.state is SUSPECT and m.suspicion else 0
-        return MemberView(m.node, m.address, m.state, m.incarnation, m.meta, seen,
-                          max(0.0, now - m.state_changed), confirmations, m.is_self)

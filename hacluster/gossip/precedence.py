@@ -1,0 +1,111 @@
+"""What we hold about one member and how two claims about it are ordered (SWIM's rules).
+
+`Member` is one row of a member's table, `MemberView` what it shows of it, and `precedence()`
+decides what an incoming claim does to a row. Pure: no clock, no lock, no I/O; the engine
+(membership.py) applies the verdicts under its lock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from hacluster.gossip.suspicion import Suspicion
+from hacluster.gossip.types import GossipState, NodeMeta, NodeRecord
+from hacluster.model import NodeId
+
+ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
+LIVE = (ALIVE, SUSPECT)
+GONE = (DEAD, LEFT)
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """What `hacluster members` shows, one per member including ourselves."""
+
+    node: NodeId
+    address: str
+    state: GossipState
+    incarnation: int
+    meta: NodeMeta | None  # None until heard from
+    last_seen_age: float | None  # since a message came directly from it; None = never; 0 = self
+    state_age: float  # since its state last changed in our view
+    confirmations: int  # suspect only: independent confirmations so far
+    is_self: bool
+
+
+class Verdict(enum.Enum):
+    IGNORE = "ignore"
+    APPLY = "apply"  # take the incoming state and incarnation
+    META = "meta"  # same alive incarnation, newer meta
+    CONFIRM = "confirm"  # the same suspicion, possibly from another reporter
+
+
+def precedence(current: NodeRecord, incoming: NodeRecord) -> Verdict:
+    """SWIM ordering of two claims about the same (other) member.
+
+    alive(i) beats anything below i (and so revives dead/left); suspect(i) beats alive(<=i)
+    and suspect(<i) but never revives; dead/left(i) beat alive/suspect(<=i); left(i) beats
+    dead(i) because the member itself said so; a same-incarnation alive only brings meta.
+    """
+    i, j, cur = incoming.incarnation, current.incarnation, current.state
+    if incoming.state is ALIVE:
+        if i > j:
+            return Verdict.APPLY
+        if i == j and cur in LIVE and _newer_meta(current, incoming):
+            return Verdict.META
+        return Verdict.IGNORE
+    if incoming.state is SUSPECT:
+        if (cur is ALIVE and i >= j) or (cur is SUSPECT and i > j):
+            return Verdict.APPLY
+        return Verdict.CONFIRM if cur is SUSPECT and i == j else Verdict.IGNORE
+    if cur in LIVE:
+        return Verdict.APPLY if i >= j else Verdict.IGNORE
+    if i > j or (i == j and incoming.state is LEFT and cur is DEAD):
+        return Verdict.APPLY
+    return Verdict.IGNORE
+
+
+def from_earlier_run(me: NodeRecord, record: NodeRecord) -> bool:
+    """An alive record about us that is not ours: we restarted (incarnation and meta_seq
+    back at 0) and the cluster still holds what we said before. Others would ignore our
+    new record until we outbid it."""
+    if record.incarnation != me.incarnation:
+        return record.incarnation > me.incarnation
+    if record.meta_seq != me.meta_seq:
+        return record.meta_seq > me.meta_seq
+    return record.meta is not None and record.meta != me.meta
+
+
+def _newer_meta(current: NodeRecord, incoming: NodeRecord) -> bool:
+    if incoming.meta is None:
+        return False
+    return incoming.meta_seq > current.meta_seq or (
+        incoming.meta_seq == current.meta_seq and current.meta is None)
+
+
+@dataclass
+class Member:
+    node: NodeId
+    address: str
+    is_self: bool
+    state_changed: float
+    incarnation: int = 0
+    state: GossipState = ALIVE
+    origin: NodeId = ""
+    meta_seq: int = 0
+    meta: NodeMeta | None = None
+    last_seen: float | None = None
+    suspicion: Suspicion | None = None
+
+    def current(self) -> NodeRecord:
+        """Everything we hold, meta included whatever the state (for precedence)."""
+        return NodeRecord(self.node, self.address, self.incarnation, self.state, self.origin,
+                          self.meta_seq, self.meta)
+
+    def record(self) -> NodeRecord:
+        """The claim as gossiped: only alive records carry meta."""
+        if self.state is ALIVE:
+            return NodeRecord(self.node, self.address, self.incarnation, ALIVE, "",
+                              self.meta_seq, self.meta)
+        return NodeRecord(self.node, self.address, self.incarnation, self.state, self.origin)

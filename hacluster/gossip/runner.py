@@ -1,0 +1,105 @@
+"""The background threads of `Membership`: one loop per driven step, with real time.
+
+`Runner` is a mixin of `Membership`. Each step gets its own daemon thread, so a probe
+waiting out its timeouts never delays gossip or suspicion expiry; a step that raises is
+counted and logged, and its loop goes on. Tests mostly skip this and drive the steps
+directly under a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hacluster.model import NodeId
+
+if TYPE_CHECKING:
+    from hacluster.gossip.membership import GossipTiming
+
+log = logging.getLogger("hacluster.gossip")
+
+EXPIRY_PERIOD = 0.05
+STOP_WAIT = 2.0  # stop() waits this long for threads stuck in a transport call
+
+
+class Runner:
+    """start()/stop() for `Membership`, which sets these attributes and has the steps."""
+
+    _id: NodeId
+    _timing: GossipTiming
+    _lock: threading.Lock
+    _rng: random.Random
+    _stats: dict[str, int]
+    _stop_event: threading.Event
+    _threads: list[threading.Thread]
+    _joined: bool
+
+    # The driven steps, implemented by Membership.
+    probe_once: Callable[[], None]
+    gossip_once: Callable[[], None]
+    push_pull_once: Callable[[], None]
+    reconnect_once: Callable[[], None]
+    expire_suspicions: Callable[[], None]
+    join: Callable[[], bool]
+    probe_delay: Callable[[], float]
+
+    def start(self) -> None:
+        """Run the steps on daemon threads with real time: one per step, so a probe waiting
+        out its timeouts never delays gossip or suspicion expiry."""
+        t = self._timing
+        loops: list[tuple[str, Callable[[], None], Callable[[], float]]] = [
+            ("probe", self.probe_once, self.probe_delay),
+            ("gossip", self.gossip_once, lambda: t.gossip_interval),
+            ("push-pull", self._join_then_push_pull, self._push_pull_delay),
+            ("reconnect", self.reconnect_once, lambda: t.reconnect_interval),
+            ("expire", self.expire_suspicions, lambda: EXPIRY_PERIOD),
+        ]
+        with self._lock:
+            if self._threads:
+                return
+            self._stop_event = stop = threading.Event()
+            self._threads = [threading.Thread(target=self._run, args=(name, step, delay, stop),
+                                              name=f"gossip-{name}-{self._id}", daemon=True)
+                             for name, step, delay in loops]
+            threads = list(self._threads)
+        for thread in threads:
+            thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._stop_event.set()
+        deadline = time.monotonic() + STOP_WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.warning("gossip threads still in a transport call after stop: %s", ", ".join(stuck))
+
+    def _join_then_push_pull(self) -> None:
+        # The first turn of the push-pull thread joins: a failed join is not fatal, since
+        # members that come up later push-pull with us or find us through reconnect.
+        if not self._joined:
+            self.join()
+        else:
+            self.push_pull_once()
+
+    def _run(self, name: str, step: Callable[[], None], delay: Callable[[], float],
+             stop: threading.Event) -> None:
+        while not stop.wait(delay()):
+            try:
+                step()
+            except Exception:
+                with self._lock:
+                    self._stats["step_errors"] += 1
+                log.exception("gossip %s step failed", name)
+
+    def _push_pull_delay(self) -> float:
+        if not self._joined:
+            return 0.0  # join at once
+        with self._lock:
+            return self._timing.push_pull_interval * self._rng.uniform(0.75, 1.25)
