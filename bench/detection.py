@@ -1,0 +1,259 @@
+"""Health detection benchmark: how long until a failed backend leaves the balancing view.
+
+    .venv/bin/python bench/detection.py [--trials 5] [--faults backend,poweroff]
+                                        [--peer haproxy|none|auto] [--json-out FILE]
+
+A 3-server namespace lab whose servers each check their own HTTP backend (interval 500 ms,
+timeout 300 ms, rise 2, fall 2: the lab's defaults). Each trial fails one follower's
+backend at a recorded wall time and measures, from the agents' logs (millisecond stamps):
+
+  local     the failing server's own check turns FAILING (its fall count reached)
+  dead      (poweroff) the leader's gossip declares the server dead
+  commit    the leader commits `node/web=down` to the replicated state (what the
+            balancing table follows); every member then applies it within one Raft round
+
+Faults:
+  backend   the HTTP backend process is stopped; the server and its agent stay up
+  poweroff  Lab.power_off: cable out, every process killed. The server cannot report its
+            own failure: the verdict comes from gossip (probe, suspicion, Lifeguard
+            timeout), then the settle time
+
+With HAProxy installed (--peer auto), the same three backends are checked by HAProxy 2.6
+from the client namespace with the same settings (`check inter 500 fall 2 rise 2`,
+`timeout check 300`), running during the same trials; its figure is the time until its
+stats socket shows the server DOWN. HAProxy runs one process that checks every backend
+itself; hacluster's figure includes gossip, the leader's settle time (500 ms) and a Raft
+commit, i.e. the price of every member agreeing on the verdict.
+
+Prints a table on stderr and the JSON document as the last line of stdout (and to
+--json-out). Benchmarks are programs, not asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _labkit import (  # noqa: E402
+    PYTHON,
+    BenchError,
+    interrupt_on_sigterm,
+    log,
+    machine,
+    med,
+    mx,
+    random_prefix,
+    wait_until,
+)
+
+from hacluster.lab.lab import HTTP_PORT, Lab, LabNode  # noqa: E402
+
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_lines_after(path: Path, t0: float, pattern: str) -> float | None:
+    """Wall time of the first log line at or after t0 that contains `pattern`."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        m = STAMP.match(line)
+        if not m or pattern not in line:
+            continue
+        t = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+        if t >= t0 - 0.001:
+            return t
+    return None
+
+
+class Haproxy:
+    """HAProxy in the client namespace, health-checking the lab's backends."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.dir = lab.dir / "haproxy"
+        self.sock = self.dir / "stats.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(
+            f"    server {n.name} {n.ip}:{HTTP_PORT} check inter 500 fall 2 rise 2"
+            for n in self.lab.nodes)
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(f"""global
+    stats socket {self.sock} mode 600 level admin
+defaults
+    mode http
+    timeout connect 300ms
+    timeout check 300ms
+    timeout client 5s
+    timeout server 5s
+frontend web
+    bind 127.0.0.1:18080
+    default_backend servers
+backend servers
+    option httpchk GET /
+{servers}
+""")
+        with open(self.dir / "haproxy.log", "ab") as f:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.lab.client_ns, "haproxy", "-db", "-f", str(cfg)],
+                stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: self.sock.exists() and self.states() is not None, 10, "haproxy up")
+
+    def states(self) -> dict[str, str] | None:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(1)
+                s.connect(str(self.sock))
+                s.sendall(b"show stat\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        except OSError:
+            return None
+        lines = data.decode().splitlines()
+        if not lines or not lines[0].startswith("# "):
+            return None
+        head = lines[0][2:].split(",")
+        out = {}
+        for line in lines[1:]:
+            row = dict(zip(head, line.split(","), strict=False))
+            if row.get("pxname") == "servers" and row.get("svname") not in ("BACKEND", None):
+                out[row["svname"]] = row.get("status", "")
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def leader(lab: Lab) -> LabNode:
+    name = wait_until(lambda: (h := lab.holders()) and h[0], 30, "a VIP holder")
+    return lab.node(name)
+
+
+def committed_up(lab: Lab, node: LabNode, since: float, lead: LabNode) -> bool:
+    return log_lines_after(lead.log, since, f"{node.name}/web=up") is not None
+
+
+def trial(lab: Lab, fault: str, hap: Haproxy | None) -> dict[str, Any]:
+    lead = leader(lab)
+    victim = next(n for n in lab.nodes if n is not lead)
+    if hap is not None:
+        wait_until(lambda: (hap.states() or {}).get(victim.name, "").startswith("UP"), 30,
+                   "haproxy sees the victim UP")
+    t0 = time.time()
+    if fault == "backend":
+        lab.stop_backend(victim)
+    else:
+        lab.power_off(victim)
+    hap_down: float | None = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if hap is not None and hap_down is None and \
+                (hap.states() or {}).get(victim.name, "").startswith("DOWN"):
+            hap_down = time.time()
+        commit = log_lines_after(lead.log, t0, f"{victim.name}/web=down")
+        if commit is not None and (hap is None or hap_down is not None):
+            break
+        time.sleep(0.02)
+    else:
+        raise BenchError(f"{fault}: no verdict within 30 s")
+    local = log_lines_after(victim.log, t0, "check web: passing -> failing") \
+        if fault == "backend" else None
+    dead = log_lines_after(lead.log, t0, f"gossip: {victim.name} is dead") \
+        if fault == "poweroff" else None
+
+    def ms(t: float | None) -> float | None:
+        return None if t is None else round((t - t0) * 1000, 1)
+
+    row = {"fault": fault, "victim": victim.name, "leader": lead.name, "local_ms": ms(local),
+           "dead_ms": ms(dead), "commit_ms": ms(commit), "haproxy_down_ms": ms(hap_down)}
+    # undo, and wait until everything is back up before the next trial
+    t1 = time.time()
+    if fault == "backend":
+        lab.start_backend(victim)
+    else:
+        lab.power_on(victim)
+    wait_until(lambda: committed_up(lab, victim, t1, leader(lab)), 60, "committed up again",
+               interval=0.1)
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=5, choices=range(1, 51), metavar="1-50")
+    p.add_argument("--faults", default="backend,poweroff")
+    p.add_argument("--peer", choices=("auto", "haproxy", "none"), default="auto")
+    p.add_argument("--json-out", type=Path)
+    args = p.parse_args()
+    faults = args.faults.split(",")
+    if any(f not in ("backend", "poweroff") for f in faults):
+        p.error("--faults: backend and/or poweroff")
+    use_hap = args.peer == "haproxy" or (args.peer == "auto" and shutil.which("haproxy"))
+    if args.peer == "haproxy" and not shutil.which("haproxy"):
+        p.error("--peer haproxy: haproxy is not installed (apt-get install haproxy)")
+    interrupt_on_sigterm()
+    lab = Lab(random_prefix("bd"), 3, python=PYTHON)
+    hap = Haproxy(lab) if use_hap else None
+    rows: list[dict[str, Any]] = []
+    try:
+        log(f"lab {lab.prefix}: up")
+        lab.up()
+        if hap is not None:
+            hap.start()
+        wait_until(lambda: all(committed_up(lab, n, 0, leader(lab)) for n in lab.nodes), 30,
+                   "every backend committed up", interval=0.1)
+        for fault in faults:
+            for i in range(args.trials):
+                row = trial(lab, fault, hap)
+                log(f"{fault} #{i + 1}: {row}")
+                rows.append(row)
+    finally:
+        if hap is not None:
+            hap.stop()
+        lab.down()
+    summary = {}
+    for fault in faults:
+        rs = [r for r in rows if r["fault"] == fault]
+        summary[fault] = {k: {"median": med([r[k] for r in rs if r[k] is not None]),
+                              "max": mx([r[k] for r in rs if r[k] is not None])}
+                          for k in ("local_ms", "dead_ms", "commit_ms", "haproxy_down_ms")}
+        hm, cm = summary[fault]["haproxy_down_ms"]["median"], summary[fault]["commit_ms"]["median"]
+        summary[fault]["commit_vs_haproxy"] = round(cm / hm, 2) if hm and cm else None
+    print(f"{'fault':<10} {'local':>14} {'dead':>14} {'commit':>14} {'haproxy DOWN':>14} "
+          "ratio", file=sys.stderr)
+    def cell(s: dict[str, Any], k: str) -> str:
+        v = s[k]
+        return "-" if v["median"] is None else f"{v['median']:.0f} / {v['max']:.0f}"
+
+    for fault, s in summary.items():
+        print(f"{fault:<10} {cell(s, 'local_ms'):>14} {cell(s, 'dead_ms'):>14} "
+              f"{cell(s, 'commit_ms'):>14} {cell(s, 'haproxy_down_ms'):>14} "
+              f"{s['commit_vs_haproxy'] or '-'}", file=sys.stderr)
+    print("(median / max in ms from the fault; ratio = hacluster commit / haproxy DOWN)",
+          file=sys.stderr)
+    doc = {"bench": "detection", "trials": args.trials, "machine": machine(),
+           "summary": summary, "rows": rows}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
