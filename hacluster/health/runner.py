@@ -49,6 +49,9 @@ class _Check:
     failures: int = 0  # in a row
 
 
+RUN_ONCE_SLACK_S = 5.0  # run_once() waits the check's timeout plus this, then gives up
+
+
 class HealthRunner:
     """Runs the checks; reports() is the current view, on_change says when it moved.
 
@@ -113,7 +116,16 @@ class HealthRunner:
             raise RuntimeError("run_once() would deadlock on the runner thread; await attempt()")
         loop = self._loop
         if loop is not None and loop.is_running():
-            return asyncio.run_coroutine_threadsafe(self.attempt(name), loop).result()
+            future = asyncio.run_coroutine_threadsafe(self.attempt(name), loop)
+            # Bounded: stop() closes the loop without running this task to its end, and a
+            # caller must not wait forever for a result that will never come.
+            spec = self._checks[name].spec
+            try:
+                return future.result(spec.timeout_ms / 1000 + RUN_ONCE_SLACK_S)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise RuntimeError(f"check {name}: no result (the runner is stopping or "
+                                   "overloaded)") from None
         return asyncio.run(self.attempt(name))
 
     async def attempt(self, name: str) -> CheckReport:

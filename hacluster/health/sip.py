@@ -17,6 +17,7 @@ from hacluster.health.base import Attempt, Outcome, bounded, close_writer, hostp
 from hacluster.health.spec import SipCheck
 
 T1_S = 0.5  # RFC 3261 T1: the first UDP retransmission interval
+T2_S = 4.0  # RFC 3261 T2: the cap of the non-INVITE retransmission interval
 MAX_MESSAGE = 64 * 1024
 _COMPACT = {"i": "call-id", "l": "content-length", "v": "via", "f": "from", "t": "to"}
 
@@ -108,7 +109,7 @@ async def _over_udp(spec: SipCheck, host: str, at: Attempt, ids: tuple[str, str,
                 got = await asyncio.wait_for(proto.inbox.get(), wait)
             except TimeoutError:
                 transport.sendto(request)  # timer E fired: retransmit, same branch
-                wait *= 2
+                wait = min(wait * 2, T2_S)  # RFC 3261 §17.1.2.2: timer E doubles up to T2
                 continue
             if isinstance(got, ConnectionRefusedError):
                 return Attempt.failed("connection refused (ICMP port unreachable)")

@@ -16,14 +16,19 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 HOST = "127.0.0.1"
+# The timeout of a probe whose timeout is not under test: far beyond what a loaded CI machine
+# needs, and free, since the probe returns as soon as the target answers.
+PATIENT_MS = 10_000
+
+T = TypeVar("T")
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.01) -> Any:
@@ -36,6 +41,50 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+# ------------------------------------------------------------------ timeouts on cue
+
+
+class ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock can be moved forward: timers that come due fire at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.ahead
+
+
+def probe_until_stuck(probe: Callable[[Any, str], Awaitable[T]], spec: Any, stuck: Callable[[], Any],
+                      host: str = HOST) -> T:
+    """Run probe(spec, host) against a target that never answers; expire its timeout on cue.
+
+    A timeout error names the step the probe hung in. With a short real timeout, a stall of
+    a loaded machine lets it expire a step early ("connecting" instead of "waiting for the
+    ACK"); a long one makes every such test wait it out. So spec.timeout_ms should be long
+    (PATIENT_MS), and as soon as stuck() shows the probe waits at the step under test (say,
+    the server holds the whole request), the loop clock moves on by spec.timeout_ms and the
+    timeout expires at once. A probe that ends before stuck() holds returns its outcome as it
+    is, for the test's asserts to show; the long timeout is the deadline.
+    """
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, ClockLoop)
+        task = asyncio.ensure_future(probe(spec, host))
+        while True:  # the probe runs first, so its timeout is set before the clock moves
+            done, _ = await asyncio.wait({task}, timeout=0.005)
+            if done:
+                return task.result()
+            if stuck():
+                break
+        loop.ahead += spec.timeout_ms / 1000
+        return await task
+
+    with asyncio.Runner(loop_factory=ClockLoop) as runner:
+        return runner.run(main())
 
 
 # ------------------------------------------------------------------ background loop
@@ -184,13 +233,15 @@ def unanswered_syn_port() -> Iterator[int]:
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hang = threading.Event()  # replaced per server
+    hanging = threading.Event()  # replaced per server; set once a /hang request arrived
 
     def log_message(self, *args: Any) -> None:  # keep the test output clean
         pass
 
     def do_GET(self) -> None:
         if self.path == "/hang":
-            self.hang.wait(10)  # released at teardown
+            self.hanging.set()
+            self.hang.wait(60)  # released at teardown; the bound only stops a leak
             return
         if self.path == "/chunked":
             self.send_response(200)
@@ -215,18 +266,19 @@ class HttpServer:
     server: http.server.ThreadingHTTPServer
     thread: threading.Thread
     hang: threading.Event
+    hanging: threading.Event
 
 
 def _serve_http(ctx: ssl.SSLContext | None) -> HttpServer:
-    hang = threading.Event()
-    handler = type("Handler", (_Handler,), {"hang": hang})
+    hang, hanging = threading.Event(), threading.Event()
+    handler = type("Handler", (_Handler,), {"hang": hang, "hanging": hanging})
     srv = http.server.ThreadingHTTPServer((HOST, 0), handler)
     srv.daemon_threads = True
     if ctx is not None:
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
-    return HttpServer(srv.server_address[1], srv, t, hang)
+    return HttpServer(srv.server_address[1], srv, t, hang, hanging)
 
 
 def _stop_http(s: HttpServer) -> None:

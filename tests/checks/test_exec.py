@@ -9,11 +9,11 @@ from pathlib import Path
 from hacluster.health import exec_check
 from hacluster.health.spec import ExecCheck
 
-from .conftest import wait_until
+from .conftest import PATIENT_MS, probe_until_stuck, wait_until
 
 
 def spec(*command: str, **kw) -> ExecCheck:
-    return ExecCheck(name="script", kind="exec", command=list(command), **kw)
+    return ExecCheck(name="script", kind="exec", command=list(command), **{"timeout_ms": PATIENT_MS, **kw})
 
 
 def probe(s: ExecCheck):
@@ -62,15 +62,19 @@ def test_killed_by_signal():
 
 
 def test_timeout_kills_the_whole_group(tmp_path):
-    pids = tmp_path / "pids"
-    # The shell forks sleep and waits: both must die, not only the direct child.
-    script = f'echo $$ > {pids}; sleep 5 & echo $! >> {pids}; echo started; wait'
-    out = probe(spec("sh", "-c", script, timeout_ms=200))
+    pids, ready = tmp_path / "pids", tmp_path / "ready"
+    # The shell forks sleep and waits: both must die, not only the direct child. After
+    # "started" come 200 kB of newlines, more than a pipe holds, so `ready` appears only once
+    # the probe has been reading the output (the command may well get that far before the
+    # probe starts reading); the trailing newlines are stripped from the output.
+    script = (f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; echo started; "
+              f"head -c 200000 /dev/zero | tr '\\0' '\\n'; touch {ready}; wait")
+    out = probe_until_stuck(exec_check.probe, spec("sh", "-c", script), ready.exists, host="10.1.2.3")
     assert not out.ok
-    assert out.error == "timed out after 200 ms"
+    assert out.error == "timed out after 10000 ms"
     assert out.output == "started"
     shell, sleeper = (int(p) for p in pids.read_text().split())
-    wait_until(lambda: _gone(shell) and _gone(sleeper), 2, "the timed-out processes to be gone")
+    wait_until(lambda: _gone(shell) and _gone(sleeper), 30, "the timed-out processes to be gone")
     assert not os.path.exists(f"/proc/{shell}") or _gone(shell)
 
 

@@ -8,15 +8,15 @@ from typing import Any
 from hacluster.health import http
 from hacluster.health.spec import HttpCheck, HttpsCheck
 
-from .conftest import HOST
+from .conftest import HOST, PATIENT_MS, probe_until_stuck
 
 
 def h(port: int, **kw: Any) -> HttpCheck:
-    return HttpCheck(name="web", kind="http", port=port, **kw)
+    return HttpCheck(name="web", kind="http", port=port, **{"timeout_ms": PATIENT_MS, **kw})
 
 
 def hs(port: int, **kw: Any) -> HttpsCheck:
-    return HttpsCheck(name="web-tls", kind="https", port=port, **kw)
+    return HttpsCheck(name="web-tls", kind="https", port=port, **{"timeout_ms": PATIENT_MS, **kw})
 
 
 def probe(spec: HttpCheck) -> Any:
@@ -51,15 +51,21 @@ def test_http_chunked_body_is_decoded(http_server):
 
 
 def test_http_hanging_server_times_out(http_server):
-    out = probe(h(http_server.port, path="/hang", timeout_ms=200))
+    out = probe_until_stuck(http.probe, h(http_server.port, path="/hang"), http_server.hanging.is_set)
     assert not out.ok
-    assert out.error == "timed out after 200 ms waiting for the response"
+    assert out.error == "timed out after 10000 ms waiting for the response"
+
+
+def request_seen(srv) -> bytes:
+    """What the server got, once it is a whole request head (b"" until then)."""
+    data = b"".join(srv.seen)
+    return data if data.endswith(b"\r\n\r\n") else b""
 
 
 def test_http_silent_tcp_times_out(silent_tcp):
-    out = probe(h(silent_tcp.port, timeout_ms=200))
-    assert out.error == "timed out after 200 ms waiting for the response"
-    request = b"".join(silent_tcp.seen).decode()
+    out = probe_until_stuck(http.probe, h(silent_tcp.port), lambda: request_seen(silent_tcp))
+    assert out.error == "timed out after 10000 ms waiting for the response"
+    request = request_seen(silent_tcp).decode()
     assert request.startswith("GET / HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{silent_tcp.port}\r\n" in request
     assert "Connection: close\r\n" in request and request.endswith("\r\n\r\n")
@@ -69,9 +75,16 @@ def test_http_closed_port(closed_port):
     assert probe(h(closed_port)).error == "connection refused"
 
 
-def test_host_header_override(silent_tcp):
-    probe(h(silent_tcp.port, timeout_ms=100, host_header="pacs.hospital.example"))
-    assert "Host: pacs.hospital.example\r\n" in b"".join(silent_tcp.seen).decode()
+def test_host_header_override(stream_server):
+    async def answer(reader, writer, srv):
+        srv.seen.append(await reader.readuntil(b"\r\n\r\n"))  # before the answer, so before probe() returns
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    srv = stream_server(answer)
+    out = probe(h(srv.port, host_header="pacs.hospital.example"))
+    assert out.ok, out.error
+    assert "Host: pacs.hospital.example\r\n" in srv.seen[0].decode()
 
 
 def test_https_verified_with_ca_file(https_server, pki):
@@ -107,8 +120,10 @@ def test_https_status_mismatch(https_server, pki):
 
 
 def test_https_hanging_handshake_times_out(silent_tcp):
-    out = probe(hs(silent_tcp.port, verify=False, timeout_ms=200))
-    assert out.error == "timed out after 200 ms in the TLS handshake"
+    # stuck once the ClientHello (a TLS handshake record, 0x16) has arrived
+    out = probe_until_stuck(http.probe, hs(silent_tcp.port, verify=False),
+                            lambda: b"".join(silent_tcp.seen)[:1] == b"\x16")
+    assert out.error == "timed out after 10000 ms in the TLS handshake"
 
 
 def test_https_missing_ca_file(https_server, tmp_path):

@@ -10,11 +10,11 @@ import pytest
 from hacluster.health import mllp
 from hacluster.health.spec import MllpCheck
 
-from .conftest import HOST
+from .conftest import HOST, PATIENT_MS, probe_until_stuck
 
 
 def spec(port: int, **kw) -> MllpCheck:
-    return MllpCheck(name="hl7", kind="mllp", port=port, **kw)
+    return MllpCheck(name="hl7", kind="mllp", port=port, **{"timeout_ms": PATIENT_MS, **kw})
 
 
 def probe(s: MllpCheck):
@@ -82,10 +82,13 @@ def test_garbage_reply_fails(stream_server):
 
 
 def test_silent_listener_times_out(silent_tcp):
-    out = probe(spec(silent_tcp.port, timeout_ms=200))
-    assert out.error == "timed out after 200 ms waiting for the ACK"
-    data = b"".join(silent_tcp.seen)
-    assert data.startswith(b"\x0bMSH|") and data.endswith(b"\x1c\x0d")
+    def framed() -> bytes:
+        data = b"".join(silent_tcp.seen)
+        return data if data.endswith(b"\x1c\x0d") else b""
+
+    out = probe_until_stuck(mllp.probe, spec(silent_tcp.port), framed)
+    assert out.error == "timed out after 10000 ms waiting for the ACK"
+    assert framed().startswith(b"\x0bMSH|")
 
 
 def test_closed_port(closed_port):

@@ -1,9 +1,8 @@
-"""HealthRunner: rise/fall hysteresis, on_change, isolation of a hung check, prompt stop."""
+"""HealthRunner: rise/fall hysteresis, on_change, isolation of a hung check, stop cancels."""
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from hacluster.health.runner import HealthRunner
 from hacluster.health.spec import DicomCheck, ExecCheck, HttpCheck, TcpCheck
 from hacluster.model import CheckState
 
-from .conftest import HOST, wait_until
+from .conftest import HOST, PATIENT_MS, wait_until
 
 FAIL = "exit status 1, expected 0"
 
@@ -29,6 +28,8 @@ class Wall:
 
 def flag_check(flag: Path, **kw) -> ExecCheck:
     """Passes while `flag` exists: the test flips health by creating/removing a file."""
+    kw.setdefault("timeout_ms", PATIENT_MS)  # a slow fork on a busy machine is no failure here
+    kw.setdefault("interval_ms", 2 * PATIENT_MS)
     return ExecCheck(name=kw.pop("name", "flag"), kind="exec", command=["test", "-e", str(flag)], **kw)
 
 
@@ -105,18 +106,25 @@ def test_duplicate_names_refused():
         HealthRunner([TcpCheck(name="x", kind="tcp", port=1)] * 2, HOST)
 
 
-def test_hung_checks_do_not_delay_others_and_stop_is_prompt(tmp_path, listening_port, silent_tcp,
-                                                            http_server):
+# The hung checks' timeout: far longer than any wait below, so none of them can finish an
+# attempt before the test is over, however slow the machine. That is what makes "the quick
+# check passed while they hung" and "stop() cancelled them" facts rather than races.
+HUNG_MS = 120_000
+DEADLINE_S = 30  # for waits that only guard against a hang; well below HUNG_MS
+
+
+def test_hung_checks_do_not_delay_others_and_stop_cancels_them(tmp_path, listening_port, silent_tcp,
+                                                               http_server):
     pids = tmp_path / "pids"
     hung = [
         # A subprocess, a blocking library in a thread, and an asyncio stream: each hangs
-        # for seconds, far longer than the quick check needs to rise.
-        ExecCheck(name="hung-exec", kind="exec", command=["sh", "-c", f"echo $$ > {pids}; exec sleep 30"],
-                  interval_ms=20_000, timeout_ms=10_000),
-        DicomCheck(name="hung-dicom", kind="dicom", port=silent_tcp.port, interval_ms=20_000,
-                   timeout_ms=10_000),
+        # for longer than the test runs, while the quick check rises.
+        ExecCheck(name="hung-exec", kind="exec", command=["sh", "-c", f"echo $$ > {pids}; exec sleep 300"],
+                  interval_ms=2 * HUNG_MS, timeout_ms=HUNG_MS),
+        DicomCheck(name="hung-dicom", kind="dicom", port=silent_tcp.port, interval_ms=2 * HUNG_MS,
+                   timeout_ms=HUNG_MS),
         HttpCheck(name="hung-http", kind="http", port=http_server.port, path="/hang",
-                  interval_ms=20_000, timeout_ms=10_000),
+                  interval_ms=2 * HUNG_MS, timeout_ms=HUNG_MS),
     ]
     quick = TcpCheck(name="quick", kind="tcp", port=listening_port, interval_ms=50, rise=3)
     seen_threads: set[str] = set()
@@ -124,33 +132,72 @@ def test_hung_checks_do_not_delay_others_and_stop_is_prompt(tmp_path, listening_
     def on_change(reports):
         seen_threads.add(threading.current_thread().name)
 
+    def never_attempted(reports) -> bool:
+        """No attempt of the hung checks has ended: no outcome, so no error and no latency."""
+        return all((x.state, x.error, x.latency_ms) == (CheckState.UNKNOWN, "", None) for x in reports[:3])
+
     r = HealthRunner([*hung, quick], HOST, on_change=on_change)
     r.start()
     try:
-        wait_until(lambda: r.reports()[3].state == CheckState.PASSING, 3, "the quick check to pass")
-        wait_until(pids.exists, 3, "the hung exec check to start")
-        assert [x.state for x in r.reports()[:3]] == [CheckState.UNKNOWN] * 3
+        wait_until(lambda: pids.exists() and pids.read_text().endswith("\n"), DEADLINE_S,
+                   "the hung exec check to start")
+        wait_until(lambda: http_server.hanging.is_set() and silent_tcp.seen, DEADLINE_S,
+                   "the hung http and dicom checks to reach their targets")
+        wait_until(lambda: r.reports()[3].state == CheckState.PASSING, DEADLINE_S, "the quick check to pass")
+        last = r.reports()[3]
+        wait_until(lambda: r.reports()[3] is not last, DEADLINE_S, "one more attempt of the quick check")
+        # All three hang (no attempt ended), and the quick check went on regardless.
+        assert never_attempted(r.reports())
         assert seen_threads == {"hacluster-health"}
     finally:
-        t0 = time.monotonic()
-        r.stop()
-        stopped_in = time.monotonic() - t0
-    assert stopped_in < 2.0, f"stop() took {stopped_in:.2f} s"
-    assert not r._thread.is_alive()
+        # Generous: only a stop() that waits for a hung target (HUNG_MS) takes this long.
+        r.stop(timeout=DEADLINE_S)
+    assert r._thread is not None and not r._thread.is_alive(), "stop() returned with the thread running"
+    # Cancelled, not waited out: a hung attempt that had been allowed to end would show its
+    # timeout (or the hung server's answer) as an error.
+    assert never_attempted(r.reports())
     pid = int(pids.read_text())
     wait_until(lambda: not Path(f"/proc/{pid}").exists()
                or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-               2, "the hung exec check's process to be killed on stop")
+               DEADLINE_S, "the hung exec check's process to be killed on stop")
 
 
-def test_runner_records_timeouts(silent_tcp):
-    spec = HttpCheck(name="slow", kind="http", port=silent_tcp.port, interval_ms=100, timeout_ms=50, fall=1)
+def test_runner_records_timeouts(unanswered_syn_port):
+    # A dropped SYN, not a silent listener: connect() hangs for sure, so the step the timeout
+    # names does not depend on how fast a loaded machine gets through the handshake.
+    spec = TcpCheck(name="slow", kind="tcp", port=unanswered_syn_port, interval_ms=100, timeout_ms=50, fall=1)
     r = HealthRunner([spec], HOST)
     r.start()
     try:
-        rep = wait_until(lambda: (x := r.reports()[0]).state == CheckState.FAILING and x, 3, "a failure")
-        assert rep.error == "timed out after 50 ms waiting for the response"
+        rep = wait_until(lambda: (x := r.reports()[0]).state == CheckState.FAILING and x, DEADLINE_S,
+                         "a failure")
+        assert rep.error == "timed out after 50 ms connecting"  # the probe's words, not the backstop's
         assert rep.latency_ms is None
         assert r.run_once("slow").error == rep.error  # run_once while running: via the runner loop
     finally:
         r.stop()
+
+
+def test_run_once_racing_stop_gives_up_instead_of_hanging(tmp_path, monkeypatch):
+    from hacluster.health import runner as runner_mod
+    monkeypatch.setattr(runner_mod, "RUN_ONCE_SLACK_S", 0.5)
+    started = tmp_path / "started"
+    hang = ExecCheck(name="hang", kind="exec", interval_ms=3_600_000, timeout_ms=2_000,
+                     command=["sh", "-c", f"touch {started}; exec sleep 120"])
+    runner = HealthRunner([hang], default_host=HOST)
+    runner.start()
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(runner.run_once("hang"))
+        except RuntimeError as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    wait_until(started.exists, 30, "the attempt to start")
+    runner.stop(timeout=30)
+    t.join(timeout=120)  # bounded by the check's timeout + slack, not forever
+    assert not t.is_alive()
+    assert len(outcome) == 1

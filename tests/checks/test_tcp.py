@@ -7,10 +7,10 @@ import asyncio
 from hacluster.health import tcp
 from hacluster.health.spec import TcpCheck
 
-from .conftest import HOST
+from .conftest import HOST, PATIENT_MS
 
 
-def spec(port: int, timeout_ms: int = 500) -> TcpCheck:
+def spec(port: int, timeout_ms: int = PATIENT_MS) -> TcpCheck:
     return TcpCheck(name="t", kind="tcp", port=port, timeout_ms=timeout_ms)
 
 
