@@ -8,6 +8,7 @@ a call without the right token is refused with UNAUTHENTICATED before it does an
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -156,10 +157,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     def Checks(self, request: admin_pb2.ChecksRequest,
                context: grpc.ServicerContext) -> admin_pb2.ChecksReply:
         node = request.node if request.HasField("node") else None
-        checks = self._provide(self._checks_provider, context, "health checks", node)
-        if node is not None and not any(n.node == node for n in checks.nodes):
-            context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"no member {node!r}; members: {', '.join(n.node for n in checks.nodes)}")
+        checks = self._provide(self._checks_provider, context, "health checks", None)
+        if node is not None:
+            if not any(n.node == node for n in checks.nodes):
+                context.abort(grpc.StatusCode.NOT_FOUND,
+                              f"no member {node!r}; members: "
+                              f"{', '.join(n.node for n in checks.nodes) or 'none'}")
+            checks = dataclasses.replace(
+                checks, nodes=tuple(n for n in checks.nodes if n.node == node),
+                committed=tuple(c for c in checks.committed if c.node == node))
         return checks_to_pb(checks)
 
     @staticmethod

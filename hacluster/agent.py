@@ -43,6 +43,8 @@ log = logging.getLogger("hacluster.agent")
 HANDOFF_WAIT_S = 1.0  # how long a leader waits for its successor on SIGTERM
 HEALTH_EVERY_S = 0.1  # how often the leader compares the gossiped health with the committed
 HEALTH_INFLIGHT_S = 2.0  # a health proposal unanswered this long is given up and redone
+HEALTH_BACKOFF_MAX_S = 30.0  # after failed proposals, wait up to this long before the next
+HEALTH_BATCH = 256  # keys per proposal (the state machine takes at most 1024)
 LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
 
 
@@ -58,9 +60,12 @@ class Agent:
         self.raft = raft
         self.clock = clock
         self.gossip = gossip
-        self._verdicts = VerdictTracker((c.name for c in config.checks), config.health_settle)
+        self._verdicts = VerdictTracker((c.name for c in config.checks), config.health_settle,
+                                        config.health_rejoin)
         self._health_due = 0.0
         self._health_inflight_until = 0.0
+        self._health_backoff = 0.0
+        self._contradicted: frozenset[str] = frozenset()
         self.started = clock()
         self.sentence = "starting"
         self.handoff = False
@@ -209,10 +214,10 @@ class Agent:
         """Leader only: commit the health changes the gossiped view has settled on (§5).
 
         Gossip never touches VIP ownership; this only feeds the replicated health that the
-        balancing table follows. A proposal is in flight at most once at a time.
+        balancing table follows. At most one proposal is in flight; failed ones back off.
         """
         view = snap.consensus
-        if self.gossip is None or not self._verdicts.checks:
+        if self.gossip is None:
             return
         if view.role is not Role.LEADER or not view.epoch_applied:
             self._verdicts.reset()
@@ -220,23 +225,46 @@ class Agent:
         if snap.now < self._health_due or snap.now < self._health_inflight_until:
             return
         self._health_due = snap.now + HEALTH_EVERY_S
-        observed = [Observed(m.node, m.state, m.meta) for m in self.gossip.members()]
-        changes = self._verdicts.changes(snap.now, observed, self.raft.state.health)
+        changes = self._verdicts.changes(snap.now, self._observed(view),
+                                         self.raft.state.health)
+        self._note_contradictions()
         if not changes:
             return
+        batch = dict(sorted(changes.items())[:HEALTH_BATCH])
         self._health_inflight_until = snap.now + HEALTH_INFLIGHT_S
         term = view.term
 
         def done(result: Any, err: int) -> None:
-            self._health_inflight_until = 0.0
-            if result is None:
-                log.warning("health change not committed (pysyncobj reason %s); retrying", err)
-            elif not result.ok:
-                log.warning("health change refused: %s", result.detail)
-            else:
+            if result is not None and result.ok:
+                self._health_inflight_until = 0.0
+                self._health_backoff = 0.0
                 log.info("committed %s (term %d)", result.detail, term)
+                return
+            # Refused (deposed meanwhile) or lost: try again later, not every 100 ms.
+            self._health_backoff = min(HEALTH_BACKOFF_MAX_S, max(0.5, self._health_backoff * 2))
+            self._health_inflight_until = self.clock() + self._health_backoff
+            log.warning("health change not committed (%s); next try in %.1f s",
+                        result.detail if result is not None else f"pysyncobj reason {err}",
+                        self._health_backoff)
 
-        self.raft.submit({"type": "health", "term": term, "changes": changes}, done)
+        self.raft.submit({"type": "health", "term": term, "changes": batch}, done)
+
+    def _observed(self, view: Any) -> list[Observed]:
+        """Gossip's members plus whether Raft still hears each one (the leader's acks)."""
+        hears = {p.id: p.last_ack_age_s is not None
+                 and p.last_ack_age_s < self.config.timing.election_max for p in view.peers}
+        return [Observed(m.node, m.state, m.meta, m.state_age, hears.get(m.node))
+                for m in self.gossip.members()]
+
+    def _note_contradictions(self) -> None:
+        now = self._verdicts.contradicted
+        for node in sorted(now - self._contradicted):
+            log.error("%s is dead in gossip but Raft still hears it: gossip (grpc_port) is cut "
+                      "off while the Raft port works; its backends keep their last verdict",
+                      node)
+        for node in sorted(self._contradicted - now):
+            log.warning("%s: gossip and Raft agree again", node)
+        self._contradicted = now
 
     def _error(self, msg: str) -> None:
         if msg != self._last_error:
@@ -318,10 +346,10 @@ class Agent:
     def members_status(self) -> MembersStatus:
         view = self.raft.view()
         out = []
+        links = {p.id: p for p in view.peers}
         for m in self.gossip.members() if self.gossip else ():
             checks = m.meta.checks if m.meta else ()
-            role = ("leader" if m.node == view.leader else
-                    "follower" if view.leader is not None else "unknown")
+            role = self._raft_role_of(m.node, view, links.get(m.node))
             load = m.meta.load if m.meta else None
             out.append(GossipMemberStatus(
                 id=m.node, address=m.address, is_self=m.is_self, state=m.state,
@@ -334,6 +362,22 @@ class Agent:
                 mem_percent=load.mem_percent if load else 0.0, meta_known=m.meta is not None))
         awareness = self.gossip.awareness() if self.gossip else 0
         return MembersStatus(node=self.config.node_id, awareness=awareness, members=tuple(out))
+
+    def _raft_role_of(self, node: str, view: Any, link: Any) -> str:
+        """What this agent can tell about a member's Raft role: a leader knows who answers
+        its heartbeats; a follower knows who leads and whose Raft link is up."""
+        if node == view.leader:
+            return "leader"
+        if view.leader is None:
+            return "unknown"
+        if node == self.config.node_id:
+            return "follower"
+        if view.role is Role.LEADER:
+            ok = link is not None and link.last_ack_age_s is not None \
+                and link.last_ack_age_s < self.config.timing.election_max
+        else:
+            ok = link is not None and link.connected
+        return "follower" if ok else "unreachable"
 
     def checks_status(self, node: str | None = None) -> ChecksStatus:
         state = self.raft.state
@@ -446,16 +490,20 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent.run()
-    agent.handoff_and_release()
-    feed.stop()
-    runner.stop()
-    membership.leave(LEAVE_TIMEOUT_S)  # peers mark us LEFT: our backends go down at once
-    membership.stop()
-    server.stop(grace=0.2)
-    transport.close()
-    raft.stop()
-    hostops.close()
+    try:
+        agent.run()
+        agent.handoff_and_release()
+    finally:
+        for step, fn in (("health feed", feed.stop), ("checks", runner.stop),
+                         # peers mark us LEFT: our backends go down at once
+                         ("gossip leave", lambda: membership.leave(LEAVE_TIMEOUT_S)),
+                         ("gossip", membership.stop), ("gRPC server", lambda: server.stop(0.2)),
+                         ("gossip channels", transport.close), ("raft", raft.stop),
+                         ("hostops", hostops.close)):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - stopping the rest matters more
+                log.exception("stopping %s failed", step)
     log.info("stopped")
     return 0
 

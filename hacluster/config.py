@@ -85,6 +85,9 @@ class HealthSpec(_Strict):
     # commits it. Node-side rise/fall already filters single failed checks; this filters
     # gossip's own flicker. bench/detection.py: it is most of the gossip-to-commit delay.
     settle_ms: int = Field(default=200, ge=0, le=600_000)
+    # A member back from DEAD (healed partition, thawed process) refutes with the results
+    # it had before; its backends are committed up only once it stayed alive this long.
+    rejoin_ms: int = Field(default=2_000, ge=0, le=600_000)
 
 
 class ConfigSpec(_Strict):
@@ -147,6 +150,7 @@ class Config:
     gossip: GossipConfig = GossipConfig()
     checks: tuple[AnyCheck, ...] = ()
     health_settle: float = 0.2
+    health_rejoin: float = 2.0
 
     @property
     def me(self) -> Member:
@@ -325,6 +329,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
             for k, v in spec.gossip.model_dump().items()}),
         checks=tuple(spec.checks),
         health_settle=spec.health.settle_ms / 1000,
+        health_rejoin=spec.health.rejoin_ms / 1000,
     )
 
 

@@ -1,17 +1,26 @@
 """The leader's health verdicts: gossiped view -> committed changes, with hysteresis (§5).
 
-Pure: no clock, no I/O; the agent passes `now` and the members' gossip view. Health never
-goes into the Raft log directly: the leader proposes a change only after its own view has
-held it for `settle` seconds, and only when it differs from what is committed. Rise/fall
-counts on the checking node already filter single failures; the settle time filters what
-gossip itself may flap on (a record arriving out of order, a member flickering suspect).
+Pure: no clock, no I/O; the agent passes `now`, the members' gossip view and what Raft
+says about each peer. Health never goes into the Raft log directly: the leader proposes a
+change only after its own view has held it for `settle` seconds, and only when it differs
+from what is committed. Rise/fall counts on the checking node already filter single
+failures; the settle time filters what gossip itself may flicker on.
 
 What a member's state means for its checks' verdicts:
-- DEAD or LEFT in gossip: every check is down (the server is gone or said goodbye).
+- LEFT in gossip: every check is down (it said goodbye: a clean stop, a rolling upgrade).
+- DEAD in gossip: every check is down, unless Raft still hears the member (its heartbeat
+  acks arrive): then gossip alone is cut off (a firewall that only opens the Raft port, a
+  stuck gRPC connection) and the leader keeps the committed value and says so loudly.
 - SUSPECT: no opinion. Suspicion is not a verdict; Lifeguard exists because overloaded
   members get suspected falsely, and pulling their backends on a suspicion is the flapping
   that Consul users complain about. The dead verdict follows within the suspicion timeout.
 - ALIVE: the check's own state; UNKNOWN (not yet `rise`/`fall` results) is no opinion.
+  "Up" needs the member to have been alive for `rejoin` seconds: a member back from
+  DEAD (a healed partition, a thawed process) first refutes with the check results it had
+  before, and a member flapping alive/dead must not flap its backends with it.
+
+Keys that no longer exist (a member or a check removed from the config) are forgotten
+(committed as null) without waiting.
 """
 
 from __future__ import annotations
@@ -29,55 +38,75 @@ def health_key(node: NodeId, check: str) -> str:
 
 @dataclass(frozen=True)
 class Observed:
-    """One member as the leader's gossip sees it."""
+    """One member as the leader sees it."""
 
     node: NodeId
     state: GossipState
     meta: NodeMeta | None
+    state_age: float = float("inf")  # seconds in its current gossip state
+    raft_alive: bool | None = None  # Raft hears it (None: unknown, e.g. ourselves)
 
 
-def desired(obs: Observed, check: str) -> bool | None:
-    """The verdict the gossiped view supports for one check, or None for no opinion."""
-    if obs.state in (GossipState.DEAD, GossipState.LEFT):
+def desired(obs: Observed, check: str, rejoin: float = 0.0) -> bool | None:
+    """The verdict the view supports for one check, or None for no opinion."""
+    if obs.state is GossipState.LEFT:
         return False
+    if obs.state is GossipState.DEAD:
+        return None if obs.raft_alive else False
     if obs.state is not GossipState.ALIVE or obs.meta is None:
         return None
     report = next((c for c in obs.meta.checks if c.name == check), None)
     if report is None or report.state is CheckState.UNKNOWN:
         return None
-    return report.state is CheckState.PASSING
+    if report.state is CheckState.PASSING:
+        return True if obs.state_age >= rejoin else None
+    return False
 
 
 class VerdictTracker:
     """Remembers, per health key, since when the view has disagreed with the committed value."""
 
-    def __init__(self, checks: Iterable[str], settle: float):
+    def __init__(self, checks: Iterable[str], settle: float, rejoin: float = 0.0):
         self.checks = tuple(checks)
         self.settle = settle
+        self.rejoin = rejoin
+        self.contradicted: frozenset[NodeId] = frozenset()  # dead in gossip, alive in Raft
         self._pending: dict[str, tuple[bool, float]] = {}
 
     def changes(self, now: float, members: Iterable[Observed],
-                committed: Mapping[str, bool]) -> dict[str, bool]:
-        """The changes to commit now (empty when nothing has settled)."""
-        out: dict[str, bool] = {}
-        seen: set[str] = set()
+                committed: Mapping[str, bool]) -> dict[str, bool | None]:
+        """The changes to commit now: True/False verdicts that settled, None to forget."""
+        out: dict[str, bool | None] = {}
+        known: set[str] = set()
+        contradicted = set()
         for obs in members:
-            for check in self.checks:
+            if obs.state is GossipState.DEAD and obs.raft_alive:
+                contradicted.add(obs.node)
+            reported = {c.name for c in obs.meta.checks} if obs.meta else set()
+            for check in sorted(set(self.checks) | reported):
                 key = health_key(obs.node, check)
-                seen.add(key)
-                want = desired(obs, check)
-                if want is None or committed.get(key) is want:
-                    self._pending.pop(key, None)
-                    continue
-                value, since = self._pending.get(key, (want, now))
-                if value is not want:  # flipped while pending: start over
-                    value, since = want, now
-                self._pending[key] = (value, since)
-                if now - since >= self.settle:
-                    out[key] = want
-        for key in set(self._pending) - seen:
+                known.add(key)
+                verdict = self._settled(key, desired(obs, check, self.rejoin), now, committed)
+                if verdict is not None:
+                    out[key] = verdict
+        for key in set(self._pending) - known:
             del self._pending[key]
+        for key in committed:
+            if key not in known:
+                out[key] = None
+        self.contradicted = frozenset(contradicted)
         return out
+
+    def _settled(self, key: str, want: bool | None, now: float,
+                 committed: Mapping[str, bool]) -> bool | None:
+        if want is None or committed.get(key) is want:
+            self._pending.pop(key, None)
+            return None
+        value, since = self._pending.get(key, (want, now))
+        if value is not want:  # flipped while pending: start over
+            value, since = want, now
+        self._pending[key] = (value, since)
+        return want if now - since >= self.settle else None
 
     def reset(self) -> None:
         """Forget pending changes (on losing leadership: a new term starts from scratch)."""

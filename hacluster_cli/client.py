@@ -121,6 +121,8 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AgentRefused(f"the agent at {target} refused the call: {details}\n"
                             "  check that the secret file holds this cluster's secret")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return AdminCallError(details)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return AdminCallError(f"{target} does not serve this call: {details}\n  is {target} a "
                               "hacluster agent's grpc_port, and is the agent this version "

@@ -81,8 +81,11 @@ def render_members(ms: MembersStatus) -> str:
             state += f" ({m.confirmations} confirm)"
         if m.draining:
             state += ", draining"
+        gone = m.state in (GossipState.DEAD, GossipState.LEFT)
         checks = f"{m.checks_passing}/{m.checks_total} ok" if m.meta_known else "-"
         load = f"cpu {m.cpu_percent:.0f}% mem {m.mem_percent:.0f}%" if m.meta_known else "-"
+        if gone and m.meta_known:  # what it said before it went away: not current
+            checks, load = f"({checks}, stale)", "-"
         rows.append((m.id + (" (self)" if m.is_self else ""), m.address, state,
                      str(m.incarnation), m.raft_role, checks, load,
                      "-" if m.is_self else _seen(m.last_seen_s)))
@@ -101,8 +104,11 @@ def render_checks(cs: ChecksStatus) -> str:
         if not n.checks:
             rows.append((n.node, "-", "-", f"(gossip {n.state.value}, no checks reported)",
                          "-", "-", "-", ""))
+        gone = n.state in (GossipState.DEAD, GossipState.LEFT)
         for c in n.checks:
             state = c.state.value if c.state is CheckState.PASSING else c.state.value.upper()
+            if gone:  # its last report before it died or left
+                state = f"({state}, stale: {n.state.value.upper()})"
             latency = "-" if c.latency_ms is None else f"{c.latency_ms:.1f} ms"
             verdict = committed.get((n.node, c.name))
             rows.append((n.node, c.name, c.kind, state, latency,

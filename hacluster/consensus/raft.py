@@ -295,6 +295,9 @@ class RaftNode:
             if message.get("term", -1) >= s.raftCurrentTerm:
                 self._last_leader_contact = now
                 self._stale_leader_since = None
+                if self._prevote_passed:  # a leader is alive after all: the pass is void
+                    self._prevote_passed = False
+                    self._prevote_round += 1
             else:
                 self._tell_stale_leader(node, now)
             return False

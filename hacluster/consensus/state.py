@@ -126,11 +126,13 @@ class ReplicatedState:
     def _health(self, cmd: dict[str, Any]) -> Result:
         """Backend health verdicts from the leader of `term`; only real changes count.
 
-        A leader deposed meanwhile (its term below the recorded epoch) is refused, so a stale
-        leader's late verdicts cannot overwrite the new leader's.
+        The term must be the recorded epoch: a deposed leader's queued command, forwarded
+        by pysyncobj to the new leader, is refused whether it lands before or after the new
+        leader's epoch (the leader only proposes once its own epoch is applied). A null
+        value forgets the key (a check or member that no longer exists).
         """
         term, changes = _int(cmd, "term"), cmd.get("changes")
-        if term < self.epoch_term:
+        if term != self.epoch_term:
             raise CommandError(f"health from term {term}, but term {self.epoch_term} is current")
         if not isinstance(changes, dict) or not changes or len(changes) > MAX_HEALTH_KEYS:
             raise CommandError(f"health.changes must be a non-empty object of at most "
@@ -139,15 +141,21 @@ class ReplicatedState:
             node, sep, check = key.partition("/")
             if not sep or not node or not check or len(key) > 256:
                 raise CommandError(f"health key must be 'node/check', got {key!r}")
-            if not isinstance(healthy, bool):
-                raise CommandError(f"health[{key!r}] must be true or false, got {healthy!r}")
-        real = {k: v for k, v in changes.items() if self.health.get(k) is not v}
+            if healthy is not None and not isinstance(healthy, bool):
+                raise CommandError(f"health[{key!r}] must be true, false or null, got {healthy!r}")
+        real = {k: v for k, v in changes.items()
+                if (k in self.health if v is None else self.health.get(k) is not v)}
         if not real:
             return Result(True, "health unchanged", self.generation)
-        self.health.update(real)
+        for k, v in real.items():
+            if v is None:
+                del self.health[k]
+            else:
+                self.health[k] = v
         self.generation += 1
-        return Result(True, "health " + ", ".join(f"{k}={'up' if v else 'down'}"
-                                                  for k, v in sorted(real.items())), self.generation)
+        words = {True: "up", False: "down", None: "forgotten"}
+        return Result(True, "health " + ", ".join(f"{k}={words[v]}" for k, v in sorted(real.items())),
+                      self.generation)
 
 
 def _int(cmd: dict[str, Any], key: str) -> int:

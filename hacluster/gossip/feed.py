@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from hacluster.gossip.types import NodeMeta
+from hacluster.gossip.wire import MAX_TEXT
 from hacluster.model import CheckReport, Load
 
 log = logging.getLogger("hacluster.gossip")
@@ -42,7 +44,8 @@ class HealthFeed:
         with self._lock:
             if load is not None:
                 self._last_load = Load(round(load.cpu_percent), round(load.mem_percent))
-            meta = NodeMeta(checks=self._reports(), load=self._last_load,
+            meta = NodeMeta(checks=tuple(_as_on_the_wire(c) for c in self._reports()),
+                            load=self._last_load,
                             draining=self._draining(), version=self._version)
             self._membership.set_meta(meta)
             return meta
@@ -62,12 +65,8 @@ class HealthFeed:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        self.publish(self._load())
+        woke = False  # the first round publishes everything, with the load
         while not self._stop.is_set():
-            woke = self._wake.wait(self._refresh)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
             try:
                 self.publish(None if woke else self._load())
                 if woke:
@@ -76,3 +75,18 @@ class HealthFeed:
                     self._membership.gossip_once()
             except Exception:  # the feed must keep going; the next round retries
                 log.exception("publishing this node's health to gossip failed")
+            woke = self._wake.wait(self._refresh)
+            self._wake.clear()
+
+
+def _as_on_the_wire(c: CheckReport) -> CheckReport:
+    """The report as peers will receive it (texts cut to wire.MAX_TEXT).
+
+    Our own record must equal the copy that comes back to us through gossip: a node that
+    sees "its own" record differ from what it holds takes it for a stale record of an
+    earlier run and refutes it, again and again.
+    """
+    n = MAX_TEXT
+    if len(c.target) <= n and len(c.error) <= n and len(c.output) <= n:
+        return c
+    return replace(c, target=c.target[:n], error=c.error[:n], output=c.output[:n])

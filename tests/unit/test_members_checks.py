@@ -91,14 +91,15 @@ def test_members_table_and_json(admin) -> None:
 
 
 def test_checks_table_json_and_one_node(admin) -> None:
-    args, asked = admin
+    args, _ = admin
     r = CliRunner().invoke(cli, ["checks", *args])
     assert r.exit_code == 0, r.output
     row = next(ln for ln in r.stdout.splitlines() if "connection refused" in ln)
     assert row.split()[:6] == ["n2", "web", "http", "FAILING", "-", "DOWN"]
     assert "n2/disk output:" in r.stdout and "  disk /var 97% full" in r.stdout
     j = json.loads(CliRunner().invoke(cli, ["checks", "n2", "--json", *args]).stdout)
-    assert [n["node"] for n in j["nodes"]] == ["n2"] and asked[-1] == "n2"
+    assert [n["node"] for n in j["nodes"]] == ["n2"]
+    assert [c["node"] for c in j["committed"]] == ["n2"]
     assert j["nodes"][0]["checks"][0]["state"] == "failing"
 
 
@@ -106,7 +107,16 @@ def test_checks_of_an_unknown_node_says_which_exist(admin) -> None:
     args, _ = admin
     r = CliRunner().invoke(cli, ["checks", "n9", *args])
     assert r.exit_code == 1
-    assert "no member 'n9'" in r.output
+    assert "no member 'n9'; members: n1, n2, n3" in r.output
+
+
+def test_dead_members_show_their_last_reports_as_stale() -> None:
+    from hacluster_cli.render import render_checks, render_members
+    dead = replace(MEMBERS.members[1], state=GossipState.DEAD)
+    out = render_members(replace(MEMBERS, members=(dead,)))
+    assert "(0/2 ok, stale)" in out and "cpu 99%" not in out
+    out = render_checks(replace(CHECKS, nodes=(replace(CHECKS.nodes[0], state=GossipState.DEAD),)))
+    assert "(passing, stale: DEAD)" in out
 
 
 # ----------------------------------------------------------------- the agent's side
@@ -148,6 +158,8 @@ def _agent(settle=0.5):
         FakeView("n3", "c:1", GossipState.ALIVE, 1, None, None, 5, 0, False)])
     clock = Clock()
     raft = FakeRaft(current=leader_view())
+    from hacluster.consensus.state import encode
+    raft.state.apply(encode({"type": "leader_epoch", "term": raft.current.term, "node": "n1"}))
     return Agent(cfg, FakeHostOps(), raft, clock=clock, gossip=gossip), raft, gossip, clock
 
 
@@ -169,6 +181,7 @@ def test_leader_commits_settled_health_changes_only() -> None:
     assert raft.state.health["n2/web"] is False
     assert len(raft.submitted) == n + 1  # one commit per change, no repeats
     gossip.views[2] = replace(gossip.views[2], state=GossipState.DEAD)
+    raft.current = leader_view(connected=False)  # powered off: Raft lost it too
     _run(agent, clock, 1.0)
     assert raft.state.health["n3/web"] is False
 
@@ -187,7 +200,28 @@ def test_members_status_joins_gossip_and_raft() -> None:
     assert ms.awareness == 2
     by = {m.id: m for m in ms.members}
     assert by["n2"].raft_role == "leader" and by["n1"].raft_role == "follower"
+    assert by["n3"].raft_role == "follower"  # its Raft link is up (fakes.view: connected)
     assert (by["n1"].checks_passing, by["n1"].checks_total, by["n1"].cpu_percent) == (1, 1, 10)
     assert not by["n3"].meta_known and by["n3"].last_seen_s is None
     cs = agent.checks_status("n2")
     assert [n.node for n in cs.nodes] == ["n2"]
+
+
+def test_refused_proposals_back_off_instead_of_repeating_every_tick() -> None:
+    agent, raft, gossip, clock = _agent(settle=0.0)
+    raft.state.epoch_term = 99  # a newer leader exists: every proposal is refused
+    _run(agent, clock, 2.0, step=0.01)
+    assert 1 <= len(raft.submitted) <= 3, len(raft.submitted)  # 0.5 s, then 1 s backoff
+
+
+def test_a_peer_dead_in_gossip_but_acking_raft_keeps_its_verdict(caplog) -> None:
+    agent, raft, gossip, clock = _agent(settle=0.0)
+    _run(agent, clock, 0.5)
+    assert raft.state.health["n2/web"] is True
+    gossip.views[1] = replace(gossip.views[1], state=GossipState.DEAD)
+    _run(agent, clock, 0.5)  # leader_view(): every peer acks Raft heartbeats
+    assert raft.state.health["n2/web"] is True
+    assert "n2 is dead in gossip but Raft still hears it" in caplog.text
+    raft.current = leader_view(connected=False)  # now Raft lost it too
+    _run(agent, clock, 0.5)
+    assert raft.state.health["n2/web"] is False

@@ -120,3 +120,14 @@ def test_leader_steps_down_for_a_higher_term_only(monkeypatch):
     node.intercept(peer, {"type": "hc_higher_term", "term": 5})
     assert not sync._isLeader() and sync.raftCurrentTerm == 5
     assert sync._SyncObj__raftLeader is None
+
+
+def test_a_live_leader_voids_a_pass_that_has_not_been_used(monkeypatch):
+    sync = FakeSync(term=1)
+    node, clock = _node(monkeypatch, sync)
+    node._gate_election(clock())
+    _grant_all(node, sync)
+    node.intercept(Node("10.0.0.13:7100"), {"type": "append_entries", "term": 1})
+    sync._SyncObj__raftElectionDeadline = 0.0  # later, its election timer expires again
+    node._gate_election(clock())
+    assert sync._SyncObj__raftElectionDeadline > clock()  # a fresh pre-vote, not an election

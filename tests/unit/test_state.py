@@ -98,12 +98,12 @@ def test_health_from_a_deposed_leader_is_refused():
 @pytest.mark.parametrize("changes, words", [
     ({}, "non-empty"),
     ({"nocheck": True}, "'node/check'"),
-    ({"n1/web": "yes"}, "true or false"),
+    ({"n1/web": "yes"}, "true, false or null"),
     ({"n1/": True}, "'node/check'"),
 ])
 def test_bad_health_commands_change_nothing(changes, words):
     s = ReplicatedState()
-    r = s.apply(encode({"type": "health", "term": 0, "changes": changes}))
+    r = s.apply(encode({"type": "health", "term": 0, "changes": changes}))  # epoch 0
     assert not r.ok and words in r.detail and s.health == {} and s.generation == 0
 
 
@@ -115,3 +115,24 @@ def test_old_dump_without_health_loads_with_defaults():
     old = ReplicatedState.__new__(ReplicatedState)
     old.__setstate__(state)
     assert old.health == {} and pickle.loads(pickle.dumps(old)).health == {}
+
+
+def test_health_from_a_leader_whose_epoch_is_not_recorded_yet_is_refused():
+    # pysyncobj forwards a deposed leader's queued command to the new leader; it may land
+    # before the new leader's epoch: still refused, the term is not the current epoch.
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 5, "node": "n2"}))
+    r = s.apply(encode({"type": "health", "term": 6, "changes": {"n1/web": True}}))
+    assert not r.ok and s.health == {}
+
+
+def test_health_null_forgets_a_key():
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 1, "node": "n1"}))
+    s.apply(encode({"type": "health", "term": 1, "changes": {"n1/web": True, "n1/old": False}}))
+    gen = s.generation
+    r = s.apply(encode({"type": "health", "term": 1, "changes": {"n1/old": None, "n9/x": None}}))
+    assert r.ok and s.health == {"n1/web": True} and s.generation == gen + 1
+    assert "n1/old=forgotten" in r.detail
+    assert s.apply(encode({"type": "health", "term": 1, "changes": {"n1/old": None}})).detail == \
+        "health unchanged"
