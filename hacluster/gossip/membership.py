@@ -43,6 +43,7 @@ from hacluster.gossip.precedence import (
 )
 from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord, Transport
+from hacluster.gossip.wire import encoded_size
 from hacluster.model import NodeId
 
 __all__ = ["DEFAULT_TIMING", "EXPIRY_PERIOD", "PUSH_PULL_TIMEOUT_PROBES", "STOP_WAIT", "GossipTiming",
@@ -52,6 +53,14 @@ log = logging.getLogger("hacluster.gossip")
 
 # A push-pull carries the full state (tens of records): allow two probe intervals, unscaled.
 PUSH_PULL_TIMEOUT_PROBES = 2.0
+
+# Byte budgets, against channels.MAX_MESSAGE_BYTES (1 MiB; a bigger message is refused
+# whole). Piggybacked records stop at PIGGYBACK_BUDGET_BYTES, which leaves room for an
+# ack's responder record (our own: ~60 KB with 64 checks of full ASCII texts, under 256 KB
+# even if every character took four bytes). A push-pull sends the full state within
+# FULL_STATE_BUDGET_BYTES, then bare records (see _full_state).
+PIGGYBACK_BUDGET_BYTES = 256 * 1024
+FULL_STATE_BUDGET_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ DEFAULT_TIMING = GossipTiming()
 _STATS = ("pings_sent", "ping_reqs_sent", "gossips_sent", "push_pulls_sent", "pings_received",
           "ping_reqs_received", "gossips_received", "push_pulls_received", "acks_received",
           "probe_failures", "indirect_acks", "suspicions", "confirmations", "refutations",
-          "deaths", "lefts", "revivals", "unknown_records", "step_errors")
+          "deaths", "lefts", "revivals", "unknown_records", "absurd_claims", "step_errors")
 
 
 class Membership(Merger, Runner):
@@ -368,8 +377,36 @@ class Membership(Merger, Runner):
                 if not m.is_self and m.node != exclude and m.state in wanted]
         return self._rng.sample(pool, min(k, len(pool)))
 
-    def _take_updates(self) -> tuple[NodeRecord, ...]:
-        return self._queue.take(self._timing.max_updates_per_message, len(self._members))
+    def _take_updates(self, first: NodeRecord | None = None) -> tuple[NodeRecord, ...]:
+        """Queued records for one message, `first` ahead of them: at most
+        max_updates_per_message, and no more than PIGGYBACK_BUDGET_BYTES encoded. A record
+        that does not fit goes bare (_bare), so that its state still spreads; if it could
+        fit in a message of its own and this was its last turn, it is queued again, so that
+        its meta does not silently drop out of the broadcast."""
+        limit = self._timing.max_updates_per_message - (first is not None)
+        taken = self._queue.take(limit, len(self._members)) if limit > 0 else ()
+        chosen = [] if first is None else [first]
+        used = 0 if first is None else encoded_size(first)
+        again: list[NodeRecord] = []
+        for r in taken:
+            if first is not None and r.node == first.node:
+                continue
+            size = encoded_size(r)
+            if used + size > PIGGYBACK_BUDGET_BYTES:
+                if size <= PIGGYBACK_BUDGET_BYTES:
+                    again.append(r)
+                r = _bare(r)
+                size = encoded_size(r)
+                if used + size > PIGGYBACK_BUDGET_BYTES:
+                    continue
+            chosen.append(r)
+            used += size
+        if again:
+            pending = self._queue.pending()
+            for r in again:
+                if r.node not in pending:
+                    self._queue.queue(r)
+        return tuple(chosen)
 
     def _updates_for(self, member: Member | None) -> tuple[NodeRecord, ...]:
         """Piggyback for a message exchanged with `member`. Lifeguard's buddy system,
@@ -378,12 +415,24 @@ class Membership(Merger, Runner):
         waiting for gossip, which never goes to the dead."""
         if member is None or member.is_self or member.state is ALIVE:
             return self._take_updates()
-        limit = max(0, self._timing.max_updates_per_message - 1)
-        others = self._queue.take(limit, len(self._members)) if limit else ()
-        return (member.record(),) + tuple(r for r in others if r.node != member.node)
+        return self._take_updates(first=member.record())
 
     def _full_state(self) -> tuple[NodeRecord, ...]:
-        return tuple(m.record() for m in self._members.values())
+        """Every member's record, ours first, within FULL_STATE_BUDGET_BYTES: past it,
+        records go bare. State and incarnation are what a push-pull repairs; bare records
+        are ~100 bytes, so those of a cluster as large as wire.MAX_RECORDS fit in what is
+        left of the message limit."""
+        out: list[NodeRecord] = []
+        used = 0
+        for m in self._members.values():
+            r = m.record()
+            size = encoded_size(r)
+            if used + size > FULL_STATE_BUDGET_BYTES:
+                r = _bare(r)
+                size = encoded_size(r)
+            out.append(r)
+            used += size
+        return tuple(out)
 
     def _ack_ok(self, target: NodeId, ack: Ack) -> bool:
         if ack.responder.node == target:
@@ -397,3 +446,9 @@ class Membership(Merger, Runner):
         self._merge(ack.responder)
         self._merge_all(ack.updates)
 
+
+def _bare(r: NodeRecord) -> NodeRecord:
+    """`r` without its meta, for when the meta does not fit in a message. meta_seq goes to
+    0 with it, so the receiver keeps the meta it holds (precedence: no newer meta) and
+    takes the state and incarnation, which may be a refutation."""
+    return r if r.meta is None else replace(r, meta_seq=0, meta=None)

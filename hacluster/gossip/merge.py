@@ -19,11 +19,13 @@ from hacluster.gossip.precedence import (
     ALIVE,
     DEAD,
     GONE,
+    INCARNATION_LIMIT,
     LEFT,
     SUSPECT,
     Member,
     MemberView,
     Verdict,
+    answerable,
     from_earlier_run,
     precedence,
 )
@@ -78,6 +80,9 @@ class Merger:
             self._merge(record)
 
     def _merge(self, record: NodeRecord) -> None:
+        if not answerable(record):
+            self._absurd(record)
+            return
         if record.node == self._id:
             self._merge_self(record)
             return
@@ -148,9 +153,14 @@ class Merger:
 
     def _merge_self(self, record: NodeRecord) -> None:
         """Refute any claim about us that is not our current alive record. Our own LEFT is
-        final until restart."""
+        final until restart. A claim at or above INCARNATION_LIMIT is forged or corrupt:
+        echoing it plus one would put a record on the wire that no member accepts (and
+        every member ignores the claim itself, precedence.answerable)."""
         me = self._me
         if me.state is LEFT:
+            return
+        if record.incarnation >= INCARNATION_LIMIT:
+            self._absurd(record)  # answerable by the rule for others, but not by us
             return
         if record.state is ALIVE:
             if from_earlier_run(me.current(), record):
@@ -159,6 +169,14 @@ class Merger:
             # A LEFT about us is from our own earlier run, not a sign that we are slow.
             self._refute(record, f"{record.origin or 'someone'} calling us {record.state}",
                          penalize=record.state is not LEFT)
+
+    def _absurd(self, record: NodeRecord) -> None:
+        self._stats["absurd_claims"] += 1
+        n = self._stats["absurd_claims"]
+        if n == 1 or n % 100 == 0:  # whoever sends one sends it again: do not flood the log
+            log.warning("ignoring a claim that %s is %s at incarnation %d (from %s): beyond any "
+                        "real incarnation (%d such claims so far)", record.node,
+                        record.state.value, record.incarnation, record.origin or "someone", n)
 
     def _refute(self, record: NodeRecord, why: str, penalize: bool) -> None:
         self._me.incarnation = record.incarnation + 1

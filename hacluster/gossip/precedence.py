@@ -18,6 +18,12 @@ ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState
 LIVE = (ALIVE, SUSPECT)
 GONE = (DEAD, LEFT)
 
+MAX_INCARNATION = 2**62  # the wire refuses anything above (wire.py)
+# Honest incarnations grow by one per refutation and never get near this; a claim above it
+# is forged or corrupt. Every member ignores it, and a member never refutes past it, so a
+# forged "suspect at 2**62" can neither stick nor push the refutation off the wire.
+INCARNATION_LIMIT = MAX_INCARNATION // 2
+
 
 @dataclass(frozen=True)
 class MemberView:
@@ -64,6 +70,20 @@ def precedence(current: NodeRecord, incoming: NodeRecord) -> Verdict:
     if i > j or (i == j and incoming.state is LEFT and cur is DEAD):
         return Verdict.APPLY
     return Verdict.IGNORE
+
+
+def answerable(record: NodeRecord) -> bool:
+    """Whether the member the claim is about can still outbid it: alive(i) up to
+    INCARNATION_LIMIT, suspect/dead/left(i) only below it, since the refutation is i + 1.
+    Every member drops unanswerable claims before precedence(), and the member itself
+    ignores claims at or above the limit (merge.py), so no member holds a claim that its
+    subject cannot refute.
+    The one value this leaves open: after a forged alive(INCARNATION_LIMIT), its subject
+    can no longer be suspected. Only a holder of the gossip token can forge that, and such
+    a holder can do worse; the limit is against runaway values, not a security boundary."""
+    if record.state is ALIVE:
+        return record.incarnation <= INCARNATION_LIMIT
+    return record.incarnation < INCARNATION_LIMIT
 
 
 def from_earlier_run(me: NodeRecord, record: NodeRecord) -> bool:

@@ -125,3 +125,41 @@ def test_cpu_starved_server_is_not_declared_dead(lab):
     assert throttled >= STARVE_S * 10 * 0.5, throttled
     assert seen.get("alive", 0) + seen.get("suspect", 0) >= 10, seen  # we did look, often
     wait_until(lambda: all_healthy(lab), 30, "all healthy after the starvation ends")
+
+
+def commits_of(lab, pattern: str) -> int:
+    """How many times any agent logged a committed health change matching `pattern`."""
+    return sum(n.log.read_text(errors="replace").count(pattern) for n in lab.nodes)
+
+
+def test_healed_partition_merges_back_without_flapping(lab):
+    """Cut a follower off its peers for 30 s, heal: it must come back alive everywhere and
+    stay so. A half-dead gRPC connection (TCP still ESTABLISHED, retransmission timeout in
+    tens of seconds) once made it cycle suspect/dead/alive after the heal, and the leader
+    commit its backend down and up again each time."""
+    wait_until(lambda: all_healthy(lab), 30, "a healthy cluster")
+    holder = lab.holders()[0]
+    victim = next(n for n in lab.nodes if n.name != holder)
+    others = [n.name for n in lab.nodes if n is not victim]
+    lab.partition(victim)
+    try:
+        wait_until(lambda: all((m := cli_json(lab, o, "members")) is not None
+                               and gossip_state(m, victim.name) == "dead" for o in others),
+                   30, f"{victim.name} dead on the majority side")
+        time.sleep(30)  # the fault itself: a long partition (TCP backs off, connections go stale)
+    finally:
+        lab.heal(victim)
+    downs = commits_of(lab, f"{victim.name}/web=down")
+    deaths = commits_of(lab, f"gossip: {victim.name} is dead")
+    assert downs >= 1 and deaths >= 1  # the partition was seen
+    wait_until(lambda: all_healthy(lab), 60, "everyone healthy after the heal")
+    end = time.monotonic() + 15
+    while time.monotonic() < end:  # and it stays alive in every view
+        for n in lab.nodes:
+            m = cli_json(lab, n.name, "members")
+            assert m is None or gossip_state(m, victim.name) == "alive", \
+                f"{victim.name} is {gossip_state(m, victim.name)} on {n.name} after the heal"
+        time.sleep(1)
+    # since the heal: never declared dead again, never committed down again
+    assert commits_of(lab, f"gossip: {victim.name} is dead") == deaths
+    assert commits_of(lab, f"{victim.name}/web=down") == downs

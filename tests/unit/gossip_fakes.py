@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
 
+from hacluster.gossip.grpc_transport import PING_REQ_MAX_TIMEOUT_S
 from hacluster.gossip.membership import GossipTiming, Membership, MemberView
 from hacluster.gossip.types import Ack, GossipState, NodeRecord
 from hacluster.model import NodeId
@@ -135,9 +136,10 @@ class FakeTransport:
             if not self.net.delivers(self.node, via, "ping_req"):
                 out.append(None)
                 continue
-            # As GrpcTransport: the via gets 80% of our deadline, to have time to nack.
-            acked = self.net.engines[via].handle_ping_req(self.node, target, target_address,
-                                                          timeout * 0.8)
+            # As GrpcTransport: the via gets 80% of our deadline, to have time to nack,
+            # and never more than it accepts.
+            acked = self.net.engines[via].handle_ping_req(
+                self.node, target, target_address, min(timeout * 0.8, PING_REQ_MAX_TIMEOUT_S))
             out.append(acked if self.net.answers(self.node, via, timeout) else None)
         return out
 

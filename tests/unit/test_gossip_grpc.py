@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 import pytest
 
 from hacluster.admin import AdminService, start_admin
+from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.api import gossip_pb2 as pb
 from hacluster.api import gossip_pb2_grpc as pb_grpc
 from hacluster.auth import TOKEN_METADATA_KEY, admin_token, gossip_token
+from hacluster.channels import MAX_MESSAGE_BYTES
 from hacluster.gossip import wire
-from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
+from hacluster.gossip.grpc_transport import (
+    PING_REQ_CONCURRENCY,
+    PING_REQ_MAX_TIMEOUT_S,
+    WARN_INTERVAL_S,
+    GossipService,
+    GrpcTransport,
+)
+from hacluster.gossip.membership import PIGGYBACK_BUDGET_BYTES, GossipTiming, Membership
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord
 from hacluster.model import CheckReport, CheckState, Load
+from tests.unit.gossip_fakes import FakeClock, wait_until
 from tests.unit.test_admin import STATUS
 
 SECRET = "correct horse battery staple 42"
@@ -32,7 +46,8 @@ class Engine:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.ping_req_answer = True
-        self.block = threading.Event()
+        self.hold: threading.Event | None = None  # set: handle_ping_req waits for it
+        self.waiting = 0
 
     def handle_ping(self, sender, updates):
         self.calls.append(("ping", sender, updates))
@@ -40,6 +55,9 @@ class Engine:
 
     def handle_ping_req(self, sender, target, target_address, timeout):
         self.calls.append(("ping_req", sender, target, target_address, timeout))
+        if self.hold is not None:
+            self.waiting += 1
+            self.hold.wait(10)
         return self.ping_req_answer
 
     def handle_gossip(self, sender, updates):
@@ -50,15 +68,32 @@ class Engine:
         return (RECORD,)
 
 
-@pytest.fixture
-def agent() -> Iterator[tuple[Engine, str]]:
-    engine = Engine()
-    members = {"n1": "127.0.0.1:9", "n2": "127.0.0.1:10", "n3": "127.0.0.1:11"}
-    service = GossipService(engine, gossip_token(SECRET), members)
+MEMBERS = {"n1": "127.0.0.1:9", "n2": "127.0.0.1:10", "n3": "127.0.0.1:11"}
+
+
+@contextlib.contextmanager
+def _serving(engine: Engine, clock=time.monotonic,
+             max_workers: int = 4) -> Iterator[tuple[Engine, str, GossipService]]:
+    """The agent's real server (admin + gossip) on loopback, as the agent starts it."""
+    service = GossipService(engine, gossip_token(SECRET), MEMBERS, clock=clock)
     admin = AdminService(lambda: STATUS, admin_token(SECRET))
-    server, port = start_admin("127.0.0.1:0", admin, gossip=service)
-    yield engine, f"127.0.0.1:{port}"
-    server.stop(None)
+    server, port = start_admin("127.0.0.1:0", admin, max_workers=max_workers, gossip=service)
+    try:
+        yield engine, f"127.0.0.1:{port}", service
+    finally:
+        server.stop(None)
+
+
+@pytest.fixture
+def agent_service() -> Iterator[tuple[Engine, str, GossipService]]:
+    with _serving(Engine()) as served:
+        yield served
+
+
+@pytest.fixture
+def agent(agent_service) -> tuple[Engine, str]:
+    engine, addr, _ = agent_service
+    return engine, addr
 
 
 def test_records_survive_the_wire_unchanged() -> None:
@@ -127,29 +162,287 @@ def test_gossip_needs_the_gossip_token(agent, token, code) -> None:
 @pytest.mark.parametrize("method, request_, words", [
     ("Ping", pb.PingRequest(sender="intruder"), "not a member"),
     ("Ping", pb.PingRequest(sender=""), "sender: must not be empty"),
-    ("Ping", pb.PingRequest(sender="n1", updates=[pb.NodeRecord(node="n2", address="a:1")]),
-     "updates[0].state: unknown gossip state 0"),
-    ("Ping", pb.PingRequest(sender="n1", updates=[pb.NodeRecord(node="x" * 64, address="a:1", state=1)]),
-     "updates[0].node: 64 characters"),
     ("Gossip", pb.GossipRequest(sender="n1",
                                 updates=[pb.NodeRecord(node="n2", address="a:1", state=1)] * 513),
      "at most 512"),
     ("PingReq", pb.PingReqRequest(sender="n1", target="n9", timeout_s=0.1), "n9"),
-    ("PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=3600), "timeout_s"),
-    ("PushPull", pb.PushPullRequest(sender="n1", records=[pb.NodeRecord(
-        node="n2", address="a:1", state=1, meta=pb.NodeMeta(checks=[pb.CheckReport(name="w", kind="tcp")]))]),
-     "records[0].meta.checks[0].state"),
-    ("PushPull", pb.PushPullRequest(sender="n1", records=[pb.NodeRecord(
-        node="n2", address="a:1", state=1, meta=pb.NodeMeta(cpu_percent=float("nan")))]),
-     "cpu_percent: must be finite"),
+    ("PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=0), "timeout_s"),
+    ("PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=-1), "timeout_s"),
+    ("PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=float("nan")), "timeout_s"),
+    ("PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=float("inf")), "timeout_s"),
 ])
-def test_bad_gossip_is_refused_with_a_clear_error_and_changes_nothing(agent, method, request_, words):
+def test_a_bad_envelope_is_refused_with_a_clear_error_and_changes_nothing(agent, method, request_, words):
     engine, addr = agent
     with pytest.raises(grpc.RpcError) as e:
         _raw(addr, method, request_, gossip_token(SECRET))
     assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
     assert words in e.value.details()
     assert engine.calls == []
+
+
+GOOD = pb.NodeRecord(node="n3", address="a:3", incarnation=2, state=pb.GOSSIP_STATE_SUSPECT, origin="n1")
+BAD_RECORDS = [  # each one alone is unreadable
+    pb.NodeRecord(node="n2", address="a:1"),  # no state
+    pb.NodeRecord(node="n2", address="a:1", state=9),  # a state from a newer agent
+    pb.NodeRecord(node="x" * 64, address="a:1", state=1),
+    pb.NodeRecord(node="n2", address="", state=1),
+    pb.NodeRecord(node="n2", address="a:1", state=1, incarnation=2**62 + 1),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_RECORDS)
+@pytest.mark.parametrize("method", ["Ping", "Gossip", "PushPull"])
+def test_one_unreadable_record_is_dropped_and_the_rest_is_delivered(agent_service, method, bad):
+    engine, addr, service = agent_service
+    field = "records" if method == "PushPull" else "updates"
+    request_ = getattr(pb, f"{method}Request")(sender="n1", **{field: [bad, GOOD]})
+    reply = _raw(addr, method, request_, gossip_token(SECRET))
+    assert engine.calls[-1][2] == (wire.record_from_pb(GOOD, "r"),)
+    assert service.stats()["records_dropped"] == 1
+    if method == "Ping":
+        assert wire.ack_from_pb(reply)[0] == Ack(RECORD, (RECORD,))  # a real answer, not a failure
+
+
+def test_a_record_with_unreadable_meta_keeps_its_state_without_the_meta(agent_service) -> None:
+    engine, addr, service = agent_service
+    refutation = pb.NodeRecord(node="n2", address="a:2", incarnation=5, state=pb.GOSSIP_STATE_ALIVE,
+                               meta_seq=9, meta=pb.NodeMeta(cpu_percent=float("nan")))
+    _raw(addr, "Gossip", pb.GossipRequest(sender="n1", updates=[refutation]), gossip_token(SECRET))
+    # The refutation survives; meta_seq 0 so the meta the receiver holds stays in force.
+    assert engine.calls[-1][2] == (NodeRecord("n2", "a:2", 5, GossipState.ALIVE, "", 0, None),)
+    assert service.stats() == {"metas_dropped": 1}
+
+
+def test_an_unknown_check_state_reads_as_unknown(agent) -> None:
+    engine, addr = agent
+    record = pb.NodeRecord(node="n2", address="a:2", incarnation=1, state=pb.GOSSIP_STATE_ALIVE,
+                           meta_seq=1, meta=pb.NodeMeta(checks=[
+                               pb.CheckReport(name="w", kind="tcp", state=7),
+                               pb.CheckReport(name="v", kind="tcp", state=pb.CHECK_STATE_UNSPECIFIED)]))
+    _raw(addr, "Ping", pb.PingRequest(sender="n1", updates=[record]), gossip_token(SECRET))
+    (got,) = engine.calls[-1][2]
+    assert [c.state for c in got.meta.checks] == [CheckState.UNKNOWN, CheckState.UNKNOWN]
+
+
+def test_unreadable_records_warn_once_a_minute_per_peer(caplog) -> None:
+    clock = FakeClock()
+    with _serving(Engine(), clock=clock) as (engine, addr, service):
+        bad = pb.GossipRequest(sender="n1", updates=[BAD_RECORDS[1], GOOD])
+        with caplog.at_level(logging.DEBUG, logger="hacluster.gossip"):
+            for _ in range(5):
+                _raw(addr, "Gossip", bad, gossip_token(SECRET))
+            clock.advance(WARN_INTERVAL_S + 1)
+            _raw(addr, "Gossip", bad, gossip_token(SECRET))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "unknown gossip state 9" in warnings[0] and "4 more like it" in warnings[1]
+    assert sum("unknown gossip state 9" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.DEBUG) == 6  # every one is in the debug log
+    assert service.stats()["records_dropped"] == 6 and len(engine.calls) == 6
+
+
+def test_refusal_warnings_are_keyed_on_host_and_code_and_rate_limited(caplog) -> None:
+    clock = FakeClock()
+    with _serving(Engine(), clock=clock) as (engine, addr, _):
+        with caplog.at_level(logging.WARNING, logger="hacluster.gossip"):
+            for i in range(5):  # a new connection (new source port) and a new text each time
+                with pytest.raises(grpc.RpcError):
+                    _raw(addr, "Ping", pb.PingRequest(sender=f"stranger{i}"), gossip_token(SECRET))
+            with pytest.raises(grpc.RpcError):
+                _raw(addr, "Ping", pb.PingRequest(sender="n1"), "wrong token")
+            clock.advance(WARN_INTERVAL_S + 1)
+            with pytest.raises(grpc.RpcError):
+                _raw(addr, "Ping", pb.PingRequest(sender="stranger9"), gossip_token(SECRET))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "stranger0" in warnings[0] and "token" in warnings[1]
+    assert "stranger9" in warnings[2] and "4 more like it" in warnings[2]
+    assert engine.calls == []
+
+
+def test_a_newer_agents_answers_are_read_record_by_record() -> None:
+    newer = _Newer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_GossipServicer_to_server(newer, server)
+    addr = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    t = GrpcTransport("n1", gossip_token(SECRET))
+    try:
+        ack = t.ping(addr, (), timeout=2)
+        assert ack is not None and ack.responder.node == "n2"
+        assert ack.responder.meta.checks[0].state is CheckState.UNKNOWN
+        assert ack.updates == (wire.record_from_pb(GOOD, "r"),)
+        assert t.push_pull(addr, (), join=False, timeout=2) == (wire.record_from_pb(GOOD, "r"),)
+        newer.responder_meta = pb.NodeMeta(cpu_percent=float("inf"))
+        ack = t.ping(addr, (), timeout=2)  # the probe still counts; the meta is left out
+        assert ack is not None and (ack.responder.meta, ack.responder.meta_seq) == (None, 0)
+        newer.responder_node = ""
+        assert t.ping(addr, (), timeout=2) is None  # no responder: the ack proves nothing
+        assert t.stats() == {"records_dropped": 3, "metas_dropped": 1}
+    finally:
+        t.close()
+        server.stop(None)
+
+
+class _Newer(pb_grpc.GossipServicer):
+    """A newer agent: a check state and a gossip state this version does not know."""
+
+    responder_node = "n2"
+    responder_meta = pb.NodeMeta(checks=[pb.CheckReport(name="w", kind="tcp", state=5)])
+
+    def Ping(self, request, context):
+        return pb.PingReply(responder=pb.NodeRecord(
+            node=self.responder_node, address="a:2", incarnation=1, state=pb.GOSSIP_STATE_ALIVE,
+            meta_seq=1, meta=self.responder_meta), updates=[BAD_RECORDS[1], GOOD])
+
+    def PushPull(self, request, context):
+        return pb.PushPullReply(records=[GOOD, BAD_RECORDS[1]])
+
+
+# ---------------------------------------------------------------- ping-req
+
+
+def test_ping_req_timeouts_are_clamped_on_both_sides(agent) -> None:
+    engine, addr = agent
+    reply = _raw(addr, "PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=3600),
+                 gossip_token(SECRET))
+    assert reply.acked and engine.calls[-1][-1] == PING_REQ_MAX_TIMEOUT_S  # clamped, not refused
+    t = GrpcTransport("n1", gossip_token(SECRET))
+    try:
+        # Long probe intervals or a high awareness score ask for more than a via takes.
+        assert t.ping_req([addr], "n3", "x:1", timeout=60) == [True]
+        assert engine.calls[-1][-1] == PING_REQ_MAX_TIMEOUT_S
+        assert t.ping_req([addr], "n3", "x:1", timeout=1) == [True]
+        assert engine.calls[-1][-1] == pytest.approx(0.8)
+    finally:
+        t.close()
+
+
+def test_ping_reqs_beyond_the_limit_are_nacked_at_once() -> None:
+    engine = Engine()
+    engine.hold = threading.Event()
+    with _serving(engine, max_workers=8) as (_, addr, service):
+        with grpc.insecure_channel(addr) as ch:
+            stub = pb_grpc.GossipStub(ch)
+            md = [(TOKEN_METADATA_KEY, gossip_token(SECRET))]
+            req = pb.PingReqRequest(sender="n1", target="n2", timeout_s=5)
+            held = [stub.PingReq.future(req, timeout=10, metadata=md)
+                    for _ in range(PING_REQ_CONCURRENCY)]
+            wait_until(lambda: engine.waiting == PING_REQ_CONCURRENCY, timeout=5)
+            started = time.monotonic()
+            assert stub.PingReq(req, timeout=10, metadata=md).acked is False
+            assert time.monotonic() - started < 1  # a nack at once, not a wait for a worker
+            assert service.stats()["ping_reqs_shed"] == 1
+            # The admin API on the same server still answers.
+            status = admin_pb2_grpc.AdminStub(ch).Status(
+                admin_pb2.StatusRequest(), timeout=2,
+                metadata=[(TOKEN_METADATA_KEY, admin_token(SECRET))])
+            assert status.node == STATUS.node
+            engine.hold.set()
+            assert [f.result().acked for f in held] == [True] * PING_REQ_CONCURRENCY
+            assert stub.PingReq(req, timeout=10, metadata=md).acked  # room again
+
+
+# ---------------------------------------------------------------- client side faults
+
+
+def test_a_closed_transport_answers_nothing_and_opens_nothing(agent) -> None:
+    _, addr = agent
+    opened: list[grpc.Channel] = []
+
+    def factory(target: str) -> grpc.Channel:
+        opened.append(grpc.insecure_channel(target))
+        return opened[-1]
+
+    t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=factory)
+    assert t.ping(addr, (), timeout=2) is not None
+    opened[0].close()  # closed under the transport's feet (a channel reset, a shutdown)
+    assert t.ping(addr, (), timeout=2) is None
+    assert t.ping_req([addr], "n3", "x:1", timeout=2) == [None]
+    assert t.push_pull(addr, (), join=False, timeout=2) is None
+    t.gossip(addr, ())
+    t.close()
+    assert t.ping("127.0.0.1:1", (), timeout=2) is None
+    assert t.ping_req([addr, "127.0.0.1:1"], "n3", "x:1", timeout=2) == [None, None]
+    assert t.push_pull(addr, (), join=False, timeout=2) is None
+    t.gossip(addr, ())
+    assert len(opened) == 1
+
+
+class _CancelEveryCall(grpc.UnaryUnaryClientInterceptor):
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        call = continuation(client_call_details, request)
+        call.cancel()
+        return call
+
+
+def test_a_cancelled_call_is_no_answer_not_an_exception(agent) -> None:
+    _, addr = agent
+    t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=lambda a: grpc.intercept_channel(
+        grpc.insecure_channel(a), _CancelEveryCall()))
+    try:
+        t.gossip(addr, (RECORD,))  # its done-callback runs at once, on a cancelled call
+        assert t.ping_req([addr], "n3", "x:1", timeout=2) == [None]
+    finally:
+        t.close()
+
+
+# ---------------------------------------------------------------- byte budgets
+
+
+def _big_meta(seed: int, chars: int = wire.MAX_TEXT) -> NodeMeta:
+    text = f"{seed:04d}" + "é" * chars  # two bytes each
+    return NodeMeta(checks=tuple(CheckReport(f"check-{i:02d}-{'c' * 50}", "exec", text,
+                                             CheckState.FAILING, 1.0, text, text)
+                                 for i in range(wire.MAX_CHECKS)), version="0.2.0")
+
+
+def test_texts_are_kept_up_to_what_older_agents_send_and_cut_beyond() -> None:
+    assert wire.MAX_TEXT == 256  # what this version sends about itself (the feed cuts to it)
+    for n in (wire.MAX_TEXT + 1, wire.RELAY_TEXT):
+        c = CheckReport("web", "http", "t" * n, CheckState.FAILING, None, "e" * n, "o" * n)
+        assert wire.check_from_pb(wire.check_to_pb(c), "c") == c  # relayed unchanged
+    c = CheckReport("web", "http", "t" * 5000, CheckState.FAILING, None, "e" * 5000, "o" * 5000)
+    back = wire.check_from_pb(wire.check_to_pb(c), "c")
+    assert {len(back.target), len(back.error), len(back.output)} == {wire.RELAY_TEXT}
+
+
+def test_encoded_size_is_what_a_record_adds_to_a_message() -> None:
+    records = (RECORD, NodeRecord("n3", "h:1", 0, GossipState.SUSPECT, "n1"),
+               NodeRecord("n4", "h:1", 3, GossipState.ALIVE, "", 2, _big_meta(7)))
+    assert pb.GossipRequest(updates=wire.records_to_pb(records)).ByteSize() == \
+        sum(wire.encoded_size(r) for r in records)
+
+
+def test_piggyback_and_push_pull_fit_in_a_message_however_big_the_metas() -> None:
+    peers = {f"n{i}": f"127.0.0.1:{20000 + i}" for i in range(2, 40)}
+    engine = Membership("n1", "127.0.0.1:1", peers, GrpcTransport("n1", "unused"),
+                        clock=FakeClock())
+    engine.set_meta(_big_meta(1))  # ~100 KB: 64 checks of MAX_TEXT two-byte characters
+    # Thirty-eight such records, and one as an older agent could send it: ~400 KB alone.
+    engine.handle_gossip("n2", tuple(
+        NodeRecord(n, a, 1, GossipState.ALIVE, "", 1, _big_meta(i, 5000 if n == "n2" else 256))
+        for i, (n, a) in enumerate(peers.items())))
+    service = GossipService(engine, gossip_token(SECRET), {"n1": "127.0.0.1:1", **peers})
+    admin = AdminService(lambda: STATUS, admin_token(SECRET))
+    server, port = start_admin("127.0.0.1:0", admin, gossip=service)
+    t = GrpcTransport("n2", gossip_token(SECRET))
+    try:
+        ack = t.ping(f"127.0.0.1:{port}", (), timeout=5)
+        assert ack is not None and ack.responder.meta is not None
+        assert len(ack.updates) == GossipTiming().max_updates_per_message
+        assert sum(wire.encoded_size(r) for r in ack.updates) <= PIGGYBACK_BUDGET_BYTES
+        whole = {r.node for r in ack.updates if r.meta is not None}
+        assert 0 < len(whole) < len(ack.updates)  # the rest went bare: their states still spread
+        assert all((r.meta_seq, r.incarnation) == (0, 1) for r in ack.updates if r.meta is None)
+        theirs = t.push_pull(f"127.0.0.1:{port}", (), join=False, timeout=5)
+        assert theirs is not None and len(theirs) == len(peers) + 1
+        assert theirs[0].node == "n1" and theirs[0].meta is not None  # its own record first, whole
+        assert any(r.meta is None for r in theirs)  # the rest went bare past the budget
+        assert pb.PushPullReply(records=wire.records_to_pb(theirs)).ByteSize() < MAX_MESSAGE_BYTES
+    finally:
+        t.close()
+        server.stop(None)
 
 
 def test_every_gossip_method_is_guarded() -> None:
@@ -161,7 +454,6 @@ def test_every_gossip_method_is_guarded() -> None:
 
 def test_status_is_still_served_next_to_gossip(agent) -> None:
     _, addr = agent
-    from hacluster.api import admin_pb2, admin_pb2_grpc
     with grpc.insecure_channel(addr) as ch:
         reply = admin_pb2_grpc.AdminStub(ch).Status(
             admin_pb2.StatusRequest(), timeout=2, metadata=[(TOKEN_METADATA_KEY, admin_token(SECRET))])

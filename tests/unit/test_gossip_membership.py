@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hacluster.gossip.membership import GossipTiming, Membership
+from hacluster.gossip.precedence import INCARNATION_LIMIT
 from hacluster.gossip.suspicion import expected_confirmations, suspicion_bounds, timeout_after
 from hacluster.gossip.types import GossipState, NodeMeta, NodeRecord
 from hacluster.model import Load
@@ -120,6 +121,28 @@ def test_falsely_suspected_node_refutes_and_is_never_dead():
                 max_rounds=10)
     assert DEAD not in c.states_seen("n4")
     assert c["n4"].stats()["refutations"] == 1
+
+
+@pytest.mark.parametrize("incarnation", [INCARNATION_LIMIT, 2**62])
+def test_a_forged_suspicion_beyond_any_real_incarnation_kills_nobody(incarnation):
+    c = converged(Cluster(5))
+    forged = NodeRecord("n4", address("n4"), incarnation, SUSPECT, origin="n2")
+    for o in ("n1", "n4"):  # reaches n4 itself and a bystander, and spreads from there
+        c[o].handle_gossip("n2", (forged,))
+    for _ in range(30):
+        c.round(push_pull=True)
+    assert c.all_alive() and c.changes == []
+    assert all(c[o].member("n4").incarnation == 0 for o in c.ids)  # nothing echoed, no climb
+    assert c["n4"].stats()["absurd_claims"] >= 1 and c["n4"].stats()["refutations"] == 0
+
+
+def test_a_suspicion_just_below_the_limit_is_refuted_and_taken_everywhere():
+    c = converged(Cluster(5))
+    c["n1"].handle_gossip("n2", (NodeRecord("n4", address("n4"), INCARNATION_LIMIT - 1, SUSPECT,
+                                            origin="n2"),))
+    c.run_until(lambda: c.all_alive() and all(
+        c[o].member("n4").incarnation == INCARNATION_LIMIT for o in c.ids), max_rounds=20)
+    assert DEAD not in c.states_seen("n4")
 
 
 def test_slow_node_is_suspected_then_refutes_when_it_recovers():

@@ -8,9 +8,17 @@ import math
 
 import pytest
 
+from hacluster.gossip import wire
 from hacluster.gossip.awareness import Awareness
 from hacluster.gossip.broadcast import BroadcastQueue, retransmit_limit
-from hacluster.gossip.membership import GossipTiming, Membership, Verdict, precedence
+from hacluster.gossip.membership import (
+    PIGGYBACK_BUDGET_BYTES,
+    GossipTiming,
+    Membership,
+    Verdict,
+    precedence,
+)
+from hacluster.gossip.precedence import INCARNATION_LIMIT, answerable
 from hacluster.gossip.suspicion import (
     Suspicion,
     expected_confirmations,
@@ -18,7 +26,7 @@ from hacluster.gossip.suspicion import (
     timeout_after,
 )
 from hacluster.gossip.types import GossipState, NodeMeta, NodeRecord
-from hacluster.model import Load
+from hacluster.model import CheckReport, CheckState, Load
 from tests.unit.gossip_fakes import Cluster, FakeClock, Network, NullTransport, address
 
 ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
@@ -150,6 +158,103 @@ def test_alive_records_about_us_from_an_earlier_run_are_outbid():
     assert m.member("n1").incarnation == 1
     m.handle_gossip("n2", (rec("n1", "a1", meta_seq=1, meta=NodeMeta(version="other")),))
     assert m.member("n1").incarnation == 2 and m.awareness() == 0
+
+
+# ---------------------------------------------------------------- absurd incarnations
+
+LIMIT = INCARNATION_LIMIT
+
+
+def _through_the_wire(r: NodeRecord) -> NodeRecord:
+    return wire.record_from_pb(wire.record_to_pb(r), "r")  # raises if the wire refuses it
+
+
+@pytest.mark.parametrize("state", [SUSPECT, DEAD, LEFT])
+@pytest.mark.parametrize("incarnation", [LIMIT, LIMIT + 1, wire.MAX_INCARNATION])
+def test_a_claim_about_us_beyond_any_real_incarnation_is_ignored_not_echoed(
+        caplog, state, incarnation):
+    m = engine()
+    with caplog.at_level(logging.WARNING, logger="hacluster.gossip"):
+        m.handle_gossip("n2", (NodeRecord("n1", address("n1"), incarnation, state, "n2"),))
+    me = m.member("n1")
+    assert (me.state, me.incarnation, m.awareness()) == (ALIVE, 0, 0)
+    assert m.stats()["absurd_claims"] == 1 and m.stats()["refutations"] == 0
+    assert "beyond any real incarnation" in caplog.text
+
+
+def test_an_alive_record_of_ours_at_the_limit_cannot_be_outbid_and_is_ignored():
+    m = engine()
+    m.handle_gossip("n2", (rec("n1", f"a{LIMIT}", meta_seq=1, meta=NodeMeta(version="forged")),))
+    assert m.member("n1").incarnation == 0 and m.stats()["absurd_claims"] == 1
+
+
+@pytest.mark.parametrize("claim", [f"s{LIMIT - 1}", f"d{LIMIT - 1}", f"a{LIMIT - 1}"])
+def test_the_highest_refutable_claim_is_refuted_with_a_record_the_wire_takes(claim):
+    m = engine()
+    m.handle_gossip("n2", (rec("n1", claim, origin="n2"),))
+    me = m.member("n1")
+    assert (me.state, me.incarnation) == (ALIVE, LIMIT)
+    ack = m.handle_ping("n2", ())
+    assert _through_the_wire(ack.responder) == ack.responder
+    # ... and every member takes that refutation over the claim it answers.
+    other = engine()
+    other.handle_gossip("n3", (rec("n1", claim, origin="n2"),))
+    other.handle_gossip("n3", (ack.responder,))
+    assert other.member("n1").state is ALIVE and other.member("n1").incarnation == LIMIT
+
+
+@pytest.mark.parametrize("spec, answerable_", [
+    (f"a{LIMIT}", True), (f"a{LIMIT + 1}", False), (f"s{LIMIT - 1}", True), (f"s{LIMIT}", False),
+    (f"d{LIMIT}", False), (f"l{LIMIT}", False), ("s0", True), (f"a{wire.MAX_INCARNATION}", False),
+])
+def test_claims_about_others_that_their_subject_could_not_refute_are_ignored(spec, answerable_):
+    assert answerable(rec("n2", spec)) is answerable_
+    m = engine()
+    m.handle_gossip("n3", (rec("n2", spec),))
+    view = m.member("n2")
+    applied = (view.state, view.incarnation) == (_STATE[spec[0]], int(spec[1:]))
+    assert applied is answerable_
+    assert m.stats()["absurd_claims"] == (0 if answerable_ else 1)
+
+
+# ---------------------------------------------------------------- byte budgets
+
+
+def _meta(kb: int) -> NodeMeta:
+    """A meta of about `kb` KB on the wire."""
+    text = "x" * 256
+    n = max(1, kb * 1024 // 900)
+    return NodeMeta(checks=tuple(CheckReport(f"c{i}", "exec", text, CheckState.FAILING, None,
+                                             text, text) for i in range(n)))
+
+
+def test_piggyback_stops_at_the_byte_budget_and_keeps_what_did_not_fit():
+    peers = {f"n{i}": address(f"n{i}") for i in range(2, 12)}
+    m = Membership("n1", address("n1"), peers, NullTransport(), clock=FakeClock())
+    m.handle_gossip("n2", tuple(rec(n, "a1", meta_seq=1, meta=_meta(50)) for n in peers))
+    updates = m.handle_ping("n2", ()).updates
+    assert len(updates) == len(peers)
+    whole = [r for r in updates if r.meta is not None]
+    assert sum(wire.encoded_size(r) for r in updates) <= PIGGYBACK_BUDGET_BYTES
+    assert len(whole) == PIGGYBACK_BUDGET_BYTES // wire.encoded_size(whole[0])
+    bare = [r for r in updates if r.meta is None]
+    assert bare and all(r.incarnation == 1 and r.meta_seq == 0 for r in bare)
+    # Everything that went bare is still queued whole for the next messages.
+    sent_whole = {r.node for r in whole}
+    for _ in range(20):
+        sent_whole |= {r.node for r in m.handle_ping("n2", ()).updates if r.meta is not None}
+    assert sent_whole == set(peers)
+
+
+def test_a_bare_record_takes_the_state_and_leaves_the_meta_held():
+    m = engine()
+    m.handle_gossip("n3", (rec("n2", "s1", origin="n3"),))
+    m.handle_gossip("n3", (rec("n2", "a0", meta_seq=4, meta=NodeMeta(version="held")),))
+    m.handle_gossip("n3", (rec("n2", "a2"),))  # a refutation whose meta did not fit
+    view = m.member("n2")
+    assert (view.state, view.incarnation) == (ALIVE, 2)
+    m.handle_gossip("n3", (rec("n2", "a2", meta_seq=1, meta=NodeMeta(version="new")),))
+    assert m.member("n2").meta == NodeMeta(version="new")  # the next readable meta is taken
 
 
 # ---------------------------------------------------------------- unknown ids, set_meta
