@@ -33,6 +33,7 @@ FIRST_RUN_JITTER_MAX_S = 1.0  # spread the first attempts; later ones keep that 
 # The probe enforces its own timeout and says where it hung; this backstop only catches a
 # probe that fails to, so it is longer (and leaves room for a one-time library import).
 BACKSTOP_GRACE_S = 1.0
+_FLUSH_ROUNDS = 5
 _STOP_WAIT_S = 2.0  # exec probes reap their killed process on cancel: bounded, see exec_check
 
 OnChange = Callable[[tuple[CheckReport, ...]], None]
@@ -122,6 +123,8 @@ class HealthRunner:
             spec = self._checks[name].spec
             try:
                 return future.result(spec.timeout_ms / 1000 + RUN_ONCE_SLACK_S)
+            except concurrent.futures.CancelledError:
+                raise RuntimeError(f"check {name}: cancelled (the runner is stopping)") from None
             except concurrent.futures.TimeoutError:
                 future.cancel()
                 raise RuntimeError(f"check {name}: no result (the runner is stopping or "
@@ -147,6 +150,11 @@ class HealthRunner:
             loop.run_until_complete(self._serve(self._stop))
         finally:
             ready.set()
+            # Let the callbacks the cancelled checks left behind run (a killed command's
+            # pipes and subprocess transport close in callbacks): a transport collected
+            # after the loop closed cannot close any more.
+            for _ in range(_FLUSH_ROUNDS):
+                loop.run_until_complete(asyncio.sleep(0.01))
             loop.run_until_complete(loop.shutdown_asyncgens())
             # Not the loop's shutdown_default_executor(): it joins the threads, and a
             # lookup may still be waiting out an unreachable DNS server.
@@ -159,6 +167,10 @@ class HealthRunner:
         try:
             await stop.wait()
         finally:
+            # Every task of this loop, including run_once() attempts in flight: cancelled
+            # and given a moment to clean up (an exec check kills and reaps its process),
+            # rather than left for the garbage collector after the loop has closed.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in tasks:
                 t.cancel()
             if tasks:
