@@ -36,7 +36,7 @@ from hacluster.model import (
     VipState,
     VipStatus,
 )
-from hacluster.verdicts import Observed, VerdictTracker
+from hacluster.verdicts import Observed, Policy, VerdictTracker
 
 log = logging.getLogger("hacluster.agent")
 
@@ -60,8 +60,10 @@ class Agent:
         self.raft = raft
         self.clock = clock
         self.gossip = gossip
-        self._verdicts = VerdictTracker((c.name for c in config.checks), config.health_settle,
-                                        config.health_rejoin)
+        self._verdicts = VerdictTracker(
+            (c.name for c in config.checks), config.health_settle,
+            Policy(rejoin=config.health_rejoin, raft_fresh=config.timing.election_max,
+                   corroborate=config.health_corroborate))
         self._health_due = 0.0
         self._health_inflight_until = 0.0
         self._health_backoff = 0.0
@@ -250,10 +252,10 @@ class Agent:
         self.raft.submit({"type": "health", "term": term, "changes": batch}, done)
 
     def _observed(self, view: Any) -> list[Observed]:
-        """Gossip's members plus whether Raft still hears each one (the leader's acks)."""
-        hears = {p.id: p.last_ack_age_s is not None
-                 and p.last_ack_age_s < self.config.timing.election_max for p in view.peers}
-        return [Observed(m.node, m.state, m.meta, m.state_age, hears.get(m.node))
+        """Gossip's members plus how long Raft has not heard each one (the leader's acks;
+        unknown for ourselves and for a peer not heard since we lead)."""
+        silent = {p.id: p.last_ack_age_s for p in view.peers}
+        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node))
                 for m in self.gossip.members()]
 
     def _note_contradictions(self) -> None:

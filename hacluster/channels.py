@@ -44,6 +44,9 @@ _BASE_CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),  # gossip has its own retry logic (the next probe)
     # An http_proxy set for package downloads must not capture calls between agents.
     ("grpc.enable_http_proxy", 0),
+    # Each channel its own connections: with gRPC's global subchannel pool, a channel made
+    # to replace a failing one (GrpcTransport) can be handed the very same stuck connection.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 CHANNEL_OPTIONS = [

@@ -88,6 +88,9 @@ class HealthSpec(_Strict):
     # A member back from DEAD (healed partition, thawed process) refutes with the results
     # it had before; its backends are committed up only once it stayed alive this long.
     rejoin_ms: int = Field(default=2_000, ge=0, le=600_000)
+    # A SUSPECT member whose Raft heartbeat acks have also stopped for this long is down at
+    # once (two independent channels agree), without waiting out the suspicion timeout.
+    corroborate_ms: int = Field(default=1_000, ge=100, le=600_000)
 
 
 class ConfigSpec(_Strict):
@@ -151,6 +154,7 @@ class Config:
     checks: tuple[AnyCheck, ...] = ()
     health_settle: float = 0.2
     health_rejoin: float = 2.0
+    health_corroborate: float = 1.0
 
     @property
     def me(self) -> Member:
@@ -330,6 +334,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         checks=tuple(spec.checks),
         health_settle=spec.health.settle_ms / 1000,
         health_rejoin=spec.health.rejoin_ms / 1000,
+        health_corroborate=spec.health.corroborate_ms / 1000,
     )
 
 

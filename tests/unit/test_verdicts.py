@@ -2,7 +2,7 @@ import pytest
 
 from hacluster.gossip.types import GossipState, NodeMeta
 from hacluster.model import CheckReport, CheckState
-from hacluster.verdicts import Observed, VerdictTracker, desired
+from hacluster.verdicts import Observed, Policy, VerdictTracker, desired
 
 A, S, D, L = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
 
@@ -12,28 +12,31 @@ def meta(**states):
                                  for n, s in states.items()))
 
 
-@pytest.mark.parametrize("state, m, raft_alive, want", [
+@pytest.mark.parametrize("state, m, silent, want", [
     (A, meta(web="passing"), None, True),
     (A, meta(web="failing"), None, False),
     (A, meta(web="unknown"), None, None),
     (A, meta(other="passing"), None, None),
     (A, None, None, None),
     (S, meta(web="failing"), None, None),  # suspicion is not a verdict
-    (D, meta(web="passing"), False, False),
+    (S, meta(web="passing"), 0.3, None),  # ... not even with Raft acks a bit late
+    (S, meta(web="passing"), 1.0, False),  # Raft silent 1 s too: two channels agree
+    (D, meta(web="passing"), 5.0, False),
     (D, meta(web="passing"), None, False),
-    (D, meta(web="passing"), True, None),  # gossip cut off, Raft still hears it
-    (L, None, True, False),  # it said goodbye
+    (D, meta(web="passing"), 0.05, None),  # gossip cut off, Raft still hears it
+    (L, None, 0.01, False),  # it said goodbye
 ])
-def test_desired(state, m, raft_alive, want):
-    assert desired(Observed("n1", state, m, raft_alive=raft_alive), "web") is want
+def test_desired(state, m, silent, want):
+    assert desired(Observed("n1", state, m, raft_silent=silent), "web") is want
 
 
 def test_up_needs_the_member_alive_for_the_rejoin_time_but_down_does_not():
     fresh_ok = Observed("n1", A, meta(web="passing"), state_age=0.5)
     fresh_bad = Observed("n1", A, meta(web="failing"), state_age=0.5)
-    assert desired(fresh_ok, "web", rejoin=2.0) is None
-    assert desired(fresh_bad, "web", rejoin=2.0) is False
-    assert desired(Observed("n1", A, meta(web="passing"), state_age=2.0), "web", rejoin=2.0) is True
+    p = Policy(rejoin=2.0)
+    assert desired(fresh_ok, "web", p) is None
+    assert desired(fresh_bad, "web", p) is False
+    assert desired(Observed("n1", A, meta(web="passing"), state_age=2.0), "web", p) is True
 
 
 def test_a_change_is_proposed_only_after_it_settled():
@@ -62,7 +65,7 @@ def test_suspicion_keeps_the_committed_value_and_death_takes_it_down():
 
 def test_dead_in_gossip_but_alive_in_raft_is_flagged_and_left_alone():
     t = VerdictTracker(["web"], settle=0.0)
-    assert t.changes(0, [Observed("n2", D, meta(web="passing"), raft_alive=True)],
+    assert t.changes(0, [Observed("n2", D, meta(web="passing"), raft_silent=0.02)],
                      {"n2/web": True}) == {}
     assert t.contradicted == {"n2"}
     t.changes(1, [Observed("n2", A, meta(web="passing"))], {"n2/web": True})
