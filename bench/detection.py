@@ -10,7 +10,9 @@ backend at a recorded wall time and measures, from the agents' logs (millisecond
   local     the failing server's own check turns FAILING (its fall count reached)
   dead      (poweroff) the leader's gossip declares the server dead
   commit    the leader commits `node/web=down` to the replicated state (what the
-            balancing table follows); every member then applies it within one Raft round
+            balancing table follows); every member then applies it within one Raft round.
+            For a powered-off server this comes before `dead`: gossip's suspicion plus
+            a second without Raft heartbeat acks is enough (health.corroborate_ms)
 
 Faults:
   backend   the HTTP backend process is stopped; the server and its agent stay up
@@ -168,15 +170,16 @@ def trial(lab: Lab, fault: str, hap: Haproxy | None) -> dict[str, Any]:
                 (hap.states() or {}).get(victim.name, "").startswith("DOWN"):
             hap_down = time.time()
         commit = log_lines_after(lead.log, t0, f"{victim.name}/web=down")
-        if commit is not None and (hap is None or hap_down is not None):
+        dead = log_lines_after(lead.log, t0, f"gossip: {victim.name} is dead") \
+            if fault == "poweroff" else 0.0
+        if commit is not None and dead is not None and (hap is None or hap_down is not None):
             break
         time.sleep(0.02)
     else:
         raise BenchError(f"{fault}: no verdict within 30 s")
     local = log_lines_after(victim.log, t0, "check web: passing -> failing") \
         if fault == "backend" else None
-    dead = log_lines_after(lead.log, t0, f"gossip: {victim.name} is dead") \
-        if fault == "poweroff" else None
+    dead = dead if fault == "poweroff" else None
 
     def ms(t: float | None) -> float | None:
         return None if t is None else round((t - t0) * 1000, 1)
