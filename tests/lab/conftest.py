@@ -94,3 +94,39 @@ def assert_no_overlap(monitor: HolderMonitor):
     overlaps = monitor.overlaps()
     assert not overlaps, "two VIP holders at once: " + "; ".join(
         f"{sorted(h)} for {(e - s) * 1000:.1f} ms" for s, e, h in overlaps)
+
+
+def cli_json(lab, name: str, *args: str) -> dict | None:
+    """`hacluster ARGS --json` inside server `name`'s namespace (None if the call failed)."""
+    node = lab.node(name)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", *args,
+         "--json", "--timeout", "2", "--config", str(node.config)],
+        capture_output=True, text=True, timeout=20)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def check_state(checks: dict, node: str, check: str = "web") -> str | None:
+    for n in checks["nodes"]:
+        if n["node"] == node:
+            return next((c["state"] for c in n["checks"] if c["name"] == check), None)
+    return None
+
+
+def committed(checks: dict, node: str, check: str = "web") -> bool | None:
+    return next((c["healthy"] for c in checks["committed"]
+                 if c["node"] == node and c["check"] == check), None)
+
+
+def gossip_state(members: dict, node: str) -> str | None:
+    return next((m["state"] for m in members["members"] if m["id"] == node), None)
+
+
+def all_healthy(lab) -> bool:
+    names = [n.name for n in lab.nodes]
+    for viewer in names:
+        c = cli_json(lab, viewer, "checks")
+        if c is None or any(check_state(c, n) != "passing" or committed(c, n) is not True
+                            for n in names):
+            return False
+    return True
