@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hacluster.dataplane.spec import ServiceSpec, service_errors
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
 from hacluster.model import Member, Vip
 
@@ -102,6 +103,7 @@ class ConfigSpec(_Strict):
     gossip: GossipSpec = Field(default_factory=GossipSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     checks: list[CheckSpec] = Field(default_factory=list)
+    services: list[ServiceSpec] = Field(default_factory=list)
     data_dir: str
     secret_file: str
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
@@ -155,6 +157,7 @@ class Config:
     health_settle: float = 0.2
     health_rejoin: float = 2.0
     health_corroborate: float = 1.0
+    services: tuple[ServiceSpec, ...] = ()
 
     @property
     def me(self) -> Member:
@@ -335,6 +338,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         health_settle=spec.health.settle_ms / 1000,
         health_rejoin=spec.health.rejoin_ms / 1000,
         health_corroborate=spec.health.corroborate_ms / 1000,
+        services=tuple(spec.services),
     )
 
 
@@ -350,6 +354,8 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
+    errs += service_errors(spec.services, {m.id for m in spec.members},
+                           {v.address for v in spec.vips}, {c.name for c in spec.checks})
     if errs:
         raise ConfigError(source, errs)
     return _to_config(source, spec, base or Path.cwd(), warns)

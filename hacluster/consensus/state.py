@@ -67,6 +67,9 @@ class ReplicatedState:
     refused: int = 0  # commands refused by apply(), for the status view
     # "node/check" -> healthy, as the leader committed it from the gossiped view (§5).
     health: dict[str, bool] = field(default_factory=dict)
+    # The balancing table (dataplane.table.table_to_doc form) and its generation (§6).
+    table: dict[str, Any] | None = None
+    table_generation: int = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A dump written by an older version lacks the newer fields: give them defaults
@@ -77,7 +80,8 @@ class ReplicatedState:
     def snapshot(self) -> dict[str, Any]:
         return {"epoch_term": self.epoch_term, "epoch_node": self.epoch_node,
                 "epochs": self.epochs, "generation": self.generation,
-                "flags": dict(self.flags), "refused": self.refused, "health": dict(self.health)}
+                "flags": dict(self.flags), "refused": self.refused, "health": dict(self.health),
+                "table_generation": self.table_generation}
 
     def apply(self, payload: bytes) -> Result:
         try:
@@ -158,6 +162,30 @@ class ReplicatedState:
                       self.generation)
 
 
+    def _table(self, cmd: dict[str, Any]) -> Result:
+        """A new balancing table from the leader of `term`, compare-and-set on its generation.
+
+        The table must carry generation expect_generation + 1. A retry of the command that
+        already went in (same table at the current generation) is accepted as a no-op, so
+        a leader that lost the answer can simply send it again.
+        """
+        term, expect, table = _int(cmd, "term"), _int(cmd, "expect_generation"), cmd.get("table")
+        if term != self.epoch_term:
+            raise CommandError(f"table from term {term}, but term {self.epoch_term} is current")
+        if not isinstance(table, dict) or not isinstance(table.get("services"), list):
+            raise CommandError("table.table must be an object with a 'services' list")
+        if table.get("generation") != expect + 1:
+            raise CommandError(f"table generation {table.get('generation')!r} must be "
+                               f"expect_generation + 1 ({expect + 1})")
+        if expect + 1 == self.table_generation and table == self.table:
+            return Result(True, "table already committed", self.generation)
+        if expect != self.table_generation:
+            raise CommandError(f"stale table generation {expect}, current is {self.table_generation}")
+        self.table, self.table_generation = table, expect + 1
+        self.generation += 1
+        return Result(True, f"table generation {self.table_generation}", self.generation)
+
+
 def _int(cmd: dict[str, Any], key: str) -> int:
     v = cmd.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -176,4 +204,5 @@ _HANDLERS: dict[str, Callable[[ReplicatedState, dict[str, Any]], Result]] = {
     "leader_epoch": ReplicatedState._leader_epoch,
     "set_flag": ReplicatedState._set_flag,
     "health": ReplicatedState._health,
+    "table": ReplicatedState._table,
 }

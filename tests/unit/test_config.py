@@ -157,3 +157,42 @@ def test_check_errors_have_paths_and_cross_rules_are_reported_together():
 def test_bad_checks_name_the_field(check, path):
     errs = errors_of(doc(checks=[check]))
     assert any(e.startswith(path + ":") for e in errs), errs
+
+
+SERVICE = {"name": "web", "vip": "10.0.0.100", "port": 80, "check": "web", "backend_port": 8080,
+           "backends": [{"node": "n1"}, {"node": "n2", "weight": 2},
+                        {"address": "10.0.0.50", "port": 8080}]}
+
+
+def test_a_service_with_defaults():
+    c = parse_config(doc(checks=[{"name": "web", "kind": "http"}], services=[SERVICE]))
+    (s,) = c.services
+    assert s.ports == [80] and s.protocol == "tcp" and s.algorithm == "round-robin"
+    assert s.snat and s.backends[1].weight == 2 and s.backends[2].node is None
+
+
+@pytest.mark.parametrize("change, path, words", [
+    ({"vip": "10.0.0.99"}, "services[0].vip", "not one of the configured vips"),
+    ({"check": "nope"}, "services[0].check", "no check named 'nope'"),
+    ({"backends": [{"node": "n9"}]}, "services[0].backends[0].node", "'n9' is not a member"),
+    ({"backends": [{"node": "n1", "weight": 0}]}, "services[0].backends[0].weight", "greater than"),
+    ({"backends": [{"node": "n1", "address": "10.0.0.5"}]}, "services[0].backends[0]", "either"),
+    ({"backends": [{"address": "10.0.0.100", "port": 80}]}, "services[0].backends[0].address",
+     "the VIP itself"),
+    ({"backends": [{"node": "n1"}, {"node": "n1"}]}, "services[0].backends[1]", "same backend"),
+    ({"ports": [80, 0]}, "services[0].ports[1]", "greater than or equal to 1"),
+    ({"algorithm": "random"}, "services[0].algorithm", "round-robin"),
+    ({"protocol": "sctp"}, "services[0].protocol", "tcp"),
+    ({"backends": [{"address": "10.0.0.50", "port": 9090}]}, "services[0].backends[0].port",
+     "backend_port"),
+])
+def test_bad_services_name_the_field(change, path, words):
+    svc = {k: v for k, v in SERVICE.items() if not (k == "port" and "ports" in change)}
+    errs = errors_of(doc(checks=[{"name": "web", "kind": "http"}], services=[{**svc, **change}]))
+    assert any(e.startswith(path) and words in e for e in errs), errs
+
+
+def test_two_services_on_one_vip_port_clash():
+    errs = errors_of(doc(checks=[{"name": "web", "kind": "http"}],
+                         services=[SERVICE, {**SERVICE, "name": "web2"}]))
+    assert any(e.startswith("services[1].ports[0]: 10.0.0.100:80/tcp is already served") for e in errs)

@@ -136,3 +136,34 @@ def test_health_null_forgets_a_key():
     assert "n1/old=forgotten" in r.detail
     assert s.apply(encode({"type": "health", "term": 1, "changes": {"n1/old": None}})).detail == \
         "health unchanged"
+
+
+def _table(term, expect, gen=None, services=()):
+    return encode({"type": "table", "term": term, "expect_generation": expect,
+                   "table": {"generation": expect + 1 if gen is None else gen,
+                             "services": list(services)}})
+
+
+def test_table_is_compare_and_set_and_a_retry_is_a_no_op():
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 2, "node": "n1"}))
+    r = s.apply(_table(2, 0, services=[{"name": "web"}]))
+    assert r.ok and s.table_generation == 1 and s.table["services"] == [{"name": "web"}]
+    gen = s.generation
+    again = s.apply(_table(2, 0, services=[{"name": "web"}]))  # the same command, retried
+    assert again.ok and again.detail == "table already committed" and s.generation == gen
+    stale = s.apply(_table(2, 0, services=[{"name": "other"}]))  # built on generation 0
+    assert not stale.ok and "stale table generation 0" in stale.detail
+    assert s.table["services"] == [{"name": "web"}]
+
+
+@pytest.mark.parametrize("cmd, words", [
+    (_table(1, 0), "term 2 is current"),
+    (_table(2, 0, gen=5), "expect_generation + 1"),
+    (encode({"type": "table", "term": 2, "expect_generation": 0, "table": []}), "'services' list"),
+])
+def test_bad_tables_change_nothing(cmd, words):
+    s = ReplicatedState()
+    s.apply(encode({"type": "leader_epoch", "term": 2, "node": "n1"}))
+    r = s.apply(cmd)
+    assert not r.ok and words in r.detail and s.table is None and s.table_generation == 0

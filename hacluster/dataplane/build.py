@@ -1,0 +1,62 @@
+"""The leader's table builder: config + committed health + admin states -> Table (pure).
+
+Admin states live in the replicated flags (set by `hacluster drain/undrain/weight`):
+  draining/<node> = "true"            every backend on that server drains
+  backend/<service>/<id> = draining | disabled
+  weight/<service>/<id> = "N"         overrides the configured weight (1-1000)
+A member's backend is DOWN when the service's check has a committed verdict of down for
+that member; with no verdict yet (a fresh cluster) it counts as active, as a load balancer
+starts its servers up: refusing all traffic for the seconds before the first verdicts
+would be an outage of its own. External hosts have no gossiped verdict: active unless an
+admin state says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from hacluster.dataplane.spec import BackendSpec, ServiceSpec
+from hacluster.dataplane.table import Backend, BackendState, Service, Table
+
+
+def backend_id(b: BackendSpec, backend_port: int | None) -> str:
+    return b.node if b.node is not None else f"{b.address}:{b.port or backend_port or 0}"
+
+
+def _state(svc: ServiceSpec, b: BackendSpec, bid: str, health: Mapping[str, bool],
+           flags: Mapping[str, str]) -> BackendState:
+    admin = flags.get(f"backend/{svc.name}/{bid}")
+    if admin == "disabled":
+        return BackendState.DISABLED
+    if admin == "draining" or (b.node is not None and flags.get(f"draining/{b.node}") == "true"):
+        return BackendState.DRAINING
+    if b.node is not None and svc.check is not None and health.get(f"{b.node}/{svc.check}") is False:
+        return BackendState.DOWN
+    return BackendState.ACTIVE
+
+
+def _weight(svc: ServiceSpec, bid: str, configured: int, flags: Mapping[str, str]) -> int:
+    raw = flags.get(f"weight/{svc.name}/{bid}")
+    if raw is not None and raw.isdigit() and 1 <= int(raw) <= 1000:
+        return int(raw)
+    return configured
+
+
+def build_table(services: Sequence[ServiceSpec], member_addresses: Mapping[str, str],
+                health: Mapping[str, bool], flags: Mapping[str, str], generation: int) -> Table:
+    out = []
+    for svc in services:
+        backends = []
+        for b in svc.backends:
+            bid = backend_id(b, svc.backend_port)
+            address = member_addresses[b.node] if b.node is not None else str(b.address)
+            port = b.port or svc.backend_port or 0  # 0: the port the client used
+            backends.append(Backend(bid, address, port, _weight(svc, bid, b.weight, flags),
+                                    _state(svc, b, bid, health, flags)))
+        fallback = None
+        if svc.fallback is not None:
+            fport = svc.fallback.port or svc.backend_port or 0
+            fallback = Backend(f"{svc.fallback.address}:{fport}", svc.fallback.address, fport, 1)
+        out.append(Service(svc.name, svc.vip, svc.protocol, tuple(svc.ports), svc.backend_port,
+                           svc.algorithm, tuple(backends), fallback, svc.snat))
+    return Table(generation, tuple(out))

@@ -1,0 +1,136 @@
+"""Services in the config: what the balancing table is built from (DESIGN.md §6).
+
+```yaml
+services:
+  - name: web
+    vip: 10.0.0.100            # one of `vips`
+    protocol: tcp              # tcp | udp
+    ports: [80, 443]           # on the VIP
+    backend_port: 8080         # optional: default, the same port as on the VIP
+    algorithm: round-robin     # round-robin | weighted | source-hash | maglev
+    check: web                 # the health check that governs the cluster members' backends
+    backends:
+      - {node: n1}             # a cluster member, at its member address
+      - {node: n2, weight: 2}
+      - {address: 10.0.0.50, weight: 1}   # an external host (on backend_port)
+    fallback: {address: 10.0.0.60}       # optional "sorry" backend (on backend_port)
+    snat: true                 # masquerade towards backends (one-arm, the lab)
+    drain_timeout_s: 300       # established flows of a draining backend end after this
+```
+
+Pydantic models check each field; `service_errors()` checks what spans the config
+(members, VIPs, checks), with paths such as `services[0].backends[2].node`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hacluster.dataplane.table import Algorithm, Protocol
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSpec(_Strict):
+    node: str | None = Field(default=None, min_length=1)  # a member id
+    address: str | None = None  # an external host (IPv4)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BackendSpec:
+        if (self.node is None) == (self.address is None):
+            raise ValueError("give either `node` (a member id) or `address` (an external host)")
+        return self
+
+
+class FallbackSpec(_Strict):
+    address: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ServiceSpec(_Strict):
+    name: str = Field(min_length=1, max_length=32, pattern=_NAME)
+    vip: str
+    protocol: Protocol = Protocol.TCP
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, max_length=64)
+    backend_port: int | None = Field(default=None, ge=1, le=65535)
+    algorithm: Algorithm = Algorithm.ROUND_ROBIN
+    check: str | None = None
+    backends: list[BackendSpec] = Field(min_length=1, max_length=256)
+    fallback: FallbackSpec | None = None
+    snat: bool = True
+    drain_timeout_s: int = Field(default=300, ge=0, le=86_400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_alias(cls, data: Any) -> Any:
+        # `port: 80` reads better than `ports: [80]` for the common case.
+        if isinstance(data, dict) and "port" in data and "ports" not in data:
+            data = {**data, "ports": [data["port"]]}
+            del data["port"]
+        return data
+
+
+def _ipv4(value: str) -> bool:
+    try:
+        return ipaddress.ip_address(value).version == 4
+    except ValueError:
+        return False
+
+
+def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[str],
+                   checks: set[str]) -> list[str]:
+    """Rules that span the config, as 'services[i].field: message' lines."""
+    errs: list[str] = []
+    names: dict[str, int] = {}
+    endpoints: dict[tuple[str, str, int], str] = {}
+    for i, s in enumerate(services):
+        p = f"services[{i}]"
+        if s.name in names:
+            errs.append(f"{p}.name: duplicate service name {s.name!r} (also services[{names[s.name]}])")
+        names.setdefault(s.name, i)
+        if s.vip not in vips:
+            errs.append(f"{p}.vip: {s.vip} is not one of the configured vips "
+                        f"({', '.join(sorted(vips)) or 'none'}); a service lives on a VIP")
+        for j, port in enumerate(s.ports):
+            key = (s.vip, s.protocol.value, port)
+            if key in endpoints:
+                errs.append(f"{p}.ports[{j}]: {s.vip}:{port}/{s.protocol.value} is already served "
+                            f"by {endpoints[key]}")
+            endpoints.setdefault(key, f"{p}")
+        if len(set(s.ports)) != len(s.ports):
+            errs.append(f"{p}.ports: a port is listed twice")
+        if s.check is not None and s.check not in checks:
+            errs.append(f"{p}.check: no check named {s.check!r} (checks: "
+                        f"{', '.join(sorted(checks)) or 'none'})")
+        seen: dict[str, int] = {}
+        for j, b in enumerate(s.backends):
+            bp = f"{p}.backends[{j}]"
+            if b.node is not None and b.node not in member_ids:
+                errs.append(f"{bp}.node: {b.node!r} is not a member ({', '.join(sorted(member_ids))})")
+            if b.address is not None and not _ipv4(b.address):
+                errs.append(f"{bp}.address: must be an IPv4 address, got {b.address!r}")
+            if b.address is not None and b.address == s.vip:
+                errs.append(f"{bp}.address: the VIP itself cannot be a backend")
+            if b.port is not None and b.port != s.backend_port:
+                errs.append(f"{bp}.port: every backend of a service listens on the service's "
+                            f"backend_port ({s.backend_port or 'the VIP port'}); set backend_port "
+                            "on the service instead")
+            key = b.node or f"{b.address}:{b.port or s.backend_port or ''}"
+            if key in seen:
+                errs.append(f"{bp}: the same backend as backends[{seen[key]}]")
+            seen.setdefault(key, j)
+        if s.fallback is not None and s.fallback.port not in (None, s.backend_port):
+            errs.append(f"{p}.fallback.port: the fallback listens on the service's backend_port "
+                        f"({s.backend_port or 'the VIP port'}) too")
+        if s.fallback is not None and not _ipv4(s.fallback.address):
+            errs.append(f"{p}.fallback.address: must be an IPv4 address, got {s.fallback.address!r}")
+    return errs

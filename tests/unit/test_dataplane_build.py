@@ -1,0 +1,40 @@
+"""The leader's table builder and the table's Raft form."""
+
+from hacluster.dataplane.build import build_table
+from hacluster.dataplane.spec import ServiceSpec
+from hacluster.dataplane.table import BackendState, table_from_doc, table_to_doc
+
+SVC = ServiceSpec.model_validate({
+    "name": "web", "vip": "10.0.0.100", "ports": [80, 443], "backend_port": 8080, "check": "web",
+    "algorithm": "weighted",
+    "backends": [{"node": "n1"}, {"node": "n2", "weight": 2}, {"node": "n3"},
+                 {"address": "10.0.0.50", "weight": 3}],
+    "fallback": {"address": "10.0.0.60"}})
+ADDRS = {"n1": "10.0.0.11", "n2": "10.0.0.12", "n3": "10.0.0.13"}
+
+
+def states(table):
+    return {b.id: b.state for b in table.services[0].backends}
+
+
+def test_health_and_admin_states_make_the_backend_states():
+    t = build_table([SVC], ADDRS, {"n1/web": True, "n2/web": False},
+                    {"draining/n3": "true", "backend/web/10.0.0.50:8080": "disabled"}, 7)
+    assert t.generation == 7
+    assert states(t) == {"n1": BackendState.ACTIVE, "n2": BackendState.DOWN,
+                         "n3": BackendState.DRAINING, "10.0.0.50:8080": BackendState.DISABLED}
+    b = {b.id: b for b in t.services[0].backends}
+    assert (b["n2"].address, b["n2"].port, b["n2"].weight) == ("10.0.0.12", 8080, 2)
+    assert t.services[0].fallback.address == "10.0.0.60"
+
+
+def test_no_verdict_yet_counts_as_active_and_weights_can_be_overridden():
+    t = build_table([SVC], ADDRS, {}, {"weight/web/n1": "5", "weight/web/n2": "0"}, 1)
+    assert set(states(t).values()) == {BackendState.ACTIVE}
+    b = {b.id: b for b in t.services[0].backends}
+    assert b["n1"].weight == 5 and b["n2"].weight == 2  # 0 is not a valid weight: ignored
+
+
+def test_the_raft_form_round_trips():
+    t = build_table([SVC], ADDRS, {"n2/web": False}, {}, 3)
+    assert table_from_doc(table_to_doc(t)) == t
