@@ -20,6 +20,8 @@ from typing import Any
 from hacluster import __version__
 from hacluster.config import Config, ConfigError, load_config
 from hacluster.consensus.raft import RaftNode
+from hacluster.dataplane.build import build_table
+from hacluster.dataplane.table import table_from_doc, table_to_doc
 from hacluster.decide import Act, Action, decide, may_hold
 from hacluster.hostops.base import HostOps, HostOpsError
 from hacluster.model import (
@@ -50,11 +52,13 @@ LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
 
 class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Any,
-                 clock: Callable[[], float] = time.monotonic, gossip: Any = None):
+                 clock: Callable[[], float] = time.monotonic, gossip: Any = None,
+                 dataplane: Any = None):
         """raft: a RaftNode, or any object with view(), state, register_epoch(term),
         submit(command, callback) and transfer_leadership(to, done) (unit tests pass a
         fake). gossip: a gossip.membership.Membership (or a fake with members()), or None
-        to run without health gossip."""
+        to run without health gossip. dataplane: a dataplane.worker.DataplaneWorker (or a
+        fake with want(table), applied_generation(), wanted_generation()), or None."""
         self.config = config
         self.hostops = hostops
         self.raft = raft
@@ -68,6 +72,12 @@ class Agent:
         self._health_inflight_until = 0.0
         self._health_backoff = 0.0
         self._contradicted: frozenset[str] = frozenset()
+        self.dataplane = dataplane
+        self._table_handed = -1
+        self._table_due = 0.0
+        self._table_inflight_until = 0.0
+        self._table_backoff = 0.0
+        self._members_addr = {m.id: m.address for m in config.members}
         self.started = clock()
         self.sentence = "starting"
         self.handoff = False
@@ -132,7 +142,8 @@ class Agent:
         for action in decision.actions:
             self._act(action)
         self._health_step(snap)
-        sentence = ", ".join([decision.sentence, *self._notes])
+        self._table_step(snap)
+        sentence = ", ".join([decision.sentence, *self._table_note(), *self._notes])
         self._notes.clear()
         if self._last_error:
             sentence += f", error: {self._last_error}"
@@ -250,6 +261,58 @@ class Agent:
                         self._health_backoff)
 
         self.raft.submit({"type": "health", "term": term, "changes": batch}, done)
+
+    # ----------------------------------------------------------------- balancing table
+
+    def _table_step(self, snap: Snapshot) -> None:
+        """Every node: hand the committed table to the data plane (hot standby). Leader:
+        commit a new generation when config + health + admin states call for one (§6)."""
+        state = self.raft.state
+        if self.dataplane is not None and state.table is not None \
+                and state.table_generation != self._table_handed:
+            try:
+                self.dataplane.want(table_from_doc(state.table))
+            except ValueError as e:
+                self._error(f"committed table {state.table_generation} unreadable: {e}")
+            self._table_handed = state.table_generation
+        view = snap.consensus
+        if not self.config.services or view.role is not Role.LEADER or not view.epoch_applied:
+            return
+        if snap.now < self._table_due or snap.now < self._table_inflight_until:
+            return
+        self._table_due = snap.now + HEALTH_EVERY_S
+        current = state.table_generation
+        desired = build_table(self.config.services, self._members_addr, state.health, state.flags,
+                              current + 1)
+        if state.table is not None and \
+                table_to_doc(dataclasses.replace(desired, generation=current)) == state.table:
+            return
+        self._table_inflight_until = snap.now + HEALTH_INFLIGHT_S
+
+        def done(result: Any, err: int) -> None:
+            if result is not None and result.ok:
+                self._table_inflight_until = 0.0
+                self._table_backoff = 0.0
+                log.info("committed %s (term %d)", result.detail, view.term)
+                return
+            self._table_backoff = min(HEALTH_BACKOFF_MAX_S, max(0.5, self._table_backoff * 2))
+            self._table_inflight_until = self.clock() + self._table_backoff
+            log.warning("table generation %d not committed (%s); next try in %.1f s", current + 1,
+                        result.detail if result is not None else f"pysyncobj reason {err}",
+                        self._table_backoff)
+
+        self.raft.submit({"type": "table", "term": view.term, "expect_generation": current,
+                          "table": table_to_doc(desired)}, done)
+
+    def _table_note(self) -> list[str]:
+        if self.dataplane is None or not self.config.services:
+            return []
+        applied = self.dataplane.applied_generation()
+        wanted = self.dataplane.wanted_generation()
+        note = f"table gen {applied if applied is not None else 'none'}"
+        if wanted is not None and wanted != applied:
+            note += f" (applying {wanted})"
+        return [note]
 
     def _observed(self, view: Any) -> list[Observed]:
         """Gossip's members plus how long Raft has not heard each one (the leader's acks;
