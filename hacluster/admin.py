@@ -23,7 +23,14 @@ from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.auth import admin_token, metadata_refusal
 from hacluster.channels import SERVER_OPTIONS
 from hacluster.gossip.wire import check_to_pb, state_to_pb
-from hacluster.model import AgentStatus, ChecksStatus, MembersStatus, Role
+from hacluster.model import (
+    AgentStatus,
+    BackendsStatus,
+    BackendStatus,
+    ChecksStatus,
+    MembersStatus,
+    Role,
+)
 
 __all__ = ["AdminBindError", "AdminService", "admin_token", "serve_admin", "start_admin",
            "status_to_pb"]
@@ -91,6 +98,37 @@ def checks_to_pb(cs: ChecksStatus) -> admin_pb2.ChecksReply:
     return reply
 
 
+def _backend_to_pb(b: BackendStatus, out: admin_pb2.BackendView) -> None:
+    out.id, out.address, out.port, out.weight, out.state = b.id, b.address, b.port, b.weight, b.state
+    if b.packets is not None:
+        out.packets = b.packets
+    if b.bytes is not None:
+        out.bytes = b.bytes
+
+
+def backends_to_pb(bs: BackendsStatus) -> admin_pb2.BackendsReply:
+    reply = admin_pb2.BackendsReply(node=bs.node, table_generation=bs.table_generation,
+                                    dataplane=bs.dataplane)
+    if bs.applied_generation is not None:
+        reply.applied_generation = bs.applied_generation
+    for s in bs.services:
+        ps = reply.services.add(name=s.name, vip=s.vip, protocol=s.protocol, ports=list(s.ports),
+                                algorithm=s.algorithm)
+        for b in s.backends:
+            _backend_to_pb(b, ps.backends.add())
+        if s.fallback is not None:
+            _backend_to_pb(s.fallback, ps.fallback)
+    return reply
+
+
+class AdminActionError(Exception):
+    """An admin action that cannot be done; `code` is the gRPC status to answer with."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.code = code
+
+
 def _guarded(handler: _Handler) -> _Handler:
     """Authenticate, then run an Admin RPC handler; log peer, method and result at debug.
 
@@ -125,13 +163,19 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     def __init__(self, status_provider: Callable[[], AgentStatus], token: str,
                  members_provider: Callable[[], MembersStatus] | None = None,
-                 checks_provider: Callable[[str | None], ChecksStatus] | None = None):
+                 checks_provider: Callable[[str | None], ChecksStatus] | None = None,
+                 backends_provider: Callable[[str | None], BackendsStatus] | None = None,
+                 actions: Any = None):
+        """actions: an object with drain(target, undo, disable) and weight(service, backend,
+        weight), each returning (detail, generation) or raising AdminActionError."""
         if not token:
             raise ValueError("AdminService needs a non-empty token: it never serves "
                              "unauthenticated calls")
         self._status_provider = status_provider
         self._members_provider = members_provider
         self._checks_provider = checks_provider
+        self._backends_provider = backends_provider
+        self._actions = actions
         self._token = token
 
     def _refusal(self, context: grpc.ServicerContext) -> str | None:
@@ -167,6 +211,41 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 checks, nodes=tuple(n for n in checks.nodes if n.node == node),
                 committed=tuple(c for c in checks.committed if c.node == node))
         return checks_to_pb(checks)
+
+    @_guarded
+    def Backends(self, request: admin_pb2.BackendsRequest,
+                 context: grpc.ServicerContext) -> admin_pb2.BackendsReply:
+        service = request.service if request.HasField("service") else None
+        bs = self._provide(self._backends_provider, context, "the balancing table", None)
+        if service is not None:
+            if not any(s.name == service for s in bs.services):
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no service {service!r}; services: "
+                              f"{', '.join(s.name for s in bs.services) or 'none'}")
+            bs = dataclasses.replace(bs, services=tuple(s for s in bs.services if s.name == service))
+        return backends_to_pb(bs)
+
+    @_guarded
+    def Drain(self, request: admin_pb2.DrainRequest,
+              context: grpc.ServicerContext) -> admin_pb2.DrainReply:
+        detail, gen = self._act(context, "drain", request.target, request.undo, request.disable)
+        return admin_pb2.DrainReply(detail=detail, generation=gen)
+
+    @_guarded
+    def Weight(self, request: admin_pb2.WeightRequest,
+               context: grpc.ServicerContext) -> admin_pb2.WeightReply:
+        detail, gen = self._act(context, "weight", request.service, request.backend, request.weight)
+        return admin_pb2.WeightReply(detail=detail, generation=gen)
+
+    def _act(self, context: grpc.ServicerContext, action: str, *args: Any) -> tuple[str, int]:
+        if self._actions is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
+        try:
+            detail, gen = getattr(self._actions, action)(*args)
+        except AdminActionError as e:
+            log.warning("admin %s %s from %s: refused: %s", action, args, context.peer(), e)
+            context.abort(e.code, str(e))
+        log.info("admin %s %s from %s: %s (generation %d)", action, args, context.peer(), detail, gen)
+        return detail, gen
 
     @staticmethod
     def _provide(provider: Callable[..., Any] | None, context: grpc.ServicerContext,

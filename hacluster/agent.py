@@ -523,8 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     for w in config.warnings:
         log.warning("config: %s", w)
 
+    from hacluster.actions import AdminActions
     from hacluster.admin import AdminService, serve_admin  # gRPC pulls in threads: import late
     from hacluster.auth import admin_token
+    from hacluster.dataplane.status import backends_status
     from hacluster.hostops.netlink import NetlinkHostOps
 
     hostops = NetlinkHostOps()
@@ -533,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(config, hostops, raft, gossip=membership)
     runner, feed = _make_health(config, agent, membership)
     admin = AdminService(agent.status, admin_token(secret), members_provider=agent.members_status,
-                         checks_provider=agent.checks_status)
+                         checks_provider=agent.checks_status,
+                         backends_provider=lambda _svc: backends_status(
+                             config.node_id, raft.state, agent.dataplane),
+                         actions=AdminActions(config, raft))
     try:
         server = serve_admin(config.me.grpc_endpoint, admin, max_workers=8, gossip=gossip_service)
     except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly

@@ -234,3 +234,36 @@ class ChecksStatus:
     nodes: tuple[NodeChecks, ...]
     committed: tuple[CommittedHealth, ...]
     generation: int
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    id: str
+    address: str
+    port: int
+    weight: int
+    state: str  # active, draining, disabled, down
+    packets: int | None = None  # this agent's data plane counters (None: unknown)
+    bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    vip: str
+    protocol: str
+    ports: tuple[int, ...]
+    algorithm: str
+    backends: tuple[BackendStatus, ...]
+    fallback: BackendStatus | None = None
+
+
+@dataclass(frozen=True)
+class BackendsStatus:
+    """What `hacluster backends` shows: the committed table and this agent's data plane."""
+
+    node: NodeId
+    table_generation: int
+    applied_generation: int | None
+    dataplane: str
+    services: tuple[ServiceStatus, ...]

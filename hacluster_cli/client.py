@@ -23,6 +23,8 @@ from hacluster.config import Config
 from hacluster.gossip.wire import WireError, check_from_pb, state_from_pb
 from hacluster.model import (
     AgentStatus,
+    BackendsStatus,
+    BackendStatus,
     ChecksStatus,
     CommittedHealth,
     GossipMemberStatus,
@@ -31,6 +33,7 @@ from hacluster.model import (
     MemberStatus,
     NodeChecks,
     Role,
+    ServiceStatus,
     VipStatus,
 )
 
@@ -121,7 +124,8 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AgentRefused(f"the agent at {target} refused the call: {details}\n"
                             "  check that the secret file holds this cluster's secret")
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
         return AdminCallError(details)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return AdminCallError(f"{target} does not serve this call: {details}\n  is {target} a "
@@ -154,6 +158,44 @@ def fetch_checks(target: str, token: str, node: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> ChecksStatus:
     request = admin_pb2.ChecksRequest() if node is None else admin_pb2.ChecksRequest(node=node)
     return checks_from_pb(_call(target, token, timeout, "Checks", request))
+
+
+def fetch_backends(target: str, token: str, service: str | None = None,
+                   timeout: float = DEFAULT_TIMEOUT_S) -> BackendsStatus:
+    request = admin_pb2.BackendsRequest() if service is None else admin_pb2.BackendsRequest(service=service)
+    return backends_from_pb(_call(target, token, timeout, "Backends", request))
+
+
+def drain(target: str, token: str, what: str, undo: bool = False, disable: bool = False,
+          timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
+    r = _call(target, token, timeout, "Drain",
+              admin_pb2.DrainRequest(target=what, undo=undo, disable=disable))
+    return r.detail, r.generation
+
+
+def set_weight(target: str, token: str, service: str, backend: str, weight: int,
+               timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
+    r = _call(target, token, timeout, "Weight",
+              admin_pb2.WeightRequest(service=service, backend=backend, weight=weight))
+    return r.detail, r.generation
+
+
+def _backend_from_pb(b: admin_pb2.BackendView) -> BackendStatus:
+    return BackendStatus(b.id, b.address, b.port, b.weight, b.state,
+                         b.packets if b.HasField("packets") else None,
+                         b.bytes if b.HasField("bytes") else None)
+
+
+def backends_from_pb(reply: admin_pb2.BackendsReply) -> BackendsStatus:
+    return BackendsStatus(
+        node=reply.node, table_generation=reply.table_generation,
+        applied_generation=reply.applied_generation if reply.HasField("applied_generation") else None,
+        dataplane=reply.dataplane,
+        services=tuple(ServiceStatus(
+            s.name, s.vip, s.protocol, tuple(s.ports), s.algorithm,
+            tuple(_backend_from_pb(b) for b in s.backends),
+            _backend_from_pb(s.fallback) if s.HasField("fallback") else None)
+            for s in reply.services))
 
 
 def _gossip_state(value: int) -> GossipState:

@@ -19,16 +19,19 @@ from hacluster.config import ConfigError, load_config, read_secret
 from hacluster_cli.client import (
     DEFAULT_TIMEOUT_S,
     AdminCallError,
+    drain,
+    fetch_backends,
     fetch_checks,
     fetch_members,
     fetch_status,
     grpc_target,
+    set_weight,
     status_to_dict,
     target_from_config,
     to_dict,
 )
 from hacluster_cli.lab import lab
-from hacluster_cli.render import render_checks, render_members, render_status
+from hacluster_cli.render import render_backends, render_checks, render_members, render_status
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -188,6 +191,91 @@ def checks(node: str | None, config_path: str | None, admin: str | None,
     """
     cs = _ask(config_path, admin, secret_file, lambda t, k: fetch_checks(t, k, node, timeout))
     click.echo(json.dumps(to_dict(cs)) if as_json else render_checks(cs))
+
+
+@cli.command()
+@click.argument("service", required=False, metavar="[SERVICE]")
+@_agent_options
+def backends(service: str | None, config_path: str | None, admin: str | None,
+             secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Show the balancing table: each service's backends, weight, state and traffic.
+
+    STATE: active (gets new flows), DRAINING (no new flows, established ones go on),
+    DISABLED (taken out by an admin), DOWN (its health check is committed down). PACKETS
+    and BYTES are this agent's data plane counters. The header says whether the committed
+    generation is applied in this agent's data plane (a standby is hot when it is).
+
+    \b
+    Examples:
+      hacluster backends --config /etc/hacluster/hacluster.yaml
+      hacluster backends web --config /etc/hacluster/hacluster.yaml --json
+    """
+    bs = _ask(config_path, admin, secret_file, lambda t, k: fetch_backends(t, k, service, timeout))
+    click.echo(json.dumps(to_dict(bs)) if as_json else render_backends(bs))
+
+
+def _action_output(detail: str, generation: int, as_json: bool) -> None:
+    click.echo(json.dumps({"ok": True, "detail": detail, "generation": generation})
+               if as_json else f"{detail} (committed, state generation {generation})")
+
+
+@cli.command("drain")
+@click.argument("target", metavar="NODE|SERVICE/BACKEND")
+@click.option("--disable", is_flag=True,
+              help="Backend only: take it out at once instead of letting its flows finish.")
+@_agent_options
+def drain_cmd(target: str, disable: bool, config_path: str | None, admin: str | None,
+              secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Stop sending new flows to a server (every backend on it) or to one backend.
+
+    Established flows continue until they end (or the service's drain_timeout_s). The
+    change is committed through Raft before this returns; `hacluster undrain` reverts it
+    and leaves nothing behind.
+
+    \b
+    Examples:
+      hacluster drain ward-2 --config /etc/hacluster/hacluster.yaml
+      hacluster drain web/ward-2 --config /etc/hacluster/hacluster.yaml
+    """
+    detail, gen = _ask(config_path, admin, secret_file,
+                       lambda t, k: drain(t, k, target, disable=disable, timeout=timeout))
+    _action_output(detail, gen, as_json)
+
+
+@cli.command("undrain")
+@click.argument("target", metavar="NODE|SERVICE/BACKEND")
+@_agent_options
+def undrain_cmd(target: str, config_path: str | None, admin: str | None,
+                secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Put a drained or disabled server or backend back in service.
+
+    \b
+    Example:
+      hacluster undrain ward-2 --config /etc/hacluster/hacluster.yaml
+    """
+    detail, gen = _ask(config_path, admin, secret_file,
+                       lambda t, k: drain(t, k, target, undo=True, timeout=timeout))
+    _action_output(detail, gen, as_json)
+
+
+@cli.command("weight")
+@click.argument("backend", metavar="SERVICE/BACKEND")
+@click.argument("weight", type=click.IntRange(0, 1000))
+@_agent_options
+def weight_cmd(backend: str, weight: int, config_path: str | None, admin: str | None,
+               secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Set a backend's weight (1-1000); 0 restores the configured weight.
+
+    \b
+    Example:
+      hacluster weight web/ward-3 5 --config /etc/hacluster/hacluster.yaml
+    """
+    service, sep, bid = backend.partition("/")
+    if not sep or not service or not bid:
+        raise click.BadParameter(f"must be SERVICE/BACKEND, got {backend!r}", param_hint="BACKEND")
+    detail, gen = _ask(config_path, admin, secret_file,
+                       lambda t, k: set_weight(t, k, service, bid, weight, timeout))
+    _action_output(detail, gen, as_json)
 
 
 @cli.group("config")

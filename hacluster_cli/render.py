@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hacluster.model import AgentStatus, ChecksStatus, CheckState, GossipState, MembersStatus
+from hacluster.model import (
+    AgentStatus,
+    BackendsStatus,
+    ChecksStatus,
+    CheckState,
+    GossipState,
+    MembersStatus,
+)
 
 
 def _columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -120,4 +127,27 @@ def render_checks(cs: ChecksStatus) -> str:
                is not CheckState.PASSING]
     for node, c in outputs:
         lines += ["", f"{node}/{c.name} output:", *("  " + ln for ln in c.output.splitlines())]
+    return "\n".join(lines)
+
+
+def render_backends(bs: BackendsStatus) -> str:
+    applied = "none" if bs.applied_generation is None else str(bs.applied_generation)
+    lag = "" if bs.applied_generation == bs.table_generation else "  (NOT YET APPLIED HERE)"
+    lines = [f"balancing table as seen by {bs.node}: generation {bs.table_generation} committed, "
+             f"{applied} applied in its data plane ({bs.dataplane}){lag}"]
+    if not bs.services:
+        lines.append("  no services (none configured, or no table committed yet)")
+    for s in bs.services:
+        ports = ",".join(str(p) for p in s.ports)
+        serving = sum(b.state == "active" for b in s.backends)
+        lines += ["", f"{s.name}  {s.vip}:{ports}/{s.protocol}  {s.algorithm}  "
+                      f"{serving}/{len(s.backends)} serving"]
+        rows: list[tuple[str, ...]] = [("BACKEND", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES")]
+        for b in s.backends + ((s.fallback,) if s.fallback else ()):
+            state = b.state if b.state == "active" else b.state.upper()
+            name = b.id + (" (fallback)" if b is s.fallback else "")
+            rows.append((name, f"{b.address}:{b.port or 'same'}", str(b.weight), state,
+                         "-" if b.packets is None else str(b.packets),
+                         "-" if b.bytes is None else str(b.bytes)))
+        lines += _columns(rows)
     return "\n".join(lines)

@@ -178,3 +178,95 @@ class CommittedHealth(_message.Message):
     check: str
     healthy: bool
     def __init__(self, node: _Optional[str] = ..., check: _Optional[str] = ..., healthy: _Optional[bool] = ...) -> None: ...
+
+class BackendsRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    def __init__(self, service: _Optional[str] = ...) -> None: ...
+
+class BackendsReply(_message.Message):
+    __slots__ = ("node", "table_generation", "applied_generation", "dataplane", "services")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DATAPLANE_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    table_generation: int
+    applied_generation: int
+    dataplane: str
+    services: _containers.RepeatedCompositeFieldContainer[ServiceView]
+    def __init__(self, node: _Optional[str] = ..., table_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., dataplane: _Optional[str] = ..., services: _Optional[_Iterable[_Union[ServiceView, _Mapping]]] = ...) -> None: ...
+
+class ServiceView(_message.Message):
+    __slots__ = ("name", "vip", "protocol", "ports", "algorithm", "backends", "fallback")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VIP_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vip: str
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    algorithm: str
+    backends: _containers.RepeatedCompositeFieldContainer[BackendView]
+    fallback: BackendView
+    def __init__(self, name: _Optional[str] = ..., vip: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., algorithm: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendView, _Mapping]]] = ..., fallback: _Optional[_Union[BackendView, _Mapping]] = ...) -> None: ...
+
+class BackendView(_message.Message):
+    __slots__ = ("id", "address", "port", "weight", "state", "packets", "bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    port: int
+    weight: int
+    state: str
+    packets: int
+    bytes: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., weight: _Optional[int] = ..., state: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("target", "undo", "disable")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    undo: bool
+    disable: bool
+    def __init__(self, target: _Optional[str] = ..., undo: _Optional[bool] = ..., disable: _Optional[bool] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("detail", "generation")
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    generation: int
+    def __init__(self, detail: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class WeightRequest(_message.Message):
+    __slots__ = ("service", "backend", "weight")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    backend: str
+    weight: int
+    def __init__(self, service: _Optional[str] = ..., backend: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class WeightReply(_message.Message):
+    __slots__ = ("detail", "generation")
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    generation: int
+    def __init__(self, detail: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...

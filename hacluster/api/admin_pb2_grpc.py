@@ -52,6 +52,21 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.ChecksRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.ChecksReply.FromString,
                 _registered_method=True)
+        self.Backends = channel.unary_unary(
+                '/hacluster.v1.Admin/Backends',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.BackendsRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.BackendsReply.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/hacluster.v1.Admin/Drain',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.DrainReply.FromString,
+                _registered_method=True)
+        self.Weight = channel.unary_unary(
+                '/hacluster.v1.Admin/Weight',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.WeightRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.WeightReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -82,6 +97,29 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backends(self, request, context):
+        """The committed balancing table with this agent's data plane view (applied generation,
+        per-backend counters). Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Admin states, committed through Raft (any member forwards to the leader):
+        drain / undrain a server (every backend on it) or one backend of a service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Weight(self, request, context):
+        """Override one backend's weight (0 restores the configured weight).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +137,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Checks,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.ChecksRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.ChecksReply.SerializeToString,
+            ),
+            'Backends': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backends,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.BackendsRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.BackendsReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.DrainRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.DrainReply.SerializeToString,
+            ),
+            'Weight': grpc.unary_unary_rpc_method_handler(
+                    servicer.Weight,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.WeightRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.WeightReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +238,87 @@ class Admin:
             '/hacluster.v1.Admin/Checks',
             hacluster_dot_v1_dot_admin__pb2.ChecksRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.ChecksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backends(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Backends',
+            hacluster_dot_v1_dot_admin__pb2.BackendsRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.BackendsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Drain',
+            hacluster_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Weight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Weight',
+            hacluster_dot_v1_dot_admin__pb2.WeightRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.WeightReply.FromString,
             options,
             channel_credentials,
             insecure,

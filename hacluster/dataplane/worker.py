@@ -51,6 +51,11 @@ class DataplaneWorker:
     def applied_generation(self) -> int | None:
         return self.dataplane.applied_generation()
 
+    def backend_counters(self) -> dict[str, tuple[int, int]]:
+        """'<service>/<backend id>' -> (packets, bytes), if the data plane counts."""
+        counters = getattr(self.dataplane, "backend_counters", None)
+        return counters() if counters is not None else {}
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dataplane", daemon=True)
         self._thread.start()

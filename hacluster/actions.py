@@ -1,0 +1,101 @@
+"""Admin actions (drain, undrain, weight): validated here, committed as replicated flags.
+
+Any member takes them: pysyncobj forwards a follower's command to the leader. Each waits for
+the commit (bounded) so that the operator's command returns only once the cluster agreed,
+and retries a compare-and-set lost to a concurrent change (health or table commits bump the
+generation all the time). The leader's table step then turns the flags into a new table.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+
+from hacluster.admin import AdminActionError
+from hacluster.config import Config
+from hacluster.dataplane.build import backend_id
+
+COMMIT_WAIT_S = 3.0
+CAS_TRIES = 5
+
+
+class AdminActions:
+    def __init__(self, config: Config, raft: Any):
+        self.config = config
+        self.raft = raft
+
+    # ------------------------------------------------------------------ actions
+
+    def drain(self, target: str, undo: bool, disable: bool) -> tuple[str, int]:
+        members = {m.id for m in self.config.members}
+        if target in members:
+            if disable:
+                raise AdminActionError("--disable applies to one backend (SERVICE/BACKEND), "
+                                       "not to a whole server")
+            return self._flag(f"draining/{target}", None if undo else "true",
+                              f"server {target} {'back in service' if undo else 'draining'}")
+        service, sep, backend = target.partition("/")
+        if not sep:
+            raise AdminActionError(f"{target!r} is neither a member ({', '.join(sorted(members))}) "
+                                   "nor SERVICE/BACKEND")
+        self._check_backend(service, backend)
+        state = None if undo else ("disabled" if disable else "draining")
+        return self._flag(f"backend/{service}/{backend}", state,
+                          f"backend {target} {state or 'back in service'}")
+
+    def weight(self, service: str, backend: str, weight: int) -> tuple[str, int]:
+        if not 0 <= weight <= 1000:
+            raise AdminActionError(f"weight must be 1-1000 (0 restores the configured one), "
+                                   f"got {weight}")
+        self._check_backend(service, backend)
+        return self._flag(f"weight/{service}/{backend}", str(weight) if weight else None,
+                          f"backend {service}/{backend} weight "
+                          f"{weight if weight else 'back to the configured one'}")
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_backend(self, service: str, backend: str) -> None:
+        svc = next((s for s in self.config.services if s.name == service), None)
+        if svc is None:
+            raise AdminActionError(f"no service {service!r} (services: "
+                                   f"{', '.join(s.name for s in self.config.services) or 'none'})",
+                                   grpc.StatusCode.NOT_FOUND)
+        ids = [backend_id(b, svc.backend_port) for b in svc.backends]
+        if backend not in ids:
+            raise AdminActionError(f"service {service} has no backend {backend!r} (backends: "
+                                   f"{', '.join(ids)})", grpc.StatusCode.NOT_FOUND)
+
+    def _flag(self, name: str, value: str | None, words: str) -> tuple[str, int]:
+        view = self.raft.view()
+        if not view.has_quorum and view.leader is None:
+            raise AdminActionError("no leader with a quorum: the cluster cannot agree on a change "
+                                   "now (hacluster status shows why)", grpc.StatusCode.FAILED_PRECONDITION)
+        for _ in range(CAS_TRIES):
+            state = self.raft.state
+            if state.flags.get(name) == value:
+                return f"{words} (already so)", state.generation
+            result = self._commit({"type": "set_flag", "name": name, "value": value,
+                                   "expect_generation": state.generation})
+            if result.ok:
+                return words, result.generation
+            if "stale generation" not in result.detail:
+                raise AdminActionError(f"refused: {result.detail}", grpc.StatusCode.FAILED_PRECONDITION)
+        raise AdminActionError("the cluster state kept changing; try again",
+                               grpc.StatusCode.ABORTED)
+
+    def _commit(self, command: dict[str, Any]) -> Any:
+        done = threading.Event()
+        box: list[Any] = []
+
+        def callback(result: Any, err: int) -> None:
+            box.append((result, err))
+            done.set()
+
+        self.raft.submit(command, callback)
+        if not done.wait(COMMIT_WAIT_S) or box[0][0] is None:
+            why = f"pysyncobj reason {box[0][1]}" if box else f"no commit within {COMMIT_WAIT_S:g} s"
+            raise AdminActionError(f"not committed ({why}): is there a leader with a quorum?",
+                                   grpc.StatusCode.FAILED_PRECONDITION)
+        return box[0][0]
