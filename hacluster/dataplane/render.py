@@ -1,0 +1,347 @@
+"""Balancing table -> one nftables script (pure; DESIGN.md §6).
+
+`render(table)` returns a script that `nft -f` applies as ONE transaction: it creates
+`table inet hacluster` if missing, deletes it and declares it anew, so the kernel switches
+from the previous generation to this one atomically whether or not one existed. It never
+names any other table: the agent owns `inet hacluster` alone.
+
+What the table does, per service (VIP, tcp|udp, ports):
+
+- **DNAT** (chain `services`, jumped to from nat base chains at prerouting priority dstnat
+  and at output priority -100 for locally generated traffic): a new flow to VIP:port is
+  sent to one of the *serving* backends, chosen through a named map:
+  ROUND_ROBIN `numgen inc mod N`; WEIGHTED the same over slots repeated per weight;
+  SOURCE_HASH `jhash ip saddr` over the weighted slots (sticky per client address);
+  MAGLEV `jhash` of the 4-tuple over a Maglev table (maglev.py), so every node that holds
+  the same table maps a flow to the same backend (e.g. after a VIP failover, when the
+  new holder has no conntrack entry for a flow that was in progress).
+  The target is `address . port` when the backend has a port (backend_port), the address
+  alone (the client's port kept) otherwise.
+- **Draining and down backends keep their established flows**: nat chains are consulted
+  only for the first packet of a flow; conntrack carries the DNAT mapping of every later
+  packet. Leaving a backend out of the map therefore stops new flows only. (apply.py's
+  `flush_backend` cuts the survivors after the drain timeout.)
+- **No serving backend**: new flows go to the `fallback` ("sorry") backend if the
+  service has one. Otherwise they are *rejected* (TCP reset, ICMP port-unreachable for
+  UDP) and counted in the service's drop counter, in a filter chain at input (the VIP is
+  a local address on its holder; traffic generated on the holder itself also ends there).
+  We reject rather than drop, as kube-proxy does for a service without endpoints and
+  HAProxy answers 503: a client learns at once that the service is down and can show an
+  error or fail over, instead of hanging for its whole connect timeout (often 20-120 s).
+- **SNAT**: with `snat`, DNATed flows to the service are masqueraded on their way to the
+  backend (postrouting), so replies come back through this node (one-arm setups).
+- **Counters**: a named counter per backend (also for the fallback) counts packets and
+  bytes, in both directions, of the flows DNATed to it; one map from (VIP, protocol,
+  VIP port, backend address, backend port) to the counter is looked up from filter chains
+  at prerouting and output, priority dstnat + 10 (after the DNAT). Counters exist for
+  every configured backend, serving or not, so draining flows stay counted and the names
+  do not come and go with health. `render(table, counters)` declares them with carried-over
+  values, so they keep counting across generations (see NftApplier.apply).
+
+Deterministic: services sorted by name, backends by id, ports ascending; the same Table
+renders to the same bytes on every node. The first line is `# generation N`; the table's
+comment carries the generation too, for NftApplier.applied_generation().
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from math import gcd
+
+from hacluster.dataplane.maglev import maglev_table
+from hacluster.dataplane.table import Algorithm, Backend, Service, Table
+
+TABLE = "hacluster"
+FAMILY = "inet"
+GENERATION_COMMENT = "hacluster generation {}"
+
+# The jhash seed of SOURCE_HASH and MAGLEV. A protocol constant: every node must hash a
+# flow alike, so a change remaps every client at once, on every node.
+FLOW_HASH_SEED = 0x68616331  # "hac1"
+
+# WEIGHTED / SOURCE_HASH map at most this many slots (see weighted_slots).
+MAX_SLOTS = 1000
+
+# Maglev table size by the number of *configured* backends of the service: about 100
+# slots per backend keeps each share within ~1 % of its weight (the paper's M >> 100 N
+# guideline), and a map of 1021 elements adds ~25 kB to the script, which nft loads in
+# milliseconds. The size depends on the configuration only, never on health, because a
+# new size would move almost every flow; a backend going down moves only its own slots.
+MAGLEV_SIZES: tuple[tuple[int, int], ...] = ((10, 1021), (40, 4093))
+MAGLEV_SIZE_LARGE = 16381
+
+_ELEMENTS_PER_LINE = 8
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+# ------------------------------------------------------------------------- names
+
+
+def _object_name(kind: str, *parts: str) -> str:
+    """An nft object name: a readable part ([A-Za-z0-9_] only, bounded) plus 8 hex digits
+    of a hash of the exact parts, so sanitizing ("a-b" and "a_b") or truncating never
+    makes two names equal. The one-letter kind prefix keeps names off nft's keywords."""
+    readable = "_".join(_UNSAFE.sub("_", p) for p in parts)[:40]
+    digest = hashlib.sha256("\0".join((kind, *parts)).encode()).hexdigest()[:8]
+    return f"{kind}_{readable}_{digest}"
+
+
+def counter_name(service: str, backend_id: str) -> str:
+    """Name of the counter of flows DNATed to a backend of a service."""
+    return _object_name("b", service, backend_id)
+
+
+def fallback_counter_name(service: str, fallback_id: str) -> str:
+    return _object_name("f", service, fallback_id)
+
+
+def drop_counter_name(service: str) -> str:
+    """Name of the counter of new flows refused for want of any serving backend."""
+    return _object_name("d", service)
+
+
+def _map_name(service: str, *extra: str) -> str:
+    return _object_name("m", service, *extra)
+
+
+# ------------------------------------------------------------------ slots and sizes
+
+
+def slot_weights(weights: Sequence[int], cap: int = MAX_SLOTS) -> list[int]:
+    """Slots per backend for weighted maps: the weights divided by their gcd; if they
+    still sum to more than `cap`, scaled to `cap` slots by largest remainder (each gets
+    floor(w * cap / total), the slots left go to the largest fractional parts, ties to the
+    earlier backend). Every backend keeps at least one slot, so a share may be off by
+    1/cap and, with more than `cap` tiny weights, the total can exceed `cap` by as many."""
+    if not weights:
+        return []
+    g = gcd(*weights)
+    w = [x // g for x in weights]
+    total = sum(w)
+    if total <= cap:
+        return w
+    quot_rem = [divmod(x * cap, total) for x in w]
+    slots = [max(1, q) for q, _ in quot_rem]
+    left = cap - sum(slots)
+    by_remainder = sorted(range(len(w)), key=lambda i: (-quot_rem[i][1], i))
+    for i in by_remainder[:max(0, left)]:
+        slots[i] += 1
+    g = gcd(*slots)
+    return [s // g for s in slots]
+
+
+def smooth_order(slots: Sequence[int]) -> list[int]:
+    """nginx's smooth weighted round-robin: the sequence of backend indices in which each
+    index i appears slots[i] times, spread out (1:2:3 gives c b a c b c, not a b b c c c),
+    so that `numgen inc` interleaves backends over short stretches of flows too."""
+    total = sum(slots)
+    current = [0] * len(slots)
+    seq = []
+    for _ in range(total):
+        for i, s in enumerate(slots):
+            current[i] += s
+        best = max(range(len(slots)), key=lambda i: (current[i], -i))
+        current[best] -= total
+        seq.append(best)
+    return seq
+
+
+def maglev_size(configured_backends: int) -> int:
+    for limit, size in MAGLEV_SIZES:
+        if configured_backends <= limit:
+            return size
+    return MAGLEV_SIZE_LARGE
+
+
+def _selection(s: Service, serving: list[Backend]) -> tuple[str, list[Backend]]:
+    """(nft expression that picks a slot, backend of every slot) for the serving backends."""
+    l4 = s.protocol.value
+    seed = f"seed {FLOW_HASH_SEED:#010x}"
+    if s.algorithm is Algorithm.MAGLEV:
+        size = maglev_size(len(s.backends))
+        table = maglev_table([b.id for b in serving], [b.weight for b in serving], size)
+        expr = f"jhash ip saddr . {l4} sport . ip daddr . {l4} dport mod {size} {seed}"
+        return expr, [serving[i] for i in table]
+    if s.algorithm is Algorithm.ROUND_ROBIN:
+        slots = list(serving)
+    else:  # WEIGHTED, SOURCE_HASH
+        slots = [serving[i] for i in smooth_order(slot_weights([b.weight for b in serving]))]
+    if s.algorithm is Algorithm.SOURCE_HASH:
+        return f"jhash ip saddr mod {len(slots)} {seed}", slots
+    return f"numgen inc mod {len(slots)}", slots
+
+
+# ------------------------------------------------------------------------ pieces
+
+
+def _port_of(s: Service, b: Backend) -> int | None:
+    """The backend's port, or None: keep the port the client used (Backend.port 0)."""
+    return b.port or s.backend_port or None
+
+
+def _set_of(ports: Iterable[int]) -> str:
+    items = sorted(set(ports))
+    return str(items[0]) if len(items) == 1 else "{ " + ", ".join(map(str, items)) + " }"
+
+
+def _target(address: str, port: int | None) -> str:
+    return address if port is None else f"{address} . {port}"
+
+
+def _elements(items: Sequence[str], indent: str, per_line: int = _ELEMENTS_PER_LINE) -> list[str]:
+    lines = []
+    for k in range(0, len(items), per_line):
+        chunk = ", ".join(items[k:k + per_line])
+        last = k + per_line >= len(items)
+        lines.append(indent + ("elements = { " if k == 0 else "             ") + chunk
+                     + (" }" if last else ","))
+    return lines
+
+
+@dataclass
+class _Parts:
+    counters: list[str] = field(default_factory=list)
+    # (VIP, protocol, VIP port, backend address, backend port) -> counter name
+    counter_keys: dict[tuple[str, str, int, str, int], str] = field(default_factory=dict)
+    maps: list[list[str]] = field(default_factory=list)
+    dnat: list[str] = field(default_factory=list)
+    reject: list[str] = field(default_factory=list)
+    snat_keys: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def _service(s: Service, parts: _Parts) -> None:
+    l4 = s.protocol.value
+    ports = sorted(set(s.ports))
+    if not ports:
+        return
+    backends = sorted(s.backends, key=lambda b: b.id)
+    counted = [(b, counter_name(s.name, b.id)) for b in backends]
+    if s.fallback is not None:
+        counted.append((s.fallback, fallback_counter_name(s.name, s.fallback.id)))
+    for b, name in counted:
+        parts.counters.append(name)
+        for vport in ports:
+            key = (s.vip, l4, vport, b.address, _port_of(s, b) or vport)
+            parts.counter_keys.setdefault(key, name)
+    parts.counters.append(drop_counter_name(s.name))
+    if s.snat:
+        parts.snat_keys.extend((s.vip, l4, p) for p in ports)
+
+    match = f"ip daddr {s.vip} {l4} dport"
+    serving = [b for b in backends if b.serving]
+    if serving:
+        _balance(s, serving, ports, parts)
+    elif s.fallback is not None:
+        fport = _port_of(s, s.fallback)
+        to = s.fallback.address if fport is None else f"{s.fallback.address}:{fport}"
+        parts.dnat.append(f"{match} {_set_of(ports)} dnat ip to {to}")
+    else:
+        how = "tcp reset" if l4 == "tcp" else "icmp type port-unreachable"
+        drops = drop_counter_name(s.name)
+        parts.reject.append(f'{match} {_set_of(ports)} ct state new counter name "{drops}" reject with {how}')
+
+
+def _balance(s: Service, serving: list[Backend], ports: list[int], parts: _Parts) -> None:
+    """The DNAT rule(s) and slot map(s) of a service with serving backends."""
+    l4 = s.protocol.value
+    expr, slots = _selection(s, serving)
+    with_port = [_port_of(s, b) is not None for b in serving]
+    if all(with_port) or not any(with_port):
+        groups: list[tuple[list[int], str, int | None]] = [(ports, _map_name(s.name), None)]
+    else:  # some backends keep the client's port, others not: one map per VIP port
+        groups = [([p], _map_name(s.name, str(p)), p) for p in ports]
+    value = "ip daddr" + (f" . {l4} dport" if any(with_port) else "")
+    how = "ip addr . port" if any(with_port) else "ip"
+    # The key is a slot number, typed as numgen's: `typeof jhash ...` would read better,
+    # but nft 1.0.6 (Debian 12) segfaults when it lists such a map.
+    key = f"numgen inc mod {len(slots)}"
+    for group_ports, name, fixed in groups:
+        targets = [_target(b.address, _port_of(s, b) or fixed) for b in slots]
+        parts.maps.append([f"map {name} {{", f"\ttypeof {key} : {value}",
+                           *_elements([f"{i} : {t}" for i, t in enumerate(targets)], "\t"), "}"])
+        parts.dnat.append(f"ip daddr {s.vip} {l4} dport {_set_of(group_ports)} dnat {how} to {expr} "
+                          f"map @{name}")
+
+
+def _concat(key: tuple[str | int, ...]) -> str:
+    return " . ".join(map(str, key))
+
+
+def _protocols(keys: Iterable[tuple[str | int, ...]]) -> list[str]:
+    return sorted({str(k[1]) for k in keys})
+
+
+# ------------------------------------------------------------------------ render
+
+
+def render(table: Table, counters: Mapping[str, tuple[int, int]] | None = None) -> str:
+    """The nft script for `table` (see the module docstring). `counters` (name -> packets,
+    bytes) seeds the counters that exist in this generation too."""
+    parts = _Parts()
+    for s in sorted(table.services, key=lambda s: s.name):
+        _service(s, parts)
+    if len(set(parts.counters)) != len(parts.counters):
+        raise ValueError("two services share a name, or two backends of a service an id")
+    out = [f"# generation {table.generation}",
+           f"table {FAMILY} {TABLE} {{}}",
+           f"delete table {FAMILY} {TABLE}",
+           f"table {FAMILY} {TABLE} {{",
+           f'\tcomment "{GENERATION_COMMENT.format(table.generation)}"']
+    if table.services:
+        out += _declarations(parts, counters or {}) + _chains(parts)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+_KEY_TYPE = "ipv4_addr . inet_proto . inet_service"  # VIP, protocol, VIP port
+
+
+def _declarations(parts: _Parts, carry: Mapping[str, tuple[int, int]]) -> list[str]:
+    out = [""]
+    for name in parts.counters:
+        if name in carry:
+            packets, nbytes = carry[name]
+            out.append(f"\tcounter {name} {{ packets {packets} bytes {nbytes} }}")
+        else:
+            out.append(f"\tcounter {name} {{}}")
+    out += ["", "\tmap backend_counters {", f"\t\ttype {_KEY_TYPE} . ipv4_addr . inet_service : counter"]
+    if parts.counter_keys:
+        out += _elements([f'{_concat(k)} : "{v}"' for k, v in sorted(parts.counter_keys.items())],
+                         "\t\t", per_line=1)
+    out.append("\t}")
+    if parts.snat_keys:
+        out += ["", "\tset snat_endpoints {", f"\t\ttype {_KEY_TYPE}",
+                *_elements([_concat(k) for k in sorted(set(parts.snat_keys))], "\t\t", per_line=4), "\t}"]
+    for m in parts.maps:
+        out += ["", *("\t" + line for line in m)]
+    return out
+
+
+def _chains(parts: _Parts) -> list[str]:
+    out: list[str] = []
+
+    def chain(name: str, hook: str | None, rules: list[str]) -> None:
+        out.extend(["", f"\tchain {name} {{", *([f"\t\t{hook}; policy accept;"] if hook else []),
+                    *("\t\t" + r for r in rules), "\t}"])
+
+    chain("services", None, parts.dnat)
+    chain("nat_prerouting", "type nat hook prerouting priority dstnat", ["jump services"])
+    chain("nat_output", "type nat hook output priority -100", ["jump services"])
+    if parts.snat_keys:
+        chain("nat_postrouting", "type nat hook postrouting priority srcnat",
+              [f"ct status dnat meta l4proto {p} ct original ip daddr . meta l4proto . ct original "
+               "proto-dst @snat_endpoints masquerade" for p in _protocols(parts.snat_keys)])
+    lookup = ("counter name ct original ip daddr . meta l4proto . ct original proto-dst"
+              " . ct reply ip saddr . ct reply proto-src map @backend_counters")
+    count_protos = _protocols(parts.counter_keys)
+    # Packets between local sockets pass output and then prerouting on lo: count them once.
+    chain("count_prerouting", "type filter hook prerouting priority dstnat + 10",
+          [f'iifname != "lo" ct status dnat meta l4proto {p} {lookup}' for p in count_protos])
+    chain("count_output", "type filter hook output priority -90",
+          [f"ct status dnat meta l4proto {p} {lookup}" for p in count_protos])
+    if parts.reject:
+        chain("reject_input", "type filter hook input priority filter - 10", parts.reject)
+    return out
