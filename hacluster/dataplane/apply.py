@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
-from hacluster.dataplane.render import FAMILY, GENERATION_COMMENT, TABLE, render
+from hacluster.dataplane.render import FAMILY, GENERATION_COMMENT, TABLE, counter_name, render
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
 
 Runner = Callable[[Sequence[str], str | None, float], subprocess.CompletedProcess[str]]
@@ -74,6 +74,7 @@ class NftApplier:
         self._timeout = timeout_s
         self._run = run or _subprocess_runner
         self._last: int | None = None
+        self._table: Table | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -124,6 +125,7 @@ class NftApplier:
             raise DataplaneError(f"nft refused generation {table.generation} (kept generation "
                                  f"{self._last}): {err[:2000]}", table.generation, err)
         self._last = table.generation
+        self._table = table
 
     def applied_generation(self) -> int | None:
         """The generation in the kernel, from our table's comment; None when our table is
@@ -156,6 +158,19 @@ class NftApplier:
             c = item.get("counter") if isinstance(item, dict) else None
             if c and c.get("table") == TABLE and c.get("family") == FAMILY:
                 out[c["name"]] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
+        return out
+
+    def backend_counters(self) -> dict[str, tuple[int, int]]:
+        """'<service>/<backend id>' -> (packets, bytes) for the last table applied here."""
+        if self._table is None:
+            return {}
+        raw = self.counters()
+        out = {}
+        for svc in self._table.services:
+            for b in svc.backends + ((svc.fallback,) if svc.fallback else ()):
+                name = counter_name(svc.name, b.id)
+                if name in raw:
+                    out[f"{svc.name}/{b.id}"] = raw[name]
         return out
 
     def remove(self) -> None:
