@@ -17,7 +17,7 @@ from hacluster.admin import AdminActionError
 from hacluster.config import Config
 from hacluster.dataplane.build import backend_id
 
-COMMIT_WAIT_S = 3.0
+COMMIT_WAIT_S = 2.0
 CAS_TRIES = 5
 
 

@@ -494,6 +494,35 @@ def _log_gossip_change(view: Any, old: Any) -> None:
              old.value if old is not None else "unknown", view.incarnation)
 
 
+def _make_dataplane(config: Config) -> Any:
+    """The data plane worker for the configured services, or None without services.
+
+    auto: nftables when `nft` works here (root or CAP_NET_ADMIN, the nf_tables module),
+    else the userspace proxy, said loudly: it is slower and cannot keep client addresses.
+    """
+    if not config.services:
+        return None
+    from hacluster.dataplane.apply import NftApplier
+    from hacluster.dataplane.proxy import ProxyDataplane
+    from hacluster.dataplane.worker import DataplaneWorker
+
+    if config.dataplane in ("auto", "nftables"):
+        nft = NftApplier()
+        ok, why = nft.available()
+        if ok:
+            return DataplaneWorker(nft, "nftables")
+        if config.dataplane == "nftables":
+            raise ConfigError(config.source, [f"dataplane: nftables is not usable here: {why}"])
+        log.error("nftables is not usable here (%s): serving the balancing table with the "
+                  "userspace proxy instead (slower; backends see this server's address)", why)
+        reason = f"nftables is not usable: {why}"
+    else:
+        reason = "the config asks for it (dataplane: proxy)"
+    proxy = ProxyDataplane(reason=reason)
+    proxy.start()
+    return DataplaneWorker(proxy, "userspace proxy")
+
+
 def _make_health(config: Config, agent: Agent, membership: Any) -> tuple[Any, Any]:
     from hacluster.gossip.feed import HealthFeed
     from hacluster.health.load import LoadSampler
@@ -532,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     hostops = NetlinkHostOps()
     raft = RaftNode(config, secret)
     membership, gossip_service, transport = _make_gossip(config, secret)
-    agent = Agent(config, hostops, raft, gossip=membership)
+    try:
+        dataplane = _make_dataplane(config)
+    except ConfigError as e:
+        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        return 2
+    agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane)
     runner, feed = _make_health(config, agent, membership)
     admin = AdminService(agent.status, admin_token(secret), members_provider=agent.members_status,
                          checks_provider=agent.checks_status,
@@ -549,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     membership.start()  # joins (push-pull with a peer) from its own thread
     runner.start()
     feed.start()
+    if dataplane is not None:
+        dataplane.start()
     log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
              __version__, config.node_id, config.cluster, len(config.members),
              ", ".join(str(v) for v in config.vips) or "none",
@@ -569,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("gossip leave", lambda: membership.leave(LEAVE_TIMEOUT_S)),
                          ("gossip", membership.stop), ("gRPC server", lambda: server.stop(0.2)),
                          ("gossip channels", transport.close), ("raft", raft.stop),
+                         ("data plane", lambda: dataplane and dataplane.stop()),
                          ("hostops", hostops.close)):
             try:
                 fn()

@@ -104,6 +104,8 @@ class ConfigSpec(_Strict):
     health: HealthSpec = Field(default_factory=HealthSpec)
     checks: list[CheckSpec] = Field(default_factory=list)
     services: list[ServiceSpec] = Field(default_factory=list)
+    # auto: nftables when usable, else the userspace proxy with a loud log line.
+    dataplane: str = Field(default="auto", pattern=r"^(auto|nftables|proxy)$")
     data_dir: str
     secret_file: str
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
@@ -158,6 +160,7 @@ class Config:
     health_rejoin: float = 2.0
     health_corroborate: float = 1.0
     services: tuple[ServiceSpec, ...] = ()
+    dataplane: str = "auto"
 
     @property
     def me(self) -> Member:
@@ -339,6 +342,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         health_rejoin=spec.health.rejoin_ms / 1000,
         health_corroborate=spec.health.corroborate_ms / 1000,
         services=tuple(spec.services),
+        dataplane=spec.dataplane,
     )
 
 

@@ -41,14 +41,23 @@ def lab() -> None:
               help="number of servers")
 @click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
 @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for a VIP holder")
-def up(nodes: int, name: str, timeout: float) -> None:
+@click.option("--balance", type=click.Choice(["round-robin", "weighted", "source-hash", "maglev"]),
+              default=None, help="serve the VIP through the balancing table over every "
+                                 "server's backend with this algorithm (default: the holder "
+                                 "answers alone)")
+def up(nodes: int, name: str, timeout: float, balance: str | None) -> None:
     """Build the lab, start an agent and an HTTP backend on every server, wait for a holder.
 
     The last line of stdout is the lab's JSON description (DESIGN.md §7).
+
+    \b
+    Examples:
+      hacluster lab up
+      hacluster lab up --name ward --balance round-robin
     """
     _need_root()
     try:
-        lab_ = Lab(name, nodes)
+        lab_ = Lab(name, nodes, balance=balance is not None, algorithm=balance or "round-robin")
         _progress(f"lab {name}: {nodes} servers on {lab_.net}.0/24, VIP {lab_.vip}; building...")
         desc = lab_.up(wait_s=timeout)
     except LabError as e:

@@ -18,6 +18,7 @@ from hacluster.dataplane.table import Table
 log = logging.getLogger("hacluster.dataplane")
 
 RETRY_S = 1.0
+VERIFY_S = 5.0  # how often the kernel's generation is compared with what we applied
 
 
 class Dataplane(Protocol):
@@ -34,6 +35,7 @@ class DataplaneWorker:
         self.name = name
         self.last_error = ""
         self._want: Table | None = None
+        self._applied: int | None = None  # what we applied last (cheap to read every tick)
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -49,7 +51,8 @@ class DataplaneWorker:
             return None if self._want is None else self._want.generation
 
     def applied_generation(self) -> int | None:
-        return self.dataplane.applied_generation()
+        """The generation this worker applied last (no subprocess: read every tick)."""
+        return self._applied
 
     def backend_counters(self) -> dict[str, tuple[int, int]]:
         """'<service>/<backend id>' -> (packets, bytes), if the data plane counts."""
@@ -61,24 +64,49 @@ class DataplaneWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop applying, and take our rules out: a stopped agent holds no VIP, and a
+        table left behind would only surprise whoever comes next (the proxy closes its
+        listeners; nftables loses `table inet hacluster`)."""
         with self._cond:
             self._stop = True
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for name in ("stop", "remove"):
+            fn = getattr(self.dataplane, name, None)
+            if fn is not None:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - best effort on the way out
+                    log.warning("%s: %s failed: %s", self.name, name, e)
+
+    def _verify(self) -> None:
+        """Reconcile (STYLE §4): someone flushed our table, or a reboot of nftables lost it?
+        Then forget what we applied, and the loop applies the wanted table again."""
+        try:
+            actual = self.dataplane.applied_generation()
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s: cannot read the applied generation: %s", self.name, e)
+            return
+        if actual != self._applied:
+            log.warning("%s: found generation %s in the data plane, expected %s: re-applying",
+                        self.name, actual, self._applied)
+            self._applied = None
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stop and (self._want is None or
-                                          self._want.generation == self.applied_generation()):
-                    self._cond.wait()
+                                          self._want.generation == self._applied):
+                    if not self._cond.wait(VERIFY_S) and self._want is not None:
+                        self._verify()
                 if self._stop:
                     return
                 table = self._want
             assert table is not None
             try:
                 self.dataplane.apply(table)
+                self._applied = table.generation
                 if self.last_error:
                     log.warning("%s: applying works again (generation %d)", self.name,
                                 table.generation)

@@ -79,7 +79,8 @@ class LabNode:
 class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
                  python: str = sys.executable, log_level: str = "info",
-                 checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None):
+                 checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
+                 balance: bool = False, algorithm: str = "round-robin"):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
@@ -89,6 +90,10 @@ class Lab:
         # Every server checks its own lab backend over HTTP (the one the VIP serves).
         self.checks = DEFAULT_CHECKS if checks is None else checks
         self.gossip = gossip or {}
+        # balance: the VIP's HTTP service goes through the balancing table over every
+        # server's backend; otherwise the VIP holder's own backend answers (no table).
+        self.balance = balance
+        self.algorithm = algorithm
         self.log_level = log_level
         self.python = python
         self.dir = LAB_ROOT / prefix
@@ -138,6 +143,8 @@ class Lab:
             ip("link", "set", "lo", "up", ns=ns)
             ip("addr", "add", f"{addr}/24", "dev", "eth0", ns=ns)
             ip("link", "set", "eth0", "up", ns=ns)
+            # The VIP holder forwards balanced flows to the other servers' backends.
+            run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
     def _write_files(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -155,6 +162,12 @@ class Lab:
                 "timing": dict(self.timing), "log_level": self.log_level,
                 "gossip": dict(self.gossip), "checks": list(self.checks),
             }
+            if self.balance:
+                doc["services"] = [{
+                    "name": "web", "vip": self.vip, "protocol": "tcp", "port": HTTP_PORT,
+                    "algorithm": self.algorithm,
+                    "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
+                    "backends": [{"node": m.name} for m in self.nodes]}]
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     # ------------------------------------------------------------- processes

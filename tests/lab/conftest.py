@@ -101,7 +101,7 @@ def cli_json(lab, name: str, *args: str) -> dict | None:
     node = lab.node(name)
     proc = subprocess.run(
         ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", *args,
-         "--json", "--timeout", "2", "--config", str(node.config)],
+         "--json", "--timeout", "5", "--config", str(node.config)],
         capture_output=True, text=True, timeout=20)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
@@ -130,3 +130,32 @@ def all_healthy(lab) -> bool:
                             for n in names):
             return False
     return True
+
+
+_COUNT_SCRIPT = """
+import collections, http.client, json, sys, time
+host, n, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+seen = collections.Counter()
+for _ in range(n):
+    if time.monotonic() > deadline:
+        break
+    c = http.client.HTTPConnection(host, 80, timeout=2)
+    try:
+        c.request("GET", "/")
+        seen[c.getresponse().read().decode().strip()] += 1
+    except OSError as e:
+        seen["error: " + type(e).__name__] += 1
+    finally:
+        c.close()
+print(json.dumps(seen))
+"""
+
+
+def served_by(lab, n: int, limit_s: float = 60.0) -> dict[str, int]:
+    """n HTTP requests to the VIP from the client namespace, one connection each (bounded
+    by count and by limit_s): which server answered how often."""
+    proc = subprocess.run(["ip", "netns", "exec", lab.client_ns, sys.executable, "-c", _COUNT_SCRIPT,
+                           lab.vip, str(n), str(limit_s)],
+                          capture_output=True, text=True, timeout=limit_s + 30)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

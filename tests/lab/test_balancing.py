@@ -1,0 +1,84 @@
+"""The VIP served through the balancing table (nftables) in a real lab, with real traffic."""
+
+from __future__ import annotations
+
+from .conftest import cli_json, served_by, wait_until
+
+
+def up(lab_factory, algorithm="round-robin"):
+    lab = lab_factory(up=False)
+    lab.balance, lab.algorithm = True, algorithm
+    lab.up()
+    return lab
+
+
+def hot_everywhere(lab) -> int | None:
+    """The committed generation, once every member has applied it (else None)."""
+    views = [cli_json(lab, n.name, "backends") for n in lab.nodes]
+    if any(v is None for v in views):
+        return None
+    gens = {v["table_generation"] for v in views} | {v["applied_generation"] for v in views}
+    return gens.pop() if len(gens) == 1 and views[0]["table_generation"] > 0 else None
+
+
+def test_round_robin_spreads_3000_requests_evenly_and_every_standby_is_hot(lab_factory):
+    lab = up(lab_factory)
+    wait_until(lambda: hot_everywhere(lab), 30, "every member applied the committed table")
+    seen = served_by(lab, 3000)
+    assert sum(seen.values()) == 3000 and not any(k.startswith("error") for k in seen), seen
+    for n in lab.nodes:
+        assert abs(seen.get(n.name, 0) / 3000 - 1 / 3) <= 0.05, seen
+    # the data plane counted it: every backend's counter on the holder moved
+    holder = lab.holders()[0]
+    view = cli_json(lab, holder, "backends")
+    assert all((b["packets"] or 0) > 0 for b in view["services"][0]["backends"]), view
+
+
+def test_after_the_holder_dies_the_new_holder_serves_the_same_table(lab_factory):
+    lab = up(lab_factory)
+    gen = wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    old = lab.holders()[0]
+    lab.power_off(lab.node(old))
+    new = wait_until(lambda: (h := lab.holders()) and h[0] != old and h[0], 30, "a new holder")
+    view = cli_json(lab, new, "backends")
+    # hot standby: it had the committed generation applied before it became the holder
+    assert view["applied_generation"] is not None and view["applied_generation"] >= gen
+    # the dead server's backend leaves the table; the others serve everything
+    wait_until(lambda: (v := cli_json(lab, new, "backends")) is not None and any(
+        b["id"] == old and b["state"] == "down" for b in v["services"][0]["backends"])
+        and v["applied_generation"] == v["table_generation"], 30, f"{old} down in the table")
+    seen = served_by(lab, 300)
+    assert old not in seen and sum(v for k, v in seen.items() if not k.startswith("error")) == 300, seen
+
+
+def test_a_stopped_backend_gets_no_traffic_and_comes_back(lab_factory):
+    lab = up(lab_factory)
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    holder = lab.holders()[0]
+    victim = next(n for n in lab.nodes if n.name != holder)
+    lab.stop_backend(victim)
+    wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and any(
+        b["id"] == victim.name and b["state"] == "down" for b in v["services"][0]["backends"])
+        and v["applied_generation"] == v["table_generation"], 30, f"{victim.name} down")
+    seen = served_by(lab, 300)
+    assert victim.name not in seen and not any(k.startswith("error") for k in seen), seen
+    lab.start_backend(victim)
+    wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and all(
+        b["state"] == "active" for b in v["services"][0]["backends"])
+        and v["applied_generation"] == v["table_generation"], 30, f"{victim.name} back")
+    assert victim.name in served_by(lab, 60)
+
+
+def test_drain_moves_new_flows_away_and_undrain_brings_them_back(lab_factory):
+    lab = up(lab_factory)
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    target = lab.nodes[1].name
+    r = cli_json(lab, lab.nodes[0].name, "drain", target)  # any member takes the action
+    assert r is not None and r["ok"], r
+    wait_until(lambda: (v := cli_json(lab, lab.holders()[0], "backends")) is not None and any(
+        b["id"] == target and b["state"] == "draining" for b in v["services"][0]["backends"])
+        and v["applied_generation"] == v["table_generation"], 30, f"{target} draining")
+    seen = served_by(lab, 300)
+    assert target not in seen and sum(seen.values()) == 300, seen
+    assert cli_json(lab, lab.nodes[2].name, "undrain", target)["ok"]
+    wait_until(lambda: target in served_by(lab, 30), 30, f"{target} serving again")
