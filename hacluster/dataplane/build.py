@@ -58,5 +58,5 @@ def build_table(services: Sequence[ServiceSpec], member_addresses: Mapping[str, 
             fport = svc.fallback.port or svc.backend_port or 0
             fallback = Backend(f"{svc.fallback.address}:{fport}", svc.fallback.address, fport, 1)
         out.append(Service(svc.name, svc.vip, svc.protocol, tuple(svc.ports), svc.backend_port,
-                           svc.algorithm, tuple(backends), fallback, svc.snat))
+                           svc.algorithm, tuple(backends), fallback, svc.snat, svc.drain_timeout_s))
     return Table(generation, tuple(out))

@@ -57,6 +57,7 @@ class Service:
     backends: tuple[Backend, ...]
     fallback: Backend | None = None  # "sorry" backend used when no backend is serving
     snat: bool = True  # masquerade towards backends (one-arm and the lab need it)
+    drain_timeout_s: int = 300  # established flows of a draining backend are cut after this
 
     def serving(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.serving)
@@ -80,7 +81,7 @@ def table_to_doc(t: Table) -> dict[str, Any]:
         {"name": s.name, "vip": s.vip, "protocol": s.protocol.value, "ports": list(s.ports),
          "backend_port": s.backend_port, "algorithm": s.algorithm.value,
          "backends": [backend(b) for b in s.backends], "fallback": backend(s.fallback),
-         "snat": s.snat} for s in t.services]}
+         "snat": s.snat, "drain_timeout_s": s.drain_timeout_s} for s in t.services]}
 
 
 def table_from_doc(doc: dict[str, Any]) -> Table:
@@ -97,7 +98,7 @@ def table_from_doc(doc: dict[str, Any]) -> Table:
                     None if s["backend_port"] is None else int(s["backend_port"]),
                     Algorithm(s["algorithm"]),
                     tuple(b for b in (backend(x) for x in s["backends"]) if b is not None),
-                    backend(s["fallback"]), bool(s["snat"]))
+                    backend(s["fallback"]), bool(s["snat"]), int(s.get("drain_timeout_s", 300)))
             for s in doc["services"]))
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"not a balancing table: {e!r}") from None

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-from hacluster.dataplane.table import Table
+from hacluster.dataplane.table import Backend, BackendState, Service, Table
 
 log = logging.getLogger("hacluster.dataplane")
 
@@ -36,6 +38,7 @@ class DataplaneWorker:
         self.last_error = ""
         self._want: Table | None = None
         self._applied: int | None = None  # what we applied last (cheap to read every tick)
+        self._drains = DrainTimer(time.monotonic)
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -80,6 +83,16 @@ class DataplaneWorker:
                 except Exception as e:  # noqa: BLE001 - best effort on the way out
                     log.warning("%s: %s failed: %s", self.name, name, e)
 
+    def _flush_due(self) -> None:
+        flush = getattr(self.dataplane, "flush_backend", None)
+        for svc, b in self._drains.due():
+            if flush is None:
+                continue
+            ok, why = flush(b.address, b.port or None, svc.protocol)
+            log.info("%s: %s/%s %s for %d s: established flows %s", self.name, svc.name, b.id,
+                     b.state.value, svc.drain_timeout_s if b.state is BackendState.DRAINING else 0,
+                     "cut" if ok else f"not cut ({why})")
+
     def _verify(self) -> None:
         """Reconcile (STYLE §4): someone flushed our table, or a reboot of nftables lost it?
         Then forget what we applied, and the loop applies the wanted table again."""
@@ -98,7 +111,9 @@ class DataplaneWorker:
             with self._cond:
                 while not self._stop and (self._want is None or
                                           self._want.generation == self._applied):
-                    if not self._cond.wait(VERIFY_S) and self._want is not None:
+                    self._flush_due()
+                    if not self._cond.wait(min(VERIFY_S, self._drains.next_in())) \
+                            and self._want is not None:
                         self._verify()
                 if self._stop:
                     return
@@ -107,6 +122,7 @@ class DataplaneWorker:
             try:
                 self.dataplane.apply(table)
                 self._applied = table.generation
+                self._drains.update(table)
                 if self.last_error:
                     log.warning("%s: applying works again (generation %d)", self.name,
                                 table.generation)
@@ -119,3 +135,42 @@ class DataplaneWorker:
                 self.last_error = str(e)
                 with self._cond:
                     self._cond.wait(RETRY_S)
+
+
+class DrainTimer:
+    """When to cut the established flows of draining backends (after the service's
+    drain_timeout_s) and of disabled ones (at once). Each backend is cut once per spell."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self._since: dict[tuple[str, str], tuple[float, Service, Backend, bool]] = {}
+
+    def update(self, table: Table) -> None:
+        now = self.clock()
+        current = {}
+        for svc in table.services:
+            for b in svc.backends:
+                if b.state in (BackendState.DRAINING, BackendState.DISABLED):
+                    key = (svc.name, b.id)
+                    old = self._since.get(key)
+                    same = old is not None and old[2].state is b.state
+                    current[key] = (old[0], svc, b, old[3]) if same and old else (now, svc, b, False)
+        self._since = current
+
+    def _deadline(self, since: float, svc: Service, b: Backend) -> float:
+        return since + (svc.drain_timeout_s if b.state is BackendState.DRAINING else 0)
+
+    def due(self) -> list[tuple[Service, Backend]]:
+        now = self.clock()
+        out = []
+        for key, (since, svc, b, done) in self._since.items():
+            if not done and now >= self._deadline(since, svc, b):
+                self._since[key] = (since, svc, b, True)
+                out.append((svc, b))
+        return out
+
+    def next_in(self) -> float:
+        now = self.clock()
+        waits = [self._deadline(since, svc, b) - now
+                 for since, svc, b, done in self._since.values() if not done]
+        return max(0.0, min(waits)) if waits else float("inf")

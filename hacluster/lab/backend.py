@@ -1,8 +1,13 @@
-"""The lab's tiny HTTP backend: answers every GET with its server's name."""
+"""The lab's tiny HTTP backend: answers every GET with its server's name.
+
+GET /slow/N streams its name and then one line per second for N seconds (at most 600):
+a long download, to show that draining lets established flows finish.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,12 +20,28 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            if self.path.startswith("/slow/") and self.path[6:].isdigit():
+                self._slow(min(600, int(self.path[6:])))
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
+
+        def _slow(self, seconds: int) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            for i in range(seconds):
+                time.sleep(1)
+                self.wfile.write(f"{i + 1}\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"done\n")
 
         def log_message(self, *a: object) -> None:
             pass

@@ -82,3 +82,42 @@ def test_drain_moves_new_flows_away_and_undrain_brings_them_back(lab_factory):
     assert target not in seen and sum(seen.values()) == 300, seen
     assert cli_json(lab, lab.nodes[2].name, "undrain", target)["ok"]
     wait_until(lambda: target in served_by(lab, 30), 30, f"{target} serving again")
+
+
+_DOWNLOAD = """
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], 80, timeout=30)
+c.request("GET", "/slow/" + sys.argv[2])
+r = c.getresponse()
+print(r.readline().decode().strip(), flush=True)  # who serves it, at once
+print(r.read().decode().split()[-1], flush=True)  # the last line: "done" if it ran to its end
+"""
+
+
+def test_draining_lets_a_long_download_finish_while_new_flows_go_elsewhere(lab_factory):
+    import subprocess
+    import sys
+    lab = up(lab_factory)
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    downloads = []
+    try:
+        for _ in range(3):  # round-robin: three downloads land on three different servers
+            p = subprocess.Popen(["ip", "netns", "exec", lab.client_ns, sys.executable, "-c", _DOWNLOAD,
+                                  lab.vip, "8"], stdout=subprocess.PIPE, text=True)
+            downloads.append((p.stdout.readline().strip(), p))
+        target = downloads[0][0]
+        assert target in {n.name for n in lab.nodes}, downloads
+        assert cli_json(lab, lab.holders()[0], "drain", target)["ok"]
+        wait_until(lambda: (v := cli_json(lab, lab.holders()[0], "backends")) is not None and any(
+            b["id"] == target and b["state"] == "draining" for b in v["services"][0]["backends"])
+            and v["applied_generation"] == v["table_generation"], 30, f"{target} draining")
+        seen = served_by(lab, 150)
+        assert target not in seen and sum(seen.values()) == 150, seen
+        for name, p in downloads:  # every download, the drained server's too, ran to its end
+            out, _ = p.communicate(timeout=60)
+            assert out.strip() == "done", (name, out)
+    finally:
+        for _, p in downloads:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
