@@ -349,7 +349,7 @@ def keep_logs(lab: Lab, raw_dir: Path | None) -> None:
 
 def bench_hacluster(faults: list[str], trials: int, raw_dir: Path | None,
                     quiet_wait: float) -> dict[str, Any]:
-    lab = Lab(random_prefix("bf"), 3)
+    lab = Lab(random_prefix("bf"), 3, balance=False)
     log(f"hacluster: lab {lab.prefix} ({lab.net}.0/24, VIP {lab.vip})")
     try:
         system = HaclusterSystem(lab)
@@ -362,7 +362,7 @@ def bench_hacluster(faults: list[str], trials: int, raw_dir: Path | None,
 
 def bench_keepalived(faults: list[str], trials: int, raw_dir: Path | None,
                      quiet_wait: float) -> dict[str, dict[str, Any]]:
-    lab = Lab(random_prefix("bk"), 3)
+    lab = Lab(random_prefix("bk"), 3, balance=False)
     log(f"keepalived: lab {lab.prefix} ({lab.net}.0/24, VIP {lab.vip})")
     out = {}
     systems: list[KeepalivedSystem] = []

@@ -41,11 +41,12 @@ def lab() -> None:
               help="number of servers")
 @click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
 @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for a VIP holder")
-@click.option("--balance", type=click.Choice(["round-robin", "weighted", "source-hash", "maglev"]),
-              default=None, help="serve the VIP through the balancing table over every "
-                                 "server's backend with this algorithm (default: the holder "
-                                 "answers alone)")
-def up(nodes: int, name: str, timeout: float, balance: str | None) -> None:
+@click.option("--balance", type=click.Choice(["round-robin", "weighted", "source-hash", "maglev",
+                                              "none"]),
+              default="round-robin", show_default=True,
+              help="how the VIP's service balances over every server's backend; none: the "
+                   "VIP holder's own backend answers alone")
+def up(nodes: int, name: str, timeout: float, balance: str) -> None:
     """Build the lab, start an agent and an HTTP backend on every server, wait for a holder.
 
     The last line of stdout is the lab's JSON description (DESIGN.md §7).
@@ -53,11 +54,12 @@ def up(nodes: int, name: str, timeout: float, balance: str | None) -> None:
     \b
     Examples:
       hacluster lab up
-      hacluster lab up --name ward --balance round-robin
+      hacluster lab up --name ward --balance maglev
     """
     _need_root()
     try:
-        lab_ = Lab(name, nodes, balance=balance is not None, algorithm=balance or "round-robin")
+        lab_ = Lab(name, nodes, balance=balance != "none",
+                   algorithm=balance if balance != "none" else "round-robin")
         _progress(f"lab {name}: {nodes} servers on {lab_.net}.0/24, VIP {lab_.vip}; building...")
         desc = lab_.up(wait_s=timeout)
     except LabError as e:

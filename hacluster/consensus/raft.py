@@ -471,9 +471,11 @@ class RaftNode:
         leader_node = s._getLeader()
         leader = self._by_addr.get(getattr(leader_node, "address", ""), None)
         remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
+        # A peer that has not acked since we became leader has been silent at least that
+        # long: a dead old leader's backends need not wait for gossip's dead verdict.
         peers = tuple(
             PeerLink(m.id, m.raft_endpoint, self._connected(m.raft_endpoint),
-                     (now - self._acks[m.id]) if is_leader and m.id in self._acks else None)
+                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None)
             for m in self.config.peers
         )
         connected = sum(1 for p in peers if p.connected) + 1

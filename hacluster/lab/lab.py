@@ -80,7 +80,7 @@ class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
                  python: str = sys.executable, log_level: str = "info",
                  checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
-                 balance: bool = False, algorithm: str = "round-robin"):
+                 balance: bool = True, algorithm: str = "round-robin"):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
@@ -91,7 +91,8 @@ class Lab:
         self.checks = DEFAULT_CHECKS if checks is None else checks
         self.gossip = gossip or {}
         # balance: the VIP's HTTP service goes through the balancing table over every
-        # server's backend; otherwise the VIP holder's own backend answers (no table).
+        # server's backend (the default); otherwise the VIP holder's own backend answers
+        # (no table: the failover benchmark measures VIP moves alone, as keepalived does).
         self.balance = balance
         self.algorithm = algorithm
         self.log_level = log_level

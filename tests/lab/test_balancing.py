@@ -7,7 +7,7 @@ from .conftest import cli_json, served_by, wait_until
 
 def up(lab_factory, algorithm="round-robin"):
     lab = lab_factory(up=False)
-    lab.balance, lab.algorithm = True, algorithm
+    lab.algorithm = algorithm  # the lab balances by default
     lab.up()
     return lab
 
