@@ -121,3 +121,31 @@ def test_draining_lets_a_long_download_finish_while_new_flows_go_elsewhere(lab_f
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
+
+
+def test_weighted_follows_a_weight_set_from_the_cli(lab_factory):
+    lab = up(lab_factory, "weighted")
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    before = hot_everywhere(lab)
+    assert cli_json(lab, "n2", "weight", "web/n1", "2")["ok"]
+    wait_until(lambda: (g := hot_everywhere(lab)) is not None and g > before, 30,
+               "the new weight applied everywhere")
+    seen = served_by(lab, 3000)
+    shares = {n: seen.get(n, 0) / 3000 for n in ("n1", "n2", "n3")}
+    assert abs(shares["n1"] - 0.5) <= 0.05 and abs(shares["n2"] - 0.25) <= 0.05, seen
+    assert abs(shares["n3"] - 0.25) <= 0.05, seen
+
+
+def test_source_hash_keeps_a_client_on_one_backend(lab_factory):
+    lab = up(lab_factory, "source-hash")
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    seen = served_by(lab, 300)
+    assert len(seen) == 1 and sum(seen.values()) == 300, seen
+
+
+def test_maglev_spreads_flows_by_their_5_tuple(lab_factory):
+    lab = up(lab_factory, "maglev")
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    seen = served_by(lab, 3000)  # one client, a new source port per connection
+    for n in lab.nodes:
+        assert abs(seen.get(n.name, 0) / 3000 - 1 / 3) <= 0.05, seen
