@@ -15,6 +15,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--name", required=True)
     p.add_argument("--port", type=int, default=80)
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address to listen on (the lab gives the server's own address, so that "
+                        "a userspace proxy can listen on the VIP's port next to it)")
     args = p.parse_args()
     body = (args.name + "\n").encode()
 
@@ -49,7 +52,7 @@ def main() -> None:
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 256
-    ThreadingHTTPServer(("0.0.0.0", args.port), Handler).serve_forever()
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 
 
 if __name__ == "__main__":

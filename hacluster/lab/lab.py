@@ -80,7 +80,7 @@ class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
                  python: str = sys.executable, log_level: str = "info",
                  checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
-                 balance: bool = True, algorithm: str = "round-robin"):
+                 balance: bool = True, algorithm: str = "round-robin", dataplane: str = "auto"):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
@@ -94,6 +94,7 @@ class Lab:
         # server's backend (the default); otherwise the VIP holder's own backend answers
         # (no table: the failover benchmark measures VIP moves alone, as keepalived does).
         self.balance = balance
+        self.dataplane = dataplane  # auto | nftables | proxy (the agents' data plane)
         self.algorithm = algorithm
         self.log_level = log_level
         self.python = python
@@ -169,6 +170,7 @@ class Lab:
                     "algorithm": self.algorithm,
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
                     "backends": [{"node": m.name} for m in self.nodes]}]
+                doc["dataplane"] = self.dataplane
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     # ------------------------------------------------------------- processes
@@ -185,7 +187,10 @@ class Lab:
 
     def start_backend(self, node: LabNode) -> None:
         node.backend = self._spawn(node.netns, [self.python, "-m", "hacluster.lab.backend",
-                                                "--name", node.name, "--port", str(HTTP_PORT)],
+                                                "--name", node.name, "--port", str(HTTP_PORT),
+                                                # balanced: on its own address (a proxy may
+                                                # listen on VIP:80); else the VIP too
+                                                "--host", node.ip if self.balance else "0.0.0.0"],
                                    node.log.with_name("backend.log"))
 
     def stop_backend(self, node: LabNode) -> None:

@@ -149,3 +149,17 @@ def test_maglev_spreads_flows_by_their_5_tuple(lab_factory):
     seen = served_by(lab, 3000)  # one client, a new source port per connection
     for n in lab.nodes:
         assert abs(seen.get(n.name, 0) / 3000 - 1 / 3) <= 0.05, seen
+
+
+def test_the_userspace_proxy_serves_the_same_table(lab_factory):
+    lab = lab_factory(up=False)
+    lab.dataplane = "proxy"
+    lab.up()
+    wait_until(lambda: hot_everywhere(lab), 30, "every member's proxy applied the table")
+    view = cli_json(lab, lab.holders()[0], "backends")
+    assert view["dataplane"] == "userspace proxy"
+    seen = served_by(lab, 1500)
+    assert sum(seen.values()) == 1500 and not any(k.startswith("error") for k in seen), seen
+    for n in lab.nodes:
+        assert abs(seen.get(n.name, 0) / 1500 - 1 / 3) <= 0.05, seen
+    assert "userspace proxy serving the balancing table" in lab.node(lab.holders()[0]).log.read_text()
