@@ -476,13 +476,13 @@ def _setup_logging(level: str) -> None:
 def _make_gossip(config: Config, secret: str) -> tuple[Any, Any, Any]:
     from hacluster.auth import gossip_token
     from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
-    from hacluster.gossip.membership import GossipTiming, Membership
+    from hacluster.gossip.membership import Membership
 
     transport = GrpcTransport(config.node_id, gossip_token(secret))
     membership = Membership(
         config.node_id, config.me.grpc_endpoint,
         {p.id: p.grpc_endpoint for p in config.peers}, transport,
-        timing=GossipTiming(**dataclasses.asdict(config.gossip)), version=__version__,
+        timing=config.gossip, version=__version__,
         on_change=_log_gossip_change)
     service = GossipService(membership, gossip_token(secret),
                             {m.id: m.grpc_endpoint for m in config.members})

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hacluster.dataplane.spec import ServiceSpec, service_errors
+from hacluster.gossip.types import GossipTiming
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
 from hacluster.model import Member, Vip
 
@@ -127,22 +128,6 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class GossipConfig:
-    """Gossip timings in seconds (hacluster.gossip.membership.GossipTiming's fields)."""
-
-    probe_interval: float = 0.5
-    probe_timeout: float = 0.2
-    indirect_checks: int = 3
-    suspicion_mult: int = 4
-    suspicion_max_timeout_mult: int = 6
-    retransmit_mult: int = 4
-    gossip_interval: float = 0.2
-    gossip_nodes: int = 3
-    push_pull_interval: float = 10.0
-    reconnect_interval: float = 2.0
-
-
-@dataclass(frozen=True)
 class Config:
     source: str
     cluster: str
@@ -154,7 +139,7 @@ class Config:
     secret_file: Path
     log_level: str
     warnings: tuple[str, ...] = ()
-    gossip: GossipConfig = GossipConfig()
+    gossip: GossipTiming = GossipTiming()
     checks: tuple[AnyCheck, ...] = ()
     health_settle: float = 0.2
     health_rejoin: float = 2.0
@@ -334,7 +319,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         secret_file=rel(spec.secret_file),
         log_level=spec.log_level,
         warnings=tuple(warns),
-        gossip=GossipConfig(**{
+        gossip=GossipTiming(**{
             k.removesuffix("_ms"): (v / 1000 if k.endswith("_ms") else v)
             for k, v in spec.gossip.model_dump().items()}),
         checks=tuple(spec.checks),

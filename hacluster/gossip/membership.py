@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from hacluster.gossip.awareness import Awareness
 from hacluster.gossip.broadcast import BroadcastQueue
@@ -42,7 +42,7 @@ from hacluster.gossip.precedence import (
     precedence,
 )
 from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
-from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord, Transport
+from hacluster.gossip.types import Ack, GossipState, GossipTiming, NodeMeta, NodeRecord, Transport
 from hacluster.gossip.wire import encoded_size
 from hacluster.model import NodeId
 
@@ -61,24 +61,6 @@ PUSH_PULL_TIMEOUT_PROBES = 2.0
 # FULL_STATE_BUDGET_BYTES, then bare records (see _full_state).
 PIGGYBACK_BUDGET_BYTES = 256 * 1024
 FULL_STATE_BUDGET_BYTES = 512 * 1024
-
-
-@dataclass(frozen=True)
-class GossipTiming:
-    """Seconds and multipliers; the defaults suit a hospital LAN (sub-millisecond RTT)."""
-
-    probe_interval: float = 0.5
-    probe_timeout: float = 0.2  # must stay well below probe_interval: ping-reqs use the rest
-    indirect_checks: int = 3
-    suspicion_mult: int = 4
-    suspicion_max_timeout_mult: int = 6
-    retransmit_mult: int = 4
-    gossip_interval: float = 0.2
-    gossip_nodes: int = 3
-    push_pull_interval: float = 10.0
-    reconnect_interval: float = 2.0  # dead/left members retried with a push-pull this often
-    awareness_max: int = 8
-    max_updates_per_message: int = 16  # bound on piggybacked records per message
 
 
 DEFAULT_TIMING = GossipTiming()

@@ -12,7 +12,25 @@ from typing import Protocol
 
 from hacluster.model import CheckReport, GossipState, Load, NodeId
 
-__all__ = ["Ack", "GossipState", "NodeMeta", "NodeRecord", "Transport"]
+__all__ = ["Ack", "GossipState", "GossipTiming", "NodeMeta", "NodeRecord", "Transport"]
+
+
+@dataclass(frozen=True)
+class GossipTiming:
+    """Seconds and multipliers; the defaults suit a hospital LAN (sub-millisecond RTT)."""
+
+    probe_interval: float = 0.5
+    probe_timeout: float = 0.2  # must stay well below probe_interval: ping-reqs use the rest
+    indirect_checks: int = 3
+    suspicion_mult: int = 4
+    suspicion_max_timeout_mult: int = 6
+    retransmit_mult: int = 4
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    push_pull_interval: float = 10.0
+    reconnect_interval: float = 2.0  # dead/left members retried with a push-pull this often
+    awareness_max: int = 8
+    max_updates_per_message: int = 16  # bound on piggybacked records per message
 
 
 @dataclass(frozen=True)
