@@ -68,15 +68,11 @@ class Agent:
             (c.name for c in config.checks), config.health_settle,
             Policy(rejoin=config.health_rejoin, raft_fresh=config.timing.election_max,
                    corroborate=config.health_corroborate))
-        self._health_due = 0.0
-        self._health_inflight_until = 0.0
-        self._health_backoff = 0.0
+        self._health_proposals = _Proposer(clock, "health change")
         self._contradicted: frozenset[str] = frozenset()
         self.dataplane = dataplane
         self._table_handed = -1
-        self._table_due = 0.0
-        self._table_inflight_until = 0.0
-        self._table_backoff = 0.0
+        self._table_proposals = _Proposer(clock, "table")
         self._members_addr = {m.id: m.address for m in config.members}
         self.started = clock()
         self.sentence = "starting"
@@ -235,32 +231,16 @@ class Agent:
         if view.role is not Role.LEADER or not view.epoch_applied:
             self._verdicts.reset()
             return
-        if snap.now < self._health_due or snap.now < self._health_inflight_until:
+        if not self._health_proposals.due(snap.now):
             return
-        self._health_due = snap.now + HEALTH_EVERY_S
         changes = self._verdicts.changes(snap.now, self._observed(view),
                                          self.raft.state.health)
         self._note_contradictions()
         if not changes:
             return
         batch = dict(sorted(changes.items())[:HEALTH_BATCH])
-        self._health_inflight_until = snap.now + HEALTH_INFLIGHT_S
-        term = view.term
-
-        def done(result: Any, err: int) -> None:
-            if result is not None and result.ok:
-                self._health_inflight_until = 0.0
-                self._health_backoff = 0.0
-                log.info("committed %s (term %d)", result.detail, term)
-                return
-            # Refused (deposed meanwhile) or lost: try again later, not every 100 ms.
-            self._health_backoff = min(HEALTH_BACKOFF_MAX_S, max(0.5, self._health_backoff * 2))
-            self._health_inflight_until = self.clock() + self._health_backoff
-            log.warning("health change not committed (%s); next try in %.1f s",
-                        result.detail if result is not None else f"pysyncobj reason {err}",
-                        self._health_backoff)
-
-        self.raft.submit({"type": "health", "term": term, "changes": batch}, done)
+        self._health_proposals.submit(self.raft, snap.now, view.term,
+                                      {"type": "health", "term": view.term, "changes": batch})
 
     # ----------------------------------------------------------------- balancing table
 
@@ -278,31 +258,17 @@ class Agent:
         view = snap.consensus
         if not self.config.services or view.role is not Role.LEADER or not view.epoch_applied:
             return
-        if snap.now < self._table_due or snap.now < self._table_inflight_until:
+        if not self._table_proposals.due(snap.now):
             return
-        self._table_due = snap.now + HEALTH_EVERY_S
         current = state.table_generation
         desired = build_table(self.config.services, self._members_addr, state.health, state.flags,
                               current + 1)
         if state.table is not None and \
                 table_to_doc(dataclasses.replace(desired, generation=current)) == state.table:
             return
-        self._table_inflight_until = snap.now + HEALTH_INFLIGHT_S
-
-        def done(result: Any, err: int) -> None:
-            if result is not None and result.ok:
-                self._table_inflight_until = 0.0
-                self._table_backoff = 0.0
-                log.info("committed %s (term %d)", result.detail, view.term)
-                return
-            self._table_backoff = min(HEALTH_BACKOFF_MAX_S, max(0.5, self._table_backoff * 2))
-            self._table_inflight_until = self.clock() + self._table_backoff
-            log.warning("table generation %d not committed (%s); next try in %.1f s", current + 1,
-                        result.detail if result is not None else f"pysyncobj reason {err}",
-                        self._table_backoff)
-
-        self.raft.submit({"type": "table", "term": view.term, "expect_generation": current,
-                          "table": table_to_doc(desired)}, done)
+        self._table_proposals.submit(self.raft, snap.now, view.term, {
+            "type": "table", "term": view.term, "expect_generation": current,
+            "table": table_to_doc(desired)})
 
     def _table_note(self) -> list[str]:
         if self.dataplane is None or not self.config.services:
@@ -456,6 +422,42 @@ class Agent:
                 committed.append(CommittedHealth(n, check, healthy))
         return ChecksStatus(node=self.config.node_id, nodes=nodes, committed=tuple(committed),
                             generation=state.generation)
+
+
+class _Proposer:
+    """The leader's proposals of one kind (health, table): looked at every HEALTH_EVERY_S,
+    at most one in flight (given up after HEALTH_INFLIGHT_S), and after a refused or lost
+    one a backoff of 0.5 s doubling to HEALTH_BACKOFF_MAX_S rather than a retry every tick."""
+
+    def __init__(self, clock: Callable[[], float], what: str):
+        self.clock = clock
+        self.what = what
+        self._due = 0.0
+        self._blocked_until = 0.0
+        self._backoff = 0.0
+
+    def due(self, now: float) -> bool:
+        if now < self._due or now < self._blocked_until:
+            return False
+        self._due = now + HEALTH_EVERY_S
+        return True
+
+    def submit(self, raft: Any, now: float, term: int, command: dict[str, Any]) -> None:
+        self._blocked_until = now + HEALTH_INFLIGHT_S
+
+        def done(result: Any, err: int) -> None:
+            if result is not None and result.ok:
+                self._blocked_until = self._backoff = 0.0
+                log.info("committed %s (term %d)", result.detail, term)
+                return
+            # Refused (deposed meanwhile, a stale generation) or lost: try again later.
+            self._backoff = min(HEALTH_BACKOFF_MAX_S, max(0.5, self._backoff * 2))
+            self._blocked_until = self.clock() + self._backoff
+            log.warning("%s not committed (%s); next try in %.1f s", self.what,
+                        result.detail if result is not None else f"pysyncobj reason {err}",
+                        self._backoff)
+
+        raft.submit(command, done)
 
 
 def _stall_note(age: float) -> str:
