@@ -2,11 +2,16 @@
 
 GET /slow/N streams its name and then one line per second for N seconds (at most 600):
 a long download, to show that draining lets established flows finish.
+
+With --udp-port, it also answers every UDP datagram on that port with its name (the
+lab's UDP service).
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,8 +23,13 @@ def main() -> None:
     p.add_argument("--host", default="0.0.0.0",
                    help="address to listen on (the lab gives the server's own address, so that "
                         "a userspace proxy can listen on the VIP's port next to it)")
+    p.add_argument("--udp-port", type=int, default=0, help="also answer UDP datagrams here")
     args = p.parse_args()
     body = (args.name + "\n").encode()
+    if args.udp_port:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((args.host, args.udp_port))
+        threading.Thread(target=_udp_echo_name, args=(udp, body), daemon=True).start()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
@@ -53,6 +63,15 @@ def main() -> None:
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 256
     ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+
+
+def _udp_echo_name(sock: socket.socket, body: bytes) -> None:
+    while True:
+        _, peer = sock.recvfrom(2048)
+        try:
+            sock.sendto(body, peer)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from hacluster.lab.netns import (
 
 LAB_ROOT = Path(os.environ.get("HACLUSTER_LAB_ROOT", "/run/hacluster-lab"))
 RAFT_PORT, GRPC_PORT, HTTP_PORT = 7100, 7101, 80
+UDP_PORT = 5300  # balanced labs: the UDP service "echo" (each backend answers its name)
 DEFAULT_CHECKS: list[dict[str, Any]] = [
     {"name": "web", "kind": "http", "port": HTTP_PORT, "path": "/", "interval_ms": 500,
      "timeout_ms": 300, "rise": 2, "fall": 2},
@@ -169,6 +170,10 @@ class Lab:
                     "name": "web", "vip": self.vip, "protocol": "tcp", "port": HTTP_PORT,
                     "algorithm": self.algorithm,
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
+                    "backends": [{"node": m.name} for m in self.nodes]}, {
+                    "name": "echo", "vip": self.vip, "protocol": "udp", "port": UDP_PORT,
+                    "algorithm": self.algorithm,
+                    "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
                     "backends": [{"node": m.name} for m in self.nodes]}]
                 doc["dataplane"] = self.dataplane
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -190,7 +195,8 @@ class Lab:
                                                 "--name", node.name, "--port", str(HTTP_PORT),
                                                 # balanced: on its own address (a proxy may
                                                 # listen on VIP:80); else the VIP too
-                                                "--host", node.ip if self.balance else "0.0.0.0"],
+                                                "--host", node.ip if self.balance else "0.0.0.0",
+                                                *(["--udp-port", str(UDP_PORT)] if self.balance else [])],
                                    node.log.with_name("backend.log"))
 
     def stop_backend(self, node: LabNode) -> None:
@@ -304,7 +310,8 @@ class Lab:
             "name": self.prefix, "bridge": "br0", "bridge_netns": self.sw,
             "client_netns": self.client_ns, "client_ip": self.client_ip, "subnet": f"{self.net}.0/24",
             "vips": [self.vip],
-            "services": [{"name": "http", "vip": self.vip, "port": HTTP_PORT, "proto": "tcp"}],
+            "services": [{"name": "http", "vip": self.vip, "port": HTTP_PORT, "proto": "tcp"}]
+            + ([{"name": "echo", "vip": self.vip, "port": UDP_PORT, "proto": "udp"}] if self.balance else []),
             "dir": str(self.dir),
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip,
                        "agent_pid": n.agent.pid if n.agent else None,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hacluster.lab.lab import Lab
+from hacluster.lab.lab import UDP_PORT, Lab
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import netns_list
 
@@ -159,3 +159,53 @@ def served_by(lab, n: int, limit_s: float = 60.0) -> dict[str, int]:
                           capture_output=True, text=True, timeout=limit_s + 30)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+# One UDP flow per source port: a datagram to VIP:port from client:sport, the answer is the
+# backend's name; up to 3 tries per flow (0.5 s each, same 5-tuple). Prints a JSON list of
+# names (or null for a flow that got no answer), in source-port order.
+_UDP_SCRIPT = """
+import json, socket, sys, time
+vip, port, client, first, n, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], \\
+    int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+end = time.monotonic() + limit
+out = []
+for i in range(n):
+    if time.monotonic() > end:
+        break
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(0.5)
+    if first:
+        s.bind((client, first + i))
+    name = None
+    for _ in range(3):
+        s.sendto(b"who", (vip, port))
+        try:
+            name = s.recv(2048).decode().strip()
+            break
+        except socket.timeout:
+            pass
+    s.close()
+    out.append(name)
+print(json.dumps(out))
+"""
+
+
+def udp_flows(lab, n: int, first_port: int = 0, limit_s: float = 60.0) -> list[str | None]:
+    """n UDP flows to the lab's "echo" service on the VIP from the client namespace, each
+    from its own source port (first_port, first_port + 1, ... when given, so that the same
+    flows can be sent again; else ephemeral): the backend that answered each (None: no
+    answer after 3 tries)."""
+    proc = subprocess.run(["ip", "netns", "exec", lab.client_ns, sys.executable, "-c", _UDP_SCRIPT,
+                           lab.vip, str(UDP_PORT), lab.client_ip, str(first_port), str(n), str(limit_s)],
+                          capture_output=True, text=True, timeout=limit_s + 30)
+    assert proc.returncode == 0, proc.stderr
+    names = json.loads(proc.stdout)
+    assert len(names) == n, f"only {len(names)} of {n} UDP flows within {limit_s} s"
+    return names
+
+
+def service(view: dict, name: str = "web") -> dict:
+    """One service of a `hacluster backends --json` view."""
+    return next(s for s in view["services"] if s["name"] == name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import cli_json, served_by, wait_until
+from .conftest import cli_json, served_by, service, udp_flows, wait_until
 
 
 def up(lab_factory, algorithm="round-robin"):
@@ -31,7 +31,7 @@ def test_round_robin_spreads_3000_requests_evenly_and_every_standby_is_hot(lab_f
     # the data plane counted it: every backend's counter on the holder moved
     holder = lab.holders()[0]
     view = cli_json(lab, holder, "backends")
-    assert all((b["packets"] or 0) > 0 for b in view["services"][0]["backends"]), view
+    assert all((b["packets"] or 0) > 0 for b in service(view)["backends"]), view
 
 
 def test_after_the_holder_dies_the_new_holder_serves_the_same_table(lab_factory):
@@ -45,7 +45,7 @@ def test_after_the_holder_dies_the_new_holder_serves_the_same_table(lab_factory)
     assert view["applied_generation"] is not None and view["applied_generation"] >= gen
     # the dead server's backend leaves the table; the others serve everything
     wait_until(lambda: (v := cli_json(lab, new, "backends")) is not None and any(
-        b["id"] == old and b["state"] == "down" for b in v["services"][0]["backends"])
+        b["id"] == old and b["state"] == "down" for b in service(v)["backends"])
         and v["applied_generation"] == v["table_generation"], 30, f"{old} down in the table")
     seen = served_by(lab, 300)
     assert old not in seen and sum(v for k, v in seen.items() if not k.startswith("error")) == 300, seen
@@ -58,13 +58,13 @@ def test_a_stopped_backend_gets_no_traffic_and_comes_back(lab_factory):
     victim = next(n for n in lab.nodes if n.name != holder)
     lab.stop_backend(victim)
     wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and any(
-        b["id"] == victim.name and b["state"] == "down" for b in v["services"][0]["backends"])
+        b["id"] == victim.name and b["state"] == "down" for b in service(v)["backends"])
         and v["applied_generation"] == v["table_generation"], 30, f"{victim.name} down")
     seen = served_by(lab, 300)
     assert victim.name not in seen and not any(k.startswith("error") for k in seen), seen
     lab.start_backend(victim)
     wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and all(
-        b["state"] == "active" for b in v["services"][0]["backends"])
+        b["state"] == "active" for b in service(v)["backends"])
         and v["applied_generation"] == v["table_generation"], 30, f"{victim.name} back")
     assert victim.name in served_by(lab, 60)
 
@@ -76,7 +76,7 @@ def test_drain_moves_new_flows_away_and_undrain_brings_them_back(lab_factory):
     r = cli_json(lab, lab.nodes[0].name, "drain", target)  # any member takes the action
     assert r is not None and r["ok"], r
     wait_until(lambda: (v := cli_json(lab, lab.holders()[0], "backends")) is not None and any(
-        b["id"] == target and b["state"] == "draining" for b in v["services"][0]["backends"])
+        b["id"] == target and b["state"] == "draining" for b in service(v)["backends"])
         and v["applied_generation"] == v["table_generation"], 30, f"{target} draining")
     seen = served_by(lab, 300)
     assert target not in seen and sum(seen.values()) == 300, seen
@@ -109,7 +109,7 @@ def test_draining_lets_a_long_download_finish_while_new_flows_go_elsewhere(lab_f
         assert target in {n.name for n in lab.nodes}, downloads
         assert cli_json(lab, lab.holders()[0], "drain", target)["ok"]
         wait_until(lambda: (v := cli_json(lab, lab.holders()[0], "backends")) is not None and any(
-            b["id"] == target and b["state"] == "draining" for b in v["services"][0]["backends"])
+            b["id"] == target and b["state"] == "draining" for b in service(v)["backends"])
             and v["applied_generation"] == v["table_generation"], 30, f"{target} draining")
         seen = served_by(lab, 150)
         assert target not in seen and sum(seen.values()) == 150, seen
@@ -163,3 +163,57 @@ def test_the_userspace_proxy_serves_the_same_table(lab_factory):
     for n in lab.nodes:
         assert abs(seen.get(n.name, 0) / 1500 - 1 / 3) <= 0.05, seen
     assert "userspace proxy serving the balancing table" in lab.node(lab.holders()[0]).log.read_text()
+
+
+def test_a_udp_service_is_balanced_and_counted(lab_factory):
+    lab = up(lab_factory)
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    names = udp_flows(lab, 3000)  # one flow per datagram: a new source port each
+    assert None not in names, f"{names.count(None)} UDP flows unanswered"
+    shares = {n.name: names.count(n.name) for n in lab.nodes}
+    assert all(abs(k / 3000 - 1 / 3) <= 0.05 for k in shares.values()), shares
+    view = service(cli_json(lab, lab.holders()[0], "backends"), "echo")
+    assert view["protocol"] == "udp" and all((b["packets"] or 0) > 0 for b in view["backends"]), view
+
+
+def _echo_packets(lab, name: str) -> int:
+    view = cli_json(lab, name, "backends")
+    assert view is not None, f"no backends view from {name}"
+    return sum(b["packets"] or 0 for b in service(view, "echo")["backends"])
+
+
+def test_maglev_a_standby_maps_every_flow_to_the_holders_backend(lab_factory):
+    """The consistent hash: the same flows sent through a standby's copy of the table (the
+    client routes the VIP via that server) reach the same backends as through the holder."""
+    lab = up(lab_factory, "maglev")
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    holder = lab.holders()[0]
+    standby = next(n for n in lab.nodes if n.name != holder)
+    via_holder = udp_flows(lab, 1000, first_port=40000)
+    assert None not in via_holder and len(set(via_holder)) == 3, via_holder
+    before = _echo_packets(lab, standby.name)
+    lab.in_client("ip", "route", "add", f"{lab.vip}/32", "via", standby.ip)
+    via_standby = udp_flows(lab, 1000, first_port=40000)
+    assert _echo_packets(lab, standby.name) - before >= 2000, "the standby did not carry the flows"
+    same = sum(a == b for a, b in zip(via_holder, via_standby, strict=True))
+    assert same / 1000 >= 0.99, f"only {same} of 1000 flows on the same backend"
+
+
+def test_maglev_after_the_holder_dies_the_survivors_flows_keep_their_backend(lab_factory):
+    """The new holder has no conntrack entry of the old one's flows: the consistent hash
+    sends >= 99 % of the flows whose backend survived to that same backend again."""
+    lab = up(lab_factory, "maglev")
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    old = lab.holders()[0]
+    before = udp_flows(lab, 1000, first_port=41000)
+    assert None not in before and len(set(before)) == 3, before
+    lab.power_off(lab.node(old))
+    new = wait_until(lambda: (h := lab.holders()) and h[0] != old and h[0], 30, "a new holder")
+    wait_until(lambda: (v := cli_json(lab, new, "backends")) is not None and any(
+        b["id"] == old and b["state"] == "down" for b in service(v, "echo")["backends"])
+        and v["applied_generation"] == v["table_generation"], 30, f"{old} down in the table")
+    after = udp_flows(lab, 1000, first_port=41000)
+    assert None not in after and old not in after, after
+    survivors = [(a, b) for a, b in zip(before, after, strict=True) if a != old]
+    same = sum(a == b for a, b in survivors)
+    assert same / len(survivors) >= 0.99, f"only {same} of {len(survivors)} flows kept their backend"
