@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hacluster.dataplane.spec import ServiceSpec, service_errors
+from hacluster.dataplane.spec import ServiceSpec, external_checks, service_errors
 from hacluster.gossip.types import GossipTiming
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
 from hacluster.model import Member, Vip
@@ -322,7 +322,8 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         gossip=GossipTiming(**{
             k.removesuffix("_ms"): (v / 1000 if k.endswith("_ms") else v)
             for k, v in spec.gossip.model_dump().items()}),
-        checks=tuple(spec.checks),
+        # the configured checks, then those derived for external backends (spec.py)
+        checks=tuple(spec.checks) + tuple(external_checks(spec.services, spec.checks)),
         health_settle=spec.health.settle_ms / 1000,
         health_rejoin=spec.health.rejoin_ms / 1000,
         health_corroborate=spec.health.corroborate_ms / 1000,

@@ -7,15 +7,17 @@ Admin states live in the replicated flags (set by `hacluster drain/undrain/weigh
 A member's backend is DOWN when the service's check has a committed verdict of down for
 that member; with no verdict yet (a fresh cluster) it counts as active, as a load balancer
 starts its servers up: refusing all traffic for the seconds before the first verdicts
-would be an outage of its own. External hosts have no gossiped verdict: active unless an
-admin state says otherwise.
+would be an outage of its own. An external host is checked by every member (the
+service's check aimed at it, spec.external_checks): it is DOWN when more than half of the
+members' committed verdicts for it say down, so one member that cannot reach it (its own
+cable, or a dead member, whose verdicts are all down) does not take it out of service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from hacluster.dataplane.spec import BackendSpec, ServiceSpec
+from hacluster.dataplane.spec import BackendSpec, ServiceSpec, external_check_name
 from hacluster.dataplane.table import Backend, BackendState, Service, Table
 
 
@@ -30,9 +32,18 @@ def _state(svc: ServiceSpec, b: BackendSpec, bid: str, health: Mapping[str, bool
         return BackendState.DISABLED
     if admin == "draining" or (b.node is not None and flags.get(f"draining/{b.node}") == "true"):
         return BackendState.DRAINING
-    if b.node is not None and svc.check is not None and health.get(f"{b.node}/{svc.check}") is False:
-        return BackendState.DOWN
+    if svc.check is not None:
+        if b.node is not None and health.get(f"{b.node}/{svc.check}") is False:
+            return BackendState.DOWN
+        if b.address is not None and _mostly_down(health, external_check_name(svc.check, b.address)):
+            return BackendState.DOWN
     return BackendState.ACTIVE
+
+
+def _mostly_down(health: Mapping[str, bool], check: str) -> bool:
+    suffix = "/" + check
+    votes = [up for key, up in health.items() if key.endswith(suffix)]
+    return votes.count(False) * 2 > len(votes)
 
 
 def _weight(svc: ServiceSpec, bid: str, configured: int, flags: Mapping[str, str]) -> int:

@@ -20,11 +20,18 @@ services:
 
 Pydantic models check each field; `service_errors()` checks what spans the config
 (members, VIPs, checks), with paths such as `services[0].backends[2].node`.
+
+External hosts are health-checked too: `external_checks()` derives, for each external
+backend of a service with a check, a copy of that check aimed at the host's address,
+named `CHECK@ADDRESS` (a name no configured check can have, as `@` is not allowed there).
+Every member runs them and gossips the results like its own checks; the table builder
+marks the host down when most members' committed verdicts say so (build.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hacluster.dataplane.table import Algorithm, Protocol
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+MAX_CHECK_NAME = 63  # what gossip carries (gossip/wire.py MAX_ID)
 
 
 class _Strict(BaseModel):
@@ -118,6 +126,11 @@ def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[
                 errs.append(f"{bp}.node: {b.node!r} is not a member ({', '.join(sorted(member_ids))})")
             if b.address is not None and not _ipv4(b.address):
                 errs.append(f"{bp}.address: must be an IPv4 address, got {b.address!r}")
+            if (b.address is not None and s.check is not None
+                    and len(external_check_name(s.check, b.address)) > MAX_CHECK_NAME):
+                errs.append(f"{bp}.address: the check {s.check!r} is too long a name to derive "
+                            f"the external host's check from ({external_check_name(s.check, b.address)!r}"
+                            f" > {MAX_CHECK_NAME} characters); shorten the check's name")
             if b.address is not None and b.address == s.vip:
                 errs.append(f"{bp}.address: the VIP itself cannot be a backend")
             if b.port is not None and b.port != s.backend_port:
@@ -134,3 +147,24 @@ def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[
         if s.fallback is not None and not _ipv4(s.fallback.address):
             errs.append(f"{p}.fallback.address: must be an IPv4 address, got {s.fallback.address!r}")
     return errs
+
+
+def external_check_name(check: str, address: str) -> str:
+    """The derived check that probes an external backend for a service's check."""
+    return f"{check}@{address}"
+
+
+def external_checks(services: Sequence[ServiceSpec], checks: Sequence[Any]) -> list[Any]:
+    """Copies of the services' checks aimed at their external backends (see the module
+    docstring), one per (check, address), in config order."""
+    by_name = {c.name: c for c in checks}
+    out: dict[str, Any] = {}
+    for s in services:
+        spec = by_name.get(s.check) if s.check is not None else None
+        if spec is None:
+            continue
+        for b in s.backends:
+            if b.address is not None:
+                name = external_check_name(spec.name, b.address)
+                out.setdefault(name, spec.model_copy(update={"name": name, "host": b.address}))
+    return list(out.values())

@@ -81,7 +81,8 @@ class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
                  python: str = sys.executable, log_level: str = "info",
                  checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
-                 balance: bool = True, algorithm: str = "round-robin", dataplane: str = "auto"):
+                 balance: bool = True, algorithm: str = "round-robin", dataplane: str = "auto",
+                 externals: int = 0):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
@@ -105,6 +106,15 @@ class Lab:
         self.client_ns = f"{prefix}-client"
         self.client_ip = f"{self.net}.2"
         self.vip = f"{self.net}.100"
+        if not 0 <= externals <= 9 or (externals and not balance):
+            raise LabError("externals (hosts that are backends but not members): 0-9, balanced labs only")
+        # external hosts: a namespace with a backend (HTTP + UDP), no agent, at NET.51...
+        self.externals = [
+            LabNode(name=f"x{i}", netns=f"{prefix}-x{i}", ip=f"{self.net}.{50 + i}", port=f"v-x{i}",
+                    config=self.dir / f"x{i}" / "none", data_dir=self.dir / f"x{i}",
+                    log=self.dir / f"x{i}" / "backend.log")
+            for i in range(1, externals + 1)
+        ]
         self.nodes = [
             LabNode(name=f"n{i}", netns=f"{prefix}-n{i}", ip=f"{self.net}.{10 + i}",
                     port=f"v-n{i}", config=self.dir / f"n{i}" / "hacluster.yaml",
@@ -124,6 +134,8 @@ class Lab:
             for node in self.nodes:
                 self.start_backend(node)
                 self.start_agent(node)
+            for ext in self.externals:
+                self.start_backend(ext)
             self.wait_single_holder(wait_s)
         except BaseException:
             self.down()
@@ -137,7 +149,7 @@ class Lab:
         ip("link", "add", "br0", "type", "bridge", ns=self.sw)
         ip("link", "set", "br0", "up", ns=self.sw)
         ip("link", "set", "lo", "up", ns=self.sw)
-        hosts = [(n.netns, n.port, n.ip) for n in self.nodes]
+        hosts = [(n.netns, n.port, n.ip) for n in self.nodes + self.externals]
         hosts.append((self.client_ns, "v-client", self.client_ip))
         for ns, port, addr in hosts:
             ip("netns", "add", ns)
@@ -156,6 +168,7 @@ class Lab:
         secret.chmod(0o600)
         members = [{"id": n.name, "address": n.ip, "raft_port": RAFT_PORT, "grpc_port": GRPC_PORT}
                    for n in self.nodes]
+        backends = [{"node": m.name} for m in self.nodes] + [{"address": x.ip} for x in self.externals]
         for n in self.nodes:
             n.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             doc = {
@@ -170,11 +183,11 @@ class Lab:
                     "name": "web", "vip": self.vip, "protocol": "tcp", "port": HTTP_PORT,
                     "algorithm": self.algorithm,
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
-                    "backends": [{"node": m.name} for m in self.nodes]}, {
+                    "backends": backends}, {
                     "name": "echo", "vip": self.vip, "protocol": "udp", "port": UDP_PORT,
                     "algorithm": self.algorithm,
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
-                    "backends": [{"node": m.name} for m in self.nodes]}]
+                    "backends": backends}]
                 doc["dataplane"] = self.dataplane
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -317,12 +330,14 @@ class Lab:
                        "agent_pid": n.agent.pid if n.agent else None,
                        "config": str(n.config), "data_dir": str(n.data_dir), "admin": n.admin,
                        "metrics": None, "log": str(n.log)} for n in self.nodes],
+            "externals": [{"name": x.name, "netns": x.netns, "ip": x.ip} for x in self.externals],
         }
 
     # ------------------------------------------------------------------ down
 
     def down(self) -> list[str]:
-        return teardown(self.prefix, [n.agent for n in self.nodes] + [n.backend for n in self.nodes])
+        return teardown(self.prefix, [n.agent for n in self.nodes]
+                        + [n.backend for n in self.nodes + self.externals])
 
 
 def teardown(prefix: str, procs: list[subprocess.Popen[bytes] | None] | None = None) -> list[str]:

@@ -35,8 +35,8 @@ def _root_and_tools():
 def lab_factory():
     made: list[Lab] = []
 
-    def make(nodes: int = 3, up: bool = True) -> Lab:
-        lab = Lab("t" + secrets.token_hex(3), nodes)
+    def make(nodes: int = 3, up: bool = True, **kw) -> Lab:
+        lab = Lab("t" + secrets.token_hex(3), nodes, **kw)
         made.append(lab)
         if up:
             lab.up()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import cli_json, served_by, service, udp_flows, wait_until
+from .conftest import check_state, cli_json, served_by, service, udp_flows, wait_until
 
 
 def up(lab_factory, algorithm="round-robin"):
@@ -217,3 +217,30 @@ def test_maglev_after_the_holder_dies_the_survivors_flows_keep_their_backend(lab
     survivors = [(a, b) for a, b in zip(before, after, strict=True) if a != old]
     same = sum(a == b for a, b in survivors)
     assert same / len(survivors) >= 0.99, f"only {same} of {len(survivors)} flows kept their backend"
+
+
+def test_an_external_host_is_checked_by_every_member_and_leaves_the_table_when_it_fails(lab_factory):
+    lab = lab_factory(externals=1)
+    ext = lab.externals[0]
+    ext_id = f"{ext.ip}:0"  # no backend_port: the client's port
+
+    def ext_state(view):
+        return next(b["state"] for b in service(view)["backends"] if b["address"] == ext.ip)
+    wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
+    holder = lab.holders()[0]
+    # every member probes it: the derived check, in each member's gossiped checks
+    derived = f"web@{ext.ip}"
+    wait_until(lambda: (c := cli_json(lab, holder, "checks")) is not None and all(
+        check_state(c, n.name, derived) == "passing" for n in lab.nodes), 30,
+        f"{derived} passing on every member")
+    seen = served_by(lab, 2000)
+    assert all(abs(seen.get(name, 0) / 2000 - 1 / 4) <= 0.05 for name in ("n1", "n2", "n3", "x1")), seen
+    lab.stop_backend(ext)
+    wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and ext_state(v) == "down"
+               and v["applied_generation"] == v["table_generation"], 30, f"{ext_id} down in the table")
+    seen = served_by(lab, 300)
+    assert "x1" not in seen and sum(v for k, v in seen.items() if not k.startswith("error")) == 300, seen
+    lab.start_backend(ext)
+    wait_until(lambda: (v := cli_json(lab, holder, "backends")) is not None and ext_state(v) == "active"
+               and v["applied_generation"] == v["table_generation"], 30, f"{ext_id} back in the table")
+    assert "x1" in served_by(lab, 300)

@@ -192,6 +192,22 @@ def test_bad_services_name_the_field(change, path, words):
     assert any(e.startswith(path) and words in e for e in errs), errs
 
 
+def test_external_backends_get_a_derived_check_aimed_at_them():
+    c = parse_config(doc(checks=[{"name": "web", "kind": "http", "port": 8080}],
+                         services=[SERVICE, {**SERVICE, "name": "web2", "port": 81}]))
+    names = [x.name for x in c.checks]
+    assert names == ["web", "web@10.0.0.50"]  # one per (check, host), after the configured
+    derived = c.checks[1]
+    assert derived.host == "10.0.0.50" and derived.port == 8080 and derived.kind == "http"
+    assert c.checks[0].host is None  # the configured check still probes its own member
+
+
+def test_a_check_name_too_long_to_derive_an_external_check_from_is_refused():
+    long = "w" * 60
+    errs = errors_of(doc(checks=[{"name": long, "kind": "http"}], services=[{**SERVICE, "check": long}]))
+    assert any(e.startswith("services[0].backends[2].address:") and "too long" in e for e in errs), errs
+
+
 def test_two_services_on_one_vip_port_clash():
     errs = errors_of(doc(checks=[{"name": "web", "kind": "http"}],
                          services=[SERVICE, {**SERVICE, "name": "web2"}]))

@@ -38,3 +38,19 @@ def test_no_verdict_yet_counts_as_active_and_weights_can_be_overridden():
 def test_the_raft_form_round_trips():
     t = build_table([SVC], ADDRS, {"n2/web": False}, {}, 3)
     assert table_from_doc(table_to_doc(t)) == t
+
+
+def test_an_external_host_is_down_when_most_members_verdicts_say_so():
+    ext = "10.0.0.50:8080"
+
+    def ext_state(**votes):
+        health = {f"{n}/web@10.0.0.50": up for n, up in votes.items()}
+        return states(build_table([SVC], ADDRS, health, {}, 1))[ext]
+    assert ext_state() is BackendState.ACTIVE  # no verdict yet
+    assert ext_state(n1=False) is BackendState.DOWN  # the only verdict
+    assert ext_state(n1=False, n2=True, n3=True) is BackendState.ACTIVE  # one member's view
+    assert ext_state(n1=False, n2=False, n3=True) is BackendState.DOWN
+    assert ext_state(n1=False, n2=True) is BackendState.ACTIVE  # a tie keeps it
+    # another check's or another host's verdicts do not count
+    t = build_table([SVC], ADDRS, {"n1/web@10.0.0.51": False, "n1/db@10.0.0.50": False}, {}, 1)
+    assert states(t)[ext] is BackendState.ACTIVE
