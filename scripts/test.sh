@@ -11,6 +11,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"
 before=$(ip netns list | sort)
+root_table_before=$(nft list table inet hacluster >/dev/null 2>&1 && echo yes || echo no)
 status=0
 .venv/bin/python -m pytest -p no:cacheprovider -q "${@:-tests}" || status=$?
 after=$(ip netns list | sort)
@@ -18,5 +19,9 @@ after=$(ip netns list | sort)
 leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep -E '^(t[0-9a-f]{6}|c[0-9a-f]{6}|hct[0-9a-f]+)-' || true)
 if [ -n "$leaked" ]; then
   echo "test: namespaces left behind by the suite:" >&2; echo "$leaked" >&2; status=1
+fi
+# The agent's ruleset lives in the labs' namespaces only: none may appear in this one.
+if [ "$root_table_before" = no ] && nft list table inet hacluster >/dev/null 2>&1; then
+  echo "test: the suite left 'table inet hacluster' in the root namespace" >&2; status=1
 fi
 exit $status

@@ -163,6 +163,9 @@ def test_the_userspace_proxy_serves_the_same_table(lab_factory):
     for n in lab.nodes:
         assert abs(seen.get(n.name, 0) / 1500 - 1 / 3) <= 0.05, seen
     assert "userspace proxy serving the balancing table" in lab.node(lab.holders()[0]).log.read_text()
+    names = udp_flows(lab, 1500)  # its UDP side: one flow per source port
+    shares = {n.name: names.count(n.name) for n in lab.nodes}
+    assert None not in names and all(abs(k / 1500 - 1 / 3) <= 0.05 for k in shares.values()), shares
 
 
 def test_a_udp_service_is_balanced_and_counted(lab_factory):
