@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -86,6 +87,7 @@ HAPROXY_PORT = 8080
 SOURCE_HOST = 200  # HAProxy's outgoing address: NET.200 (the lab uses .2, .11-.19, .100)
 WARMUP_S = 1  # unrecorded wrk run per target before the first round
 MODES = ("keepalive", "close")
+NPROC = os.cpu_count() or 1
 TARGETS = ("vip", "direct", "haproxy")
 # (mode, numerator, denominator) -> the issue's minimum ratio of requests/s
 GOALS: dict[tuple[str, str, str], float | None] = {
@@ -362,6 +364,9 @@ def wrk(lab: Lab, url: str, mode: str, a: argparse.Namespace, script: Path) -> d
         # CPUs the load generator kept busy: near --threads means wrk, not the target,
         # set the pace
         "client_cpus": round(client_cpu / secs, 2) if secs > 0 else None,
+        # machine CPU time per request (everything: wrk, nginx, the balancer, the agents)
+        "cpu_us_per_request": round((b1 - b0) / (t1 - t0) * NPROC * secs / r["requests"] * 1e6, 1)
+        if t1 > t0 and r["requests"] else None,
     }
 
 
@@ -400,9 +405,30 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                    for r in rs),
                 "requests": sum(r["requests"] for r in rs),
                 "cpu_busy_median": m("cpu_busy", 3), "rounds": len(rs),
+                "cpu_us_per_request_median": m("cpu_us_per_request", 1) if all(
+                    r.get("cpu_us_per_request") is not None for r in rs) else None,
                 "client_cpus_median": m("client_cpus", 2) if all(
                     r.get("client_cpus") is not None for r in rs) else None,
             }
+    return out
+
+
+def balancer_cost(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per mode, the CPU a request costs the machine through each balancer beyond what it
+    costs direct to a backend (µs, medians): the balancer's own price per request, with
+    wrk's and nginx's share taken out. A complement to the req/s ratios, which on a
+    machine that also runs the load generator and the backends dilute the balancer's cost
+    in theirs."""
+    out: dict[str, dict[str, float | None]] = {}
+    for mode, targets in summary.items():
+        base = targets.get("direct", {}).get("cpu_us_per_request_median")
+        row: dict[str, float | None] = {}
+        for t in ("vip", "haproxy"):
+            v = targets.get(t, {}).get("cpu_us_per_request_median")
+            row[t + "_extra_us"] = None if v is None or base is None else round(v - base, 1)
+        a, b = row.get("vip_extra_us"), row.get("haproxy_extra_us")
+        row["haproxy_over_vip"] = round(b / a, 2) if a and b and a > 0 else None
+        out[mode] = row
     return out
 
 
@@ -452,6 +478,13 @@ def table(doc: dict[str, Any]) -> str:
         val = "-" if r["value"] is None else f"{r['value']:.2f}x"
         verdict = {True: "met", False: "NOT met", None: "-"}[r["met"]]
         lines.append(f"{r['mode'] + ' ' + r['ratio']:32} {val:>7} {tgt:>8}  {verdict}")
+    cost = doc.get("balancer_cost") or {}
+    if cost:
+        lines.append("")
+        lines.append("balancer CPU per request beyond direct (median µs): " + "; ".join(
+            f"{mode} vip {c['vip_extra_us']} haproxy {c['haproxy_extra_us']}"
+            + (f" ({c['haproxy_over_vip']}x)" if c.get("haproxy_over_vip") else "")
+            for mode, c in cost.items()))
     lines.append(f"(wrk -t{doc['params']['threads']} -c{doc['params']['connections']} "
                  f"-d{doc['params']['duration_s']}s, {doc['params']['rounds']} rounds "
                  "interleaved; close = one connection per request; errors and syn rtx "
@@ -628,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["duration_s"] = round(time.monotonic() - t0, 1)
     doc["summary"] = summarize(doc["runs"])
     doc["ratios"] = ratios(doc["summary"])
+    doc["balancer_cost"] = balancer_cost(doc["summary"])
     print(table(doc), file=sys.stderr)
     if a.json_out:
         Path(a.json_out).write_text(json.dumps(doc, indent=2) + "\n")
