@@ -64,11 +64,13 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
     if st.leader is not None:
         reply.leader = st.leader
     for v in st.vips:
-        reply.vips.add(address=v.address, prefixlen=v.prefixlen, interface=v.interface,
-                       held=v.held)
+        pv = reply.vips.add(address=v.address, prefixlen=v.prefixlen, interface=v.interface,
+                            held=v.held)
+        if v.claimed_at_unix_ms is not None:
+            pv.claimed_at_unix_ms = v.claimed_at_unix_ms
     for m in st.members:
         pm = reply.members.add(id=m.id, address=m.address, is_self=m.is_self,
-                               connected=m.connected)
+                               connected=m.connected, admin_address=m.admin_address)
         if m.last_ack_ms is not None:
             pm.last_ack_ms = m.last_ack_ms
     return reply
@@ -165,7 +167,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  members_provider: Callable[[], MembersStatus] | None = None,
                  checks_provider: Callable[[str | None], ChecksStatus] | None = None,
                  backends_provider: Callable[[str | None], BackendsStatus] | None = None,
-                 actions: Any = None):
+                 actions: Any = None,
+                 failover: Callable[[str | None, bool, float], Any] | None = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
         weight), each returning (detail, generation) or raising AdminActionError."""
         if not token:
@@ -176,6 +179,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._checks_provider = checks_provider
         self._backends_provider = backends_provider
         self._actions = actions
+        self._failover = failover
         self._token = token
 
     def _refusal(self, context: grpc.ServicerContext) -> str | None:
@@ -235,6 +239,25 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                context: grpc.ServicerContext) -> admin_pb2.WeightReply:
         detail, gen = self._act(context, "weight", request.service, request.backend, request.weight)
         return admin_pb2.WeightReply(detail=detail, generation=gen)
+
+    @_guarded
+    def Failover(self, request: admin_pb2.FailoverRequest,
+                 context: grpc.ServicerContext) -> admin_pb2.FailoverReply:
+        if self._failover is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
+        to = request.to if request.HasField("to") else None
+        what = f"failover to={to or 'best'} dry_run={request.dry_run}"
+        try:
+            out = self._failover(to, request.dry_run, request.timeout_s)
+        except AdminActionError as e:
+            log.warning("admin %s from %s: refused: %s", what, context.peer(), e)
+            context.abort(e.code, str(e))
+        log.log(logging.DEBUG if request.dry_run else logging.INFO, "admin %s from %s: %s",
+                what, context.peer(), out.detail)
+        return admin_pb2.FailoverReply(
+            source=out.plan.source, target=out.plan.target, vips=list(out.plan.vips),
+            dry_run=out.dry_run, detail=out.detail, released_at_unix_ms=out.released_at_unix_ms,
+            handed_over_ms=out.handed_over_ms)
 
     def _act(self, context: grpc.ServicerContext, action: str, *args: Any) -> tuple[str, int]:
         if self._actions is None:

@@ -77,6 +77,8 @@ class Agent:
         self.started = clock()
         self.sentence = "starting"
         self.handoff = False
+        self._ticks = 0
+        self._ticked = threading.Condition()
         self._epoch_requested = 0
         self._claimed_at: dict[str, float] = {}
         self._announces: dict[str, int] = {}
@@ -313,6 +315,9 @@ class Agent:
             except Exception:  # the loop must survive anything; the next tick reconciles
                 log.exception("tick failed")
             self._last_tick_done = self.clock()
+            with self._ticked:
+                self._ticks += 1
+                self._ticked.notify_all()
             self.raft.agent_alive()
             next_at += tick
             delay = next_at - self.clock()
@@ -323,6 +328,13 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def wait_ticks(self, n: int, timeout: float) -> bool:
+        """Wait until the loop completed n more ticks (False after `timeout` s): a tick
+        that started before a change began with the old snapshot, the next one sees it."""
+        with self._ticked:
+            goal = self._ticks + n
+            return self._ticked.wait_for(lambda: self._ticks >= goal, timeout)
 
     def handoff_and_release(self) -> None:
         """SIGTERM path: release VIPs first, then hand leadership to a follower."""
@@ -352,17 +364,23 @@ class Agent:
         view = self.raft.view()
         state = self.raft.state
         me = self.config.me
-        members = [MemberStatus(me.id, me.raft_endpoint, True, True, None)]
+        admin = {m.id: m.grpc_endpoint for m in self.config.members}
+        members = [MemberStatus(me.id, me.raft_endpoint, True, True, None, admin[me.id])]
         members += [MemberStatus(p.id, p.address, False, p.connected,
-                                 None if p.last_ack_age_s is None else p.last_ack_age_s * 1000)
+                                 None if p.last_ack_age_s is None else p.last_ack_age_s * 1000,
+                                 admin.get(p.id, ""))
                     for p in view.peers]
+        wall_offset = time.time() - self.clock()
+        claimed = dict(self._claimed_at)
         return AgentStatus(
             node=self.config.node_id, cluster=self.config.cluster, version=__version__,
             role=view.role, term=view.term, leader=view.leader, lease_ok=view.lease_ok,
             lease_remaining_ms=view.lease_remaining_s * 1000, has_quorum=view.has_quorum,
             handoff=self.handoff,
-            vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
-                                 v.address in self._claimed_at) for v in self.config.vips),
+            vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.address in claimed,
+                                 None if v.address not in claimed
+                                 else (claimed[v.address] + wall_offset) * 1000)
+                       for v in self.config.vips),
             members=tuple(members), sentence=self._status_sentence(),
             commit_index=view.commit_index, last_applied=view.last_applied,
             epoch_term=state.epoch_term, generation=state.generation,
@@ -558,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     from hacluster.admin import AdminService, serve_admin  # gRPC pulls in threads: import late
     from hacluster.auth import admin_token
     from hacluster.dataplane.status import backends_status
+    from hacluster.failover import Failover
     from hacluster.hostops.netlink import NetlinkHostOps
 
     hostops = NetlinkHostOps()
@@ -574,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                          checks_provider=agent.checks_status,
                          backends_provider=lambda _svc: backends_status(
                              config.node_id, raft.state, agent.dataplane),
-                         actions=AdminActions(config, raft))
+                         actions=AdminActions(config, raft), failover=Failover(agent).run)
     try:
         server = serve_admin(config.me.grpc_endpoint, admin, max_workers=8, gossip=gossip_service)
     except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly

@@ -112,6 +112,7 @@ class VipStatus:
     prefixlen: int
     interface: str
     held: bool  # this node holds it right now
+    claimed_at_unix_ms: float | None = None  # when this node claimed it (wall clock), if held
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class MemberStatus:
     is_self: bool
     connected: bool  # Raft TCP link up (always True for self)
     last_ack_ms: float | None  # leader only: age of the newest acknowledged heartbeat
+    admin_address: str = ""  # its admin API host:port
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import time
 from typing import Any
 
 import grpc
@@ -91,10 +92,12 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
         term=reply.term, leader=reply.leader if reply.HasField("leader") else None,
         lease_ok=reply.lease_ok, lease_remaining_ms=reply.lease_remaining_ms,
         has_quorum=reply.has_quorum, handoff=reply.handoff,
-        vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.held) for v in reply.vips),
+        vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.held,
+                             v.claimed_at_unix_ms if v.HasField("claimed_at_unix_ms") else None)
+                   for v in reply.vips),
         members=tuple(
             MemberStatus(m.id, m.address, m.is_self, m.connected,
-                         m.last_ack_ms if m.HasField("last_ack_ms") else None)
+                         m.last_ack_ms if m.HasField("last_ack_ms") else None, m.admin_address)
             for m in reply.members),
         sentence=reply.sentence, commit_index=reply.commit_index,
         last_applied=reply.last_applied, epoch_term=reply.epoch_term,
@@ -235,3 +238,62 @@ def checks_from_pb(reply: admin_pb2.ChecksReply) -> ChecksStatus:
 def to_dict(value: Any) -> Any:
     """A model dataclass as JSON-ready data (enums as their values)."""
     return json.loads(json.dumps(dataclasses.asdict(value), default=str))
+
+
+def _leader_target(st: AgentStatus, asked: str) -> str:
+    """The admin address of the leader `st` (one agent's status) knows of."""
+    if st.leader is None:
+        raise AdminCallError(f"{st.node} knows no leader right now (no quorum?): a failover "
+                             "needs one; see `hacluster status`")
+    if st.leader == st.node:
+        return asked
+    m = next((m for m in st.members if m.id == st.leader), None)
+    if m is None or not m.admin_address:
+        raise AdminCallError(f"{st.node} does not know the admin address of the leader "
+                             f"{st.leader} (an agent older than this CLI?): ask the leader with "
+                             "--admin")
+    return m.admin_address
+
+
+def failover(target: str, token: str, to: str | None = None, dry_run: bool = False,
+             wait_s: float = 3.0, timeout: float = DEFAULT_TIMEOUT_S,
+             progress: Any = None) -> dict[str, Any]:
+    """Move leadership and the VIPs away from the leader (to `to`, or the member the leader
+    picks), through the agent at `target`, which need not be the leader. Returns what
+    happened, with the switch time measured from the old holder's release to the new
+    holder's claim (both as the agents logged them; across servers this includes their
+    clock difference)."""
+    say = progress or (lambda _msg: None)
+    st = fetch_status(target, token, timeout)
+    leader = _leader_target(st, target)
+    say(f"leader: {st.leader} ({leader})")
+    request = admin_pb2.FailoverRequest(dry_run=dry_run, timeout_s=wait_s)
+    if to is not None:
+        request.to = to
+    r = _call(leader, token, wait_s + timeout, "Failover", request)
+    out: dict[str, Any] = {"source": r.source, "target": r.target, "vips": list(r.vips),
+                           "dry_run": r.dry_run, "detail": r.detail, "switch_ms": None,
+                           "handed_over_ms": None if r.dry_run else round(r.handed_over_ms, 1)}
+    if r.dry_run:
+        return out
+    say(f"{r.source} released {', '.join(r.vips) or 'no VIPs'}; {r.target} leads after "
+        f"{r.handed_over_ms:.0f} ms")
+    if not r.vips:
+        return out
+    new = next((m.admin_address for m in st.members if m.id == r.target), "")
+    if not new:
+        return out
+    deadline = time.monotonic() + wait_s + timeout
+    while time.monotonic() < deadline:
+        try:
+            tst = fetch_status(new, token, timeout)
+        except AgentUnreachable:
+            tst = None
+        if tst is not None:
+            claimed = [v.claimed_at_unix_ms for v in tst.vips if v.held and v.claimed_at_unix_ms]
+            if len(claimed) == len(r.vips):
+                out["switch_ms"] = round(max(claimed) - r.released_at_unix_ms, 1)
+                return out
+        time.sleep(0.02)
+    raise AdminCallError(f"{r.target} leads but did not report holding {', '.join(r.vips)} "
+                         f"within {wait_s + timeout:g} s: see `hacluster status`")

@@ -20,6 +20,7 @@ from hacluster_cli.client import (
     DEFAULT_TIMEOUT_S,
     AdminCallError,
     drain,
+    failover,
     fetch_backends,
     fetch_checks,
     fetch_members,
@@ -324,6 +325,46 @@ def config_validate(file: str, as_json: bool) -> None:
                f"{_plural(len(cfg.members), 'member')}, {_plural(len(cfg.vips), 'VIP')})")
     for w in cfg.warnings:
         click.echo(f"  warning: {w}")
+
+
+@cli.command("failover")
+@click.option("--to", "to", metavar="NODE", help="The member to move to (default: the best "
+              "eligible member, as the leader sees them).")
+@click.option("--dry-run", is_flag=True, help="Check and say what would happen; change nothing.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0.1, 30), default=3.0, show_default=True,
+              metavar="SECONDS", help="How long the target may take to lead and claim.")
+@_agent_options
+def failover_cmd(to: str | None, dry_run: bool, wait_s: float, config_path: str | None,
+                 admin: str | None, secret_file: str | None, as_json: bool, timeout: float) -> None:
+    """Move leadership and the VIPs gracefully to another member, and time the switch.
+
+    Any member can be asked: the command finds the leader. The leader checks that the
+    target can take over (alive in gossip, Raft link answering, log caught up, not
+    draining, no check committed down; and a quorum), releases its VIPs, hands Raft
+    leadership over, and the target claims the VIPs without waiting for ARP probes. The
+    switch time printed is from the release to the claim. Nothing is left behind: the old
+    leader is an ordinary follower afterwards, and leadership never moves back by itself.
+    If the target does not take over within --wait, the leader keeps the VIPs (exit 1).
+
+    \b
+    Examples:
+      hacluster failover --to ward-2 --config /etc/hacluster/hacluster.yaml
+      hacluster failover --dry-run --config /etc/hacluster/hacluster.yaml
+      hacluster failover --json --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret
+    """
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+    out = _ask(config_path, admin, secret_file,
+               lambda t, k: failover(t, k, to, dry_run, wait_s, timeout, progress))
+    if as_json:
+        click.echo(json.dumps(out))
+    elif out["dry_run"]:
+        click.echo(f"dry run: {out['detail']} (nothing changed)")
+    else:
+        switch = "" if out["switch_ms"] is None else f": switch {out['switch_ms']:.0f} ms " \
+            "(release to claim)"
+        click.echo(f"{out['detail']}{switch}")
 
 
 @cli.command()

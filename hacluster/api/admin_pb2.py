@@ -25,53 +25,57 @@ _sym_db = _symbol_database.Default()
 from hacluster.api import gossip_pb2 as hacluster_dot_v1_dot_gossip__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hacluster/v1/admin.proto\x12\x0chacluster.v1\x1a\x19hacluster/v1/gossip.proto\"\x0f\n\rStatusRequest\"\xac\x03\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12 \n\x04role\x18\n \x01(\x0e\x32\x12.hacluster.v1.Role\x12\x0c\n\x04term\x18\x0b \x01(\x04\x12\x13\n\x06leader\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x12\n\nhas_quorum\x18\r \x01(\x08\x12\x14\n\x0c\x63ommit_index\x18\x0e \x01(\x04\x12\x14\n\x0clast_applied\x18\x0f \x01(\x04\x12\x10\n\x08lease_ok\x18\x14 \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\x15 \x01(\x01\x12\x0f\n\x07handoff\x18\x16 \x01(\x08\x12%\n\x04vips\x18\x17 \x03(\x0b\x32\x17.hacluster.v1.VipStatus\x12+\n\x07members\x18\x1e \x03(\x0b\x32\x1a.hacluster.v1.MemberStatus\x12\x12\n\nepoch_term\x18( \x01(\x04\x12\x12\n\ngeneration\x18) \x01(\x04\x12\x10\n\x08sentence\x18\x32 \x01(\tB\t\n\x07_leader\"P\n\tVipStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tprefixlen\x18\x02 \x01(\r\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x0c\n\x04held\x18\x04 \x01(\x08\"y\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x18\n\x0blast_ack_ms\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_last_ack_ms\"\x10\n\x0eMembersRequest\"\\\n\x0cMembersReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tawareness\x18\x02 \x01(\r\x12+\n\x07members\x18\n \x03(\x0b\x32\x1a.hacluster.v1.GossipMember\"\xf3\x02\n\x0cGossipMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12\x13\n\x0bincarnation\x18\x0b \x01(\x04\x12\x18\n\x0blast_seen_s\x18\x0c \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bstate_age_s\x18\r \x01(\x01\x12\x15\n\rconfirmations\x18\x0e \x01(\r\x12\x11\n\traft_role\x18\x14 \x01(\t\x12\x16\n\x0e\x63hecks_passing\x18\x1e \x01(\r\x12\x14\n\x0c\x63hecks_total\x18\x1f \x01(\r\x12\x10\n\x08\x64raining\x18  \x01(\x08\x12\x0f\n\x07version\x18! \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\" \x01(\x01\x12\x13\n\x0bmem_percent\x18# \x01(\x01\x12\x12\n\nmeta_known\x18$ \x01(\x08\x42\x0e\n\x0c_last_seen_s\"+\n\rChecksRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_node\"\x8a\x01\n\x0b\x43hecksReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\n \x03(\x0b\x32\x18.hacluster.v1.NodeChecks\x12\x30\n\tcommitted\x18\x14 \x03(\x0b\x32\x1d.hacluster.v1.CommittedHealth\x12\x12\n\ngeneration\x18\x15 \x01(\x04\"o\n\nNodeChecks\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12)\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x19.hacluster.v1.CheckReport\"?\n\x0f\x43ommittedHealth\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\"3\n\x0f\x42\x61\x63kendsRequest\x12\x14\n\x07service\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_service\"\xaf\x01\n\rBackendsReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x18\n\x10table_generation\x18\x02 \x01(\x04\x12\x1f\n\x12\x61pplied_generation\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tdataplane\x18\x04 \x01(\t\x12+\n\x08services\x18\n \x03(\x0b\x32\x19.hacluster.v1.ServiceViewB\x15\n\x13_applied_generation\"\xc8\x01\n\x0bServiceView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03vip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\r\n\x05ports\x18\x04 \x03(\r\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12+\n\x08\x62\x61\x63kends\x18\n \x03(\x0b\x32\x19.hacluster.v1.BackendView\x12\x30\n\x08\x66\x61llback\x18\x0b \x01(\x0b\x32\x19.hacluster.v1.BackendViewH\x00\x88\x01\x01\x42\x0b\n\t_fallback\"\x97\x01\n\x0b\x42\x61\x63kendView\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\r\n\x05state\x18\x05 \x01(\t\x12\x14\n\x07packets\x18\n \x01(\x04H\x00\x88\x01\x01\x12\x12\n\x05\x62ytes\x18\x0b \x01(\x04H\x01\x88\x01\x01\x42\n\n\x08_packetsB\x08\n\x06_bytes\"=\n\x0c\x44rainRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"0\n\nDrainReply\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"A\n\rWeightRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\"1\n\x0bWeightReply\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04*f\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x10\n\x0cROLE_STOPPED\x10\x04\x32\x99\x03\n\x05\x41\x64min\x12@\n\x06Status\x12\x1b.hacluster.v1.StatusRequest\x1a\x19.hacluster.v1.StatusReply\x12\x43\n\x07Members\x12\x1c.hacluster.v1.MembersRequest\x1a\x1a.hacluster.v1.MembersReply\x12@\n\x06\x43hecks\x12\x1b.hacluster.v1.ChecksRequest\x1a\x19.hacluster.v1.ChecksReply\x12\x46\n\x08\x42\x61\x63kends\x12\x1d.hacluster.v1.BackendsRequest\x1a\x1b.hacluster.v1.BackendsReply\x12=\n\x05\x44rain\x12\x1a.hacluster.v1.DrainRequest\x1a\x18.hacluster.v1.DrainReply\x12@\n\x06Weight\x12\x1b.hacluster.v1.WeightRequest\x1a\x19.hacluster.v1.WeightReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hacluster/v1/admin.proto\x12\x0chacluster.v1\x1a\x19hacluster/v1/gossip.proto\"\x0f\n\rStatusRequest\"\xac\x03\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12 \n\x04role\x18\n \x01(\x0e\x32\x12.hacluster.v1.Role\x12\x0c\n\x04term\x18\x0b \x01(\x04\x12\x13\n\x06leader\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x12\n\nhas_quorum\x18\r \x01(\x08\x12\x14\n\x0c\x63ommit_index\x18\x0e \x01(\x04\x12\x14\n\x0clast_applied\x18\x0f \x01(\x04\x12\x10\n\x08lease_ok\x18\x14 \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\x15 \x01(\x01\x12\x0f\n\x07handoff\x18\x16 \x01(\x08\x12%\n\x04vips\x18\x17 \x03(\x0b\x32\x17.hacluster.v1.VipStatus\x12+\n\x07members\x18\x1e \x03(\x0b\x32\x1a.hacluster.v1.MemberStatus\x12\x12\n\nepoch_term\x18( \x01(\x04\x12\x12\n\ngeneration\x18) \x01(\x04\x12\x10\n\x08sentence\x18\x32 \x01(\tB\t\n\x07_leader\"\x88\x01\n\tVipStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tprefixlen\x18\x02 \x01(\r\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x0c\n\x04held\x18\x04 \x01(\x08\x12\x1f\n\x12\x63laimed_at_unix_ms\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x15\n\x13_claimed_at_unix_ms\"\x90\x01\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x18\n\x0blast_ack_ms\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\radmin_address\x18\x06 \x01(\tB\x0e\n\x0c_last_ack_ms\"\x10\n\x0eMembersRequest\"\\\n\x0cMembersReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tawareness\x18\x02 \x01(\r\x12+\n\x07members\x18\n \x03(\x0b\x32\x1a.hacluster.v1.GossipMember\"\xf3\x02\n\x0cGossipMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12\x13\n\x0bincarnation\x18\x0b \x01(\x04\x12\x18\n\x0blast_seen_s\x18\x0c \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bstate_age_s\x18\r \x01(\x01\x12\x15\n\rconfirmations\x18\x0e \x01(\r\x12\x11\n\traft_role\x18\x14 \x01(\t\x12\x16\n\x0e\x63hecks_passing\x18\x1e \x01(\r\x12\x14\n\x0c\x63hecks_total\x18\x1f \x01(\r\x12\x10\n\x08\x64raining\x18  \x01(\x08\x12\x0f\n\x07version\x18! \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\" \x01(\x01\x12\x13\n\x0bmem_percent\x18# \x01(\x01\x12\x12\n\nmeta_known\x18$ \x01(\x08\x42\x0e\n\x0c_last_seen_s\"+\n\rChecksRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_node\"\x8a\x01\n\x0b\x43hecksReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\n \x03(\x0b\x32\x18.hacluster.v1.NodeChecks\x12\x30\n\tcommitted\x18\x14 \x03(\x0b\x32\x1d.hacluster.v1.CommittedHealth\x12\x12\n\ngeneration\x18\x15 \x01(\x04\"o\n\nNodeChecks\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.hacluster.v1.GossipState\x12)\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x19.hacluster.v1.CheckReport\"?\n\x0f\x43ommittedHealth\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\"3\n\x0f\x42\x61\x63kendsRequest\x12\x14\n\x07service\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_service\"\xaf\x01\n\rBackendsReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x18\n\x10table_generation\x18\x02 \x01(\x04\x12\x1f\n\x12\x61pplied_generation\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tdataplane\x18\x04 \x01(\t\x12+\n\x08services\x18\n \x03(\x0b\x32\x19.hacluster.v1.ServiceViewB\x15\n\x13_applied_generation\"\xc8\x01\n\x0bServiceView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03vip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\r\n\x05ports\x18\x04 \x03(\r\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12+\n\x08\x62\x61\x63kends\x18\n \x03(\x0b\x32\x19.hacluster.v1.BackendView\x12\x30\n\x08\x66\x61llback\x18\x0b \x01(\x0b\x32\x19.hacluster.v1.BackendViewH\x00\x88\x01\x01\x42\x0b\n\t_fallback\"\x97\x01\n\x0b\x42\x61\x63kendView\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\r\n\x05state\x18\x05 \x01(\t\x12\x14\n\x07packets\x18\n \x01(\x04H\x00\x88\x01\x01\x12\x12\n\x05\x62ytes\x18\x0b \x01(\x04H\x01\x88\x01\x01\x42\n\n\x08_packetsB\x08\n\x06_bytes\"=\n\x0c\x44rainRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"0\n\nDrainReply\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"A\n\rWeightRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\"1\n\x0bWeightReply\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"M\n\x0f\x46\x61iloverRequest\x12\x0f\n\x02to\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x42\x05\n\x03_to\"\x93\x01\n\rFailoverReply\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04vips\x18\x03 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x1b\n\x13released_at_unix_ms\x18\n \x01(\x01\x12\x16\n\x0ehanded_over_ms\x18\x0b \x01(\x01*f\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x10\n\x0cROLE_STOPPED\x10\x04\x32\xe1\x03\n\x05\x41\x64min\x12@\n\x06Status\x12\x1b.hacluster.v1.StatusRequest\x1a\x19.hacluster.v1.StatusReply\x12\x43\n\x07Members\x12\x1c.hacluster.v1.MembersRequest\x1a\x1a.hacluster.v1.MembersReply\x12@\n\x06\x43hecks\x12\x1b.hacluster.v1.ChecksRequest\x1a\x19.hacluster.v1.ChecksReply\x12\x46\n\x08\x42\x61\x63kends\x12\x1d.hacluster.v1.BackendsRequest\x1a\x1b.hacluster.v1.BackendsReply\x12=\n\x05\x44rain\x12\x1a.hacluster.v1.DrainRequest\x1a\x18.hacluster.v1.DrainReply\x12@\n\x06Weight\x12\x1b.hacluster.v1.WeightRequest\x1a\x19.hacluster.v1.WeightReply\x12\x46\n\x08\x46\x61ilover\x12\x1d.hacluster.v1.FailoverRequest\x1a\x1b.hacluster.v1.FailoverReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hacluster.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2391
-  _globals['_ROLE']._serialized_end=2493
+  _globals['_ROLE']._serialized_start=2701
+  _globals['_ROLE']._serialized_end=2803
   _globals['_STATUSREQUEST']._serialized_start=69
   _globals['_STATUSREQUEST']._serialized_end=84
   _globals['_STATUSREPLY']._serialized_start=87
   _globals['_STATUSREPLY']._serialized_end=515
-  _globals['_VIPSTATUS']._serialized_start=517
-  _globals['_VIPSTATUS']._serialized_end=597
-  _globals['_MEMBERSTATUS']._serialized_start=599
-  _globals['_MEMBERSTATUS']._serialized_end=720
-  _globals['_MEMBERSREQUEST']._serialized_start=722
-  _globals['_MEMBERSREQUEST']._serialized_end=738
-  _globals['_MEMBERSREPLY']._serialized_start=740
-  _globals['_MEMBERSREPLY']._serialized_end=832
-  _globals['_GOSSIPMEMBER']._serialized_start=835
-  _globals['_GOSSIPMEMBER']._serialized_end=1206
-  _globals['_CHECKSREQUEST']._serialized_start=1208
-  _globals['_CHECKSREQUEST']._serialized_end=1251
-  _globals['_CHECKSREPLY']._serialized_start=1254
-  _globals['_CHECKSREPLY']._serialized_end=1392
-  _globals['_NODECHECKS']._serialized_start=1394
-  _globals['_NODECHECKS']._serialized_end=1505
-  _globals['_COMMITTEDHEALTH']._serialized_start=1507
-  _globals['_COMMITTEDHEALTH']._serialized_end=1570
-  _globals['_BACKENDSREQUEST']._serialized_start=1572
-  _globals['_BACKENDSREQUEST']._serialized_end=1623
-  _globals['_BACKENDSREPLY']._serialized_start=1626
-  _globals['_BACKENDSREPLY']._serialized_end=1801
-  _globals['_SERVICEVIEW']._serialized_start=1804
-  _globals['_SERVICEVIEW']._serialized_end=2004
-  _globals['_BACKENDVIEW']._serialized_start=2007
-  _globals['_BACKENDVIEW']._serialized_end=2158
-  _globals['_DRAINREQUEST']._serialized_start=2160
-  _globals['_DRAINREQUEST']._serialized_end=2221
-  _globals['_DRAINREPLY']._serialized_start=2223
-  _globals['_DRAINREPLY']._serialized_end=2271
-  _globals['_WEIGHTREQUEST']._serialized_start=2273
-  _globals['_WEIGHTREQUEST']._serialized_end=2338
-  _globals['_WEIGHTREPLY']._serialized_start=2340
-  _globals['_WEIGHTREPLY']._serialized_end=2389
-  _globals['_ADMIN']._serialized_start=2496
-  _globals['_ADMIN']._serialized_end=2905
+  _globals['_VIPSTATUS']._serialized_start=518
+  _globals['_VIPSTATUS']._serialized_end=654
+  _globals['_MEMBERSTATUS']._serialized_start=657
+  _globals['_MEMBERSTATUS']._serialized_end=801
+  _globals['_MEMBERSREQUEST']._serialized_start=803
+  _globals['_MEMBERSREQUEST']._serialized_end=819
+  _globals['_MEMBERSREPLY']._serialized_start=821
+  _globals['_MEMBERSREPLY']._serialized_end=913
+  _globals['_GOSSIPMEMBER']._serialized_start=916
+  _globals['_GOSSIPMEMBER']._serialized_end=1287
+  _globals['_CHECKSREQUEST']._serialized_start=1289
+  _globals['_CHECKSREQUEST']._serialized_end=1332
+  _globals['_CHECKSREPLY']._serialized_start=1335
+  _globals['_CHECKSREPLY']._serialized_end=1473
+  _globals['_NODECHECKS']._serialized_start=1475
+  _globals['_NODECHECKS']._serialized_end=1586
+  _globals['_COMMITTEDHEALTH']._serialized_start=1588
+  _globals['_COMMITTEDHEALTH']._serialized_end=1651
+  _globals['_BACKENDSREQUEST']._serialized_start=1653
+  _globals['_BACKENDSREQUEST']._serialized_end=1704
+  _globals['_BACKENDSREPLY']._serialized_start=1707
+  _globals['_BACKENDSREPLY']._serialized_end=1882
+  _globals['_SERVICEVIEW']._serialized_start=1885
+  _globals['_SERVICEVIEW']._serialized_end=2085
+  _globals['_BACKENDVIEW']._serialized_start=2088
+  _globals['_BACKENDVIEW']._serialized_end=2239
+  _globals['_DRAINREQUEST']._serialized_start=2241
+  _globals['_DRAINREQUEST']._serialized_end=2302
+  _globals['_DRAINREPLY']._serialized_start=2304
+  _globals['_DRAINREPLY']._serialized_end=2352
+  _globals['_WEIGHTREQUEST']._serialized_start=2354
+  _globals['_WEIGHTREQUEST']._serialized_end=2419
+  _globals['_WEIGHTREPLY']._serialized_start=2421
+  _globals['_WEIGHTREPLY']._serialized_end=2470
+  _globals['_FAILOVERREQUEST']._serialized_start=2472
+  _globals['_FAILOVERREQUEST']._serialized_end=2549
+  _globals['_FAILOVERREPLY']._serialized_start=2552
+  _globals['_FAILOVERREPLY']._serialized_end=2699
+  _globals['_ADMIN']._serialized_start=2806
+  _globals['_ADMIN']._serialized_end=3287
 # @@protoc_insertion_point(module_scope)

@@ -66,30 +66,34 @@ class StatusReply(_message.Message):
     def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., sentence: _Optional[str] = ...) -> None: ...
 
 class VipStatus(_message.Message):
-    __slots__ = ("address", "prefixlen", "interface", "held")
+    __slots__ = ("address", "prefixlen", "interface", "held", "claimed_at_unix_ms")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PREFIXLEN_FIELD_NUMBER: _ClassVar[int]
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     address: str
     prefixlen: int
     interface: str
     held: bool
-    def __init__(self, address: _Optional[str] = ..., prefixlen: _Optional[int] = ..., interface: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
+    claimed_at_unix_ms: float
+    def __init__(self, address: _Optional[str] = ..., prefixlen: _Optional[int] = ..., interface: _Optional[str] = ..., held: _Optional[bool] = ..., claimed_at_unix_ms: _Optional[float] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
-    __slots__ = ("id", "address", "is_self", "connected", "last_ack_ms")
+    __slots__ = ("id", "address", "is_self", "connected", "last_ack_ms", "admin_address")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IS_SELF_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_ACK_MS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     is_self: bool
     connected: bool
     last_ack_ms: float
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ..., last_ack_ms: _Optional[float] = ...) -> None: ...
+    admin_address: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ..., last_ack_ms: _Optional[float] = ..., admin_address: _Optional[str] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()
@@ -270,3 +274,31 @@ class WeightReply(_message.Message):
     detail: str
     generation: int
     def __init__(self, detail: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class FailoverRequest(_message.Message):
+    __slots__ = ("to", "dry_run", "timeout_s")
+    TO_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    to: str
+    dry_run: bool
+    timeout_s: float
+    def __init__(self, to: _Optional[str] = ..., dry_run: _Optional[bool] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class FailoverReply(_message.Message):
+    __slots__ = ("source", "target", "vips", "dry_run", "detail", "released_at_unix_ms", "handed_over_ms")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    VIPS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    HANDED_OVER_MS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    target: str
+    vips: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    detail: str
+    released_at_unix_ms: float
+    handed_over_ms: float
+    def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ..., vips: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ..., detail: _Optional[str] = ..., released_at_unix_ms: _Optional[float] = ..., handed_over_ms: _Optional[float] = ...) -> None: ...

@@ -67,6 +67,11 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.WeightRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.WeightReply.FromString,
                 _registered_method=True)
+        self.Failover = channel.unary_unary(
+                '/hacluster.v1.Admin/Failover',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -120,6 +125,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Failover(self, request, context):
+        """Graceful move of leadership and VIPs to another member (named, or the best one):
+        served by the leader only (FAILED_PRECONDITION names the leader otherwise). The leader
+        releases its VIPs, hands leadership over, and answers once it no longer leads; the
+        target claims without probing. Refused (FAILED_PRECONDITION) when the target is not
+        eligible: not alive, unhealthy, draining, behind on the log, or no quorum.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +168,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Weight,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.WeightRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.WeightReply.SerializeToString,
+            ),
+            'Failover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Failover,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +340,33 @@ class Admin:
             '/hacluster.v1.Admin/Weight',
             hacluster_dot_v1_dot_admin__pb2.WeightRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.WeightReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Failover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Failover',
+            hacluster_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.FailoverReply.FromString,
             options,
             channel_credentials,
             insecure,

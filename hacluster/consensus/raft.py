@@ -445,6 +445,20 @@ class RaftNode:
             self._sync.transferLeadership(target, callback=lambda r, err: done(err == 0))
         self.call_soon(run)
 
+    def caught_up(self, member: str) -> bool:
+        """Leader only: the member has every entry of our log (pysyncobj grants a leadership
+        transfer only then)."""
+        s = self._sync
+        m = self.config.member(member)
+        if s is None or m is None or not s._isLeader():
+            return False
+        try:  # pysyncobj's thread owns these: copy, and take a concurrent change as "not yet"
+            match = dict(s._SyncObj__raftMatchIndex)  # type: ignore[attr-defined]
+            last = s._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+        except RuntimeError:
+            return False
+        return any(getattr(n, "address", None) == m.raft_endpoint and i == last for n, i in match.items())
+
     def lease_deadline(self) -> float:
         """The lease's end on pysyncobj's clock (= hostops.base.GUARD_CLOCK); -inf if none."""
         s = self._sync

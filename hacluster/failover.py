@@ -1,0 +1,184 @@
+"""`hacluster failover [--to NODE]`: a graceful move of leadership and VIPs (issue 5).
+
+The leader checks that the move can succeed (`plan`, pure), then, on its own agent:
+releases its VIPs (the same `handoff` state as the SIGTERM path: the tick loop does the
+release, so no netlink call races the loop), asks pysyncobj to hand leadership to the
+target (Raft TimeoutNow; the target wins without pre-vote and claims without probing, as
+it knows the old holder let go), and waits until it no longer leads. Nothing is left
+behind: no flag, no constraint; the old leader is an ordinary follower afterwards (Raft
+never moves leadership back by itself). If the target does not take over in time, the
+handoff is cancelled and this leader claims its VIPs again (after its ARP probe).
+
+Eligible target: a member other than the leader, whose Raft link answered within the
+election timeout and whose log is caught up, ALIVE in this leader's gossip view, not
+draining, and with no committed "down" verdict for any of its own checks (the derived
+checks of external hosts, `CHECK@ADDRESS`, say nothing about the member itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from hacluster.admin import AdminActionError
+from hacluster.model import GossipState, Role
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 3.0
+MAX_TIMEOUT_S = 30.0
+RELEASE_WAIT_S = 1.0  # the tick loop runs every tick_ms: two ticks are plenty
+TRANSFER_RETRY_S = 0.02  # pysyncobj denies a transfer while the target's log lags
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    target: str
+    vips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    plan: Plan
+    dry_run: bool
+    detail: str
+    released_at_unix_ms: float = 0.0
+    handed_over_ms: float = 0.0
+
+
+def _refuse(message: str) -> AdminActionError:
+    return AdminActionError(message, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def why_not(member: str, view: Any, gossip: Mapping[str, GossipState] | None,
+            health: Mapping[str, bool], flags: Mapping[str, str], fresh_s: float,
+            caught_up: Callable[[str], bool]) -> str | None:
+    """Why `member` cannot take over from this leader now, or None if it can."""
+    link = next((p for p in view.peers if p.id == member), None)
+    if link is None:
+        return "not a peer of this leader"
+    if link.last_ack_age_s is None or link.last_ack_age_s > fresh_s:
+        return "its Raft link is not answering"
+    if gossip is not None and gossip.get(member) is not GossipState.ALIVE:
+        state = gossip.get(member)
+        return f"gossip sees it {state.value if state else 'nowhere'}"
+    if flags.get(f"draining/{member}") == "true":
+        return "it is draining (hacluster undrain it first)"
+    down = sorted(key.partition("/")[2] for key, up in health.items()
+                  if not up and key.startswith(member + "/") and "@" not in key)
+    if down:
+        return f"its check(s) {', '.join(down)} are committed down"
+    if not caught_up(member):
+        return "its Raft log is behind"
+    return None
+
+
+def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
+         gossip: Mapping[str, GossipState] | None, health: Mapping[str, bool],
+         flags: Mapping[str, str], fresh_s: float, caught_up: Callable[[str], bool],
+         to: str | None) -> Plan:
+    """The move this leader would make, or AdminActionError(FAILED_PRECONDITION) saying why
+    not. Pure: everything it looks at is passed in."""
+    if view.role is not Role.LEADER:
+        leader = f"the leader is {view.leader}" if view.leader else "there is no leader now"
+        raise _refuse(f"{node} does not lead ({leader}): ask the leader")
+    if not view.has_quorum or not view.lease_ok:
+        raise _refuse(f"{node} leads without a quorum or a lease right now: a failover needs "
+                      "a healthy majority (see `hacluster status`)")
+    if to is not None:
+        if to not in members:
+            raise AdminActionError(f"no member {to!r}; members: {', '.join(members)}",
+                                   grpc.StatusCode.NOT_FOUND)
+        if to == node:
+            raise _refuse(f"{node} already leads and holds the VIPs: nothing to move")
+        reason = why_not(to, view, gossip, health, flags, fresh_s, caught_up)
+        if reason:
+            raise _refuse(f"{to} cannot take over: {reason}")
+        return Plan(node, to, vips)
+    reasons = {}
+    # The freshest Raft link first: that member heard from us last.
+    for p in sorted(view.peers, key=lambda p: (p.last_ack_age_s is None, p.last_ack_age_s or 0, p.id)):
+        reason = why_not(p.id, view, gossip, health, flags, fresh_s, caught_up)
+        if reason is None:
+            return Plan(node, p.id, vips)
+        reasons[p.id] = reason
+    detail = "; ".join(f"{m}: {r}" for m, r in sorted(reasons.items())) or "no other member"
+    raise _refuse(f"no member can take over from {node} ({detail})")
+
+
+class Failover:
+    """Runs failovers on the leader's agent; one at a time."""
+
+    def __init__(self, agent: Any, wall: Callable[[], float] = time.time):
+        self.agent = agent
+        self.wall = wall
+        self._lock = threading.Lock()
+
+    def plan(self, to: str | None) -> Plan:
+        a = self.agent
+        cfg = a.config
+        view = a.raft.view()
+        state = a.raft.state
+        gossip = ({m.node: m.state for m in a.gossip.members()} if a.gossip is not None else None)
+        return plan(cfg.node_id, [m.id for m in cfg.members], tuple(v.address for v in cfg.vips),
+                    view, gossip, dict(state.health), dict(state.flags), cfg.timing.election_min,
+                    a.raft.caught_up, to)
+
+    def run(self, to: str | None, dry_run: bool, timeout: float) -> Outcome:
+        if not 0 <= timeout <= MAX_TIMEOUT_S:
+            raise AdminActionError(f"timeout_s must be 0-{MAX_TIMEOUT_S:g}, got {timeout:g}")
+        timeout = timeout or DEFAULT_TIMEOUT_S
+        if not self._lock.acquire(blocking=False):
+            raise AdminActionError("a failover is already under way on this agent",
+                                   grpc.StatusCode.ABORTED)
+        try:
+            p = self.plan(to)
+            vips = ", ".join(p.vips) or "no VIPs"
+            if dry_run:
+                return Outcome(p, True, f"would move leadership and {vips} from {p.source} to "
+                                        f"{p.target}")
+            return self._execute(p, timeout)
+        finally:
+            self._lock.release()
+
+    def _execute(self, p: Plan, timeout: float) -> Outcome:
+        a = self.agent
+        clock = a.clock
+        log.info("failover: moving leadership and VIPs from %s to %s", p.source, p.target)
+        a.handoff = True
+        try:
+            if not a.wait_ticks(2, RELEASE_WAIT_S):
+                raise AdminActionError("the agent's loop did not release the VIPs in time",
+                                       grpc.StatusCode.INTERNAL)
+            released_at = self.wall()
+            start = clock()
+            deadline = start + timeout
+            while clock() < deadline:
+                if a.raft.view().role is not Role.LEADER:
+                    handed = (clock() - start) * 1000
+                    log.info("failover: %s leads now (handed over in %.0f ms)", p.target, handed)
+                    return Outcome(p, False, f"moved leadership and {', '.join(p.vips) or 'no VIPs'} "
+                                             f"from {p.source} to {p.target}",
+                                   released_at * 1000, handed)
+                a.raft.transfer_leadership(p.target, lambda ok: None)
+                # the answer comes on pysyncobj's thread; the role change is what counts
+                _sleep_until(lambda: a.raft.view().role is not Role.LEADER,
+                             min(deadline, clock() + 0.3), clock, TRANSFER_RETRY_S)
+            raise AdminActionError(f"{p.target} did not take over within {timeout:g} s; "
+                                   f"{p.source} keeps leading and claims its VIPs again",
+                                   grpc.StatusCode.ABORTED)
+        finally:
+            a.handoff = False
+
+
+def _sleep_until(cond: Callable[[], bool], until: float, clock: Callable[[], float],
+                 step: float) -> None:
+    while clock() < until and not cond():
+        time.sleep(step)
