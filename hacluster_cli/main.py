@@ -16,6 +16,8 @@ import click
 from hacluster import __version__
 from hacluster.auth import admin_token
 from hacluster.config import ConfigError, load_config, read_secret
+from hacluster_cli.audit_cmd import audit
+from hacluster_cli.certs_cmd import certs
 from hacluster_cli.client import (
     DEFAULT_TIMEOUT_S,
     AdminCallError,
@@ -379,6 +381,8 @@ def version() -> None:
 
 
 cli.add_command(lab)
+cli.add_command(certs)
+cli.add_command(audit)
 
 
 def main() -> None:
