@@ -2,8 +2,10 @@
 
 AgentStatus -> StatusReply conversion happens here and nowhere else on the server side; the
 agent hands us a `status_provider` returning a model.AgentStatus and never sees protobuf.
-Every Admin call is authenticated by the `x-hacluster-token` metadata (hacluster/auth.py);
-a call without the right token is refused with UNAUTHENTICATED before it does anything.
+Every Admin call comes over mutual TLS and is authorized from the caller's certificate
+(hacluster/tls.py): reads need an admin, reader or node certificate, actions an admin one.
+A call without an acceptable certificate is refused (UNAUTHENTICATED / PERMISSION_DENIED)
+before it does anything, and logged.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Any, TypeVar
 import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
-from hacluster.auth import admin_token, metadata_refusal
 from hacluster.channels import SERVER_OPTIONS
 from hacluster.gossip.wire import check_to_pb, state_to_pb
 from hacluster.model import (
@@ -31,9 +32,9 @@ from hacluster.model import (
     MembersStatus,
     Role,
 )
+from hacluster.tls import ACT_ROLES, READ_ROLES, Authority
 
-__all__ = ["AdminBindError", "AdminService", "admin_token", "serve_admin", "start_admin",
-           "status_to_pb"]
+__all__ = ["AdminBindError", "AdminService", "serve_admin", "start_admin", "status_to_pb"]
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +132,29 @@ class AdminActionError(Exception):
         self.code = code
 
 
-def _guarded(handler: _Handler) -> _Handler:
-    """Authenticate, then run an Admin RPC handler; log peer, method and result at debug.
+def _guarded(roles: frozenset[str]) -> Callable[[_Handler], _Handler]:
+    """Authorize the caller's certificate for `roles`, then run an Admin RPC handler; log
+    refusals at WARNING, peer, method and result at debug.
 
     Every Admin method must be wrapped with this (tests/unit/test_admin.py checks it), so a
-    newly added call cannot forget authentication.
+    newly added call cannot forget authorization.
     """
+    return functools.partial(_guard, roles)
+
+
+def _guard(roles: frozenset[str], handler: _Handler) -> _Handler:
     method = handler.__name__
+    what = "act on the cluster" if roles == ACT_ROLES else "read the cluster's state"
 
     @functools.wraps(handler)
     def wrapper(self: AdminService, request: Any, context: grpc.ServicerContext) -> Any:
         peer = context.peer()
-        refusal = self._refusal(context)
+        who, refusal = self._authority.check(context, roles, what)
         if refusal is not None:
-            log.debug("admin %s from %s: refused (%s)", method, peer, refusal)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+            log.warning("admin %s from %s: refused: %s", method, peer, refusal)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED if who is None
+                          else grpc.StatusCode.PERMISSION_DENIED, refusal)
+        peer = f"{who} ({peer})"
         try:
             reply = handler(self, request, context)
         except Exception:
@@ -161,9 +170,9 @@ def _guarded(handler: _Handler) -> _Handler:
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    """The Admin servicer. `token` is admin_token(cluster secret), never the secret itself."""
+    """The Admin servicer; `authority` says who calls (tls.Authority of the cluster)."""
 
-    def __init__(self, status_provider: Callable[[], AgentStatus], token: str,
+    def __init__(self, status_provider: Callable[[], AgentStatus], authority: Authority,
                  members_provider: Callable[[], MembersStatus] | None = None,
                  checks_provider: Callable[[str | None], ChecksStatus] | None = None,
                  backends_provider: Callable[[str | None], BackendsStatus] | None = None,
@@ -171,22 +180,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  failover: Callable[[str | None, bool, float], Any] | None = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
         weight), each returning (detail, generation) or raising AdminActionError."""
-        if not token:
-            raise ValueError("AdminService needs a non-empty token: it never serves "
-                             "unauthenticated calls")
         self._status_provider = status_provider
         self._members_provider = members_provider
         self._checks_provider = checks_provider
         self._backends_provider = backends_provider
         self._actions = actions
         self._failover = failover
-        self._token = token
+        self._authority = authority
 
-    def _refusal(self, context: grpc.ServicerContext) -> str | None:
-        """None if the call carries the right token, else why it is refused."""
-        return metadata_refusal(context.invocation_metadata(), self._token, "admin")
-
-    @_guarded
+    @_guarded(READ_ROLES)
     def Status(self, request: admin_pb2.StatusRequest,
                context: grpc.ServicerContext) -> admin_pb2.StatusReply:
         try:
@@ -196,12 +198,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"agent status unavailable: {e}")
         return status_to_pb(status)
 
-    @_guarded
+    @_guarded(READ_ROLES)
     def Members(self, request: admin_pb2.MembersRequest,
                 context: grpc.ServicerContext) -> admin_pb2.MembersReply:
         return members_to_pb(self._provide(self._members_provider, context, "membership"))
 
-    @_guarded
+    @_guarded(READ_ROLES)
     def Checks(self, request: admin_pb2.ChecksRequest,
                context: grpc.ServicerContext) -> admin_pb2.ChecksReply:
         node = request.node if request.HasField("node") else None
@@ -216,7 +218,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 committed=tuple(c for c in checks.committed if c.node == node))
         return checks_to_pb(checks)
 
-    @_guarded
+    @_guarded(READ_ROLES)
     def Backends(self, request: admin_pb2.BackendsRequest,
                  context: grpc.ServicerContext) -> admin_pb2.BackendsReply:
         service = request.service if request.HasField("service") else None
@@ -228,19 +230,19 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             bs = dataclasses.replace(bs, services=tuple(s for s in bs.services if s.name == service))
         return backends_to_pb(bs)
 
-    @_guarded
+    @_guarded(ACT_ROLES)
     def Drain(self, request: admin_pb2.DrainRequest,
               context: grpc.ServicerContext) -> admin_pb2.DrainReply:
         detail, gen = self._act(context, "drain", request.target, request.undo, request.disable)
         return admin_pb2.DrainReply(detail=detail, generation=gen)
 
-    @_guarded
+    @_guarded(ACT_ROLES)
     def Weight(self, request: admin_pb2.WeightRequest,
                context: grpc.ServicerContext) -> admin_pb2.WeightReply:
         detail, gen = self._act(context, "weight", request.service, request.backend, request.weight)
         return admin_pb2.WeightReply(detail=detail, generation=gen)
 
-    @_guarded
+    @_guarded(ACT_ROLES)
     def Failover(self, request: admin_pb2.FailoverRequest,
                  context: grpc.ServicerContext) -> admin_pb2.FailoverReply:
         if self._failover is None:
@@ -308,11 +310,11 @@ def _split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_s)
 
 
-def start_admin(bind: str, service: AdminService, max_workers: int = 4,
-                gossip: Any = None) -> tuple[grpc.Server, int]:
-    """Start the agent's gRPC server on `bind` (HOST:PORT, [v6]:PORT; port 0 picks one):
-    the Admin service, grpc.health.v1, and the Gossip service when `gossip` (a
-    GossipService) is given.
+def start_admin(bind: str, service: AdminService, credentials: grpc.ServerCredentials,
+                max_workers: int = 4, gossip: Any = None) -> tuple[grpc.Server, int]:
+    """Start the agent's gRPC server on `bind` (HOST:PORT, [v6]:PORT; port 0 picks one),
+    mutual TLS only (`credentials`: TlsMaterial.server_credentials()): the Admin service,
+    grpc.health.v1, and the Gossip service when `gossip` (a GossipService) is given.
 
     Returns the started server and the port it listens on. Raises AdminBindError when the
     address cannot be bound.
@@ -329,7 +331,7 @@ def start_admin(bind: str, service: AdminService, max_workers: int = 4,
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
     _add_health(server)
     try:
-        port = server.add_insecure_port(bind)
+        port = server.add_secure_port(bind, credentials)
     except RuntimeError:
         port = 0  # newer grpc raises; older returns 0
     if port == 0:
@@ -341,10 +343,10 @@ def start_admin(bind: str, service: AdminService, max_workers: int = 4,
     return server, port
 
 
-def serve_admin(bind: str, service: AdminService, max_workers: int = 4,
-                gossip: Any = None) -> grpc.Server:
+def serve_admin(bind: str, service: AdminService, credentials: grpc.ServerCredentials,
+                max_workers: int = 4, gossip: Any = None) -> grpc.Server:
     """Start the agent's gRPC server on `bind`; see start_admin(). Stop with server.stop(grace)."""
-    return start_admin(bind, service, max_workers, gossip)[0]
+    return start_admin(bind, service, credentials, max_workers, gossip)[0]
 
 
 def _add_health(server: grpc.Server) -> None:

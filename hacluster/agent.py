@@ -493,18 +493,20 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("hacluster").setLevel(getattr(logging, level.upper()))
 
 
-def _make_gossip(config: Config, secret: str) -> tuple[Any, Any, Any]:
-    from hacluster.auth import gossip_token
+def _make_gossip(config: Config, tls: Any) -> tuple[Any, Any, Any]:
+    from hacluster.channels import peer_channel
     from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
     from hacluster.gossip.membership import Membership
+    from hacluster.tls import Authority
 
-    transport = GrpcTransport(config.node_id, gossip_token(secret))
+    creds = tls.channel_credentials()
+    transport = GrpcTransport(config.node_id, lambda address: peer_channel(address, creds))
     membership = Membership(
         config.node_id, config.me.grpc_endpoint,
         {p.id: p.grpc_endpoint for p in config.peers}, transport,
         timing=config.gossip, version=__version__,
         on_change=_log_gossip_change)
-    service = GossipService(membership, gossip_token(secret),
+    service = GossipService(membership, Authority(config.cluster),
                             {m.id: m.grpc_endpoint for m in config.members})
     return membership, service, transport
 
@@ -574,14 +576,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from hacluster.actions import AdminActions
     from hacluster.admin import AdminService, serve_admin  # gRPC pulls in threads: import late
-    from hacluster.auth import admin_token
     from hacluster.dataplane.status import backends_status
     from hacluster.failover import Failover
     from hacluster.hostops.netlink import NetlinkHostOps
+    from hacluster.tls import Authority, TlsError, load_tls
+
+    try:
+        tls = load_tls(config.tls, config.cluster, ("node",), config.node_id)
+    except TlsError as e:
+        print(f"hacluster-agent: refusing to start: tls.{e}", file=sys.stderr)
+        return 2
+    log.info("mutual TLS: %s, certificate valid until %s", tls.identity,
+             tls.not_after.strftime("%Y-%m-%d"))
 
     hostops = NetlinkHostOps()
     raft = RaftNode(config, secret)
-    membership, gossip_service, transport = _make_gossip(config, secret)
+    membership, gossip_service, transport = _make_gossip(config, tls)
     try:
         dataplane = _make_dataplane(config)
     except ConfigError as e:
@@ -589,13 +599,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane)
     runner, feed = _make_health(config, agent, membership)
-    admin = AdminService(agent.status, admin_token(secret), members_provider=agent.members_status,
+    admin = AdminService(agent.status, Authority(config.cluster), members_provider=agent.members_status,
                          checks_provider=agent.checks_status,
                          backends_provider=lambda _svc: backends_status(
                              config.node_id, raft.state, agent.dataplane),
                          actions=AdminActions(config, raft), failover=Failover(agent).run)
     try:
-        server = serve_admin(config.me.grpc_endpoint, admin, max_workers=8, gossip=gossip_service)
+        server = serve_admin(config.me.grpc_endpoint, admin, tls.server_credentials(), max_workers=8,
+                             gossip=gossip_service)
     except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly
         print(f"hacluster-agent: cannot serve admin API on {config.me.grpc_endpoint}: {e}",
               file=sys.stderr)

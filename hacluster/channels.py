@@ -1,7 +1,6 @@
 """Where every gRPC channel and server option of the agent is made (DESIGN.md §5).
 
-One place, so that switching gossip and admin to mTLS (the security issue) changes this
-module and not every caller.
+Every channel and server is mutual TLS (hacluster/tls.py makes the credentials).
 
 Reconnect backoff is short on purpose: gRPC's default grows to two minutes, and a peer that
 comes back after a reboot must be probed again within a probe period, not minutes later.
@@ -82,11 +81,13 @@ SERVER_OPTIONS = [
 ]
 
 
-def peer_channel(target: str) -> grpc.Channel:
-    """A channel to another agent (gossip). Plaintext + token until mTLS lands."""
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+def peer_channel(target: str, credentials: grpc.ChannelCredentials) -> grpc.Channel:
+    """A channel to another agent (gossip), mutual TLS with this node's certificate. The
+    target is the member's address, which its certificate must name (IP SAN)."""
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-def admin_channel(target: str) -> grpc.Channel:
-    """A channel from a tool (CLI, lab, benchmarks) to an agent's admin API."""
-    return grpc.insecure_channel(target, options=ADMIN_CHANNEL_OPTIONS)
+def admin_channel(target: str, credentials: grpc.ChannelCredentials) -> grpc.Channel:
+    """A channel from a tool (CLI, lab, benchmarks) to an agent's admin API, mutual TLS
+    with the tool's admin or reader certificate."""
+    return grpc.secure_channel(target, credentials, options=ADMIN_CHANNEL_OPTIONS)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hacluster.dataplane.spec import ServiceSpec, external_checks, service_errors
 from hacluster.gossip.types import GossipTiming
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
-from hacluster.model import Member, Vip
+from hacluster.model import Member, TlsFiles, Vip
 
 SECRET_MIN_LEN = 16
 
@@ -95,6 +95,25 @@ class HealthSpec(_Strict):
     corroborate_ms: int = Field(default=1_000, ge=100, le=600_000)
 
 
+class TlsSpec(_Strict):
+    """Mutual TLS for gossip and the admin API (hacluster/tls.py). Relative paths are
+    relative to the config file."""
+
+    ca_file: str = Field(min_length=1)  # the cluster CA's certificate (hacluster certs init)
+    cert_file: str = Field(min_length=1)  # this node's certificate (hacluster certs issue NODE)
+    key_file: str = Field(min_length=1)  # its key, mode 0600
+    # What `hacluster --config THIS_FILE` presents: an admin (or reader) certificate for
+    # operators on this server. Optional: without it, pass --cert/--key to the CLI.
+    cli_cert_file: str | None = Field(default=None, min_length=1)
+    cli_key_file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _cli_pair(self) -> TlsSpec:
+        if (self.cli_cert_file is None) != (self.cli_key_file is None):
+            raise ValueError("give both cli_cert_file and cli_key_file, or neither")
+        return self
+
+
 class ConfigSpec(_Strict):
     cluster: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     node_id: str = Field(min_length=1)
@@ -109,6 +128,7 @@ class ConfigSpec(_Strict):
     dataplane: str = Field(default="auto", pattern=r"^(auto|nftables|proxy)$")
     data_dir: str
     secret_file: str
+    tls: TlsSpec
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
 
@@ -137,6 +157,7 @@ class Config:
     timing: Timing
     data_dir: Path
     secret_file: Path
+    tls: TlsFiles
     log_level: str
     warnings: tuple[str, ...] = ()
     gossip: GossipTiming = GossipTiming()
@@ -146,6 +167,7 @@ class Config:
     health_corroborate: float = 1.0
     services: tuple[ServiceSpec, ...] = ()
     dataplane: str = "auto"
+    cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
 
     @property
     def me(self) -> Member:
@@ -162,10 +184,19 @@ class Config:
         return read_secret(self.secret_file)
 
 
+def _shown(value: Any) -> str:
+    """repr(value), or what it is when Python refuses that: str() of an int of more than
+    4300 digits raises ValueError, and a config can hold one (`port: 1111...`)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to show>"
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{_shown(part)}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
 
@@ -173,7 +204,7 @@ def _pydantic_errors(err: ValidationError) -> list[str]:
     msgs = []
     for e in err.errors():
         got = e.get("input")
-        shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f", got {got!r}"
+        shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f", got {_shown(got)}"
         msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}")
     return msgs
 
@@ -317,6 +348,9 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         ),
         data_dir=rel(spec.data_dir),
         secret_file=rel(spec.secret_file),
+        tls=TlsFiles(rel(spec.tls.ca_file), rel(spec.tls.cert_file), rel(spec.tls.key_file)),
+        cli_tls=None if spec.tls.cli_cert_file is None or spec.tls.cli_key_file is None else TlsFiles(
+            rel(spec.tls.ca_file), rel(spec.tls.cli_cert_file), rel(spec.tls.cli_key_file)),
         log_level=spec.log_level,
         warnings=tuple(warns),
         gossip=GossipTiming(**{
@@ -346,9 +380,26 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
                            {v.address for v in spec.vips}, {c.name for c in spec.checks})
+    errs += _path_errors(spec)
     if errs:
         raise ConfigError(source, errs)
     return _to_config(source, spec, base or Path.cwd(), warns)
+
+
+def _path_errors(spec: ConfigSpec) -> list[str]:
+    """Paths that _to_config's Path.resolve() would raise on: a NUL character, or a lone
+    surrogate (YAML's "\\ud800") that the file system encoding cannot take."""
+    paths = {"data_dir": spec.data_dir, "secret_file": spec.secret_file,
+             **{f"tls.{k}": v for k, v in spec.tls.model_dump().items() if isinstance(v, str)}}
+    errs = []
+    for where, value in paths.items():
+        try:
+            usable = "\x00" not in os.fsdecode(os.fsencode(value))
+        except UnicodeEncodeError:
+            usable = False
+        if not usable:
+            errs.append(f"{where}: not a usable file path, got {_shown(value)}")
+    return errs
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -357,12 +408,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), [f"(file): cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [f"(file): not UTF-8 text: byte {e.start} ({e.reason})"]) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ConfigError(str(p), [f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    except RecursionError:
+        raise ConfigError(str(p), ["(file): not valid YAML: nested too deeply"]) from None
+    except Exception as e:
+        # PyYAML's constructors let Python's own errors out on some values: `!!int ""`
+        # (IndexError), `!!bool x` (KeyError), `!!timestamp x` (AttributeError), a date
+        # `2001-13-14` or a number of more than 4300 digits (ValueError).
+        raise ConfigError(str(p), [f"(file): not valid YAML: a value cannot be read "
+                                   f"({type(e).__name__}: {e})"]) from None
     return parse_config(doc, str(p), p.resolve().parent)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 NodeId = str
 
@@ -269,3 +270,12 @@ class BackendsStatus:
     applied_generation: int | None
     dataplane: str
     services: tuple[ServiceStatus, ...]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where a certificate, its key and the cluster CA are (config `tls`; hacluster/tls.py)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path

@@ -1,10 +1,12 @@
 """The CLI's side of the admin API: one call per command, errors turned into exit codes.
 
-A thin client: it imports only the generated API, the config loader and the token helper,
-never the agent. StatusReply -> AgentStatus conversion lives here (the server's opposite
-direction is hacluster.admin.status_to_pb); a round-trip test keeps the two in step.
+A thin client: it imports only the generated API, the config loader and the TLS helpers,
+never the agent. Every call is mutual TLS with the operator's admin or reader certificate.
+StatusReply -> AgentStatus conversion lives here (the server's opposite direction is
+hacluster.admin.status_to_pb); a round-trip test keeps the two in step.
 
-From Python:  fetch_status(target_from_config(cfg), admin_token(cfg.read_secret()))
+From Python:  fetch_status(target_from_config(cfg), load_tls(cfg.cli_tls, cfg.cluster,
+                                                          ("admin",)).channel_credentials())
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
-from hacluster.auth import TOKEN_METADATA_KEY
 from hacluster.channels import admin_channel
 from hacluster.config import Config
 from hacluster.gossip.wire import WireError, check_from_pb, state_from_pb
@@ -118,6 +119,11 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     code, details = err.code(), err.details() or ""
     check = (f"is hacluster-agent running on this server? is {target} the member's "
              "grpc_port?")
+    if code == grpc.StatusCode.UNAVAILABLE and any(
+            w in details.lower() for w in ("handshake", "ssl", "certificate", "tls")):
+        return AgentRefused(f"TLS with the agent at {target} failed: {details}\n  check that the "
+                            "CA file is this cluster's CA and the certificate was issued by it "
+                            "(hacluster certs show FILE --ca CA)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return AgentUnreachable(f"cannot reach the hacluster agent at {target}: {details}\n"
                                 f"  {check}")
@@ -126,7 +132,8 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
                                 f"{timeout:g} s (agent frozen or overloaded?)\n  {check}")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AgentRefused(f"the agent at {target} refused the call: {details}\n"
-                            "  check that the secret file holds this cluster's secret")
+                            "  check the certificate (--cert/--key, or tls.cli_cert_file in the config):"
+                            " signed by this cluster's CA, and an admin one for actions")
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
         return AdminCallError(details)
@@ -137,48 +144,49 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     return AdminCallError(f"the agent at {target} failed the call: {code.name}: {details}")
 
 
-def _call(target: str, token: str, timeout: float, method: str, request: Any) -> Any:
+def _call(target: str, creds: grpc.ChannelCredentials, timeout: float, method: str, request: Any) -> Any:
     """One admin call on a fresh channel; grpc errors become AdminCallError."""
-    with admin_channel(target) as channel:
+    with admin_channel(target, creds) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:
-            return getattr(stub, method)(request, timeout=timeout,
-                                         metadata=[(TOKEN_METADATA_KEY, token)])
+            return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as e:
             raise _call_error(target, timeout, e) from None
 
 
-def fetch_status(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> AgentStatus:
+def fetch_status(target: str, creds: grpc.ChannelCredentials,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> AgentStatus:
     """Ask the agent at `target` (HOST:PORT) for its status; raise AdminCallError on failure."""
-    return status_from_pb(_call(target, token, timeout, "Status", admin_pb2.StatusRequest()))
+    return status_from_pb(_call(target, creds, timeout, "Status", admin_pb2.StatusRequest()))
 
 
-def fetch_members(target: str, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> MembersStatus:
-    return members_from_pb(_call(target, token, timeout, "Members", admin_pb2.MembersRequest()))
+def fetch_members(target: str, creds: grpc.ChannelCredentials,
+                  timeout: float = DEFAULT_TIMEOUT_S) -> MembersStatus:
+    return members_from_pb(_call(target, creds, timeout, "Members", admin_pb2.MembersRequest()))
 
 
-def fetch_checks(target: str, token: str, node: str | None = None,
+def fetch_checks(target: str, creds: grpc.ChannelCredentials, node: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S) -> ChecksStatus:
     request = admin_pb2.ChecksRequest() if node is None else admin_pb2.ChecksRequest(node=node)
-    return checks_from_pb(_call(target, token, timeout, "Checks", request))
+    return checks_from_pb(_call(target, creds, timeout, "Checks", request))
 
 
-def fetch_backends(target: str, token: str, service: str | None = None,
+def fetch_backends(target: str, creds: grpc.ChannelCredentials, service: str | None = None,
                    timeout: float = DEFAULT_TIMEOUT_S) -> BackendsStatus:
     request = admin_pb2.BackendsRequest() if service is None else admin_pb2.BackendsRequest(service=service)
-    return backends_from_pb(_call(target, token, timeout, "Backends", request))
+    return backends_from_pb(_call(target, creds, timeout, "Backends", request))
 
 
-def drain(target: str, token: str, what: str, undo: bool = False, disable: bool = False,
+def drain(target: str, creds: grpc.ChannelCredentials, what: str, undo: bool = False, disable: bool = False,
           timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
-    r = _call(target, token, timeout, "Drain",
+    r = _call(target, creds, timeout, "Drain",
               admin_pb2.DrainRequest(target=what, undo=undo, disable=disable))
     return r.detail, r.generation
 
 
-def set_weight(target: str, token: str, service: str, backend: str, weight: int,
+def set_weight(target: str, creds: grpc.ChannelCredentials, service: str, backend: str, weight: int,
                timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
-    r = _call(target, token, timeout, "Weight",
+    r = _call(target, creds, timeout, "Weight",
               admin_pb2.WeightRequest(service=service, backend=backend, weight=weight))
     return r.detail, r.generation
 
@@ -255,7 +263,7 @@ def _leader_target(st: AgentStatus, asked: str) -> str:
     return m.admin_address
 
 
-def failover(target: str, token: str, to: str | None = None, dry_run: bool = False,
+def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None, dry_run: bool = False,
              wait_s: float = 3.0, timeout: float = DEFAULT_TIMEOUT_S,
              progress: Any = None) -> dict[str, Any]:
     """Move leadership and the VIPs away from the leader (to `to`, or the member the leader
@@ -264,13 +272,13 @@ def failover(target: str, token: str, to: str | None = None, dry_run: bool = Fal
     holder's claim (both as the agents logged them; across servers this includes their
     clock difference)."""
     say = progress or (lambda _msg: None)
-    st = fetch_status(target, token, timeout)
+    st = fetch_status(target, creds, timeout)
     leader = _leader_target(st, target)
     say(f"leader: {st.leader} ({leader})")
     request = admin_pb2.FailoverRequest(dry_run=dry_run, timeout_s=wait_s)
     if to is not None:
         request.to = to
-    r = _call(leader, token, wait_s + timeout, "Failover", request)
+    r = _call(leader, creds, wait_s + timeout, "Failover", request)
     out: dict[str, Any] = {"source": r.source, "target": r.target, "vips": list(r.vips),
                            "dry_run": r.dry_run, "detail": r.detail, "switch_ms": None,
                            "handed_over_ms": None if r.dry_run else round(r.handed_over_ms, 1)}
@@ -286,7 +294,7 @@ def failover(target: str, token: str, to: str | None = None, dry_run: bool = Fal
     deadline = time.monotonic() + wait_s + timeout
     while time.monotonic() < deadline:
         try:
-            tst = fetch_status(new, token, timeout)
+            tst = fetch_status(new, creds, timeout)
         except AgentUnreachable:
             tst = None
         if tst is not None:

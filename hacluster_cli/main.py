@@ -6,6 +6,7 @@ API, the config loader and the token helper, so it starts fast and runs anywhere
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 import click
 
 from hacluster import __version__
-from hacluster.auth import admin_token
-from hacluster.config import ConfigError, load_config, read_secret
+from hacluster.config import ConfigError, load_config
+from hacluster.model import TlsFiles
+from hacluster.tls import TlsError, load_tls
 from hacluster_cli.audit_cmd import audit
 from hacluster_cli.certs_cmd import certs
 from hacluster_cli.client import (
@@ -62,8 +64,9 @@ def cli() -> None:
     """Operate a hacluster HA/VIP cluster: status, gossip members, health checks, configs.
 
     Every command that talks to an agent finds it with --config FILE (the server's own
-    config: its member's grpc_port and the cluster secret) or with --admin HOST:PORT plus
-    --secret-file FILE.
+    config: its member's grpc_port, the cluster CA and the CLI certificate it names) or
+    with --admin HOST:PORT plus --ca, --cert and --key. Calls are mutual TLS: an admin
+    certificate may act, a reader certificate may only look (hacluster certs issue).
 
     \b
     Exit codes:
@@ -71,7 +74,7 @@ def cli() -> None:
       1  invalid (config validate) or the call failed
       2  usage or config error
       3  agent unreachable
-      4  agent refused the call (authentication)
+      4  agent refused the call (certificate, role) or TLS failed
 
     \b
     Example:
@@ -86,40 +89,70 @@ def _split_admin(admin: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _resolve_agent(config_path: str | None, admin: str | None,
-                   secret_file: str | None) -> tuple[str, str]:
-    """(target, token) from the options; raise usage or config errors (exit 2)."""
-    if config_path and secret_file:
-        raise click.UsageError("--secret-file goes with --admin, not --config "
-                               "(the config names its own secret_file)")
-    if not config_path and not (admin and secret_file):
-        raise click.UsageError("say which agent to ask: --config FILE, or --admin HOST:PORT "
-                               "with --secret-file FILE")
+def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, cert: str | None,
+                   key: str | None) -> tuple[str, Any]:
+    """(target, channel credentials) from the options; raise usage or config errors (exit 2)."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--cert and --key go together")
+    if not config_path and not (admin and ca and cert):
+        raise click.UsageError("say which agent to ask and with which certificate: --config FILE "
+                               "(its tls section names the CLI certificate), or --admin HOST:PORT "
+                               "with --ca, --cert and --key")
+    cluster = None
     try:
         if config_path:
             cfg = load_config(config_path)
             target = target_from_config(cfg)
-            secret = cfg.read_secret()
+            cluster = cfg.cluster
+            files = cfg.cli_tls
+            if cert and key:
+                files = TlsFiles(Path(ca) if ca else cfg.tls.ca_file, Path(cert), Path(key))
+            if files is None:
+                raise click.UsageError(f"{config_path} names no CLI certificate (tls.cli_cert_file): "
+                                       "pass --cert and --key")
         else:
-            secret = read_secret(Path(secret_file or ""))
             target = ""
+            files = TlsFiles(Path(ca or ""), Path(cert or ""), Path(key or ""))
     except ConfigError as e:
         raise _config_error(e) from None
     if admin:
         host, port = _split_admin(admin)
         target = grpc_target(host, port)
-    return target, admin_token(secret)
+    try:
+        tls = load_tls(files, cluster or _cluster_of(files), ("admin", "reader", "node"))
+    except TlsError as e:
+        raise CliError(f"cannot use the certificate: {e}", EXIT_USAGE) from None
+    return target, tls.channel_credentials()
 
 
-def _agent_options(fn: Any) -> Any:
-    """--config / --admin / --secret-file / --json / --timeout, shared by agent commands."""
+def _cluster_of(files: TlsFiles) -> str:
+    """Without a config, the cluster is the one the certificate names."""
+    from hacluster.certs import CertError, identity_from_cert
+    try:
+        return identity_from_cert(files.cert_file.read_bytes()).cluster
+    except (OSError, CertError) as e:
+        raise CliError(f"cannot use the certificate {files.cert_file}: {e}", EXIT_USAGE) from None
+
+
+def _agent_options(inner: Any) -> Any:
+    """--config / --admin / --ca / --cert / --key / --json / --timeout, shared by agent
+    commands; the command receives the first five as one `conn` dict."""
+    @functools.wraps(inner)
+    def fn(**kw: Any) -> Any:
+        conn = {k: kw.pop(k) for k in ("config_path", "admin", "ca", "cert", "key")}
+        return inner(conn=conn, **kw)
+
     for opt in reversed([
         click.option("--config", "config_path", metavar="FILE",
-                     help="This server's hacluster config: ask its own agent with its secret."),
+                     help="This server's hacluster config: ask its own agent, with the CA and "
+                     "CLI certificate it names."),
         click.option("--admin", metavar="HOST:PORT",
                      help="The agent's admin address (a member's address and grpc_port)."),
-        click.option("--secret-file", metavar="FILE",
-                     help="File holding the cluster secret (mode 0600); goes with --admin."),
+        click.option("--ca", metavar="FILE", help="The cluster CA certificate (default with "
+                     "--config: its tls.ca_file)."),
+        click.option("--cert", metavar="FILE", help="Your admin or reader certificate "
+                     "(default with --config: its tls.cli_cert_file)."),
+        click.option("--key", metavar="FILE", help="Its key (mode 0600)."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one JSON object instead of a table (keys as in the docs)."),
         click.option("--timeout", type=click.FloatRange(min=0.05, max=600),
@@ -130,34 +163,34 @@ def _agent_options(fn: Any) -> Any:
     return fn
 
 
-def _ask(config_path: str | None, admin: str | None, secret_file: str | None,
-         call: Callable[[str, str], Any]) -> Any:
-    target, token = _resolve_agent(config_path, admin, secret_file)
+def _ask(conn: dict[str, Any], call: Callable[[str, Any], Any]) -> Any:
+    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
+                                   conn["key"])
     try:
-        return call(target, token)
+        return call(target, creds)
     except AdminCallError as e:
         raise CliError(str(e), e.exit_code) from None
 
 
 @cli.command()
 @_agent_options
-def status(config_path: str | None, admin: str | None, secret_file: str | None,
+def status(conn: dict[str, Any],
            as_json: bool, timeout: float) -> None:
     """Show one agent's view: role, term, leader, lease, quorum, VIPs, members.
 
     \b
     Examples:
       hacluster status --config /etc/hacluster/hacluster.yaml
-      hacluster status --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret --json
+      hacluster status --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
       ip netns exec NETNS hacluster status --json --config CONFIG
     """
-    st = _ask(config_path, admin, secret_file, lambda t, k: fetch_status(t, k, timeout))
+    st = _ask(conn, lambda t, k: fetch_status(t, k, timeout))
     click.echo(json.dumps(status_to_dict(st)) if as_json else render_status(st))
 
 
 @cli.command()
 @_agent_options
-def members(config_path: str | None, admin: str | None, secret_file: str | None,
+def members(conn: dict[str, Any],
             as_json: bool, timeout: float) -> None:
     """List the members as the agent's health gossip sees them.
 
@@ -169,17 +202,16 @@ def members(config_path: str | None, admin: str | None, secret_file: str | None,
     \b
     Examples:
       hacluster members --config /etc/hacluster/hacluster.yaml
-      hacluster members --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret --json
+      hacluster members --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
     """
-    ms = _ask(config_path, admin, secret_file, lambda t, k: fetch_members(t, k, timeout))
+    ms = _ask(conn, lambda t, k: fetch_members(t, k, timeout))
     click.echo(json.dumps(to_dict(ms)) if as_json else render_members(ms))
 
 
 @cli.command()
 @click.argument("node", required=False, metavar="[NODE]")
 @_agent_options
-def checks(node: str | None, config_path: str | None, admin: str | None,
-           secret_file: str | None, as_json: bool, timeout: float) -> None:
+def checks(node: str | None, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
     """Show every health check of every member (or of NODE): state, latency, last error.
 
     STATE is the checking node's verdict after its rise/fall counts (UNKNOWN until enough
@@ -192,15 +224,14 @@ def checks(node: str | None, config_path: str | None, admin: str | None,
       hacluster checks --config /etc/hacluster/hacluster.yaml
       hacluster checks ward-2 --config /etc/hacluster/hacluster.yaml --json
     """
-    cs = _ask(config_path, admin, secret_file, lambda t, k: fetch_checks(t, k, node, timeout))
+    cs = _ask(conn, lambda t, k: fetch_checks(t, k, node, timeout))
     click.echo(json.dumps(to_dict(cs)) if as_json else render_checks(cs))
 
 
 @cli.command()
 @click.argument("service", required=False, metavar="[SERVICE]")
 @_agent_options
-def backends(service: str | None, config_path: str | None, admin: str | None,
-             secret_file: str | None, as_json: bool, timeout: float) -> None:
+def backends(service: str | None, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
     """Show the balancing table: each service's backends, weight, state and traffic.
 
     STATE: active (gets new flows), DRAINING (no new flows, established ones go on),
@@ -213,7 +244,7 @@ def backends(service: str | None, config_path: str | None, admin: str | None,
       hacluster backends --config /etc/hacluster/hacluster.yaml
       hacluster backends web --config /etc/hacluster/hacluster.yaml --json
     """
-    bs = _ask(config_path, admin, secret_file, lambda t, k: fetch_backends(t, k, service, timeout))
+    bs = _ask(conn, lambda t, k: fetch_backends(t, k, service, timeout))
     click.echo(json.dumps(to_dict(bs)) if as_json else render_backends(bs))
 
 
@@ -227,8 +258,7 @@ def _action_output(detail: str, generation: int, as_json: bool) -> None:
 @click.option("--disable", is_flag=True,
               help="Backend only: take it out at once instead of letting its flows finish.")
 @_agent_options
-def drain_cmd(target: str, disable: bool, config_path: str | None, admin: str | None,
-              secret_file: str | None, as_json: bool, timeout: float) -> None:
+def drain_cmd(target: str, disable: bool, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
     """Stop sending new flows to a server (every backend on it) or to one backend.
 
     Established flows continue until they end (or the service's drain_timeout_s). The
@@ -240,7 +270,7 @@ def drain_cmd(target: str, disable: bool, config_path: str | None, admin: str | 
       hacluster drain ward-2 --config /etc/hacluster/hacluster.yaml
       hacluster drain web/ward-2 --config /etc/hacluster/hacluster.yaml
     """
-    detail, gen = _ask(config_path, admin, secret_file,
+    detail, gen = _ask(conn,
                        lambda t, k: drain(t, k, target, disable=disable, timeout=timeout))
     _action_output(detail, gen, as_json)
 
@@ -248,15 +278,14 @@ def drain_cmd(target: str, disable: bool, config_path: str | None, admin: str | 
 @cli.command("undrain")
 @click.argument("target", metavar="NODE|SERVICE/BACKEND")
 @_agent_options
-def undrain_cmd(target: str, config_path: str | None, admin: str | None,
-                secret_file: str | None, as_json: bool, timeout: float) -> None:
+def undrain_cmd(target: str, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
     """Put a drained or disabled server or backend back in service.
 
     \b
     Example:
       hacluster undrain ward-2 --config /etc/hacluster/hacluster.yaml
     """
-    detail, gen = _ask(config_path, admin, secret_file,
+    detail, gen = _ask(conn,
                        lambda t, k: drain(t, k, target, undo=True, timeout=timeout))
     _action_output(detail, gen, as_json)
 
@@ -265,8 +294,7 @@ def undrain_cmd(target: str, config_path: str | None, admin: str | None,
 @click.argument("backend", metavar="SERVICE/BACKEND")
 @click.argument("weight", type=click.IntRange(0, 1000))
 @_agent_options
-def weight_cmd(backend: str, weight: int, config_path: str | None, admin: str | None,
-               secret_file: str | None, as_json: bool, timeout: float) -> None:
+def weight_cmd(backend: str, weight: int, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
     """Set a backend's weight (1-1000); 0 restores the configured weight.
 
     \b
@@ -276,7 +304,7 @@ def weight_cmd(backend: str, weight: int, config_path: str | None, admin: str | 
     service, sep, bid = backend.partition("/")
     if not sep or not service or not bid:
         raise click.BadParameter(f"must be SERVICE/BACKEND, got {backend!r}", param_hint="BACKEND")
-    detail, gen = _ask(config_path, admin, secret_file,
+    detail, gen = _ask(conn,
                        lambda t, k: set_weight(t, k, service, bid, weight, timeout))
     _action_output(detail, gen, as_json)
 
@@ -336,8 +364,8 @@ def config_validate(file: str, as_json: bool) -> None:
 @click.option("--wait", "wait_s", type=click.FloatRange(0.1, 30), default=3.0, show_default=True,
               metavar="SECONDS", help="How long the target may take to lead and claim.")
 @_agent_options
-def failover_cmd(to: str | None, dry_run: bool, wait_s: float, config_path: str | None,
-                 admin: str | None, secret_file: str | None, as_json: bool, timeout: float) -> None:
+def failover_cmd(to: str | None, dry_run: bool, wait_s: float, conn: dict[str, Any], as_json: bool,
+                 timeout: float) -> None:
     """Move leadership and the VIPs gracefully to another member, and time the switch.
 
     Any member can be asked: the command finds the leader. The leader checks that the
@@ -352,12 +380,12 @@ def failover_cmd(to: str | None, dry_run: bool, wait_s: float, config_path: str 
     Examples:
       hacluster failover --to ward-2 --config /etc/hacluster/hacluster.yaml
       hacluster failover --dry-run --config /etc/hacluster/hacluster.yaml
-      hacluster failover --json --admin 10.0.0.12:7101 --secret-file /etc/hacluster/secret
+      hacluster failover --json --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key
     """
     def progress(msg: str) -> None:
         if not as_json:
             click.echo(msg, err=True)
-    out = _ask(config_path, admin, secret_file,
+    out = _ask(conn,
                lambda t, k: failover(t, k, to, dry_run, wait_s, timeout, progress))
     if as_json:
         click.echo(json.dumps(out))

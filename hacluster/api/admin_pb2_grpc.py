@@ -26,9 +26,9 @@ if _version_not_supported:
 
 
 class AdminStub:
-    """Served by every agent on its member's grpc_port (hacluster/admin.py). Every call carries
-    the metadata `x-hacluster-token` derived from the cluster secret (hacluster/auth.py);
-    mTLS replaces it later.
+    """Served by every agent on its member's grpc_port (hacluster/admin.py), mutual TLS only:
+    reads need an admin, reader or node certificate of the cluster CA, actions (Drain, Weight,
+    Failover) an admin one (hacluster/tls.py).
     """
 
     def __init__(self, channel):
@@ -75,9 +75,9 @@ class AdminStub:
 
 
 class AdminServicer:
-    """Served by every agent on its member's grpc_port (hacluster/admin.py). Every call carries
-    the metadata `x-hacluster-token` derived from the cluster secret (hacluster/auth.py);
-    mTLS replaces it later.
+    """Served by every agent on its member's grpc_port (hacluster/admin.py), mutual TLS only:
+    reads need an admin, reader or node certificate of the cluster CA, actions (Drain, Weight,
+    Failover) an admin one (hacluster/tls.py).
     """
 
     def Status(self, request, context):
@@ -183,9 +183,9 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Served by every agent on its member's grpc_port (hacluster/admin.py). Every call carries
-    the metadata `x-hacluster-token` derived from the cluster secret (hacluster/auth.py);
-    mTLS replaces it later.
+    """Served by every agent on its member's grpc_port (hacluster/admin.py), mutual TLS only:
+    reads need an admin, reader or node certificate of the cluster CA, actions (Drain, Weight,
+    Failover) an admin one (hacluster/tls.py).
     """
 
     @staticmethod

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class GossipStub:
-    """Every call carries the `x-hacluster-token` metadata (hacluster/auth.py) until mTLS
-    replaces it; `sender` is the calling member's id (checked against the config).
+    """Mutual TLS only: the caller's node certificate (cluster CA) must name `sender`, the
+    calling member's id (checked against the config too; hacluster/tls.py).
     """
 
     def __init__(self, channel):
@@ -59,8 +59,8 @@ class GossipStub:
 
 
 class GossipServicer:
-    """Every call carries the `x-hacluster-token` metadata (hacluster/auth.py) until mTLS
-    replaces it; `sender` is the calling member's id (checked against the config).
+    """Mutual TLS only: the caller's node certificate (cluster CA) must name `sender`, the
+    calling member's id (checked against the config too; hacluster/tls.py).
     """
 
     def Ping(self, request, context):
@@ -123,8 +123,8 @@ def add_GossipServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Gossip:
-    """Every call carries the `x-hacluster-token` metadata (hacluster/auth.py) until mTLS
-    replaces it; `sender` is the calling member's id (checked against the config).
+    """Mutual TLS only: the caller's node certificate (cluster CA) must name `sender`, the
+    calling member's id (checked against the config too; hacluster/tls.py).
     """
 
     @staticmethod

@@ -4,10 +4,11 @@ Client side: one channel per peer address, reused (HTTP/2 multiplexes the probes
 call has a deadline; network errors become None/False, never exceptions, as the Transport
 contract says. A channel whose calls keep timing out is replaced (keepalive, in
 channels.py, should already have noticed a dead connection; this is the second line).
-Server side: token check, sender check (a configured member), conversion and validation in
-wire.py, then the engine's inbound handler. Ping-reqs are bounded in number, since each
-holds a worker of the server it shares with the admin API. Channels come from
-hacluster/channels.py so that the security issue can switch them to mTLS in one place.
+Server side: the caller's certificate (mutual TLS, hacluster/tls.py) must be a node
+certificate of this cluster naming the very member the message says it comes from (the
+sender, a configured member); then conversion and validation in wire.py, then the engine's
+inbound handler. Ping-reqs are bounded in number, since each holds a worker of the server
+it shares with the admin API. Channels come from hacluster/channels.py (peer_channel).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import grpc
 
 from hacluster.api import gossip_pb2 as pb
 from hacluster.api import gossip_pb2_grpc as pb_grpc
-from hacluster.auth import TOKEN_METADATA_KEY, metadata_refusal
-from hacluster.channels import peer_channel
 from hacluster.gossip import wire
 from hacluster.gossip.types import Ack, NodeRecord
 from hacluster.model import NodeId
+from hacluster.tls import NODE_ROLES, Authority
 
 log = logging.getLogger("hacluster.gossip")
 
@@ -96,11 +96,11 @@ class _Peer:
 class GrpcTransport:
     """hacluster.gossip.types.Transport over gRPC."""
 
-    def __init__(self, node_id: NodeId, token: str,
-                 channel_factory: Callable[[str], grpc.Channel] = peer_channel,
+    def __init__(self, node_id: NodeId, channel_factory: Callable[[str], grpc.Channel],
                  clock: Callable[[], float] = time.monotonic):
+        """channel_factory(address): a channel to that peer, e.g.
+        `lambda a: peer_channel(a, tls.channel_credentials())`."""
         self.node_id = node_id
-        self._metadata = ((TOKEN_METADATA_KEY, token),)
         self._factory = channel_factory
         self._peers: dict[str, _Peer] = {}
         self._closed = False
@@ -156,7 +156,7 @@ class GrpcTransport:
         req = pb.PingRequest(sender=self.node_id, updates=wire.records_to_pb(updates))
         try:
             peer = self._peer(address)
-            reply = peer.stub.Ping(req, timeout=timeout, metadata=self._metadata)
+            reply = peer.stub.Ping(req, timeout=timeout)
             self._outcome(address, peer, None)
             ack, problems = wire.ack_from_pb(reply)
         except grpc.RpcError as e:
@@ -182,8 +182,7 @@ class GrpcTransport:
         for via in vias:
             try:
                 peer = self._peer(via)
-                calls.append((peer, peer.stub.PingReq.future(req, timeout=timeout,
-                                                             metadata=self._metadata)))
+                calls.append((peer, peer.stub.PingReq.future(req, timeout=timeout)))
             except ValueError as e:
                 log.debug("ping-req via %s for %s: %s", via, target, e)
                 calls.append(None)
@@ -208,8 +207,7 @@ class GrpcTransport:
         req = pb.GossipRequest(sender=self.node_id, updates=wire.records_to_pb(updates))
         try:
             peer = self._peer(address)
-            call = peer.stub.Gossip.future(req, timeout=GOSSIP_SEND_TIMEOUT_S,
-                                           metadata=self._metadata)
+            call = peer.stub.Gossip.future(req, timeout=GOSSIP_SEND_TIMEOUT_S)
         except ValueError as e:
             log.debug("gossip to %s: %s", address, e)
             return
@@ -229,7 +227,7 @@ class GrpcTransport:
         req = pb.PushPullRequest(sender=self.node_id, records=wire.records_to_pb(records), join=join)
         try:
             peer = self._peer(address)
-            reply = peer.stub.PushPull(req, timeout=timeout, metadata=self._metadata)
+            reply = peer.stub.PushPull(req, timeout=timeout)
             self._outcome(address, peer, None)
             decoded = wire.records_from_pb(reply.records, "records")
         except grpc.RpcError as e:
@@ -279,14 +277,18 @@ def _inbound(handler: _Handler) -> _Handler:
 
     @functools.wraps(handler)
     def wrapper(self: GossipService, request: Any, context: grpc.ServicerContext) -> Any:
-        refusal = metadata_refusal(context.invocation_metadata(), self._token, "gossip")
+        who, refusal = self._authority.check(context, NODE_ROLES, "gossip")
         if refusal is not None:
-            self._refused(context, grpc.StatusCode.UNAUTHENTICATED, method, refusal)
+            self._refused(context, grpc.StatusCode.UNAUTHENTICATED if who is None
+                          else grpc.StatusCode.PERMISSION_DENIED, method, refusal)
         try:
             sender = wire.sender_from(request.sender)
             if sender not in self._members:
                 self._refused(context, grpc.StatusCode.PERMISSION_DENIED, method,
                               f"sender {sender!r} is not a member of this cluster")
+            if who is not None and who.name != sender:
+                self._refused(context, grpc.StatusCode.PERMISSION_DENIED, method,
+                              f"the certificate of node {who.name!r} cannot speak for {sender!r}")
             return handler(self, sender, request, context)
         except wire.WireError as e:
             self._refused(context, grpc.StatusCode.INVALID_ARGUMENT, method, str(e))
@@ -298,15 +300,13 @@ def _inbound(handler: _Handler) -> _Handler:
 class GossipService(pb_grpc.GossipServicer):
     """Feeds inbound gossip to the engine (a Membership, or anything with its handlers)."""
 
-    def __init__(self, engine: Any, token: str, members: Mapping[NodeId, str],
+    def __init__(self, engine: Any, authority: Authority, members: Mapping[NodeId, str],
                  clock: Callable[[], float] = time.monotonic):
         """members: every configured member id -> its gossip address. A ping-req is always
         sent to the configured address, never to one named in the request, so a caller
         cannot use us to probe arbitrary hosts."""
-        if not token:
-            raise ValueError("GossipService needs a non-empty token")
         self._engine = engine
-        self._token = token
+        self._authority = authority
         self._members = dict(members)
         self._ping_reqs = threading.BoundedSemaphore(PING_REQ_CONCURRENCY)
         self._tally = _Tally(clock)

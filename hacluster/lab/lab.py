@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from hacluster import certs
 from hacluster.lab.cgroup import cpu_limited, remove_groups
 from hacluster.lab.netns import (
     LabError,
@@ -101,6 +102,7 @@ class Lab:
         self.log_level = log_level
         self.python = python
         self.dir = LAB_ROOT / prefix
+        self.pki = self.dir / "pki"
         self.net = subnet_for(prefix)
         self.sw = f"{prefix}-sw"
         self.client_ns = f"{prefix}-client"
@@ -166,6 +168,14 @@ class Lab:
         secret = self.dir / "secret"
         secret.write_text(secrets.token_hex(24) + "\n")
         secret.chmod(0o600)
+        # The lab's PKI: a CA, one node certificate per server, an admin certificate that
+        # `hacluster --config` uses, and a reader one (PREFIX/pki; keys 0600).
+        pki = self.pki
+        certs.init_ca(pki, self.prefix)
+        certs.issue(pki, pki, "admin", "lab-admin")
+        certs.issue(pki, pki, "reader", "lab-reader")
+        for n in self.nodes:
+            certs.issue(pki, pki, "node", n.name, [n.ip])
         members = [{"id": n.name, "address": n.ip, "raft_port": RAFT_PORT, "grpc_port": GRPC_PORT}
                    for n in self.nodes]
         backends = [{"node": m.name} for m in self.nodes] + [{"address": x.ip} for x in self.externals]
@@ -175,6 +185,10 @@ class Lab:
                 "cluster": self.prefix, "node_id": n.name, "members": members,
                 "vips": [{"address": self.vip, "prefix": 24, "interface": "eth0"}],
                 "data_dir": str(n.data_dir), "secret_file": str(secret),
+                "tls": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / f"{n.name}.crt"),
+                        "key_file": str(pki / f"{n.name}.key"),
+                        "cli_cert_file": str(pki / "lab-admin.crt"),
+                        "cli_key_file": str(pki / "lab-admin.key")},
                 "timing": dict(self.timing), "log_level": self.log_level,
                 "gossip": dict(self.gossip), "checks": list(self.checks),
             }

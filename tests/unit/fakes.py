@@ -16,6 +16,8 @@ def config(**over):
                      "grpc_port": 7101} for i in (1, 2, 3)],
         "vips": [{"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}],
         "data_dir": "/nonexistent", "secret_file": "/nonexistent",
+        "tls": {"ca_file": "/nonexistent/ca.crt", "cert_file": "/nonexistent/n1.crt",
+                "key_file": "/nonexistent/n1.key"},
     }
     doc.update(over)
     return parse_config(doc)

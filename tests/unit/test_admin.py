@@ -17,12 +17,11 @@ from click.testing import CliRunner
 
 from hacluster.admin import AdminBindError, AdminService, start_admin, status_to_pb
 from hacluster.api import admin_pb2, admin_pb2_grpc
-from hacluster.auth import admin_token
 from hacluster.model import AgentStatus, MemberStatus, Role, VipStatus
 from hacluster_cli.client import status_from_pb
 from hacluster_cli.main import cli
 
-SECRET = "correct horse battery staple 42"
+from .pki import PKI
 
 STATUS = AgentStatus(
     node="n1", cluster="lab", version="0.1.0", role=Role.LEADER, term=7, leader="n1",
@@ -37,29 +36,25 @@ STATUS = AgentStatus(
 )
 
 
-def _write_secret(path: Path, secret: str = SECRET) -> Path:
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return path
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Path:
-    return _write_secret(tmp_path / "secret")
+def _as(name: str = "alice", where: str = "ca") -> tuple[str, ...]:
+    """CLI options presenting `name`'s certificate (alice admin, rita reader)."""
+    f = PKI.files(name, where)
+    return ("--ca", str(f.ca_file), "--cert", str(f.cert_file), "--key", str(f.key_file))
 
 
 @pytest.fixture
-def serve(secret_file: Path) -> Iterator[Callable[..., int]]:
+def serve() -> Iterator[Callable[..., int]]:
     servers: list[grpc.Server] = []
 
     def start(provider: Callable[[], AgentStatus] = lambda: STATUS) -> int:
-        server, port = start_admin("127.0.0.1:0", AdminService(provider, admin_token(SECRET)))
+        server, port = start_admin("127.0.0.1:0", AdminService(provider, PKI.authority()),
+                                   PKI.server("n1"))
         servers.append(server)
         return port
 
@@ -72,9 +67,9 @@ def _status(*args: str) -> object:
     return CliRunner().invoke(cli, ["status", *args])
 
 
-def test_status_table(serve: Callable[..., int], secret_file: Path) -> None:
+def test_status_table(serve: Callable[..., int]) -> None:
     port = serve()
-    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file))
+    result = _status("--admin", f"127.0.0.1:{port}", *_as())
     assert result.exit_code == 0, result.output
     out = result.stdout
     for expected in ("n1  (cluster lab, hacluster 0.1.0, up 1h02m)", "leader, term 7",
@@ -88,9 +83,9 @@ def test_status_table(serve: Callable[..., int], secret_file: Path) -> None:
     assert "10.99.0.101/24  eth0       -" in out
 
 
-def test_status_json(serve: Callable[..., int], secret_file: Path) -> None:
+def test_status_json(serve: Callable[..., int]) -> None:
     port = serve()
-    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file), "--json")
+    result = _status("--admin", f"127.0.0.1:{port}", *_as(), "--json")
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     assert list(got) == [f.name for f in dataclasses.fields(AgentStatus)]
@@ -104,9 +99,9 @@ def test_status_json(serve: Callable[..., int], secret_file: Path) -> None:
 
 def test_status_through_config(serve: Callable[..., int], tmp_path: Path) -> None:
     port = serve()
-    _write_secret(tmp_path / "secret")
+    tls = PKI.tls_doc()
     (tmp_path / "ha.yaml").write_text(f"""\
-cluster: lab
+cluster: ward
 node_id: n1
 members:
   - {{id: n1, address: 127.0.0.1, raft_port: 17100, grpc_port: {port}}}
@@ -114,33 +109,78 @@ members:
   - {{id: n3, address: 127.0.0.3, raft_port: 17100, grpc_port: 17101}}
 data_dir: ./data
 secret_file: ./secret
+tls: {json.dumps(tls)}
 """)
     result = _status("--config", str(tmp_path / "ha.yaml"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["node"] == "n1"
 
 
-def test_wrong_secret_is_refused(serve: Callable[..., int], tmp_path: Path) -> None:
+def test_the_cli_refuses_a_certificate_its_ca_did_not_sign(serve: Callable[..., int]) -> None:
     port = serve()
-    wrong = _write_secret(tmp_path / "wrong", "another cluster's secret value")
-    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(wrong))
-    assert result.exit_code == 4, result.output
-    assert f"the agent at 127.0.0.1:{port} refused the call" in result.stderr
-    assert "secret" in result.stderr and result.stdout == ""
+    result = _status("--admin", f"127.0.0.1:{port}", *_as("alice", "rogue"))
+    assert result.exit_code == 2, result.output
+    assert "was not issued by CA" in result.stderr and result.stdout == ""
 
 
-def test_call_without_token_is_unauthenticated(serve: Callable[..., int]) -> None:
+@pytest.mark.parametrize("where", ["rogue", "other"])
+def test_the_agent_refuses_a_certificate_from_another_ca(serve: Callable[..., int], where: str) -> None:
+    port = serve()
+    with grpc.secure_channel(f"127.0.0.1:{port}", PKI.client("alice", where)) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
+
+
+class _Ctx:
+    def __init__(self, pem: bytes | None):
+        self._pem = pem
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {} if self._pem is None else {"x509_pem_cert": [self._pem]}
+
+
+def test_the_authority_checks_cluster_and_role_from_the_certificate() -> None:
+    auth = PKI.authority()
+    alice = PKI.files("alice").cert_file.read_bytes()
+    who, refusal = auth.check(_Ctx(alice), {"admin"}, "act")
+    assert refusal is None and (who.role, who.name) == ("admin", "alice")
+    _, refusal = auth.check(_Ctx(PKI.files("rita").cert_file.read_bytes()), {"admin"}, "act")
+    assert refusal == "reader 'rita' may not act (needs admin)"
+    _, refusal = auth.check(_Ctx(PKI.files("alice", "other").cert_file.read_bytes()), {"admin"}, "act")
+    assert refusal == "certificate of cluster 'elsewhere', this is 'ward'"
+    _, refusal = auth.check(_Ctx(None), {"admin"}, "act")
+    assert refusal.startswith("no client certificate")
+
+
+def test_a_call_without_a_client_certificate_cannot_even_connect(serve: Callable[..., int]) -> None:
+    port = serve()
+    anonymous = grpc.ssl_channel_credentials(PKI.files("alice").ca_file.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", anonymous) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_plaintext_call_is_not_served(serve: Callable[..., int]) -> None:
     port = serve()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         with pytest.raises(grpc.RpcError) as err:
             admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "missing x-hacluster-token" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_no_agent_is_unreachable(secret_file: Path) -> None:
+def test_a_reader_may_read_but_not_act(serve: Callable[..., int]) -> None:
+    port = serve()
+    assert _status("--admin", f"127.0.0.1:{port}", *_as("rita")).exit_code == 0
+    result = CliRunner().invoke(cli, ["drain", "n2", "--admin", f"127.0.0.1:{port}", *_as("rita")])
+    assert result.exit_code == 4, result.output
+    assert "reader 'rita' may not act on the cluster (needs admin)" in result.stderr
+
+
+def test_no_agent_is_unreachable() -> None:
     port = _free_port()
-    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file),
+    result = _status("--admin", f"127.0.0.1:{port}", *_as(),
                      "--timeout", "5")
     assert result.exit_code == 3, result.output
     assert f"127.0.0.1:{port}" in result.stderr
@@ -148,41 +188,45 @@ def test_no_agent_is_unreachable(secret_file: Path) -> None:
     assert f"is 127.0.0.1:{port} the member's grpc_port?" in result.stderr
 
 
-def test_provider_failure_is_a_failed_call(serve: Callable[..., int], secret_file: Path) -> None:
+def test_provider_failure_is_a_failed_call(serve: Callable[..., int]) -> None:
     def broken() -> AgentStatus:
         raise RuntimeError("no tick yet")
 
     port = serve(broken)
-    result = _status("--admin", f"127.0.0.1:{port}", "--secret-file", str(secret_file))
+    result = _status("--admin", f"127.0.0.1:{port}", *_as())
     assert result.exit_code == 1, result.output
     assert "INTERNAL" in result.stderr and "no tick yet" in result.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
-    ((), "--config FILE, or --admin HOST:PORT"),
-    (("--admin", "127.0.0.1:1"), "--config FILE, or --admin HOST:PORT"),
-    (("--admin", "nonsense", "--secret-file", "x"), "must be HOST:PORT"),
+    ((), "--config FILE (its tls section"),
+    (("--admin", "127.0.0.1:1"), "or --admin HOST:PORT with --ca, --cert and --key"),
+    (("--admin", "nonsense", "x"), "must be HOST:PORT"),
+    (("--admin", "127.0.0.1:1", "--ca", "a", "--cert", "b"), "--cert and --key go together"),
 ])
-def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, secret_file: Path) -> None:
-    args = tuple(str(secret_file) if a == "x" else a for a in args)
+def test_usage_errors_exit_2(args: tuple[str, ...], needle: str) -> None:
+    args = tuple(a for x in args for a in (_as() if x == "x" else (x,)))
     result = _status(*args)
     assert result.exit_code == 2, result.output
     assert needle in result.output
 
 
-def test_unsafe_secret_file_exits_2(tmp_path: Path) -> None:
-    loose = _write_secret(tmp_path / "loose")
+def test_a_key_file_others_can_read_exits_2(tmp_path: Path) -> None:
+    f = PKI.files("alice")
+    loose = tmp_path / "alice.key"
+    loose.write_bytes(f.key_file.read_bytes())
     loose.chmod(0o644)
-    result = _status("--admin", "127.0.0.1:1", "--secret-file", str(loose))
+    result = _status("--admin", "127.0.0.1:1", "--ca", str(f.ca_file), "--cert", str(f.cert_file),
+                     "--key", str(loose))
     assert result.exit_code == 2, result.output
-    assert "secret_file:" in result.stderr and "chmod 600" in result.stderr
+    assert "cannot use the certificate: key_file:" in result.stderr and "0644" in result.stderr
 
 
 def test_bad_config_exits_2_with_every_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("cluster: lab\nnode_id: n9\nmembers: []\n")
     result = _status("--config", str(tmp_path / "bad.yaml"))
     assert result.exit_code == 2, result.output
-    for path in ("members:", "data_dir:", "secret_file:"):
+    for path in ("members:", "data_dir:", "secret_file:", "tls:"):
         assert f"\n  {path}" in result.stderr, result.stderr
 
 
@@ -201,14 +245,9 @@ def test_every_admin_method_is_authenticated() -> None:
 
 def test_port_in_use_fails_clearly(serve: Callable[..., int]) -> None:
     port = serve()
-    service = AdminService(lambda: STATUS, admin_token(SECRET))
+    service = AdminService(lambda: STATUS, PKI.authority())
     with pytest.raises(AdminBindError, match=f"cannot listen for admin calls on 127.0.0.1:{port}"):
-        start_admin(f"127.0.0.1:{port}", service)
-
-
-def test_empty_token_is_refused() -> None:
-    with pytest.raises(ValueError):
-        AdminService(lambda: STATUS, "")
+        start_admin(f"127.0.0.1:{port}", service, PKI.server("n1"))
 
 
 def test_cli_does_not_import_agent_internals() -> None:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from hacluster.actions import AdminActions
 from hacluster.admin import AdminService, start_admin
-from hacluster.auth import admin_token
 from hacluster.consensus.state import encode
 from hacluster.dataplane.build import build_table
 from hacluster.dataplane.status import backends_status
 from hacluster.dataplane.table import table_to_doc
 from hacluster_cli.main import cli
 from tests.unit.fakes import FakeRaft, config, leader_view, view
+from tests.unit.pki import PKI
 
-SECRET = "correct horse battery staple 42"
 SERVICES = [{"name": "web", "vip": "10.0.0.100", "port": 80, "check": "web",
              "backends": [{"node": "n1"}, {"node": "n2", "weight": 2}, {"node": "n3"}]}]
 
@@ -33,23 +31,33 @@ class Worker:
         return {"web/n1": (10, 1500)}
 
 
+def cli_args(port: int, name: str = "alice") -> list[str]:
+    """--admin plus the CA and `name`'s certificate (alice: admin, rita: reader)."""
+    f = PKI.files(name)
+    return ["--admin", f"127.0.0.1:{port}", "--ca", str(f.ca_file), "--cert", str(f.cert_file),
+            "--key", str(f.key_file)]
+
+
 @pytest.fixture
-def agent(tmp_path: Path):
-    secret = tmp_path / "secret"
-    secret.write_text(SECRET)
-    secret.chmod(0o600)
+def served():
     cfg = config(checks=[{"name": "web", "kind": "http"}], services=SERVICES)
     raft = FakeRaft(current=leader_view())
     raft.state.apply(encode({"type": "leader_epoch", "term": raft.current.term, "node": "n1"}))
     table = build_table(cfg.services, {m.id: m.address for m in cfg.members}, {"n3/web": False}, {}, 1)
     raft.state.apply(encode({"type": "table", "term": raft.current.term, "expect_generation": 0,
                              "table": table_to_doc(table)}))
-    service = AdminService(lambda: None, admin_token(SECRET),  # type: ignore[arg-type,return-value]
+    service = AdminService(lambda: None, PKI.authority(),  # type: ignore[arg-type,return-value]
                            backends_provider=lambda s: backends_status("n1", raft.state, Worker()),
                            actions=AdminActions(cfg, raft))
-    server, port = start_admin("127.0.0.1:0", service)
-    yield ["--admin", f"127.0.0.1:{port}", "--secret-file", str(secret)], raft
+    server, port = start_admin("127.0.0.1:0", service, PKI.server("n1"))
+    yield port, raft
     server.stop(None)
+
+
+@pytest.fixture
+def agent(served):
+    port, raft = served
+    return cli_args(port), raft
 
 
 def run(*args):
@@ -104,3 +112,15 @@ def test_no_quorum_refuses_actions(agent):
     raft.current = view(role=raft.current.role.FOLLOWER)  # no leader known, no quorum
     r = run("drain", "n2", *args)
     assert r.exit_code == 1 and "no leader with a quorum" in r.output
+
+
+def test_a_reader_certificate_may_look_but_not_act(served):
+    port, raft = served
+    args = cli_args(port, "rita")
+    r = run("backends", *args)
+    assert r.exit_code == 0, r.output
+    assert "web  10.0.0.100:80/tcp  round-robin  2/3 serving" in r.stdout
+    before = dict(raft.state.flags)
+    r = run("drain", "n2", *args)
+    assert r.exit_code == 4 and "reader 'rita' may not act on the cluster" in r.output, r.output
+    assert raft.state.flags == before

@@ -20,6 +20,7 @@ vips:
   - {address: 10.99.0.100, prefix: 24, interface: eth0}
 data_dir: ./data
 secret_file: ./secret
+tls: {ca_file: pki/ca.crt, cert_file: pki/n1.crt, key_file: pki/n1.key}
 """
 
 # Schema errors (pydantic) are reported together...
@@ -36,7 +37,7 @@ timing: {heartbeat_ms: 1}
 data_dir: ./data
 """
 SCHEMA_PATHS = ["colour:", "members[1].raft_port:", "vips[0].prefix:", "timing.heartbeat_ms:",
-                "secret_file:"]
+                "secret_file:", "tls:"]
 
 # ...and so are the semantic ones, once the schema is right.
 SEMANTIC_ERRORS = """\
@@ -51,6 +52,7 @@ vips:
 timing: {lease_ms: 300}
 data_dir: ./data
 secret_file: ./secret
+tls: {ca_file: pki/ca.crt, cert_file: pki/n1.crt, key_file: pki/n1.key}
 """
 SEMANTIC_PATHS = ["node_id:", "members[1].id:", "members[1].grpc_port:", "members[2].address:",
                   "vips[0].address:", "timing: lease_ms"]

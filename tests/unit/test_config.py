@@ -1,5 +1,6 @@
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,8 @@ MEMBERS = [
 def doc(**over):
     d = {"cluster": "ward-a", "node_id": "n1", "members": MEMBERS,
          "vips": [{"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}],
-         "data_dir": "data", "secret_file": "secret"}
+         "data_dir": "data", "secret_file": "secret",
+         "tls": {"ca_file": "pki/ca.crt", "cert_file": "pki/n1.crt", "key_file": "pki/n1.key"}}
     d.update(over)
     return d
 
@@ -104,9 +106,22 @@ def test_load_resolves_paths_relative_to_the_file(tmp_path):
           - {id: n1, address: 127.0.0.1, raft_port: 7100, grpc_port: 7101}
         data_dir: d
         secret_file: s
+        tls: {ca_file: pki/ca.crt, cert_file: /etc/n1.crt, key_file: n1.key,
+              cli_cert_file: a.crt, cli_key_file: a.key}
     """))
     c = load_config(p)
     assert c.data_dir == tmp_path / "d" and c.secret_file == tmp_path / "s"
+    assert c.tls.ca_file == tmp_path / "pki/ca.crt" and c.tls.cert_file == Path("/etc/n1.crt")
+    assert c.tls.key_file == tmp_path / "n1.key"
+    assert c.cli_tls.cert_file == tmp_path / "a.crt" and c.cli_tls.ca_file == c.tls.ca_file
+
+
+def test_tls_is_required_and_the_cli_pair_goes_together():
+    d = doc()
+    del d["tls"]
+    assert any(e.startswith("tls:") for e in errors_of(d))
+    errs = errors_of(doc(tls={"ca_file": "a", "cert_file": "b", "key_file": "c", "cli_cert_file": "d"}))
+    assert any(e.startswith("tls") and "cli_key_file" in e for e in errs), errs
 
 
 def test_secret_file_rules(tmp_path):

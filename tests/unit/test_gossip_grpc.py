@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hacluster.admin import AdminService, start_admin
 from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.api import gossip_pb2 as pb
 from hacluster.api import gossip_pb2_grpc as pb_grpc
-from hacluster.auth import TOKEN_METADATA_KEY, admin_token, gossip_token
-from hacluster.channels import MAX_MESSAGE_BYTES
+from hacluster.channels import MAX_MESSAGE_BYTES, admin_channel, peer_channel
 from hacluster.gossip import wire
 from hacluster.gossip.grpc_transport import (
     PING_REQ_CONCURRENCY,
@@ -30,9 +35,9 @@ from hacluster.gossip.membership import PIGGYBACK_BUDGET_BYTES, GossipTiming, Me
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord
 from hacluster.model import CheckReport, CheckState, Load
 from tests.unit.gossip_fakes import FakeClock, wait_until
+from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS
 
-SECRET = "correct horse battery staple 42"
 META = NodeMeta(checks=(CheckReport("web", "http", "10.0.0.1:80", CheckState.FAILING, 12.5,
                                     "status 503, expected 200", "", 1700000000.0),
                         CheckReport("pacs", "dicom", "10.0.0.1:104", CheckState.UNKNOWN, None, "")),
@@ -75,13 +80,19 @@ MEMBERS = {"n1": "127.0.0.1:9", "n2": "127.0.0.1:10", "n3": "127.0.0.1:11"}
 def _serving(engine: Engine, clock=time.monotonic,
              max_workers: int = 4) -> Iterator[tuple[Engine, str, GossipService]]:
     """The agent's real server (admin + gossip) on loopback, as the agent starts it."""
-    service = GossipService(engine, gossip_token(SECRET), MEMBERS, clock=clock)
-    admin = AdminService(lambda: STATUS, admin_token(SECRET))
-    server, port = start_admin("127.0.0.1:0", admin, max_workers=max_workers, gossip=service)
+    service = GossipService(engine, PKI.authority(), MEMBERS, clock=clock)
+    admin = AdminService(lambda: STATUS, PKI.authority())
+    server, port = start_admin("127.0.0.1:0", admin, PKI.server("n1"), max_workers=max_workers,
+                               gossip=service)
     try:
         yield engine, f"127.0.0.1:{port}", service
     finally:
         server.stop(None)
+
+
+def _transport(node: str = "n1") -> GrpcTransport:
+    """A transport as the agent `node` makes it: peer channels with its node certificate."""
+    return GrpcTransport(node, lambda a: peer_channel(a, PKI.client(node)))
 
 
 @pytest.fixture
@@ -104,7 +115,7 @@ def test_records_survive_the_wire_unchanged() -> None:
 
 def test_transport_round_trips_every_call(agent: tuple[Engine, str]) -> None:
     engine, addr = agent
-    t = GrpcTransport("n1", gossip_token(SECRET))
+    t = _transport("n1")
     try:
         ack = t.ping(addr, (RECORD,), timeout=2)
         assert ack == Ack(RECORD, (RECORD,))
@@ -129,7 +140,7 @@ def test_transport_round_trips_every_call(agent: tuple[Engine, str]) -> None:
 
 
 def test_an_absent_peer_is_none_not_an_exception() -> None:
-    t = GrpcTransport("n1", gossip_token(SECRET))
+    t = _transport("n1")
     try:
         assert t.ping("127.0.0.1:1", (), timeout=0.3) is None
         assert t.ping_req(["127.0.0.1:1"], "n2", "x:1", timeout=0.3) == [None]
@@ -139,24 +150,89 @@ def test_an_absent_peer_is_none_not_an_exception() -> None:
         t.close()
 
 
-def _raw(addr: str, method: str, request, token: str | None = None):
-    with grpc.insecure_channel(addr) as ch:
-        stub = pb_grpc.GossipStub(ch)
-        md = [] if token is None else [(TOKEN_METADATA_KEY, token)]
-        return getattr(stub, method)(request, timeout=2, metadata=md)
+def _raw(addr: str, method: str, request, creds: grpc.ChannelCredentials | None = None):
+    """One gossip call on a fresh channel, with n1's node certificate unless `creds` says."""
+    with peer_channel(addr, PKI.client("n1") if creds is None else creds) as ch:
+        return getattr(pb_grpc.GossipStub(ch), method)(request, timeout=2)
 
 
-@pytest.mark.parametrize("token, code", [
-    (None, grpc.StatusCode.UNAUTHENTICATED),
-    ("0" * 64, grpc.StatusCode.UNAUTHENTICATED),
-    (admin_token(SECRET), grpc.StatusCode.UNAUTHENTICATED),  # an admin token is not a gossip one
+def _no_client_cert() -> grpc.ChannelCredentials:
+    """Trusts the cluster CA, presents no certificate of its own."""
+    return grpc.ssl_channel_credentials(PKI.material("n1").ca_pem)
+
+
+def _of_another_cluster() -> grpc.ChannelCredentials:
+    """A node certificate that OUR CA signed (so TLS succeeds) naming another cluster: the
+    certificate equivalent of a wrong token, refused by the servicer (UNAUTHENTICATED)."""
+    return _credentials_naming("hacluster://elsewhere/node/n1")
+
+
+@functools.cache
+def _credentials_naming(uri: str) -> grpc.ChannelCredentials:
+    """Client credentials with a certificate the cluster CA signed for identity `uri`."""
+    ca_cert = x509.load_pem_x509_certificate((PKI.ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((PKI.ca_dir / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "n1")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return grpc.ssl_channel_credentials(ca_cert.public_bytes(serialization.Encoding.PEM), key_pem,
+                                        cert.public_bytes(serialization.Encoding.PEM))
+
+
+_CREDS: dict[str, Callable[[], grpc.ChannelCredentials]] = {
+    # no certificate, or one our CA did not sign: the TLS handshake itself fails
+    "no certificate": _no_client_cert,
+    "another cluster's CA": lambda: PKI.client("n2", where="other"),
+    "a rogue CA naming this cluster": lambda: PKI.client("n2", where="rogue"),
+    "an admin of another CA": lambda: PKI.client("alice", where="other"),
+    # signed by our CA, but not a node of this cluster, or not the sender
+    "our CA, another cluster": _of_another_cluster,
+    "an admin": lambda: PKI.client("alice"),
+    "a reader": lambda: PKI.client("rita"),
+    "node n2 as n3": lambda: PKI.client("n2"),
+}
+
+
+@pytest.mark.parametrize("who, sender, code, words", [
+    ("no certificate", "n1", grpc.StatusCode.UNAVAILABLE, None),
+    ("another cluster's CA", "n2", grpc.StatusCode.UNAVAILABLE, None),
+    ("a rogue CA naming this cluster", "n2", grpc.StatusCode.UNAVAILABLE, None),
+    ("an admin of another CA", "n1", grpc.StatusCode.UNAVAILABLE, None),
+    ("our CA, another cluster", "n1", grpc.StatusCode.UNAUTHENTICATED, "cluster 'elsewhere'"),
+    # an admin certificate is not a node one
+    ("an admin", "n1", grpc.StatusCode.PERMISSION_DENIED, "admin 'alice' may not gossip"),
+    ("a reader", "n1", grpc.StatusCode.PERMISSION_DENIED, "reader 'rita' may not gossip"),
+    # a member cannot speak for another
+    ("node n2 as n3", "n3", grpc.StatusCode.PERMISSION_DENIED, "node 'n2' cannot speak for 'n3'"),
 ])
-def test_gossip_needs_the_gossip_token(agent, token, code) -> None:
+@pytest.mark.parametrize("method", ["Ping", "Gossip", "PushPull", "PingReq"])
+def test_gossip_needs_the_node_certificate_of_the_sender(agent, who, sender, code, words, method) -> None:
     engine, addr = agent
+    extra = {"target": "n2", "timeout_s": 0.1} if method == "PingReq" else {}
+    request_ = getattr(pb, f"{method}Request")(sender=sender, **extra)
     with pytest.raises(grpc.RpcError) as e:
-        _raw(addr, "Ping", pb.PingRequest(sender="n1"), token)
-    assert e.value.code() == code
+        _raw(addr, method, request_, _CREDS[who]())
+    assert e.value.code() == code, e.value.details()
+    if words is not None:
+        assert words in e.value.details()
     assert engine.calls == []
+
+
+def test_the_node_certificate_of_the_sender_is_accepted(agent) -> None:
+    engine, addr = agent
+    _raw(addr, "Ping", pb.PingRequest(sender="n2"), PKI.client("n2"))
+    assert engine.calls[-1] == ("ping", "n2", ())
 
 
 @pytest.mark.parametrize("method, request_, words", [
@@ -174,7 +250,7 @@ def test_gossip_needs_the_gossip_token(agent, token, code) -> None:
 def test_a_bad_envelope_is_refused_with_a_clear_error_and_changes_nothing(agent, method, request_, words):
     engine, addr = agent
     with pytest.raises(grpc.RpcError) as e:
-        _raw(addr, method, request_, gossip_token(SECRET))
+        _raw(addr, method, request_)
     assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
     assert words in e.value.details()
     assert engine.calls == []
@@ -196,7 +272,7 @@ def test_one_unreadable_record_is_dropped_and_the_rest_is_delivered(agent_servic
     engine, addr, service = agent_service
     field = "records" if method == "PushPull" else "updates"
     request_ = getattr(pb, f"{method}Request")(sender="n1", **{field: [bad, GOOD]})
-    reply = _raw(addr, method, request_, gossip_token(SECRET))
+    reply = _raw(addr, method, request_)
     assert engine.calls[-1][2] == (wire.record_from_pb(GOOD, "r"),)
     assert service.stats()["records_dropped"] == 1
     if method == "Ping":
@@ -207,7 +283,7 @@ def test_a_record_with_unreadable_meta_keeps_its_state_without_the_meta(agent_se
     engine, addr, service = agent_service
     refutation = pb.NodeRecord(node="n2", address="a:2", incarnation=5, state=pb.GOSSIP_STATE_ALIVE,
                                meta_seq=9, meta=pb.NodeMeta(cpu_percent=float("nan")))
-    _raw(addr, "Gossip", pb.GossipRequest(sender="n1", updates=[refutation]), gossip_token(SECRET))
+    _raw(addr, "Gossip", pb.GossipRequest(sender="n1", updates=[refutation]))
     # The refutation survives; meta_seq 0 so the meta the receiver holds stays in force.
     assert engine.calls[-1][2] == (NodeRecord("n2", "a:2", 5, GossipState.ALIVE, "", 0, None),)
     assert service.stats() == {"metas_dropped": 1}
@@ -219,7 +295,7 @@ def test_an_unknown_check_state_reads_as_unknown(agent) -> None:
                            meta_seq=1, meta=pb.NodeMeta(checks=[
                                pb.CheckReport(name="w", kind="tcp", state=7),
                                pb.CheckReport(name="v", kind="tcp", state=pb.CHECK_STATE_UNSPECIFIED)]))
-    _raw(addr, "Ping", pb.PingRequest(sender="n1", updates=[record]), gossip_token(SECRET))
+    _raw(addr, "Ping", pb.PingRequest(sender="n1", updates=[record]))
     (got,) = engine.calls[-1][2]
     assert [c.state for c in got.meta.checks] == [CheckState.UNKNOWN, CheckState.UNKNOWN]
 
@@ -230,9 +306,9 @@ def test_unreadable_records_warn_once_a_minute_per_peer(caplog) -> None:
         bad = pb.GossipRequest(sender="n1", updates=[BAD_RECORDS[1], GOOD])
         with caplog.at_level(logging.DEBUG, logger="hacluster.gossip"):
             for _ in range(5):
-                _raw(addr, "Gossip", bad, gossip_token(SECRET))
+                _raw(addr, "Gossip", bad)
             clock.advance(WARN_INTERVAL_S + 1)
-            _raw(addr, "Gossip", bad, gossip_token(SECRET))
+            _raw(addr, "Gossip", bad)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings
     assert "unknown gossip state 9" in warnings[0] and "4 more like it" in warnings[1]
@@ -247,15 +323,16 @@ def test_refusal_warnings_are_keyed_on_host_and_code_and_rate_limited(caplog) ->
         with caplog.at_level(logging.WARNING, logger="hacluster.gossip"):
             for i in range(5):  # a new connection (new source port) and a new text each time
                 with pytest.raises(grpc.RpcError):
-                    _raw(addr, "Ping", pb.PingRequest(sender=f"stranger{i}"), gossip_token(SECRET))
+                    _raw(addr, "Ping", pb.PingRequest(sender=f"stranger{i}"))
             with pytest.raises(grpc.RpcError):
-                _raw(addr, "Ping", pb.PingRequest(sender="n1"), "wrong token")
+                # a certificate our CA signed for another cluster: the wrong credential
+                _raw(addr, "Ping", pb.PingRequest(sender="n1"), _of_another_cluster())
             clock.advance(WARN_INTERVAL_S + 1)
             with pytest.raises(grpc.RpcError):
-                _raw(addr, "Ping", pb.PingRequest(sender="stranger9"), gossip_token(SECRET))
+                _raw(addr, "Ping", pb.PingRequest(sender="stranger9"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3, warnings
-    assert "stranger0" in warnings[0] and "token" in warnings[1]
+    assert "stranger0" in warnings[0] and "certificate of cluster 'elsewhere'" in warnings[1]
     assert "stranger9" in warnings[2] and "4 more like it" in warnings[2]
     assert engine.calls == []
 
@@ -264,9 +341,9 @@ def test_a_newer_agents_answers_are_read_record_by_record() -> None:
     newer = _Newer()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_GossipServicer_to_server(newer, server)
-    addr = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    addr = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', PKI.server('n2'))}"
     server.start()
-    t = GrpcTransport("n1", gossip_token(SECRET))
+    t = _transport("n1")
     try:
         ack = t.ping(addr, (), timeout=2)
         assert ack is not None and ack.responder.node == "n2"
@@ -304,10 +381,9 @@ class _Newer(pb_grpc.GossipServicer):
 
 def test_ping_req_timeouts_are_clamped_on_both_sides(agent) -> None:
     engine, addr = agent
-    reply = _raw(addr, "PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=3600),
-                 gossip_token(SECRET))
+    reply = _raw(addr, "PingReq", pb.PingReqRequest(sender="n1", target="n2", timeout_s=3600))
     assert reply.acked and engine.calls[-1][-1] == PING_REQ_MAX_TIMEOUT_S  # clamped, not refused
-    t = GrpcTransport("n1", gossip_token(SECRET))
+    t = _transport("n1")
     try:
         # Long probe intervals or a high awareness score ask for more than a via takes.
         assert t.ping_req([addr], "n3", "x:1", timeout=60) == [True]
@@ -322,25 +398,21 @@ def test_ping_reqs_beyond_the_limit_are_nacked_at_once() -> None:
     engine = Engine()
     engine.hold = threading.Event()
     with _serving(engine, max_workers=8) as (_, addr, service):
-        with grpc.insecure_channel(addr) as ch:
+        with peer_channel(addr, PKI.client("n1")) as ch:
             stub = pb_grpc.GossipStub(ch)
-            md = [(TOKEN_METADATA_KEY, gossip_token(SECRET))]
             req = pb.PingReqRequest(sender="n1", target="n2", timeout_s=5)
-            held = [stub.PingReq.future(req, timeout=10, metadata=md)
-                    for _ in range(PING_REQ_CONCURRENCY)]
+            held = [stub.PingReq.future(req, timeout=10) for _ in range(PING_REQ_CONCURRENCY)]
             wait_until(lambda: engine.waiting == PING_REQ_CONCURRENCY, timeout=5)
             started = time.monotonic()
-            assert stub.PingReq(req, timeout=10, metadata=md).acked is False
+            assert stub.PingReq(req, timeout=10).acked is False
             assert time.monotonic() - started < 1  # a nack at once, not a wait for a worker
             assert service.stats()["ping_reqs_shed"] == 1
-            # The admin API on the same server still answers.
-            status = admin_pb2_grpc.AdminStub(ch).Status(
-                admin_pb2.StatusRequest(), timeout=2,
-                metadata=[(TOKEN_METADATA_KEY, admin_token(SECRET))])
+            # The admin API on the same server (and connection: a node may read) still answers.
+            status = admin_pb2_grpc.AdminStub(ch).Status(admin_pb2.StatusRequest(), timeout=2)
             assert status.node == STATUS.node
             engine.hold.set()
             assert [f.result().acked for f in held] == [True] * PING_REQ_CONCURRENCY
-            assert stub.PingReq(req, timeout=10, metadata=md).acked  # room again
+            assert stub.PingReq(req, timeout=10).acked  # room again
 
 
 # ---------------------------------------------------------------- client side faults
@@ -351,10 +423,10 @@ def test_a_closed_transport_answers_nothing_and_opens_nothing(agent) -> None:
     opened: list[grpc.Channel] = []
 
     def factory(target: str) -> grpc.Channel:
-        opened.append(grpc.insecure_channel(target))
+        opened.append(peer_channel(target, PKI.client("n1")))
         return opened[-1]
 
-    t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=factory)
+    t = GrpcTransport("n1", channel_factory=factory)
     assert t.ping(addr, (), timeout=2) is not None
     opened[0].close()  # closed under the transport's feet (a channel reset, a shutdown)
     assert t.ping(addr, (), timeout=2) is None
@@ -378,8 +450,8 @@ class _CancelEveryCall(grpc.UnaryUnaryClientInterceptor):
 
 def test_a_cancelled_call_is_no_answer_not_an_exception(agent) -> None:
     _, addr = agent
-    t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=lambda a: grpc.intercept_channel(
-        grpc.insecure_channel(a), _CancelEveryCall()))
+    t = GrpcTransport("n1", channel_factory=lambda a: grpc.intercept_channel(
+        peer_channel(a, PKI.client("n1")), _CancelEveryCall()))
     try:
         t.gossip(addr, (RECORD,))  # its done-callback runs at once, on a cancelled call
         assert t.ping_req([addr], "n3", "x:1", timeout=2) == [None]
@@ -416,17 +488,16 @@ def test_encoded_size_is_what_a_record_adds_to_a_message() -> None:
 
 def test_piggyback_and_push_pull_fit_in_a_message_however_big_the_metas() -> None:
     peers = {f"n{i}": f"127.0.0.1:{20000 + i}" for i in range(2, 40)}
-    engine = Membership("n1", "127.0.0.1:1", peers, GrpcTransport("n1", "unused"),
-                        clock=FakeClock())
+    engine = Membership("n1", "127.0.0.1:1", peers, _transport("n1"), clock=FakeClock())
     engine.set_meta(_big_meta(1))  # ~100 KB: 64 checks of MAX_TEXT two-byte characters
     # Thirty-eight such records, and one as an older agent could send it: ~400 KB alone.
     engine.handle_gossip("n2", tuple(
         NodeRecord(n, a, 1, GossipState.ALIVE, "", 1, _big_meta(i, 5000 if n == "n2" else 256))
         for i, (n, a) in enumerate(peers.items())))
-    service = GossipService(engine, gossip_token(SECRET), {"n1": "127.0.0.1:1", **peers})
-    admin = AdminService(lambda: STATUS, admin_token(SECRET))
-    server, port = start_admin("127.0.0.1:0", admin, gossip=service)
-    t = GrpcTransport("n2", gossip_token(SECRET))
+    service = GossipService(engine, PKI.authority(), {"n1": "127.0.0.1:1", **peers})
+    admin = AdminService(lambda: STATUS, PKI.authority())
+    server, port = start_admin("127.0.0.1:0", admin, PKI.server("n1"), gossip=service)
+    t = _transport("n2")
     try:
         ack = t.ping(f"127.0.0.1:{port}", (), timeout=5)
         assert ack is not None and ack.responder.meta is not None
@@ -454,7 +525,6 @@ def test_every_gossip_method_is_guarded() -> None:
 
 def test_status_is_still_served_next_to_gossip(agent) -> None:
     _, addr = agent
-    with grpc.insecure_channel(addr) as ch:
-        reply = admin_pb2_grpc.AdminStub(ch).Status(
-            admin_pb2.StatusRequest(), timeout=2, metadata=[(TOKEN_METADATA_KEY, admin_token(SECRET))])
+    with admin_channel(addr, PKI.client("alice")) as ch:
+        reply = admin_pb2_grpc.AdminStub(ch).Status(admin_pb2.StatusRequest(), timeout=2)
     assert reply.node == STATUS.node

@@ -3,6 +3,8 @@
 A partition that heals leaves the old TCP connection ESTABLISHED but silent. `FrozenProxy`
 reproduces that between a client and a server: freeze() stalls every connection open at the
 time (no bytes either way, no FIN, no RST) while new connections are relayed as usual.
+Every connection is mutual TLS (tests/unit/pki.py), which the proxy relays as plain bytes;
+it listens on 127.0.0.1 too, so the server's node certificate still matches the target.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import grpc
 from hacluster.admin import AdminService, start_admin
 from hacluster.api import gossip_pb2 as pb
 from hacluster.api import gossip_pb2_grpc as pb_grpc
-from hacluster.auth import TOKEN_METADATA_KEY, admin_token, gossip_token
 from hacluster.channels import (
     ADMIN_CHANNEL_OPTIONS,
     CHANNEL_OPTIONS,
@@ -30,10 +31,21 @@ from hacluster.channels import (
 )
 from hacluster.gossip.grpc_transport import CHANNEL_RESET_FAILURES, GossipService, GrpcTransport
 from tests.unit.gossip_fakes import wait_until
+from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS
-from tests.unit.test_gossip_grpc import MEMBERS, SECRET, Engine
+from tests.unit.test_gossip_grpc import MEMBERS, Engine
 
 _C, _S = dict(CHANNEL_OPTIONS), dict(SERVER_OPTIONS)
+
+
+def _peer(target: str) -> grpc.Channel:
+    """A gossip channel as agent n1 opens it (its node certificate)."""
+    return peer_channel(target, PKI.client("n1"))
+
+
+def _admin(target: str) -> grpc.Channel:
+    """An admin channel (a tool's options) with n1's certificate, so gossip calls pass too."""
+    return admin_channel(target, PKI.client("n1"))
 
 
 class FrozenProxy:
@@ -99,14 +111,13 @@ def _agent(options: list | None = None) -> Iterator[tuple[Engine, int]]:
     """The agent's server (SERVER_OPTIONS unless `options` says otherwise)."""
     engine = Engine()
     if options is None:
-        service = GossipService(engine, gossip_token(SECRET), MEMBERS)
-        server, port = start_admin("127.0.0.1:0", AdminService(lambda: STATUS, admin_token(SECRET)),
-                                   gossip=service)
+        service = GossipService(engine, PKI.authority(), MEMBERS)
+        server, port = start_admin("127.0.0.1:0", AdminService(lambda: STATUS, PKI.authority()),
+                                   PKI.server("n1"), gossip=service)
     else:  # an older agent: gRPC's default server options
         server = grpc.server(futures.ThreadPoolExecutor(2), options=options)
-        pb_grpc.add_GossipServicer_to_server(GossipService(engine, gossip_token(SECRET), MEMBERS),
-                                             server)
-        port = server.add_insecure_port("127.0.0.1:0")
+        pb_grpc.add_GossipServicer_to_server(GossipService(engine, PKI.authority(), MEMBERS), server)
+        port = server.add_secure_port("127.0.0.1:0", PKI.server("n1"))
         server.start()
     try:
         yield engine, port
@@ -126,8 +137,7 @@ def _proxied() -> Iterator[tuple[Engine, FrozenProxy]]:
 
 def _ping(channel: grpc.Channel, timeout: float) -> bool:
     try:
-        pb_grpc.GossipStub(channel).Ping(pb.PingRequest(sender="n1"), timeout=timeout,
-                                         metadata=[(TOKEN_METADATA_KEY, gossip_token(SECRET))])
+        pb_grpc.GossipStub(channel).Ping(pb.PingRequest(sender="n1"), timeout=timeout)
         return True
     except grpc.RpcError:
         return False
@@ -153,7 +163,7 @@ def test_client_and_server_options_agree() -> None:
 
 def test_keepalive_pings_draw_no_goaway_from_our_server() -> None:
     with _agent() as (_, ours), _agent(options=[]) as (_, older):
-        to_ours, to_older = peer_channel(f"127.0.0.1:{ours}"), peer_channel(f"127.0.0.1:{older}")
+        to_ours, to_older = _peer(f"127.0.0.1:{ours}"), _peer(f"127.0.0.1:{older}")
         try:
             seen_ours, seen_older = _states(to_ours), _states(to_older)
             assert _ping(to_ours, 2) and _ping(to_older, 2)
@@ -169,7 +179,7 @@ def test_keepalive_pings_draw_no_goaway_from_our_server() -> None:
 
 def test_admin_channels_draw_no_goaway_from_an_older_agent() -> None:
     with _agent(options=[]) as (_, older), _agent(options=[]) as (_, control):
-        admin, peer = admin_channel(f"127.0.0.1:{older}"), peer_channel(f"127.0.0.1:{control}")
+        admin, peer = _admin(f"127.0.0.1:{older}"), _peer(f"127.0.0.1:{control}")
         try:
             seen_admin, seen_peer = _states(admin), _states(peer)
             assert _ping(admin, 2) and _ping(peer, 2)
@@ -182,7 +192,7 @@ def test_admin_channels_draw_no_goaway_from_an_older_agent() -> None:
 
 def test_keepalive_replaces_a_connection_that_went_dark() -> None:
     with _proxied() as (_, proxy):
-        peer, admin = peer_channel(proxy.address), admin_channel(proxy.address)
+        peer, admin = _peer(proxy.address), _admin(proxy.address)
         try:
             assert _ping(peer, 2) and _ping(admin, 2)
             proxy.freeze()
@@ -208,8 +218,7 @@ def test_the_transport_replaces_a_channel_that_keeps_failing() -> None:
     started = _Started()
     with _proxied() as (_, proxy):
         # Without keepalive, so that only the transport's own reset can help.
-        t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=lambda a: grpc.intercept_channel(
-            admin_channel(a), started))
+        t = GrpcTransport("n1", channel_factory=lambda a: grpc.intercept_channel(_admin(a), started))
         try:
             assert t.ping(proxy.address, (), timeout=2) is not None
             proxy.freeze()
@@ -241,14 +250,14 @@ def test_an_answer_in_between_resets_the_failure_count() -> None:
     opened: list[grpc.Channel] = []
 
     def factory(target: str) -> grpc.Channel:
-        opened.append(admin_channel(target))
+        opened.append(_admin(target))
         return opened[-1]
 
     engine = _SlowEngine()
-    service = GossipService(engine, gossip_token(SECRET), MEMBERS)
-    server, port = start_admin("127.0.0.1:0", AdminService(lambda: STATUS, admin_token(SECRET)),
-                               max_workers=8, gossip=service)
-    t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=factory)
+    service = GossipService(engine, PKI.authority(), MEMBERS)
+    server, port = start_admin("127.0.0.1:0", AdminService(lambda: STATUS, PKI.authority()),
+                               PKI.server("n1"), max_workers=8, gossip=service)
+    t = GrpcTransport("n1", channel_factory=factory)
     try:
         addr = f"127.0.0.1:{port}"
         for _ in range(3):
@@ -271,7 +280,7 @@ def test_an_answer_in_between_resets_the_failure_count() -> None:
 
 def test_failed_gossip_sends_count_too_and_their_callbacks_can_reset_the_channel() -> None:
     with _proxied() as (_, proxy):
-        t = GrpcTransport("n1", gossip_token(SECRET), channel_factory=admin_channel)
+        t = GrpcTransport("n1", channel_factory=_admin)
         try:
             assert t.ping(proxy.address, (), timeout=2) is not None
             proxy.freeze()

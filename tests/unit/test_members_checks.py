@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from hacluster.admin import AdminService, checks_to_pb, members_to_pb, start_admin
 from hacluster.agent import Agent
-from hacluster.auth import admin_token
 from hacluster.gossip.types import GossipState, NodeMeta
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import (
@@ -28,8 +26,8 @@ from hacluster.model import (
 from hacluster_cli.client import checks_from_pb, members_from_pb
 from hacluster_cli.main import cli
 from tests.unit.fakes import Clock, FakeRaft, config, leader_view, view
+from tests.unit.pki import PKI
 
-SECRET = "correct horse battery staple 42"
 WEB_FAIL = CheckReport("web", "http", "10.0.0.12:80", CheckState.FAILING, None,
                        "connection refused", "", 1700000000.0)
 WEB_OK = CheckReport("web", "http", "10.0.0.11:80", CheckState.PASSING, 1.25, "")
@@ -56,11 +54,15 @@ def test_members_and_checks_survive_the_wire_unchanged() -> None:
     assert checks_from_pb(checks_to_pb(CHECKS)) == CHECKS
 
 
+def cli_args(port: int, name: str = "alice") -> list[str]:
+    """--admin plus the CA and `name`'s certificate (alice: admin, rita: reader)."""
+    f = PKI.files(name)
+    return ["--admin", f"127.0.0.1:{port}", "--ca", str(f.ca_file), "--cert", str(f.cert_file),
+            "--key", str(f.key_file)]
+
+
 @pytest.fixture
-def admin(tmp_path: Path):
-    secret = tmp_path / "secret"
-    secret.write_text(SECRET)
-    secret.chmod(0o600)
+def admin():
     asked: list[str | None] = []
 
     def checks(node):
@@ -69,9 +71,9 @@ def admin(tmp_path: Path):
             CHECKS, nodes=tuple(n for n in CHECKS.nodes if n.node == node))
 
     server, port = start_admin("127.0.0.1:0", AdminService(
-        lambda: None, admin_token(SECRET), members_provider=lambda: MEMBERS,  # type: ignore[arg-type]
-        checks_provider=checks))
-    yield ["--admin", f"127.0.0.1:{port}", "--secret-file", str(secret)], asked
+        lambda: None, PKI.authority(), members_provider=lambda: MEMBERS,  # type: ignore[arg-type]
+        checks_provider=checks), PKI.server("n1"))
+    yield cli_args(port), asked
     server.stop(None)
 
 
