@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -143,6 +144,29 @@ class HaclusterSystem(System):
     def roles(self) -> dict[str, str]:
         return {n.name: self.sentence(n) for n in self.lab.nodes}
 
+    def switchover(self, node: LabNode) -> None:
+        """`hacluster failover --to` another server, from the holder's namespace, in the
+        background (the trial watches the client and the kernels meanwhile)."""
+        target = next(n for n in self.lab.nodes if n is not node)
+        self._switch = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, self.lab.python, "-m", "hacluster_cli.main",
+             "failover", "--to", target.name, "--json", "--config", str(node.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def switchover_result(self) -> dict[str, object]:
+        """What the CLI said (its switch_ms: release to claim, as the agents logged them)."""
+        try:
+            out, err = self._switch.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._switch.kill()
+            raise BenchError("hacluster failover did not return within 30 s") from None
+        if self._switch.returncode != 0:
+            raise BenchError(f"hacluster failover failed ({self._switch.returncode}): {err.strip()}")
+        return json.loads(out)
+
+    def after_switchover(self, node: LabNode) -> None:
+        pass  # the old holder is an ordinary follower: nothing to undo
+
     def roles_agree(self, holder: str) -> bool:
         terms = set()
         for n in self.lab.nodes:
@@ -224,6 +248,17 @@ class KeepalivedSystem(System):
     def agent_running(self, node: LabNode) -> bool:
         p = self.procs.get(node.name)
         return p is not None and p.poll() is None and len(self.pids(node)) >= 2
+
+    def switchover(self, node: LabNode) -> None:
+        """keepalived's planned move: stop the master (it sends priority 0 on the way out)."""
+        self.signal_agent(node, signal.SIGTERM)
+
+    def switchover_result(self) -> dict[str, object]:
+        return {"how": "SIGTERM of the master keepalived"}
+
+    def after_switchover(self, node: LabNode) -> None:
+        self.wait_agent_exit(node, 15)
+        self.start_agent(node)
 
     def signal_agent(self, node: LabNode, sig: int) -> None:
         pids = self.pids(node)

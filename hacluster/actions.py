@@ -54,6 +54,11 @@ class AdminActions:
                           f"backend {service}/{backend} weight "
                           f"{weight if weight else 'back to the configured one'}")
 
+    def maintenance(self, on: bool) -> tuple[str, int]:
+        return self._flag("maintenance", "true" if on else None,
+                          "maintenance mode ON: table frozen, no automatic handoff; health still "
+                          "reported" if on else "maintenance mode off: the table follows health again")
+
     # ------------------------------------------------------------------ internals
 
     def _check_backend(self, service: str, backend: str) -> None:

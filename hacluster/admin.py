@@ -15,7 +15,8 @@ import errno
 import functools
 import logging
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.channels import SERVER_OPTIONS
+from hacluster.events import CAPACITY, Event, EventLog
 from hacluster.gossip.wire import check_to_pb, state_to_pb
 from hacluster.model import (
     AgentStatus,
@@ -48,6 +50,24 @@ _ROLE_TO_PB = {
 }
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+MAX_NAME = 256  # any text field of an admin request: names and ids are far shorter
+MAX_FOLLOWERS = 2  # `hacluster events --follow` streams at once (each holds a server thread)
+
+
+def _long_text_field(request: Any) -> str | None:
+    """The name of a text field of `request` longer than MAX_NAME, if any: refused before
+    the handler, so that no refusal, event or log line ever echoes a megabyte of it."""
+    for fd, value in request.ListFields():
+        if isinstance(value, str) and len(value) > MAX_NAME:
+            return fd.name
+    return None
+
+
+def _event_to_pb(e: Event) -> admin_pb2.Event:
+    return admin_pb2.Event(seq=e.seq, at_unix_ms=e.at_unix_ms, node=e.node, kind=e.kind, text=e.text,
+                           fields=e.fields)
 
 
 class AdminBindError(OSError):
@@ -61,6 +81,7 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
         has_quorum=st.has_quorum, commit_index=st.commit_index, last_applied=st.last_applied,
         lease_ok=st.lease_ok, lease_remaining_ms=st.lease_remaining_ms, handoff=st.handoff,
         epoch_term=st.epoch_term, generation=st.generation, sentence=st.sentence,
+        maintenance=st.maintenance,
     )
     if st.leader is not None:
         reply.leader = st.leader
@@ -154,7 +175,12 @@ def _guard(roles: frozenset[str], handler: _Handler) -> _Handler:
             log.warning("admin %s from %s: refused: %s", method, peer, refusal)
             context.abort(grpc.StatusCode.UNAUTHENTICATED if who is None
                           else grpc.StatusCode.PERMISSION_DENIED, refusal)
+        self._caller.identity = who
         peer = f"{who} ({peer})"
+        too_long = _long_text_field(request)
+        if too_long is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{too_long}: at most {MAX_NAME} characters (names, ids, SERVICE/BACKEND)")
         try:
             reply = handler(self, request, context)
         except Exception:
@@ -177,7 +203,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  checks_provider: Callable[[str | None], ChecksStatus] | None = None,
                  backends_provider: Callable[[str | None], BackendsStatus] | None = None,
                  actions: Any = None,
-                 failover: Callable[[str | None, bool, float], Any] | None = None):
+                 failover: Callable[[str | None, bool, float], Any] | None = None,
+                 events: EventLog | None = None, audit: Any = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
         weight), each returning (detail, generation) or raising AdminActionError."""
         self._status_provider = status_provider
@@ -187,6 +214,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._actions = actions
         self._failover = failover
         self._authority = authority
+        self._events = events
+        self._audit = audit  # an audit.AuditLog: every action is appended before and after
+        self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
+        self._caller = threading.local()  # the identity _guard authorized, for this call
 
     @_guarded(READ_ROLES)
     def Status(self, request: admin_pb2.StatusRequest,
@@ -233,44 +264,121 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @_guarded(ACT_ROLES)
     def Drain(self, request: admin_pb2.DrainRequest,
               context: grpc.ServicerContext) -> admin_pb2.DrainReply:
-        detail, gen = self._act(context, "drain", request.target, request.undo, request.disable)
+        action = "undrain" if request.undo else "drain"
+        args = {"target": request.target, "disable": request.disable}
+        detail, gen = self._act(context, action, args, lambda: self._actions.drain(
+            request.target, request.undo, request.disable))
         return admin_pb2.DrainReply(detail=detail, generation=gen)
 
     @_guarded(ACT_ROLES)
     def Weight(self, request: admin_pb2.WeightRequest,
                context: grpc.ServicerContext) -> admin_pb2.WeightReply:
-        detail, gen = self._act(context, "weight", request.service, request.backend, request.weight)
+        args = {"service": request.service, "backend": request.backend, "weight": request.weight}
+        detail, gen = self._act(context, "weight", args, lambda: self._actions.weight(
+            request.service, request.backend, request.weight))
         return admin_pb2.WeightReply(detail=detail, generation=gen)
 
     @_guarded(ACT_ROLES)
     def Failover(self, request: admin_pb2.FailoverRequest,
                  context: grpc.ServicerContext) -> admin_pb2.FailoverReply:
-        if self._failover is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
         to = request.to if request.HasField("to") else None
-        what = f"failover to={to or 'best'} dry_run={request.dry_run}"
-        try:
-            out = self._failover(to, request.dry_run, request.timeout_s)
-        except AdminActionError as e:
-            log.warning("admin %s from %s: refused: %s", what, context.peer(), e)
-            context.abort(e.code, str(e))
-        log.log(logging.DEBUG if request.dry_run else logging.INFO, "admin %s from %s: %s",
-                what, context.peer(), out.detail)
+        args = {"to": to or "(best)", "dry_run": request.dry_run}
+        if request.dry_run:  # changes nothing: not an action to audit
+            out = self._run(context, "failover", lambda: self._failover(to, True, request.timeout_s))
+        else:
+            out = self._act(context, "failover", args,
+                            lambda: self._failover(to, False, request.timeout_s),
+                            describe=lambda o: o.detail)
         return admin_pb2.FailoverReply(
             source=out.plan.source, target=out.plan.target, vips=list(out.plan.vips),
             dry_run=out.dry_run, detail=out.detail, released_at_unix_ms=out.released_at_unix_ms,
             handed_over_ms=out.handed_over_ms)
 
-    def _act(self, context: grpc.ServicerContext, action: str, *args: Any) -> tuple[str, int]:
-        if self._actions is None:
+    @_guarded(ACT_ROLES)
+    def Maintenance(self, request: admin_pb2.MaintenanceRequest,
+                    context: grpc.ServicerContext) -> admin_pb2.MaintenanceReply:
+        action = "maintenance on" if request.on else "maintenance off"
+        detail, gen = self._act(context, action, {"on": request.on},
+                                lambda: self._actions.maintenance(request.on))
+        return admin_pb2.MaintenanceReply(detail=detail, generation=gen)
+
+    @_guarded(READ_ROLES)
+    def Events(self, request: admin_pb2.EventsRequest,
+               context: grpc.ServicerContext) -> Iterator[admin_pb2.Event]:
+        if self._events is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not keep events")
+        events = self._events
+        limit = min(request.limit or CAPACITY, CAPACITY)
+        past = events.after(request.after_seq, limit)
+        seq = past[-1].seq if past else max(request.after_seq, events.last_seq)
+        for e in past:
+            yield _event_to_pb(e)
+        if not request.follow:
+            return
+        if not self._followers.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"already {MAX_FOLLOWERS} followers of this agent's events; try later")
+        try:
+            while context.is_active():
+                for e in events.wait_after(seq, 1.0):
+                    seq = e.seq
+                    yield _event_to_pb(e)
+        finally:
+            self._followers.release()
+
+    # ------------------------------------------------------------------ actions
+
+    def _run(self, context: grpc.ServicerContext, action: str, fn: Callable[[], _T]) -> _T:
+        """A read-only action (a dry run): no audit, no event."""
+        if self._failover is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
         try:
-            detail, gen = getattr(self._actions, action)(*args)
+            return fn()
         except AdminActionError as e:
-            log.warning("admin %s %s from %s: refused: %s", action, args, context.peer(), e)
             context.abort(e.code, str(e))
-        log.info("admin %s %s from %s: %s (generation %d)", action, args, context.peer(), detail, gen)
-        return detail, gen
+            raise  # not reached: abort raises
+
+    def _act(self, context: grpc.ServicerContext, action: str, args: dict[str, Any],
+             fn: Callable[[], Any], describe: Callable[[Any], str] | None = None) -> Any:
+        """Run an admin action: audit it before (no audit, no action) and after, record an
+        event, log it with who asked."""
+        who = str(self._caller.identity)
+        where = f"{who} ({context.peer()})"
+        if (action == "failover" and self._failover is None) or \
+                (action != "failover" and self._actions is None):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
+        if self._audit is not None:
+            try:
+                self._audit.append(who, action, args, "started", True)
+            except Exception as e:  # noqa: BLE001 - any failure to audit refuses the action
+                log.error("admin %s from %s: refused: cannot write the audit log: %s", action, where, e)
+                context.abort(grpc.StatusCode.INTERNAL, f"the audit log cannot be written ({e}): "
+                              "no action without a trace; see the agent's log")
+        try:
+            out = fn()
+        except AdminActionError as e:
+            log.warning("admin %s %s from %s: refused: %s", action, args, where, e)
+            self._trace(who, action, args, f"refused: {e}", False)
+            context.abort(e.code, str(e))
+        except Exception as e:
+            log.exception("admin %s %s from %s: failed", action, args, where)
+            self._trace(who, action, args, f"failed: {e}", False)
+            raise
+        detail = describe(out) if describe else str(out[0])
+        log.info("admin %s %s from %s: %s", action, args, where, detail)
+        self._trace(who, action, args, detail, True)
+        return out
+
+    def _trace(self, who: str, action: str, args: dict[str, Any], result: str, ok: bool) -> None:
+        if self._events is not None:
+            self._events.add("admin", f"{action} by {who}: {result}", who=who, action=action, ok=ok,
+                             **{k: v for k, v in args.items()})
+        if self._audit is not None:
+            try:
+                self._audit.append(who, action, args, result, ok)
+            except Exception:  # noqa: BLE001 - the action is done; say loudly the trace is not
+                log.exception("admin %s by %s: done (%s) but the audit log could not record it",
+                              action, who, result)
 
     @staticmethod
     def _provide(provider: Callable[..., Any] | None, context: grpc.ServicerContext,

@@ -23,6 +23,7 @@ from hacluster.consensus.raft import RaftNode
 from hacluster.dataplane.build import build_table
 from hacluster.dataplane.table import table_from_doc, table_to_doc
 from hacluster.decide import Act, Action, decide, may_hold
+from hacluster.events import EventLog
 from hacluster.hostops.base import HostOps, HostOpsError
 from hacluster.model import (
     AgentStatus,
@@ -48,12 +49,14 @@ HEALTH_INFLIGHT_S = 2.0  # a health proposal unanswered this long is given up an
 HEALTH_BACKOFF_MAX_S = 30.0  # after failed proposals, wait up to this long before the next
 HEALTH_BATCH = 256  # keys per proposal (the state machine takes at most 1024)
 LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
+DRAINED_RETRY_S = 5.0  # a drained leader's handoff attempts, at most this often
+AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent executed (audit.py)
 
 
 class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Any,
                  clock: Callable[[], float] = time.monotonic, gossip: Any = None,
-                 dataplane: Any = None):
+                 dataplane: Any = None, events: EventLog | None = None):
         """raft: a RaftNode, or any object with view(), state, register_epoch(term),
         submit(command, callback) and transfer_leadership(to, done) (unit tests pass a
         fake). gossip: a gossip.membership.Membership (or a fake with members()), or None
@@ -77,6 +80,15 @@ class Agent:
         self.started = clock()
         self.sentence = "starting"
         self.handoff = False
+        self.events = events if events is not None else EventLog(config.node_id)
+        self._last_role: Role | None = None
+        self._last_leader: str | None = None
+        self._leader_at: float | None = None
+        self._seen_generation = -1
+        self._seen_health: dict[str, bool] = {}
+        self._seen_table = 0
+        self.failover: Any = None  # a failover.Failover, set by main(): drained leaders hand over
+        self._drained_next_try = 0.0
         self._ticks = 0
         self._ticked = threading.Condition()
         self._epoch_requested = 0
@@ -133,6 +145,7 @@ class Agent:
 
     def tick(self) -> str:
         snap = self.snapshot()
+        self._note_events(snap)
         decision = decide(snap, self._epoch_requested, self._announces)
         if not may_hold(snap)[0]:
             self._claimed_at.clear()
@@ -141,6 +154,7 @@ class Agent:
             self._act(action)
         self._health_step(snap)
         self._table_step(snap)
+        self._leave_leadership_if_drained(snap)
         sentence = ", ".join([decision.sentence, *self._table_note(), *self._notes])
         self._notes.clear()
         if self._last_error:
@@ -150,6 +164,41 @@ class Agent:
             log.info("%s", sentence)
             self.sentence = sentence
         return sentence
+
+    def _note_events(self, snap: Snapshot) -> None:
+        """Leader changes, and committed health and table changes, into the event log."""
+        view = snap.consensus
+        if view.role is not self._last_role:
+            if view.role is Role.LEADER:
+                self._leader_at = snap.now
+                self.events.add("leader", f"{self.config.node_id} leads (term {view.term}"
+                                + (", by transfer)" if view.won_by_transfer else ")"),
+                                term=view.term, by_transfer=view.won_by_transfer)
+            elif self._last_role is Role.LEADER:
+                self.events.add("leader", f"{self.config.node_id} no longer leads (term {view.term})",
+                                term=view.term)
+            self._last_role = view.role
+        me = self.config.node_id
+        if view.leader != self._last_leader and view.leader not in (None, me):
+            self.events.add("leader", f"{view.leader} leads (term {view.term}), as {me} sees it",
+                            term=view.term, leader=view.leader)
+        self._last_leader = view.leader
+        state = self.raft.state
+        if state.generation == self._seen_generation:
+            return
+        self._seen_generation = state.generation
+        health = dict(state.health)
+        for key in sorted(set(health) | set(self._seen_health)):
+            now, before = health.get(key), self._seen_health.get(key)
+            if now is not before and now is not None:
+                node, _, check = key.partition("/")
+                self.events.add("health", f"{key} committed {'up' if now else 'DOWN'}", node=node,
+                                check=check, healthy=now)
+        self._seen_health = health
+        if state.table_generation != self._seen_table:
+            self._seen_table = state.table_generation
+            self.events.add("table", f"balancing table generation {state.table_generation} committed",
+                            generation=state.table_generation)
 
     def _act(self, a: Action) -> None:
         try:
@@ -172,6 +221,7 @@ class Agent:
             elif a.act is Act.RELEASE:
                 self.hostops.release_vip(a.vip)
                 log.info("released VIP %s", a.vip)
+                self.events.add("vip", f"released {a.vip.address}", vip=a.vip.address)
         except HostOpsError as e:
             self._error(f"{a.act.value} {a.vip.address if a.vip else ''}: {e}")
 
@@ -193,6 +243,12 @@ class Agent:
         self._announces[vip.address] = 1
         log.info("claimed VIP %s (term %d%s)", vip, view.term,
                  ", by transfer, no probe" if a.skip_probe else "")
+        after = (now - self._leader_at) * 1000 if self._leader_at is not None else None
+        self.events.add("vip", f"claimed {vip.address}" + (f" {after:.0f} ms after becoming leader"
+                                                           if after is not None else "")
+                        + (" (by transfer, no probe)" if a.skip_probe else ""),
+                        vip=vip.address, after_leader_ms=after if after is not None else "", term=view.term,
+                        by_transfer=a.skip_probe)
 
     def _lease_holds(self) -> bool:
         return not self.handoff and self.raft.lease_ok_now()
@@ -263,6 +319,8 @@ class Agent:
         if not self._table_proposals.due(snap.now):
             return
         current = state.table_generation
+        if self.maintenance() and state.table is not None:
+            return  # frozen: health is still committed, the table follows it afterwards
         desired = build_table(self.config.services, self._members_addr, state.health, state.flags,
                               current + 1)
         if state.table is not None and \
@@ -273,14 +331,15 @@ class Agent:
             "table": table_to_doc(desired)})
 
     def _table_note(self) -> list[str]:
+        notes = ["MAINTENANCE: table frozen, no automatic handoff"] if self.maintenance() else []
         if self.dataplane is None or not self.config.services:
-            return []
+            return notes
         applied = self.dataplane.applied_generation()
         wanted = self.dataplane.wanted_generation()
         note = f"table gen {applied if applied is not None else 'none'}"
         if wanted is not None and wanted != applied:
             note += f" (applying {wanted})"
-        return [note]
+        return [*notes, note]
 
     def _observed(self, view: Any) -> list[Observed]:
         """Gossip's members plus how long Raft has not heard each one (the leader's acks;
@@ -384,9 +443,29 @@ class Agent:
             members=tuple(members), sentence=self._status_sentence(),
             commit_index=view.commit_index, last_applied=view.last_applied,
             epoch_term=state.epoch_term, generation=state.generation,
-            uptime_s=self.clock() - self.started,
+            uptime_s=self.clock() - self.started, maintenance=self.maintenance(),
         )
 
+
+    def maintenance(self) -> bool:
+        """Cluster-wide maintenance mode (the replicated flag `maintenance`)."""
+        return self.raft.state.flags.get("maintenance") == "true"
+
+    def _leave_leadership_if_drained(self, snap: Snapshot) -> None:
+        """A drained server is not eligible to lead: a leader that is drained hands over to
+        an eligible member (in the background, at most every DRAINED_RETRY_S), unless the
+        cluster is in maintenance mode (VIPs stay where they are)."""
+        if self.failover is None or snap.consensus.role is not Role.LEADER or not self.draining() \
+                or self.maintenance() or self.handoff or snap.now < self._drained_next_try:
+            return
+        self._drained_next_try = snap.now + DRAINED_RETRY_S
+
+        def run() -> None:
+            try:
+                self.failover.run(None, False, 0)
+            except Exception as e:  # noqa: BLE001 - retried later; the reason is worth a line
+                log.warning("drained leader: no handoff yet: %s", e)
+        threading.Thread(target=run, name="drained-handoff", daemon=True).start()
 
     def draining(self) -> bool:
         """This node is being drained (the replicated flag `draining/<node>`, set by admins)."""
@@ -545,6 +624,28 @@ def _make_dataplane(config: Config) -> Any:
     return DataplaneWorker(proxy, "userspace proxy")
 
 
+def _make_raft_guard(config: Config) -> Any:
+    """The nftables guard of our Raft port (docs/security.md), applied before Raft listens;
+    None when it cannot be programmed here, said loudly: the port is then open to any host
+    that reaches it, with only the cluster secret in front of pysyncobj's unpickler."""
+    from hacluster.dataplane.guard import GuardError, RaftGuard
+
+    guard = RaftGuard()
+    members = [(m.id, m.address) for m in config.members]
+    ok, why = guard.check()
+    if ok:
+        try:
+            guard.apply(members, config.me.raft_port, config.me.address)
+            log.info("raft guard: port %d accepts %d member address(es) only (table inet "
+                     "hacluster_guard)", config.me.raft_port, len({a for _, a in members}))
+            return guard
+        except (GuardError, ValueError) as e:
+            why = str(e)
+    log.error("RAFT PORT NOT GUARDED: %s. Port %d is open to every host that can reach %s; only "
+              "the cluster secret protects it", why, config.me.raft_port, config.me.address)
+    return None
+
+
 def _make_health(config: Config, agent: Agent, membership: Any) -> tuple[Any, Any]:
     from hacluster.gossip.feed import HealthFeed
     from hacluster.health.load import LoadSampler
@@ -588,6 +689,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("mutual TLS: %s, certificate valid until %s", tls.identity,
              tls.not_after.strftime("%Y-%m-%d"))
+    from hacluster.audit import AuditError, AuditLog
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        audit = AuditLog(config.data_dir / AUDIT_FILE, config.node_id)
+    except (OSError, AuditError) as e:
+        print(f"hacluster-agent: refusing to start: the audit log {config.data_dir / AUDIT_FILE} "
+              f"cannot be opened: {e}", file=sys.stderr)
+        return 2
 
     hostops = NetlinkHostOps()
     raft = RaftNode(config, secret)
@@ -599,11 +708,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane)
     runner, feed = _make_health(config, agent, membership)
+    agent.failover = Failover(agent)
     admin = AdminService(agent.status, Authority(config.cluster), members_provider=agent.members_status,
                          checks_provider=agent.checks_status,
                          backends_provider=lambda _svc: backends_status(
                              config.node_id, raft.state, agent.dataplane),
-                         actions=AdminActions(config, raft), failover=Failover(agent).run)
+                         actions=AdminActions(config, raft), failover=agent.failover.run,
+                         events=agent.events, audit=audit)
     try:
         server = serve_admin(config.me.grpc_endpoint, admin, tls.server_credentials(), max_workers=8,
                              gossip=gossip_service)
@@ -611,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hacluster-agent: cannot serve admin API on {config.me.grpc_endpoint}: {e}",
               file=sys.stderr)
         return 1
+    raft_guard = _make_raft_guard(config)  # before raft.start(): Raft never listens unguarded
     raft.start()
     membership.start()  # joins (push-pull with a peer) from its own thread
     runner.start()
@@ -637,8 +749,9 @@ def main(argv: list[str] | None = None) -> int:
                          ("gossip leave", lambda: membership.leave(LEAVE_TIMEOUT_S)),
                          ("gossip", membership.stop), ("gRPC server", lambda: server.stop(0.2)),
                          ("gossip channels", transport.close), ("raft", raft.stop),
+                         ("raft guard", lambda: raft_guard and raft_guard.remove()),
                          ("data plane", lambda: dataplane and dataplane.stop()),
-                         ("hostops", hostops.close)):
+                         ("hostops", hostops.close), ("audit log", audit.close)):
             try:
                 fn()
             except Exception:  # noqa: BLE001 - stopping the rest matters more

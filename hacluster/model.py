@@ -148,6 +148,7 @@ class AgentStatus:
     epoch_term: int  # highest leader epoch in the replicated state
     generation: int  # replicated state generation
     uptime_s: float
+    maintenance: bool = False  # cluster-wide maintenance mode (table frozen)
 
 
 # ------------------------------------------------------------------ health and gossip

@@ -102,7 +102,7 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
             for m in reply.members),
         sentence=reply.sentence, commit_index=reply.commit_index,
         last_applied=reply.last_applied, epoch_term=reply.epoch_term,
-        generation=reply.generation, uptime_s=reply.uptime_s,
+        generation=reply.generation, uptime_s=reply.uptime_s, maintenance=reply.maintenance,
     )
 
 
@@ -188,6 +188,12 @@ def set_weight(target: str, creds: grpc.ChannelCredentials, service: str, backen
                timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
     r = _call(target, creds, timeout, "Weight",
               admin_pb2.WeightRequest(service=service, backend=backend, weight=weight))
+    return r.detail, r.generation
+
+
+def set_maintenance(target: str, creds: grpc.ChannelCredentials, on: bool,
+                    timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, int]:
+    r = _call(target, creds, timeout, "Maintenance", admin_pb2.MaintenanceRequest(on=on))
     return r.detail, r.generation
 
 
@@ -305,3 +311,55 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
         time.sleep(0.02)
     raise AdminCallError(f"{r.target} leads but did not report holding {', '.join(r.vips)} "
                          f"within {wait_s + timeout:g} s: see `hacluster status`")
+
+
+def event_from_pb(e: admin_pb2.Event) -> dict[str, Any]:
+    return {"seq": e.seq, "at_unix_ms": e.at_unix_ms, "node": e.node, "kind": e.kind, "text": e.text,
+            "fields": dict(e.fields)}
+
+
+def fetch_events(target: str, creds: grpc.ChannelCredentials, after: int = 0, limit: int = 0,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+    """The agent's kept events after seq `after` (the newest `limit`; 0 = all kept)."""
+    with admin_channel(target, creds) as channel:
+        try:
+            return [event_from_pb(e) for e in admin_pb2_grpc.AdminStub(channel).Events(
+                admin_pb2.EventsRequest(after_seq=after, limit=limit), timeout=timeout)]
+        except grpc.RpcError as e:
+            raise _call_error(target, timeout, e) from None
+
+
+def follow_events(target: str, creds: grpc.ChannelCredentials, after: int = 0, limit: int = 0,
+                  connect_timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Yield the agent's events as they happen (after the kept ones), until interrupted."""
+    with admin_channel(target, creds) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise AgentUnreachable(f"cannot reach the hacluster agent at {target} within "
+                                   f"{connect_timeout:g} s") from None
+        stream = admin_pb2_grpc.AdminStub(channel).Events(
+            admin_pb2.EventsRequest(after_seq=after, limit=limit, follow=True))
+        try:
+            for e in stream:
+                yield event_from_pb(e)
+        except grpc.RpcError as e:
+            raise _call_error(target, connect_timeout, e) from None
+        finally:
+            stream.cancel()
+
+
+def fetch_cluster_events(target: str, creds: grpc.ChannelCredentials, limit: int = 0,
+                         timeout: float = DEFAULT_TIMEOUT_S) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every reachable member's events merged by time, and the members that did not answer."""
+    st = fetch_status(target, creds, timeout)
+    out: list[dict[str, Any]] = []
+    missing = []
+    for m in st.members:
+        where = target if m.is_self else m.admin_address
+        try:
+            out += fetch_events(where, creds, 0, limit, timeout)
+        except AdminCallError as e:
+            missing.append(f"{m.id}: {str(e).splitlines()[0]}")
+    out.sort(key=lambda e: (e["at_unix_ms"], e["node"], e["seq"]))
+    return (out[-limit:] if limit else out), missing

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ from hacluster_cli.client import (
     failover,
     fetch_backends,
     fetch_checks,
+    fetch_cluster_events,
+    fetch_events,
     fetch_members,
     fetch_status,
+    follow_events,
     grpc_target,
+    set_maintenance,
     set_weight,
     status_to_dict,
     target_from_config,
@@ -173,19 +178,79 @@ def _ask(conn: dict[str, Any], call: Callable[[str, Any], Any]) -> Any:
 
 
 @cli.command()
+@click.option("--cluster", is_flag=True,
+              help="The whole cluster at a glance (see above); exit 1 when anything is wrong.")
+@click.option("--agent", is_flag=True,
+              help="The asked agent's own view (what plain `status` prints today); say it in "
+                   "scripts that read the table or --json.")
+@click.option("--watch", is_flag=True, help="Redraw every --interval until Ctrl-C (exit 0).")
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              metavar="SECONDS", help="With --watch: seconds between redraws (0.5-60).")
 @_agent_options
-def status(conn: dict[str, Any],
+def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[str, Any],
            as_json: bool, timeout: float) -> None:
-    """Show one agent's view: role, term, leader, lease, quorum, VIPs, members.
+    """Show the cluster at a glance (the default), or one agent's own view (--agent).
+
+    The cluster view: cluster name, leader, term, the leader's lease, quorum, each VIP and who
+    holds it (from the leader's own status: the asked agent fetches it when it is a
+    follower), members (gossip state, Raft role and link, checks passing/total, draining),
+    services with healthy/total backends, the balancing table's generation committed vs
+    applied, the last events, then the problems (MAINTENANCE mode is one). With --cluster
+    --json: one object with the keys cluster, asked,
+    asked_role, leader, term, lease_ok, lease_remaining_ms, quorum, handoff, sentence,
+    vips, members, members_alive, services, table, events, problems, missing, healthy
+    (details: hacluster_cli/overview.py). Exit 0 when healthy; 1 when there is a problem
+    (no leader or quorum, a VIP held by no one, a member DEAD or SUSPECT, a backend down,
+    the table not applied) or a part could not be seen (Members, Backends, the leader);
+    3 and 4 as for every command (the asked agent unreachable, or refusing).
+
+    --agent: the asked agent's own view (role, term, leader, lease, quorum, the VIPs it
+    holds, its Raft links). `status --json` (without --cluster) prints this agent view's
+    object (node, role, leader, vips, handoff, maintenance, ...), so that scripts that
+    parse `status --json` go on working. Exit 0 when the agent answered.
+
+    --watch redraws every --interval (the screen is cleared on a terminal, a separator line
+    is printed otherwise; with --json one JSON object per line). An agent that stops
+    answering is shown on screen and asked again at the next interval. Ctrl-C exits 0.
 
     \b
     Examples:
       hacluster status --config /etc/hacluster/hacluster.yaml
+      hacluster status --watch --interval 1 --config /etc/hacluster/hacluster.yaml
+      hacluster status --cluster --json --config /etc/hacluster/hacluster.yaml
+      hacluster status --agent --watch --config /etc/hacluster/hacluster.yaml
       hacluster status --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
       ip netns exec NETNS hacluster status --json --config CONFIG
     """
-    st = _ask(conn, lambda t, k: fetch_status(t, k, timeout))
-    click.echo(json.dumps(status_to_dict(st)) if as_json else render_status(st))
+    import sys
+
+    from hacluster_cli.overview import gather, render_overview
+    from hacluster_cli.overview import watch as watch_loop
+
+    ctx = click.get_current_context()
+    if cluster and agent:
+        raise click.UsageError("--cluster and --agent exclude each other")
+    if not watch and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--interval goes with --watch")
+    # Plain `status` is the cluster view for people; `status --json` stays the agent view
+    # that scripts (and the lab's tooling) parse.
+    whole = cluster or (not agent and not as_json)
+
+    def draw(target: str, creds: Any) -> tuple[str, int]:
+        if whole:
+            ov = gather(target, creds, timeout, events=_last_events)
+            return (json.dumps(ov.to_dict()) if as_json else render_overview(ov)), ov.exit_code
+        st = fetch_status(target, creds, timeout)
+        return (json.dumps(status_to_dict(st)) if as_json else render_status(st)), EXIT_OK
+
+    if not watch:
+        out, code = _ask(conn, draw)
+        click.echo(out)
+        ctx.exit(code)
+    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
+                                   conn["key"])
+    ctx.exit(watch_loop(lambda: draw(target, creds)[0], interval, click.echo,
+                        tty=sys.stdout.isatty(), as_json=as_json))
 
 
 @cli.command()
@@ -395,6 +460,86 @@ def failover_cmd(to: str | None, dry_run: bool, wait_s: float, conn: dict[str, A
         switch = "" if out["switch_ms"] is None else f": switch {out['switch_ms']:.0f} ms " \
             "(release to claim)"
         click.echo(f"{out['detail']}{switch}")
+
+
+@cli.command("maintenance")
+@click.argument("mode", type=click.Choice(["on", "off"]))
+@_agent_options
+def maintenance_cmd(mode: str, conn: dict[str, Any], as_json: bool, timeout: float) -> None:
+    """Freeze the cluster for maintenance work, or unfreeze it.
+
+    While ON: the balancing table stays exactly as it is (health is still checked,
+    gossiped and committed, and shown by `hacluster checks`), and a drained leader does not
+    hand over by itself. VIPs stay where they are; an explicit `hacluster failover` still
+    works, and a leader that dies is still replaced (a dead server cannot serve). `hacluster
+    status` says MAINTENANCE loudly until it is OFF again.
+
+    \b
+    Examples:
+      hacluster maintenance on --config /etc/hacluster/hacluster.yaml
+      hacluster maintenance off --config /etc/hacluster/hacluster.yaml
+    """
+    detail, gen = _ask(conn, lambda t, k: set_maintenance(t, k, mode == "on", timeout))
+    _action_output(detail, gen, as_json)
+
+
+def _last_events(target: str, creds: Any, timeout: float) -> list[Any]:
+    from hacluster_cli.overview import LAST_EVENTS, OverviewEvent
+    return [OverviewEvent.from_dict(e) for e in fetch_events(target, creds, 0, LAST_EVENTS, timeout)]
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(e["at_unix_ms"] / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{at}  {e['node']:<8} {e['kind']:<8} {e['text']}"
+
+
+@cli.command("events")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they happen "
+              "(Ctrl-C to stop).")
+@click.option("--all", "all_members", is_flag=True, help="Every member's events merged by time "
+              "(not with --follow).")
+@click.option("--last", "last", type=click.IntRange(0, 1000), default=50, show_default=True,
+              metavar="N", help="How many past events to show (0: all the agent keeps, up to 1000).")
+@_agent_options
+def events_cmd(follow: bool, all_members: bool, last: int, conn: dict[str, Any], as_json: bool,
+               timeout: float) -> None:
+    """Show the event timeline: leader changes, VIP claims and releases (with how long the
+    claim took), committed health verdicts and table generations, admin actions and who
+    made them.
+
+    Each agent keeps the last 1000 events it saw itself; --all merges every member's.
+    With --json, one JSON object per line (seq, at_unix_ms, node, kind, text, fields).
+
+    \b
+    Examples:
+      hacluster events --config /etc/hacluster/hacluster.yaml
+      hacluster events --all --last 200 --config /etc/hacluster/hacluster.yaml
+      hacluster events --follow --json --config /etc/hacluster/hacluster.yaml
+    """
+    if follow and all_members:
+        raise click.UsageError("--all merges past events; follow one agent at a time")
+
+    def show(e: dict[str, Any]) -> None:
+        click.echo(json.dumps(e) if as_json else _event_line(e))
+    if follow:
+        def run(t: str, k: Any) -> None:
+            for e in follow_events(t, k, 0, last or 1000, timeout):
+                show(e)
+        try:
+            _ask(conn, run)
+        except KeyboardInterrupt:
+            pass
+        return
+    if all_members:
+        evs, missing = _ask(conn, lambda t, k: fetch_cluster_events(t, k, last, timeout))
+        for m in missing:
+            click.echo(f"warning: no events from {m}", err=True)
+    else:
+        evs = _ask(conn, lambda t, k: fetch_events(t, k, 0, last, timeout))
+    for e in evs:
+        show(e)
+    if not evs and not as_json:
+        click.echo("no events")
 
 
 @cli.command()

@@ -50,6 +50,9 @@ def render_status(st: AgentStatus) -> str:
         ("quorum", "yes" if st.has_quorum else "NO"),
         ("VIPs held", ", ".join(held) or "none"),
     ]
+    if st.maintenance:
+        head.insert(0, ("MAINTENANCE", "ON: balancing table frozen, no automatic handoff "
+                        "(hacluster maintenance off)"))
     if st.handoff:
         head.append(("handoff", "in progress: this node releases its VIPs"))
     head += [

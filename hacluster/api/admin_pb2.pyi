@@ -26,7 +26,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "sentence")
+    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "maintenance", "sentence")
     NODE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class StatusReply(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_TERM_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     SENTENCE_FIELD_NUMBER: _ClassVar[int]
     node: str
     cluster: str
@@ -62,8 +63,9 @@ class StatusReply(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     epoch_term: int
     generation: int
+    maintenance: bool
     sentence: str
-    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., sentence: _Optional[str] = ...) -> None: ...
+    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., maintenance: _Optional[bool] = ..., sentence: _Optional[str] = ...) -> None: ...
 
 class VipStatus(_message.Message):
     __slots__ = ("address", "prefixlen", "interface", "held", "claimed_at_unix_ms")
@@ -302,3 +304,50 @@ class FailoverReply(_message.Message):
     released_at_unix_ms: float
     handed_over_ms: float
     def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ..., vips: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ..., detail: _Optional[str] = ..., released_at_unix_ms: _Optional[float] = ..., handed_over_ms: _Optional[float] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("after_seq", "follow", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    follow: bool
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("seq", "at_unix_ms", "node", "kind", "text", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at_unix_ms: float
+    node: str
+    kind: str
+    text: str
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, seq: _Optional[int] = ..., at_unix_ms: _Optional[float] = ..., node: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class MaintenanceRequest(_message.Message):
+    __slots__ = ("on",)
+    ON_FIELD_NUMBER: _ClassVar[int]
+    on: bool
+    def __init__(self, on: _Optional[bool] = ...) -> None: ...
+
+class MaintenanceReply(_message.Message):
+    __slots__ = ("detail", "generation")
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    generation: int
+    def __init__(self, detail: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...

@@ -72,6 +72,16 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.FailoverReply.FromString,
                 _registered_method=True)
+        self.Maintenance = channel.unary_unary(
+                '/hacluster.v1.Admin/Maintenance',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.FromString,
+                _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/hacluster.v1.Admin/Events',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -136,6 +146,25 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Maintenance(self, request, context):
+        """Cluster-wide maintenance mode on or off (committed through Raft): the balancing table
+        stays as it is (health is still checked, gossiped and committed), and a drained leader
+        does not hand over by itself; an explicit Failover still works.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Events(self, request, context):
+        """This agent's event timeline (leader changes, VIP claims and releases with durations,
+        health verdicts, table generations, failovers, admin actions): the events after
+        `after_seq`; with `follow`, the stream stays open and sends new ones as they happen
+        (at most a few followers at once: RESOURCE_EXHAUSTED beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +202,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Failover,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
+            ),
+            'Maintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Maintenance,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.EventsRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -367,6 +406,60 @@ class Admin:
             '/hacluster.v1.Admin/Failover',
             hacluster_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Maintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Maintenance',
+            hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hacluster.v1.Admin/Events',
+            hacluster_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

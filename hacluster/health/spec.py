@@ -60,7 +60,7 @@ class HttpCheck(_Check):
         if v is not None:
             try:
                 re.compile(v)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:
                 raise ValueError(f"not a valid regular expression: {e}") from None
         return v
 

@@ -69,7 +69,7 @@ def _status(*args: str) -> object:
 
 def test_status_table(serve: Callable[..., int]) -> None:
     port = serve()
-    result = _status("--admin", f"127.0.0.1:{port}", *_as())
+    result = _status("--agent", "--admin", f"127.0.0.1:{port}", *_as())
     assert result.exit_code == 0, result.output
     out = result.stdout
     for expected in ("n1  (cluster lab, hacluster 0.1.0, up 1h02m)", "leader, term 7",
@@ -172,7 +172,7 @@ def test_a_plaintext_call_is_not_served(serve: Callable[..., int]) -> None:
 
 def test_a_reader_may_read_but_not_act(serve: Callable[..., int]) -> None:
     port = serve()
-    assert _status("--admin", f"127.0.0.1:{port}", *_as("rita")).exit_code == 0
+    assert _status("--agent", "--admin", f"127.0.0.1:{port}", *_as("rita")).exit_code == 0
     result = CliRunner().invoke(cli, ["drain", "n2", "--admin", f"127.0.0.1:{port}", *_as("rita")])
     assert result.exit_code == 4, result.output
     assert "reader 'rita' may not act on the cluster (needs admin)" in result.stderr
