@@ -74,7 +74,12 @@ def up(nodes: int, name: str, timeout: float, balance: str) -> None:
 @click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def status(name: str, as_json: bool) -> None:
-    """Show each server of the lab: agent process, VIP held, its agent's status sentence."""
+    """Show each server of the lab: agent process, VIP held, its agent's status sentence.
+
+    \b
+    Example:
+      hacluster lab status --name hcl --json
+    """
     _need_root()
     try:
         desc = load_description(name)
@@ -124,7 +129,12 @@ def _agent_status(node: dict) -> dict | None:
 @lab.command()
 @click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
 def down(name: str) -> None:
-    """Remove every namespace, process and file of the lab (also after a crashed run)."""
+    """Remove every namespace, process and file of the lab (also after a crashed run).
+
+    \b
+    Example:
+      hacluster lab down --name hcl
+    """
     _need_root()
     try:
         removed = teardown(name)
@@ -139,7 +149,12 @@ def down(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the measured result as JSON")
 def demo(name: str, as_json: bool) -> None:
     """Start a 3-server lab, show status, send traffic through the VIP, cut the leader's
-    link, and report who served before and after and the outage the client saw."""
+    link, and report who served before and after and the outage the client saw.
+
+    \b
+    Example:
+      hacluster lab demo
+    """
     _need_root()
     from hacluster.lab.demo import run_demo
 

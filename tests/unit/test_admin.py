@@ -258,3 +258,15 @@ def test_cli_does_not_import_agent_internals() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_standard_grpc_health_service_answers_over_mtls(serve: Callable[..., int]) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from hacluster.channels import admin_channel
+    port = serve()
+    with admin_channel(f"127.0.0.1:{port}", PKI.client("rita")) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "hacluster.v1.Admin"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from hacluster_cli.main import cli
@@ -120,10 +121,21 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not valid YAML" in result.output
 
 
-def test_help_has_examples() -> None:
-    for args in (["--help"], ["status", "--help"], ["config", "validate", "--help"],
-                 ["version", "--help"]):
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0 and "Example" in result.output, args
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((*path, name))
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, (*path, name))
+    return out
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    commands = _commands(cli)
+    assert {("failover",), ("maintenance",), ("events",), ("certs", "issue"), ("audit", "verify"),
+            ("status",), ("drain",)} <= set(commands)
+    for path in [(), *commands]:
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, path
     assert "4  agent refused" in CliRunner().invoke(cli, ["--help"]).output
     assert CliRunner().invoke(cli, ["version"]).output.startswith("hacluster ")
