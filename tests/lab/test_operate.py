@@ -147,3 +147,83 @@ def test_a_drained_leader_hands_over_to_an_eligible_member(lab, monitor):
     assert_no_overlap(monitor)
     st = agent_status(lab, old)
     assert st["role"] == "follower" and st["leader"] == new, st
+
+
+# Sends garbage to every Admin and Gossip method of one agent, as a member node and as an
+# admin (certificates of the lab's CA), from inside a lab namespace: random bytes of all
+# sizes. The admin skips the action methods: an empty body is a valid FailoverRequest, and
+# an admin asking for a failover gets one. Prints the status codes it got.
+_GARBAGE = r"""
+import collections, json, random, sys
+from pathlib import Path
+import grpc
+from hacluster.api import admin_pb2, gossip_pb2
+from hacluster.channels import admin_channel
+from hacluster.model import TlsFiles
+from hacluster.tls import load_tls
+target, pki, cluster, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rnd = random.Random(1234)
+codes = collections.Counter()
+methods = [f"/hacluster.v1.{svc.name}/{m.name}"
+           for fd in (admin_pb2.DESCRIPTOR, gossip_pb2.DESCRIPTOR)
+           for svc in fd.services_by_name.values() for m in svc.methods if not m.server_streaming]
+ACTIONS = {"Drain", "Weight", "Failover", "Maintenance"}
+for who in ("lab-admin", "n2"):
+    d = Path(pki)
+    tls = load_tls(TlsFiles(d / "ca.crt", d / f"{who}.crt", d / f"{who}.key"), cluster,
+                   ("admin", "node"))
+    with admin_channel(target, tls.channel_credentials()) as ch:
+        mine = [m for m in methods if who == "n2" or m.rsplit("/", 1)[1] not in ACTIONS]
+        for i in range(n):
+            method = mine[i % len(mine)]
+            size = rnd.choice([0, 1, 7, 64, 1000, 60000])
+            body = bytes(rnd.getrandbits(8) for _ in range(size))
+            call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
+            try:
+                call(body, timeout=5)
+                codes["OK"] += 1
+            except grpc.RpcError as e:
+                codes[e.code().name] += 1
+print(json.dumps(codes))
+"""
+
+
+def test_garbage_at_every_rpc_leaves_the_cluster_its_leader_and_table(lab):
+    wait_until(lambda: all_healthy(lab), 30, "every member alive and healthy")
+    holder = lab.holders()[0]
+    before = cli_json(lab, holder, "backends")["table_generation"]
+    term = agent_status(lab, holder)["term"]
+    victim = lab.node(holder)
+    r = subprocess.run(["ip", "netns", "exec", lab.client_ns, sys.executable, "-c", _GARBAGE,
+                        victim.admin, str(lab.pki), lab.prefix, "150"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    codes = json.loads(r.stdout)
+    assert "DEADLINE_EXCEEDED" not in codes and "UNKNOWN" not in codes, codes
+    # nobody crashed, nothing moved
+    assert all(n.agent.poll() is None for n in lab.nodes)
+    st = agent_status(lab, holder)
+    assert st["role"] == "leader" and st["term"] == term and lab.holders() == [holder], st
+    assert cli_json(lab, holder, "backends")["table_generation"] == before
+
+
+def test_the_raft_port_refuses_a_host_that_is_not_a_member(lab):
+    wait_until(lambda: all_healthy(lab), 30, "every member alive and healthy")
+    probe = ("import socket, sys\n"
+             "try:\n"
+             "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
+             "    print('open')\n"
+             "except OSError:\n"
+             "    print('refused')\n")
+    n1 = lab.nodes[0]
+    out = lab.in_client(sys.executable, "-c", probe, n1.ip, "7100").strip()
+    assert out == "refused", out
+    # the same port from a member's namespace is open (the cluster runs on it)
+    member = subprocess.run(["ip", "netns", "exec", lab.nodes[1].netns, sys.executable, "-c", probe,
+                             n1.ip, "7100"], capture_output=True, text=True, timeout=30)
+    assert member.stdout.strip() == "open", member.stdout + member.stderr
+    # and the cluster view at a glance is healthy
+    ov = cli(lab, n1.name, "status", "--cluster", "--json")
+    assert ov.returncode == 0, ov.stdout + ov.stderr
+    got = json.loads(ov.stdout)
+    assert got["healthy"] and got["problems"] == [] and got["leader"] == lab.holders()[0], got
