@@ -77,6 +77,9 @@ class AdminActions:
         if not view.has_quorum and view.leader is None:
             raise AdminActionError("no leader with a quorum: the cluster cannot agree on a change "
                                    "now (hacluster status shows why)", grpc.StatusCode.FAILED_PRECONDITION)
+        if name != "maintenance" and self.raft.state.flags.get("maintenance") == "true":
+            words += (" -- MAINTENANCE is on: the balancing table stays frozen until "
+                      "`hacluster maintenance off`")
         for _ in range(CAS_TRIES):
             state = self.raft.state
             if state.flags.get(name) == value:
@@ -99,8 +102,11 @@ class AdminActions:
             done.set()
 
         self.raft.submit(command, callback)
-        if not done.wait(COMMIT_WAIT_S) or box[0][0] is None:
-            why = f"pysyncobj reason {box[0][1]}" if box else f"no commit within {COMMIT_WAIT_S:g} s"
-            raise AdminActionError(f"not committed ({why}): is there a leader with a quorum?",
-                                   grpc.StatusCode.FAILED_PRECONDITION)
+        if not done.wait(COMMIT_WAIT_S):
+            raise AdminActionError(f"not confirmed within {COMMIT_WAIT_S:g} s: the OUTCOME IS UNKNOWN "
+                                   "(it may still be applied; check `hacluster status` before "
+                                   "retrying, which is safe)", grpc.StatusCode.ABORTED)
+        if box[0][0] is None:
+            raise AdminActionError(f"not committed (pysyncobj reason {box[0][1]}): is there a leader "
+                                   "with a quorum?", grpc.StatusCode.FAILED_PRECONDITION)
         return box[0][0]

@@ -179,6 +179,7 @@ def _guard(roles: frozenset[str], handler: _Handler) -> _Handler:
         peer = f"{who} ({peer})"
         too_long = _long_text_field(request)
         if too_long is not None:
+            log.warning("admin %s from %s: refused: %s over %d characters", method, peer, too_long, MAX_NAME)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{too_long}: at most {MAX_NAME} characters (names, ids, SERVICE/BACKEND)")
         try:
@@ -309,8 +310,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not keep events")
         events = self._events
         limit = min(request.limit or CAPACITY, CAPACITY)
-        past = events.after(request.after_seq, limit)
-        seq = past[-1].seq if past else max(request.after_seq, events.last_seq)
+        after = request.after_seq if request.after_seq <= events.last_seq else 0  # agent restarted
+        past = events.after(after, limit)
+        seq = past[-1].seq if past else after
         for e in past:
             yield _event_to_pb(e)
         if not request.follow:

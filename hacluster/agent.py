@@ -49,7 +49,9 @@ HEALTH_INFLIGHT_S = 2.0  # a health proposal unanswered this long is given up an
 HEALTH_BACKOFF_MAX_S = 30.0  # after failed proposals, wait up to this long before the next
 HEALTH_BATCH = 256  # keys per proposal (the state machine takes at most 1024)
 LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
-DRAINED_RETRY_S = 5.0  # a drained leader's handoff attempts, at most this often
+DRAINED_RETRY_S = 5.0  # a drained leader's handoff attempts: 5 s apart, doubling after failures
+DRAINED_RETRY_MAX_S = 300.0
+GUARD_CHECK_S = 10.0  # how often the Raft port guard is checked (and put back if gone)
 AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent executed (audit.py)
 
 
@@ -79,7 +81,9 @@ class Agent:
         self._members_addr = {m.id: m.address for m in config.members}
         self.started = clock()
         self.sentence = "starting"
-        self.handoff = False
+        self.handoff = False  # a failover (failover.py) is moving the VIPs away
+        self.stopping = False  # SIGTERM: release and never claim again (handoff_and_release)
+        self._released_in_term: dict[str, int] = {}  # VIP -> the term we last released it in
         self.events = events if events is not None else EventLog(config.node_id)
         self._last_role: Role | None = None
         self._last_leader: str | None = None
@@ -89,6 +93,7 @@ class Agent:
         self._seen_table = 0
         self.failover: Any = None  # a failover.Failover, set by main(): drained leaders hand over
         self._drained_next_try = 0.0
+        self._drained_failures = 0
         self._ticks = 0
         self._ticked = threading.Condition()
         self._epoch_requested = 0
@@ -98,6 +103,7 @@ class Agent:
         self._holding_since: float | None = None
         self._last_error = ""
         self._notes: list[str] = []  # this tick's remarks, appended to its sentence
+        self._kernel_has: set[str] = set()  # VIPs the kernel had at the last tick's start
         self._stop = threading.Event()
         self._last_tick_done = clock()
 
@@ -108,8 +114,9 @@ class Agent:
         view = self.raft.view()
         self._watch_peers(view, now)
         vips = tuple(VipState(v, self._present(v)) for v in self.config.vips)
+        self._kernel_has = {s.vip.address for s in vips if s.present}
         return Snapshot(now=now, node=self.config.node_id, consensus=view, vips=vips,
-                        handoff=self.handoff, claimed_at=dict(self._claimed_at))
+                        handoff=self.releasing, claimed_at=dict(self._claimed_at))
 
     def _watch_peers(self, view: Any, now: float) -> None:
         """Re-announce held VIPs when a peer that was not answering answers again.
@@ -219,7 +226,9 @@ class Agent:
                 self.hostops.announce(a.vip)
                 self._announces[a.vip.address] = self._announces.get(a.vip.address, 0) + 1
             elif a.act is Act.RELEASE:
+                self._released_in_term[a.vip.address] = self.raft.view().term
                 self.hostops.release_vip(a.vip)
+                self._kernel_has.discard(a.vip.address)
                 log.info("released VIP %s", a.vip)
                 self.events.add("vip", f"released {a.vip.address}", vip=a.vip.address)
         except HostOpsError as e:
@@ -228,6 +237,11 @@ class Agent:
     def _claim(self, a: Action) -> None:
         vip = a.vip
         assert vip is not None
+        term = self.raft.view().term
+        if a.skip_probe and self._released_in_term.get(vip.address) == term:
+            # Leadership came by transfer, but in this very term we let this address go
+            # (a failover that timed out): whoever we handed it to may claim it unprobed.
+            a = dataclasses.replace(a, skip_probe=False)
         if not a.skip_probe and self.hostops.probe(vip, self.config.timing.probe):
             # Someone still answers for it: a frozen or killed holder whose kernel keeps the
             # address until its lifetime ends. Claiming now would make two holders (I1).
@@ -251,11 +265,11 @@ class Agent:
                         by_transfer=a.skip_probe)
 
     def _lease_holds(self) -> bool:
-        return not self.handoff and self.raft.lease_ok_now()
+        return not self.releasing and self.raft.lease_ok_now()
 
     def _lease_deadline(self) -> float:
         """Until when a claim may be sent (GUARD_CLOCK), or -inf if it may not at all."""
-        return float("-inf") if self.handoff else self.raft.lease_deadline()
+        return float("-inf") if self.releasing else self.raft.lease_deadline()
 
     def _fenced_claim(self, vip: Any) -> bool:
         """Add/renew vip only if the lease holds right now, and undo it if it ended meanwhile.
@@ -395,12 +409,38 @@ class Agent:
             goal = self._ticks + n
             return self._ticked.wait_for(lambda: self._ticks >= goal, timeout)
 
+    @property
+    def releasing(self) -> bool:
+        """Hold nothing: a failover or a stop is under way (two flags, two writers)."""
+        return self.handoff or self.stopping
+
+    def vips_released(self) -> list[str]:
+        """The configured VIPs the kernel still has here (empty: all released)."""
+        out = []
+        for v in self.config.vips:
+            try:
+                if self.hostops.vip_present(v):
+                    out.append(v.address)
+            except HostOpsError:
+                out.append(v.address)  # unknown counts as present: never assume it is gone
+        return out
+
     def handoff_and_release(self) -> None:
-        """SIGTERM path: release VIPs first, then hand leadership to a follower."""
-        self.handoff = True
-        self.tick()  # decide() releases everything while handoff is set
+        """SIGTERM path: release VIPs first, then hand leadership to a follower. If an
+        address is still here after the release, no transfer: the successor of an ordinary
+        election probes ARP before claiming, a transferred one would not (I1)."""
+        self.stopping = True
+        self.tick()  # decide() releases everything while stopping is set
         view = self.raft.view()
         if view.role is not Role.LEADER or len(self.config.members) == 1:
+            return
+        left = self.vips_released()
+        if left:
+            self.tick()  # one more try
+            left = self.vips_released()
+        if left:
+            log.error("VIP(s) %s still present after the release: no leadership transfer; the "
+                      "next leader will probe before claiming", ", ".join(left))
             return
         started = self.clock()
         self.raft.transfer_leadership(None, lambda ok: log.info(
@@ -435,8 +475,11 @@ class Agent:
             node=self.config.node_id, cluster=self.config.cluster, version=__version__,
             role=view.role, term=view.term, leader=view.leader, lease_ok=view.lease_ok,
             lease_remaining_ms=view.lease_remaining_s * 1000, has_quorum=view.has_quorum,
-            handoff=self.handoff,
-            vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.address in claimed,
+            handoff=self.releasing,
+            # held: what the kernel has (at the last tick), not what we meant to hold: a
+            # release that failed must show (hacluster status then sees two holders)
+            vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
+                                 v.address in claimed or v.address in self._kernel_has,
                                  None if v.address not in claimed
                                  else (claimed[v.address] + wall_offset) * 1000)
                        for v in self.config.vips),
@@ -456,15 +499,22 @@ class Agent:
         an eligible member (in the background, at most every DRAINED_RETRY_S), unless the
         cluster is in maintenance mode (VIPs stay where they are)."""
         if self.failover is None or snap.consensus.role is not Role.LEADER or not self.draining() \
-                or self.maintenance() or self.handoff or snap.now < self._drained_next_try:
+                or self.maintenance() or self.releasing or snap.now < self._drained_next_try:
             return
-        self._drained_next_try = snap.now + DRAINED_RETRY_S
+        # Each attempt releases the VIPs first: failed ones back off (5 s, 10 s, ... 5 min)
+        # so that a handoff that cannot succeed does not cut the service every few seconds.
+        self._drained_next_try = snap.now + min(DRAINED_RETRY_MAX_S,
+                                                DRAINED_RETRY_S * 2 ** self._drained_failures)
 
         def run() -> None:
             try:
                 self.failover.run(None, False, 0)
+                self._drained_failures = 0
             except Exception as e:  # noqa: BLE001 - retried later; the reason is worth a line
-                log.warning("drained leader: no handoff yet: %s", e)
+                self._drained_failures += 1
+                log.warning("drained leader: no handoff yet (attempt %d): %s", self._drained_failures, e)
+                self.events.add("failover", f"{self.config.node_id} is drained but could not hand "
+                                f"over: {e}", attempt=self._drained_failures)
         threading.Thread(target=run, name="drained-handoff", daemon=True).start()
 
     def draining(self) -> bool:
@@ -646,6 +696,22 @@ def _make_raft_guard(config: Config) -> Any:
     return None
 
 
+def _keep_raft_guard(guard: Any, config: Config, events: EventLog, stop: threading.Event) -> None:
+    """Every GUARD_CHECK_S, put the guard back if something removed it (a firewall reload
+    with `flush ruleset` does), loudly."""
+    members = [(m.id, m.address) for m in config.members]
+
+    def loop() -> None:
+        while not stop.wait(GUARD_CHECK_S):
+            try:
+                if guard.ensure(members, config.me.raft_port, config.me.address):
+                    log.warning("raft guard was missing or changed (firewall reload?): applied again")
+                    events.add("agent", "raft port guard was missing: applied again")
+            except Exception as e:  # noqa: BLE001 - keep trying; say it every time
+                log.error("RAFT PORT NOT GUARDED: cannot re-apply the guard: %s", e)
+    threading.Thread(target=loop, name="raft-guard", daemon=True).start()
+
+
 def _make_health(config: Config, agent: Agent, membership: Any) -> tuple[Any, Any]:
     from hacluster.gossip.feed import HealthFeed
     from hacluster.health.load import LoadSampler
@@ -723,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     raft_guard = _make_raft_guard(config)  # before raft.start(): Raft never listens unguarded
+    guard_stop = threading.Event()
+    if raft_guard is not None:
+        _keep_raft_guard(raft_guard, config, agent.events, guard_stop)
     raft.start()
     membership.start()  # joins (push-pull with a peer) from its own thread
     runner.start()
@@ -749,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("gossip leave", lambda: membership.leave(LEAVE_TIMEOUT_S)),
                          ("gossip", membership.stop), ("gRPC server", lambda: server.stop(0.2)),
                          ("gossip channels", transport.close), ("raft", raft.stop),
-                         ("raft guard", lambda: raft_guard and raft_guard.remove()),
+                         ("raft guard", lambda: guard_stop.set() or (raft_guard and raft_guard.remove())),
                          ("data plane", lambda: dataplane and dataplane.stop()),
                          ("hostops", hostops.close), ("audit log", audit.close)):
             try:

@@ -121,7 +121,7 @@ class Failover:
         self.wall = wall
         self._lock = threading.Lock()
 
-    def plan(self, to: str | None) -> Plan:
+    def plan(self, to: str | None, check_log: bool = True) -> Plan:
         a = self.agent
         cfg = a.config
         view = a.raft.view()
@@ -129,7 +129,7 @@ class Failover:
         gossip = ({m.node: m.state for m in a.gossip.members()} if a.gossip is not None else None)
         return plan(cfg.node_id, [m.id for m in cfg.members], tuple(v.address for v in cfg.vips),
                     view, gossip, dict(state.health), dict(state.flags), cfg.timing.election_min,
-                    a.raft.caught_up, to)
+                    a.raft.caught_up if check_log else (lambda _m: True), to)
 
     def run(self, to: str | None, dry_run: bool, timeout: float) -> Outcome:
         if not 0 <= timeout <= MAX_TIMEOUT_S:
@@ -153,28 +153,55 @@ class Failover:
         clock = a.clock
         log.info("failover: moving leadership and VIPs from %s to %s", p.source, p.target)
         a.handoff = True
+        transfers_sent_until = None
         try:
             if not a.wait_ticks(2, RELEASE_WAIT_S):
                 raise AdminActionError("the agent's loop did not release the VIPs in time",
                                        grpc.StatusCode.INTERNAL)
+            left = a.vips_released()
+            if left and a.wait_ticks(2, RELEASE_WAIT_S):
+                left = a.vips_released()
+            if left:
+                # A transferred leader claims without probing: it must not find us holding.
+                raise AdminActionError(f"{', '.join(left)} could not be released here (see the "
+                                       f"agent's log); no transfer, {p.source} keeps leading",
+                                       grpc.StatusCode.INTERNAL)
             released_at = self.wall()
             start = clock()
             deadline = start + timeout
+            denied: list[str] = []
             while clock() < deadline:
                 if a.raft.view().role is not Role.LEADER:
                     handed = (clock() - start) * 1000
                     log.info("failover: %s leads now (handed over in %.0f ms)", p.target, handed)
-                    return Outcome(p, False, f"moved leadership and {', '.join(p.vips) or 'no VIPs'} "
-                                             f"from {p.source} to {p.target}",
-                                   released_at * 1000, handed)
-                a.raft.transfer_leadership(p.target, lambda ok: None)
+                    vips = ", ".join(p.vips) or "no VIPs"
+                    a.events.add("failover", f"{p.source} handed leadership and {vips} to {p.target} "
+                                 f"in {handed:.0f} ms", source=p.source, target=p.target,
+                                 handed_over_ms=handed)
+                    return Outcome(p, False, f"moved leadership and {vips} from {p.source} to "
+                                             f"{p.target}", released_at * 1000, handed)
+                try:  # still eligible? (it may have died, or been drained, meanwhile; a log
+                    # that lags for a moment is what the retries are for)
+                    self.plan(p.target, check_log=False)
+                except AdminActionError as e:
+                    raise AdminActionError(f"failover to {p.target} abandoned: {e}",
+                                           grpc.StatusCode.ABORTED) from None
+                a.raft.transfer_leadership(p.target, lambda ok: None if ok else denied.append(
+                    "pysyncobj denied the transfer (target log behind or not connected)"))
+                transfers_sent_until = clock() + a.config.timing.election_max
                 # the answer comes on pysyncobj's thread; the role change is what counts
                 _sleep_until(lambda: a.raft.view().role is not Role.LEADER,
                              min(deadline, clock() + 0.3), clock, TRANSFER_RETRY_S)
-            raise AdminActionError(f"{p.target} did not take over within {timeout:g} s; "
-                                   f"{p.source} keeps leading and claims its VIPs again",
-                                   grpc.StatusCode.ABORTED)
+            why = f" ({denied[-1]})" if denied else ""
+            raise AdminActionError(f"{p.target} did not take over within {timeout:g} s{why}; "
+                                   f"{p.source} keeps leading and claims its VIPs again after its "
+                                   "ARP probe", grpc.StatusCode.ABORTED)
         finally:
+            if transfers_sent_until is not None and a.raft.view().role is Role.LEADER:
+                # A TimeoutNow sent late can still make the target win: hold nothing until
+                # an election it started would be over.
+                _sleep_until(lambda: a.raft.view().role is not Role.LEADER, transfers_sent_until,
+                             clock, TRANSFER_RETRY_S)
             a.handoff = False
 
 

@@ -144,13 +144,26 @@ def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallErr
     return AdminCallError(f"the agent at {target} failed the call: {code.name}: {details}")
 
 
+# An action may take the agent this long (5 compare-and-set tries of 2 s each): the CLI
+# waits for it rather than giving up while the change is still on its way.
+ACTION_TIMEOUT_S = 12.0
+_ACTIONS = {"Drain", "Weight", "Maintenance", "Failover"}
+
+
 def _call(target: str, creds: grpc.ChannelCredentials, timeout: float, method: str, request: Any) -> Any:
     """One admin call on a fresh channel; grpc errors become AdminCallError."""
+    if method in _ACTIONS and method != "Failover":
+        timeout = max(timeout, ACTION_TIMEOUT_S)
     with admin_channel(target, creds) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:
             return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as e:
+            if method in _ACTIONS and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise AdminCallError(
+                    f"no answer from {target} within {timeout:g} s: the OUTCOME IS UNKNOWN, the "
+                    "change may still be applied. Check `hacluster status` / `hacluster backends` "
+                    "before retrying (retrying the same change is safe)") from None
             raise _call_error(target, timeout, e) from None
 
 
@@ -284,7 +297,8 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
     request = admin_pb2.FailoverRequest(dry_run=dry_run, timeout_s=wait_s)
     if to is not None:
         request.to = to
-    r = _call(leader, creds, wait_s + timeout, "Failover", request)
+    # the leader's own work: releasing (up to 2 s), the transfer (wait_s), the settling (~1 s)
+    r = _call(leader, creds, wait_s + timeout + 3.0, "Failover", request)
     out: dict[str, Any] = {"source": r.source, "target": r.target, "vips": list(r.vips),
                            "dry_run": r.dry_run, "detail": r.detail, "switch_ms": None,
                            "handed_over_ms": None if r.dry_run else round(r.handed_over_ms, 1)}

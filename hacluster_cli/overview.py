@@ -216,13 +216,25 @@ def gather(target: str, creds: grpc.ChannelCredentials, timeout: float,
     except AdminCallError as e:
         missing.append(f"services and backends (Backends on {st.node}: {_first_line(e)})")
     leader_st = _leader_status(st, target, creds, timeout, missing)
+    # Every other member's own word on the VIPs: a node that failed to let go of one (or a
+    # frozen old leader) is a second holder only it can report.
+    alive = {m.id for m in ms.members if m.state is GossipState.ALIVE} if ms is not None else set()
+    others = []
+    for m in st.members:
+        if m.id in (st.node, st.leader) or not m.admin_address:
+            continue
+        try:
+            others.append(fetch_status(m.admin_address, creds, timeout))
+        except AdminCallError as e:
+            if m.id in alive:
+                missing.append(f"{m.id}'s own view of the VIPs (alive in gossip, but: {_first_line(e)})")
     got_events: tuple[OverviewEvent, ...] | None = None
     if events is not None:
         try:
             got_events = tuple(events(target, creds, timeout))
         except AdminCallError:
             got_events = None  # the timeline is a convenience: its absence is no problem
-    return summarize(st, ms, bs, leader_st, tuple(missing), got_events)
+    return summarize(st, ms, bs, leader_st, tuple(missing), got_events, tuple(others))
 
 
 def _leader_status(st: AgentStatus, target: str, creds: grpc.ChannelCredentials, timeout: float,
@@ -257,8 +269,10 @@ def _leader_status(st: AgentStatus, target: str, creds: grpc.ChannelCredentials,
 
 def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | None,
               leader_st: AgentStatus | None, missing: tuple[str, ...] = (),
-              events: tuple[OverviewEvent, ...] | None = None) -> Overview:
-    """The pure part of gather(): build the overview and its problem list from the answers."""
+              events: tuple[OverviewEvent, ...] | None = None,
+              others: tuple[AgentStatus, ...] = ()) -> Overview:
+    """The pure part of gather(): build the overview and its problem list from the answers
+    (`others`: the other members' own statuses, for the VIPs they say they hold)."""
     view = leader_st or st
     problems: list[str] = []
     if st.leader is None:
@@ -270,7 +284,7 @@ def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | No
                         "stays (hacluster maintenance off)")
     if leader_st is not None and not leader_st.lease_ok:
         problems.append(f"the leader {leader_st.node} holds no lease (it may not hold the VIPs)")
-    vips = _vips(st, leader_st, problems)
+    vips = _vips(st, leader_st, problems, others)
     members = _members(st, ms, leader_st, problems)
     services, table = _services(bs, problems)
     return Overview(
@@ -288,8 +302,10 @@ def _vip_key(v: VipStatus) -> str:
     return f"{v.address}/{v.prefixlen}"
 
 
-def _vips(st: AgentStatus, leader_st: AgentStatus | None, problems: list[str]) -> tuple[VipLine, ...]:
+def _vips(st: AgentStatus, leader_st: AgentStatus | None, problems: list[str],
+          others: tuple[AgentStatus, ...] = ()) -> tuple[VipLine, ...]:
     asked = [st] if leader_st is None or leader_st is st else [leader_st, st]
+    asked += [o for o in others if o.node not in {s.node for s in asked}]
     order: dict[str, str] = {}
     for s in asked:
         for v in s.vips:

@@ -140,8 +140,9 @@ def test_a_healthy_cluster_has_no_problems_and_exits_0(monkeypatch: pytest.Monke
     assert (web.healthy, web.total, web.down, web.draining) == (3, 3, (), ())
     assert (ov.table.committed, ov.table.applied) == (42, 42)
     assert ov.events is None  # no events hook: the key is there, null
-    # the contacted agent leads: its own status is the leader's, asked once
-    assert [c for c in fake.calls if c[0] == "status"] == [("status", ADMIN["n1"])]
+    # the contacted agent leads: its own status is the leader's, asked once; every other
+    # member is asked for its own word on the VIPs
+    assert [c for c in fake.calls if c[0] == "status"] == [("status", ADMIN[n]) for n in ("n1", "n2", "n3")]
     screen = render_overview(ov)
     assert screen.splitlines()[0] == "cluster ward-a: leader n1 (term 7), quorum ok, 3/3 members alive"
     assert screen.splitlines()[-1] == "no problems"
@@ -182,7 +183,6 @@ def test_no_leader(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any(p.startswith("no leader: n2 knows none") for p in ov.problems)
     assert any(p.startswith("no quorum") for p in ov.problems)
     assert ov.exit_code == 1
-    assert ("status", ADMIN["n1"]) not in fake.calls
     assert render_overview(ov).startswith("cluster ward-a: NO LEADER (term 8), NO QUORUM, 3/3")
 
 
@@ -477,3 +477,10 @@ def test_status_cluster_through_real_agents(agents: Callable[..., int]) -> None:
     # without --cluster: the single-agent dict, exactly as before
     plain = json.loads(CliRunner().invoke(cli, [a for a in args if a != "--cluster"] + ["--json"]).stdout)
     assert plain["node"] == "n2" and plain["role"] == "follower" and "handoff" in plain
+
+
+def test_a_second_holder_only_that_member_reports_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    # n3 failed to let go of 10.0.0.100 (or froze holding it): only n3 itself can say so
+    ov, _ = run(monkeypatch, healthy(status__n3=status("n3", held=(True, False))))
+    assert any("10.0.0.100/24 is held by n1 and n3 at once" in p for p in ov.problems), ov.problems
+    assert ov.exit_code == 1
