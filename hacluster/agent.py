@@ -58,7 +58,7 @@ AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent execute
 class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Any,
                  clock: Callable[[], float] = time.monotonic, gossip: Any = None,
-                 dataplane: Any = None, events: EventLog | None = None):
+                 dataplane: Any = None, events: EventLog | None = None, failovers: Any = None):
         """raft: a RaftNode, or any object with view(), state, register_epoch(term),
         submit(command, callback) and transfer_leadership(to, done) (unit tests pass a
         fake). gossip: a gossip.membership.Membership (or a fake with members()), or None
@@ -92,6 +92,10 @@ class Agent:
         self._seen_health: dict[str, bool] = {}
         self._seen_table = 0
         self.failover: Any = None  # a failover.Failover, set by main(): drained leaders hand over
+        self.failovers = failovers  # metrics.FailoverHistogram, or None
+        self._seen_other_leader = False  # only then is our own win a failover
+        self._silent_before: float | None = None
+        self._claims_timed: set[str] = set()  # VIPs whose first claim this leadership was timed
         self._drained_next_try = 0.0
         self._drained_failures = 0
         self._ticks = 0
@@ -178,6 +182,9 @@ class Agent:
         if view.role is not self._last_role:
             if view.role is Role.LEADER:
                 self._leader_at = snap.now
+                self._claims_timed.clear()
+                self._silent_before = (getattr(self.raft, "silent_before_leading", None)
+                                       if self._seen_other_leader else None)
                 self.events.add("leader", f"{self.config.node_id} leads (term {view.term}"
                                 + (", by transfer)" if view.won_by_transfer else ")"),
                                 term=view.term, by_transfer=view.won_by_transfer)
@@ -186,6 +193,8 @@ class Agent:
                                 term=view.term)
             self._last_role = view.role
         me = self.config.node_id
+        if view.leader not in (None, me):
+            self._seen_other_leader = True
         if view.leader != self._last_leader and view.leader not in (None, me):
             self.events.add("leader", f"{view.leader} leads (term {view.term}), as {me} sees it",
                             term=view.term, leader=view.leader)
@@ -263,6 +272,10 @@ class Agent:
                         + (" (by transfer, no probe)" if a.skip_probe else ""),
                         vip=vip.address, after_leader_ms=after if after is not None else "", term=view.term,
                         by_transfer=a.skip_probe)
+        if self.failovers is not None and after is not None and vip.address not in self._claims_timed:
+            # the first claim of each VIP in this leadership: a failover's end, as seen here
+            self._claims_timed.add(vip.address)
+            self.failovers.observe_claim(after / 1000, self._silent_before, view.won_by_transfer)
 
     def _lease_holds(self) -> bool:
         return not self.releasing and self.raft.lease_ok_now()
@@ -712,6 +725,31 @@ def _keep_raft_guard(guard: Any, config: Config, events: EventLog, stop: threadi
     threading.Thread(target=loop, name="raft-guard", daemon=True).start()
 
 
+def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any) -> Any:
+    """The Prometheus listener (config metrics.listen), or None. A taken port does not
+    stop the agent (metrics are not worth an outage): it runs on, loudly."""
+    if config.metrics_listen is None:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from hacluster.dataplane.status import backends_status
+    from hacluster.metrics import AgentCollector, LeaderChangeTally, MetricsBindError, serve_metrics
+
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(
+        agent.status, agent.members_status, agent.checks_status,
+        lambda: backends_status(config.node_id, raft.state, agent.dataplane), failovers,
+        leader_changes=LeaderChangeTally(agent.events)))
+    try:
+        server = serve_metrics(config.metrics_listen, registry)
+    except MetricsBindError as e:
+        log.error("%s; running without metrics", e)
+        agent.events.add("agent", f"no metrics: {e}")
+        return None
+    log.info("metrics: http://%s/metrics", config.metrics_listen)
+    return server
+
+
 def _make_health(config: Config, agent: Agent, membership: Any) -> tuple[Any, Any]:
     from hacluster.gossip.feed import HealthFeed
     from hacluster.health.load import LoadSampler
@@ -772,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
         return 2
-    agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane)
+    from hacluster.metrics import FailoverHistogram
+    failovers = FailoverHistogram()
+    agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane, failovers=failovers)
     runner, feed = _make_health(config, agent, membership)
     agent.failover = Failover(agent)
     admin = AdminService(agent.status, Authority(config.cluster), members_provider=agent.members_status,
@@ -798,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     feed.start()
     if dataplane is not None:
         dataplane.start()
+    metrics_server = _serve_metrics(config, agent, raft, failovers)
     log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
              __version__, config.node_id, config.cluster, len(config.members),
              ", ".join(str(v) for v in config.vips) or "none",
@@ -813,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         agent.run()
         agent.handoff_and_release()
     finally:
-        for step, fn in (("health feed", feed.stop), ("checks", runner.stop),
+        for step, fn in (("metrics", lambda: metrics_server and metrics_server.stop()),
+                         ("health feed", feed.stop), ("checks", runner.stop),
                          # peers mark us LEFT: our backends go down at once
                          ("gossip leave", lambda: membership.leave(LEAVE_TIMEOUT_S)),
                          ("gossip", membership.stop), ("gRPC server", lambda: server.stop(0.2)),

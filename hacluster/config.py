@@ -114,6 +114,12 @@ class TlsSpec(_Strict):
         return self
 
 
+class MetricsSpec(_Strict):
+    # Prometheus metrics over plain HTTP: whoever reaches this address reads the cluster's
+    # layout (VIPs, backends, checks). HOST:PORT or [IPv6]:PORT; absent: no listener.
+    listen: str | None = Field(default=None, min_length=1, max_length=300)
+
+
 class ConfigSpec(_Strict):
     cluster: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     node_id: str = Field(min_length=1)
@@ -129,6 +135,7 @@ class ConfigSpec(_Strict):
     data_dir: str
     secret_file: str
     tls: TlsSpec
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
 
@@ -168,6 +175,7 @@ class Config:
     services: tuple[ServiceSpec, ...] = ()
     dataplane: str = "auto"
     cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus metrics listener, or None
 
     @property
     def me(self) -> Member:
@@ -363,7 +371,27 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         health_corroborate=spec.health.corroborate_ms / 1000,
         services=tuple(spec.services),
         dataplane=spec.dataplane,
+        metrics_listen=spec.metrics.listen,
     )
+
+
+def _check_metrics(spec: ConfigSpec) -> list[str]:
+    if spec.metrics.listen is None:
+        return []
+    from hacluster.metrics import parse_listen
+    try:
+        host, port = parse_listen(spec.metrics.listen)
+    except ValueError as e:
+        return [f"metrics.listen: {e}"]
+    if port == 0:
+        return [f"metrics.listen: needs a fixed port (Prometheus scrapes a known address), "
+                f"got {spec.metrics.listen!r}"]
+    me = next((m for m in spec.members if m.id == spec.node_id), None)
+    if me is not None and host in (me.address, "0.0.0.0", "::"):
+        for name in ("raft_port", "grpc_port"):
+            if port == getattr(me, name):
+                return [f"metrics.listen: port {port} is this member's {name}"]
+    return []
 
 
 def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -> Config:
@@ -378,6 +406,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
+    errs += _check_metrics(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
                            {v.address for v in spec.vips}, {c.name for c in spec.checks})
     errs += _path_errors(spec)

@@ -34,4 +34,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   rm -f "$log"
   touch "$stamp"
 fi
+# promtool checks the metrics exposition in the tests: only that binary, unpacked from
+# Debian's prometheus package into .venv/bin (the package would also install and start a
+# Prometheus server).
+if [ ! -x .venv/bin/promtool ] && ! command -v promtool >/dev/null; then
+  echo "setup: unpacking promtool from Debian's prometheus package into .venv/bin"
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    apt-get update -qq && (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1)
+  fi
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/promtool > .venv/bin/promtool
+  chmod 755 .venv/bin/promtool
+  rm -rf "$tmp"
+fi
 echo "setup: ok"

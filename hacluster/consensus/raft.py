@@ -138,6 +138,7 @@ class RaftNode:
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
         self._last_leader_contact = 0.0
+        self.silent_before_leading: float | None = None
         self._prevote_round = 0
         self._prevote_grants: set[str] = set()
         self._prevote_passed = False
@@ -403,6 +404,8 @@ class RaftNode:
         self.lease_expiry = 0.0
         if role is Role.LEADER:
             self.leader_since = _now()
+            # how long no leader had been heard when this node won: the outage as seen here
+            self.silent_before_leading = self.leader_since - self._last_leader_contact
             self.won_by_transfer = self._transfer_pending
             if self._n == 1:
                 self.lease_expiry = float("inf")

@@ -43,6 +43,7 @@ from hacluster.lab.netns import (
 
 LAB_ROOT = Path(os.environ.get("HACLUSTER_LAB_ROOT", "/run/hacluster-lab"))
 RAFT_PORT, GRPC_PORT, HTTP_PORT = 7100, 7101, 80
+METRICS_PORT = 9464  # each server's Prometheus metrics, on its own address
 UDP_PORT = 5300  # balanced labs: the UDP service "echo" (each backend answers its name)
 DEFAULT_CHECKS: list[dict[str, Any]] = [
     {"name": "web", "kind": "http", "port": HTTP_PORT, "path": "/", "interval_ms": 500,
@@ -189,6 +190,7 @@ class Lab:
                         "key_file": str(pki / f"{n.name}.key"),
                         "cli_cert_file": str(pki / "lab-admin.crt"),
                         "cli_key_file": str(pki / "lab-admin.key")},
+                "metrics": {"listen": f"{n.ip}:{METRICS_PORT}"},
                 "timing": dict(self.timing), "log_level": self.log_level,
                 "gossip": dict(self.gossip), "checks": list(self.checks),
             }
@@ -343,7 +345,8 @@ class Lab:
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip,
                        "agent_pid": n.agent.pid if n.agent else None,
                        "config": str(n.config), "data_dir": str(n.data_dir), "admin": n.admin,
-                       "metrics": None, "log": str(n.log)} for n in self.nodes],
+                       "metrics": f"http://{n.ip}:{METRICS_PORT}/metrics", "log": str(n.log)}
+                      for n in self.nodes],
             "externals": [{"name": x.name, "netns": x.netns, "ip": x.ip} for x in self.externals],
         }
 
