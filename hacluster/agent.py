@@ -58,7 +58,8 @@ AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent execute
 class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Any,
                  clock: Callable[[], float] = time.monotonic, gossip: Any = None,
-                 dataplane: Any = None, events: EventLog | None = None, failovers: Any = None):
+                 dataplane: Any = None, events: EventLog | None = None, failovers: Any = None,
+                 timings: Any = None):
         """raft: a RaftNode, or any object with view(), state, register_epoch(term),
         submit(command, callback) and transfer_leadership(to, done) (unit tests pass a
         fake). gossip: a gossip.membership.Membership (or a fake with members()), or None
@@ -73,11 +74,11 @@ class Agent:
             (c.name for c in config.checks), config.health_settle,
             Policy(rejoin=config.health_rejoin, raft_fresh=config.timing.election_max,
                    corroborate=config.health_corroborate))
-        self._health_proposals = _Proposer(clock, "health change")
+        self._health_proposals = _Proposer(clock, "health change", timings)
         self._contradicted: frozenset[str] = frozenset()
         self.dataplane = dataplane
         self._table_handed = -1
-        self._table_proposals = _Proposer(clock, "table")
+        self._table_proposals = _Proposer(clock, "table", timings)
         self._members_addr = {m.id: m.address for m in config.members}
         self.started = clock()
         self.sentence = "starting"
@@ -589,9 +590,10 @@ class _Proposer:
     at most one in flight (given up after HEALTH_INFLIGHT_S), and after a refused or lost
     one a backoff of 0.5 s doubling to HEALTH_BACKOFF_MAX_S rather than a retry every tick."""
 
-    def __init__(self, clock: Callable[[], float], what: str):
+    def __init__(self, clock: Callable[[], float], what: str, timings: Any = None):
         self.clock = clock
         self.what = what
+        self.timings = timings  # metrics.Timings: commit latency of what it proposes
         self._due = 0.0
         self._blocked_until = 0.0
         self._backoff = 0.0
@@ -604,10 +606,13 @@ class _Proposer:
 
     def submit(self, raft: Any, now: float, term: int, command: dict[str, Any]) -> None:
         self._blocked_until = now + HEALTH_INFLIGHT_S
+        sent = self.clock()
 
         def done(result: Any, err: int) -> None:
             if result is not None and result.ok:
                 self._blocked_until = self._backoff = 0.0
+                if self.timings is not None:
+                    self.timings.observe_raft_commit(self.clock() - sent)
                 log.info("committed %s (term %d)", result.detail, term)
                 return
             # Refused (deposed meanwhile, a stale generation) or lost: try again later.
@@ -725,7 +730,7 @@ def _keep_raft_guard(guard: Any, config: Config, events: EventLog, stop: threadi
     threading.Thread(target=loop, name="raft-guard", daemon=True).start()
 
 
-def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any) -> Any:
+def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timings: Any) -> Any:
     """The Prometheus listener (config metrics.listen), or None. A taken port does not
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
@@ -739,7 +744,7 @@ def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any) -> A
     registry.register(AgentCollector(
         agent.status, agent.members_status, agent.checks_status,
         lambda: backends_status(config.node_id, raft.state, agent.dataplane), failovers,
-        leader_changes=LeaderChangeTally(agent.events)))
+        leader_changes=LeaderChangeTally(agent.events), timings=timings))
     try:
         server = serve_metrics(config.metrics_listen, registry)
     except MetricsBindError as e:
@@ -810,9 +815,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
         return 2
-    from hacluster.metrics import FailoverHistogram
-    failovers = FailoverHistogram()
-    agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane, failovers=failovers)
+    from hacluster.metrics import FailoverHistogram, Timings
+    failovers, timings = FailoverHistogram(), Timings()
+    if dataplane is not None:
+        dataplane.timings = timings
+    agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane, failovers=failovers,
+                  timings=timings)
     runner, feed = _make_health(config, agent, membership)
     agent.failover = Failover(agent)
     admin = AdminService(agent.status, Authority(config.cluster), members_provider=agent.members_status,
@@ -838,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     feed.start()
     if dataplane is not None:
         dataplane.start()
-    metrics_server = _serve_metrics(config, agent, raft, failovers)
+    metrics_server = _serve_metrics(config, agent, raft, failovers, timings)
     log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
              __version__, config.node_id, config.cluster, len(config.members),
              ", ".join(str(v) for v in config.vips) or "none",

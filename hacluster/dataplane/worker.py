@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from hacluster.dataplane.table import Backend, BackendState, Service, Table
 
@@ -32,9 +32,11 @@ class Dataplane(Protocol):
 
 
 class DataplaneWorker:
-    def __init__(self, dataplane: Dataplane, name: str = "nftables"):
+    def __init__(self, dataplane: Dataplane, name: str = "nftables", timings: Any = None):
+        """timings: a metrics.Timings (apply durations), or None."""
         self.dataplane = dataplane
         self.name = name
+        self.timings = timings
         self.last_error = ""
         self._want: Table | None = None
         self._applied: int | None = None  # what we applied last (cheap to read every tick)
@@ -119,8 +121,11 @@ class DataplaneWorker:
                     return
                 table = self._want
             assert table is not None
+            started = time.monotonic()
             try:
                 self.dataplane.apply(table)
+                if self.timings is not None:
+                    self.timings.observe_nft_apply(time.monotonic() - started, ok=True)
                 self._applied = table.generation
                 self._drains.update(table)
                 if self.last_error:
@@ -129,6 +134,8 @@ class DataplaneWorker:
                 self.last_error = ""
                 log.info("%s: table generation %d applied", self.name, table.generation)
             except Exception as e:  # noqa: BLE001 - any failure: report, retry later
+                if self.timings is not None:
+                    self.timings.observe_nft_apply(time.monotonic() - started, ok=False)
                 if str(e) != self.last_error:
                     log.error("%s: table generation %d not applied: %s", self.name,
                               table.generation, e)

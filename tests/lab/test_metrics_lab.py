@@ -48,6 +48,9 @@ def test_live_metrics_pass_promtool_and_the_failover_histogram_records_a_failove
     assert check.returncode == 0, check.stdout + check.stderr
     assert value(text, "hacluster_leader") == 1.0 and value(text, "hacluster_vip_held", vip=lab.vip) == 1.0
     assert value(text, "hacluster_members", state="alive") == 3.0
+    # the first leader committed the table and health (timed), every member applied it (timed)
+    assert value(text, "hacluster_raft_commit_latency_seconds_count") >= 1.0
+    assert value(text, "hacluster_nft_apply_duration_seconds_count", result="ok") >= 1.0
     before = value(scrape(lab, target), "hacluster_failover_duration_seconds_count", cause="transfer")
     assert before == 0.0
     done = cli(lab, old, "failover", "--to", target)
