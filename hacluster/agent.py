@@ -730,7 +730,8 @@ def _keep_raft_guard(guard: Any, config: Config, events: EventLog, stop: threadi
     threading.Thread(target=loop, name="raft-guard", daemon=True).start()
 
 
-def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timings: Any) -> Any:
+def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timings: Any,
+                   tls: Any) -> Any:
     """The Prometheus listener (config metrics.listen), or None. A taken port does not
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
@@ -744,6 +745,8 @@ def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timi
     registry.register(AgentCollector(
         agent.status, agent.members_status, agent.checks_status,
         lambda: backends_status(config.node_id, raft.state, agent.dataplane), failovers,
+        # when this agent's certificate expires (alerts warn weeks ahead)
+        extra=lambda: {"hacluster_tls_cert_expiry_timestamp_seconds": tls.not_after.timestamp()},
         leader_changes=LeaderChangeTally(agent.events), timings=timings))
     try:
         server = serve_metrics(config.metrics_listen, registry)
@@ -846,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     feed.start()
     if dataplane is not None:
         dataplane.start()
-    metrics_server = _serve_metrics(config, agent, raft, failovers, timings)
+    metrics_server = _serve_metrics(config, agent, raft, failovers, timings, tls)
     log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
              __version__, config.node_id, config.cluster, len(config.members),
              ", ".join(str(v) for v in config.vips) or "none",
