@@ -25,6 +25,7 @@ from hacluster.dataplane.table import table_from_doc, table_to_doc
 from hacluster.decide import Act, Action, decide, may_hold
 from hacluster.events import EventLog
 from hacluster.hostops.base import HostOps, HostOpsError
+from hacluster.logs import setup_logging
 from hacluster.model import (
     AgentStatus,
     ChecksStatus,
@@ -39,6 +40,7 @@ from hacluster.model import (
     VipState,
     VipStatus,
 )
+from hacluster.sdnotify import Notifier, WatchdogPinger
 from hacluster.verdicts import Observed, Policy, VerdictTracker
 
 log = logging.getLogger("hacluster.agent")
@@ -94,6 +96,7 @@ class Agent:
         self._seen_table = 0
         self.failover: Any = None  # a failover.Failover, set by main(): drained leaders hand over
         self.failovers = failovers  # metrics.FailoverHistogram, or None
+        self.watchdog: WatchdogPinger | None = None  # systemd WATCHDOG=1 + STATUS=, set by main()
         self._seen_other_leader = False  # only then is our own win a failover
         self._silent_before: float | None = None
         self._claims_timed: set[str] = set()  # VIPs whose first claim this leadership was timed
@@ -406,6 +409,8 @@ class Agent:
                 self._ticks += 1
                 self._ticked.notify_all()
             self.raft.agent_alive()
+            if self.watchdog is not None:  # pings only when due: a stuck loop stops them
+                self.watchdog.tick(self.sentence)
             next_at += tick
             delay = next_at - self.clock()
             if delay < -tick * 10:  # fell far behind (suspended?): do not burst to catch up
@@ -629,17 +634,6 @@ def _stall_note(age: float) -> str:
     return f" (AGENT LOOP STUCK for {age:.1f} s: VIPs are not renewed)" if age > 1.0 else ""
 
 
-def _setup_logging(level: str) -> None:
-    # Libraries (pyroute2, grpc) stay at WARNING: their debug output at 100 ticks/s would
-    # cost more CPU than the agent itself.
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("hacluster").setLevel(getattr(logging, level.upper()))
-
-
 def _make_gossip(config: Config, tls: Any) -> tuple[Any, Any, Any]:
     from hacluster.channels import peer_channel
     from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
@@ -783,7 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
+    notifier = Notifier.from_env(unset_environment=True)  # before any thread starts (putenv)
+    log.info("%s", notifier.describe())
     for w in config.warnings:
         log.warning("config: %s", w)
 
@@ -826,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
                   timings=timings)
     runner, feed = _make_health(config, agent, membership)
     agent.failover = Failover(agent)
+    agent.watchdog = WatchdogPinger(notifier, agent.clock)
     admin = AdminService(agent.status, Authority(config.cluster), members_provider=agent.members_status,
                          checks_provider=agent.checks_status,
                          backends_provider=lambda _svc: backends_status(
@@ -857,10 +854,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        notifier.stopping("stopping: releasing VIPs, handing leadership over")
         agent.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    notifier.ready(agent.sentence)  # admin gRPC serves, Raft started; the watchdog runs from now
     try:
         agent.run()
         agent.handoff_and_release()

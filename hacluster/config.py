@@ -137,6 +137,8 @@ class ConfigSpec(_Strict):
     tls: TlsSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    # one JSON object per line for a log shipper; HACLUSTER_LOG_FORMAT overrides it (logs.py)
+    log_format: str = Field(default="human", pattern=r"^(human|json)$")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class Config:
     dataplane: str = "auto"
     cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus metrics listener, or None
+    log_format: str = "human"  # human | json (logs.py)
 
     @property
     def me(self) -> Member:
@@ -372,6 +375,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         services=tuple(spec.services),
         dataplane=spec.dataplane,
         metrics_listen=spec.metrics.listen,
+        log_format=spec.log_format,
     )
 
 
