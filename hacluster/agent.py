@@ -818,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     failovers, timings = FailoverHistogram(), Timings()
     if dataplane is not None:
         dataplane.timings = timings
+    transport.on_rtt = timings.observe_probe_rtt
     agent = Agent(config, hostops, raft, gossip=membership, dataplane=dataplane, failovers=failovers,
                   timings=timings)
     runner, feed = _make_health(config, agent, membership)

@@ -101,6 +101,7 @@ class GrpcTransport:
         """channel_factory(address): a channel to that peer, e.g.
         `lambda a: peer_channel(a, tls.channel_credentials())`."""
         self.node_id = node_id
+        self.on_rtt: Callable[[float], None] | None = None  # answered direct probes' round trips
         self._factory = channel_factory
         self._peers: dict[str, _Peer] = {}
         self._closed = False
@@ -156,7 +157,10 @@ class GrpcTransport:
         req = pb.PingRequest(sender=self.node_id, updates=wire.records_to_pb(updates))
         try:
             peer = self._peer(address)
+            sent = time.monotonic()
             reply = peer.stub.Ping(req, timeout=timeout)
+            if self.on_rtt is not None:
+                self.on_rtt(time.monotonic() - sent)
             self._outcome(address, peer, None)
             ack, problems = wire.ack_from_pb(reply)
         except grpc.RpcError as e:

@@ -4,10 +4,10 @@ records the lab's failovers."""
 from __future__ import annotations
 
 import re
-import time
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .conftest import all_healthy, wait_until
@@ -52,6 +52,7 @@ def test_live_metrics_pass_promtool_and_the_failover_histogram_records_a_failove
     # the first leader committed the table and health (timed), every member applied it (timed)
     assert value(text, "hacluster_raft_commit_latency_seconds_count") >= 1.0
     assert value(text, "hacluster_nft_apply_duration_seconds_count", result="ok") >= 1.0
+    assert value(text, "hacluster_gossip_probe_rtt_seconds_count") >= 1.0
     expiry = value(text, "hacluster_tls_cert_expiry_timestamp_seconds")  # lab certs: 825 days
     assert expiry is not None and expiry - time.time() > 800 * 86400
     before = value(scrape(lab, target), "hacluster_failover_duration_seconds_count", cause="transfer")
