@@ -734,16 +734,21 @@ def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timi
 
     from hacluster.dataplane.status import backends_status
     from hacluster.metrics import AgentCollector, LeaderChangeTally, MetricsBindError, serve_metrics
+    from hacluster.statuspage import EVENTS_SHOWN, status_pages
+
+    def backends() -> Any:
+        return backends_status(config.node_id, raft.state, agent.dataplane)
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(
-        agent.status, agent.members_status, agent.checks_status,
-        lambda: backends_status(config.node_id, raft.state, agent.dataplane), failovers,
+        agent.status, agent.members_status, agent.checks_status, backends, failovers,
         # when this agent's certificate expires (alerts warn weeks ahead)
         extra=lambda: {"hacluster_tls_cert_expiry_timestamp_seconds": tls.not_after.timestamp()},
         leader_changes=LeaderChangeTally(agent.events), timings=timings))
     try:
-        server = serve_metrics(config.metrics_listen, registry)
+        # the read-only status page on the same listener: `/` and `/status.json`
+        server = serve_metrics(config.metrics_listen, registry, status_pages(
+            agent.status, agent.members_status, backends, lambda: agent.events.after(0, EVENTS_SHOWN)))
     except MetricsBindError as e:
         log.error("%s; running without metrics", e)
         agent.events.add("agent", f"no metrics: {e}")

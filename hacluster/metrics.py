@@ -477,16 +477,33 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every 15 s from every Prometheus would flood the agent's log."""
 
 
-def _routes(metrics: Callable[..., Any]) -> Callable[..., Any]:
+Page = Callable[[], tuple[str, bytes]]  # -> (content type, body), called at each request
+
+
+def _reply(start_response: Callable[..., Any], status: str, ctype: str, body: bytes,
+           extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+def _routes(metrics: Callable[..., Any], pages: Mapping[str, Page]) -> Callable[..., Any]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path in ("/metrics", "/metrics/"):
             return metrics(environ, start_response)
+        if path in pages:
+            try:
+                ctype, body = pages[path]()
+            except Exception as e:  # noqa: BLE001 - a broken page must not take /metrics down
+                log.warning("metrics listener: %s failed: %s", path, e, exc_info=True)
+                return _reply(start_response, "500 Internal Server Error", "text/plain; charset=utf-8",
+                              f"{path} failed; see the agent's log\n".encode())
+            # live state: a cached copy would show a leader that is gone
+            return _reply(start_response, "200 OK", ctype, body,
+                          [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
         status, body = (("200 OK", b"hacluster agent: metrics at /metrics\n") if path == "/"
                         else ("404 Not Found", b"not found: metrics are at /metrics\n"))
-        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                                ("Content-Length", str(len(body)))])
-        return [body]
+        return _reply(start_response, status, "text/plain; charset=utf-8", body)
     return app
 
 
@@ -512,10 +529,13 @@ class MetricsServer:
         self._thread.join(timeout)
 
 
-def serve_metrics(bind: str, registry: Collector) -> MetricsServer:
+def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | None = None) -> MetricsServer:
     """Serve `registry` on http://bind/metrics from a daemon thread (one thread per request).
-    bind: HOST:PORT or [V6]:PORT; port 0 picks a free one. Raises ValueError for a malformed
-    address and MetricsBindError when it cannot be bound."""
+    bind: HOST:PORT or [V6]:PORT; port 0 picks a free one. pages: extra routes, path ->
+    function returning (content type, body), served with Cache-Control: no-store (the
+    status page: `/` and `/status.json`, statuspage.status_pages); a "/" there replaces the
+    pointer to /metrics. Raises ValueError for a malformed address and MetricsBindError when
+    it cannot be bound."""
     host, port = parse_listen(bind)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -524,8 +544,8 @@ def serve_metrics(bind: str, registry: Collector) -> MetricsServer:
     family, _, _, _, sockaddr = infos[0]
     server_class = type("_BoundServer", (_Server,), {"address_family": family})
     try:
-        httpd = make_server(str(sockaddr[0]), port, _routes(make_wsgi_app(registry)), server_class,
-                            handler_class=_QuietHandler)
+        httpd = make_server(str(sockaddr[0]), port, _routes(make_wsgi_app(registry), dict(pages or {})),
+                            server_class, handler_class=_QuietHandler)
     except OSError as e:
         raise MetricsBindError(bind, f"{e.strerror or e}{_BIND_HINTS.get(e.errno or 0, '')}") from None
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)

@@ -4,7 +4,8 @@
 # and its test tools. Safe to run again at any time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS=(nftables conntrack iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl)
+APT_PKGS=(nftables conntrack iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl
+          chromium)  # chromium: the status page test renders the page headless
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
