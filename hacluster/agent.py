@@ -748,12 +748,15 @@ def _serve_metrics(config: Config, agent: Agent, raft: Any, failovers: Any, timi
     try:
         # the read-only status page on the same listener: `/` and `/status.json`
         server = serve_metrics(config.metrics_listen, registry, status_pages(
-            agent.status, agent.members_status, backends, lambda: agent.events.after(0, EVENTS_SHOWN)))
+            agent.status, agent.members_status, backends, lambda: agent.events.after(0, EVENTS_SHOWN)),
+            tls=tls if config.metrics_tls else None)
     except MetricsBindError as e:
         log.error("%s; running without metrics", e)
         agent.events.add("agent", f"no metrics: {e}")
         return None
-    log.info("metrics: http://%s/metrics", config.metrics_listen)
+    log.info("metrics and status page: %s://%s/ (%s)", "https" if config.metrics_tls else "http",
+             config.metrics_listen, "client certificates of the cluster CA only" if config.metrics_tls
+             else "plain HTTP, no authentication: keep it on a management network")
     return server
 
 

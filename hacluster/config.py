@@ -118,6 +118,9 @@ class MetricsSpec(_Strict):
     # Prometheus metrics over plain HTTP: whoever reaches this address reads the cluster's
     # layout (VIPs, backends, checks). HOST:PORT or [IPv6]:PORT; absent: no listener.
     listen: str | None = Field(default=None, min_length=1, max_length=300)
+    # HTTPS with this node's certificate; a client certificate of the cluster CA required
+    # (admin, reader or node: Prometheus gets a reader one). Off: plain HTTP.
+    tls: bool = False
 
 
 class ConfigSpec(_Strict):
@@ -178,6 +181,7 @@ class Config:
     dataplane: str = "auto"
     cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus metrics listener, or None
+    metrics_tls: bool = False  # the metrics/status listener is HTTPS with client certificates
     log_format: str = "human"  # human | json (logs.py)
 
     @property
@@ -375,6 +379,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         services=tuple(spec.services),
         dataplane=spec.dataplane,
         metrics_listen=spec.metrics.listen,
+        metrics_tls=spec.metrics.tls,
         log_format=spec.log_format,
     )
 

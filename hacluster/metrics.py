@@ -18,9 +18,11 @@ import errno
 import ipaddress
 import logging
 import math
+import os
 import re
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -473,6 +475,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT_S
 
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        getpeercert = getattr(self.connection, "getpeercert", None)  # an ssl.SSLSocket
+        env["hacluster.peer_cert"] = getpeercert(binary_form=True) if getpeercert else None
+        return env
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         """Scrapes every 15 s from every Prometheus would flood the agent's log."""
 
@@ -486,9 +494,18 @@ def _reply(start_response: Callable[..., Any], status: str, ctype: str, body: by
     return [body]
 
 
-def _routes(metrics: Callable[..., Any], pages: Mapping[str, Page]) -> Callable[..., Any]:
+def _routes(metrics: Callable[..., Any], pages: Mapping[str, Page],
+            cluster: str | None = None) -> Callable[..., Any]:
+    """cluster: with TLS, the cluster whose admin, reader or node certificates may read."""
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if cluster is not None:
+            refusal = _reader_refusal(environ.get("hacluster.peer_cert"), cluster)
+            if refusal is not None:
+                log.warning("metrics listener: %s from %s refused: %s", path,
+                            environ.get("REMOTE_ADDR"), refusal)
+                return _reply(start_response, "403 Forbidden", "text/plain; charset=utf-8",
+                              f"refused: {refusal}\n".encode())
         if path in ("/metrics", "/metrics/"):
             return metrics(environ, start_response)
         if path in pages:
@@ -505,6 +522,41 @@ def _routes(metrics: Callable[..., Any], pages: Mapping[str, Page]) -> Callable[
                         else ("404 Not Found", b"not found: metrics are at /metrics\n"))
         return _reply(start_response, status, "text/plain; charset=utf-8", body)
     return app
+
+
+def _tls_context(tls: Any) -> ssl.SSLContext:
+    """Server side: our node certificate; clients must present one of the cluster CA."""
+    import tempfile
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=tls.ca_pem.decode())
+    # load_cert_chain wants files: a private temporary copy, removed at once
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = f"{d}/cert.pem", f"{d}/key.pem"
+        with open(cert, "wb") as f:
+            f.write(tls.cert_pem)
+        with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(tls.key_pem)
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _reader_refusal(der: bytes | None, cluster: str) -> str | None:
+    """None if the TLS peer certificate may read (admin, reader or node of `cluster`)."""
+    from hacluster import certs
+    from hacluster.tls import READ_ROLES
+    if not der:
+        return "no client certificate"
+    try:
+        who = certs.identity_from_cert(der)
+    except certs.CertError as e:
+        return f"client certificate without a usable identity: {e}"
+    if who.cluster != cluster:
+        return f"certificate of cluster {who.cluster!r}, this is {cluster!r}"
+    if who.role not in READ_ROLES:
+        return f"{who.role} {who.name!r} may not read"
+    return None
 
 
 class MetricsServer:
@@ -529,13 +581,16 @@ class MetricsServer:
         self._thread.join(timeout)
 
 
-def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | None = None) -> MetricsServer:
+def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | None = None,
+                  tls: Any = None) -> MetricsServer:
     """Serve `registry` on http://bind/metrics from a daemon thread (one thread per request).
     bind: HOST:PORT or [V6]:PORT; port 0 picks a free one. pages: extra routes, path ->
     function returning (content type, body), served with Cache-Control: no-store (the
     status page: `/` and `/status.json`, statuspage.status_pages); a "/" there replaces the
     pointer to /metrics. Raises ValueError for a malformed address and MetricsBindError when
-    it cannot be bound."""
+    it cannot be bound. tls: a tls.TlsMaterial: HTTPS with a client certificate of the
+    cluster CA required, and read only by admin, reader or node certificates (403
+    otherwise, logged)."""
     host, port = parse_listen(bind)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -544,11 +599,17 @@ def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | No
     family, _, _, _, sockaddr = infos[0]
     server_class = type("_BoundServer", (_Server,), {"address_family": family})
     try:
-        httpd = make_server(str(sockaddr[0]), port, _routes(make_wsgi_app(registry), dict(pages or {})),
+        httpd = make_server(str(sockaddr[0]), port,
+                            _routes(make_wsgi_app(registry), dict(pages or {}),
+                                    tls.identity.cluster if tls is not None else None),
                             server_class, handler_class=_QuietHandler)
+        if tls is not None:
+            httpd.socket = _tls_context(tls).wrap_socket(httpd.socket, server_side=True,
+                                                          do_handshake_on_connect=False)
     except OSError as e:
         raise MetricsBindError(bind, f"{e.strerror or e}{_BIND_HINTS.get(e.errno or 0, '')}") from None
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    # (with TLS, the handshake happens on the request's own thread, at its first read)
     thread.start()
     server = MetricsServer(httpd, thread, str(sockaddr[0]))
     log.info("metrics listening on http://%s/metrics", server.address)

@@ -445,3 +445,54 @@ def test_promtool_check_metrics() -> None:
     proc = subprocess.run([promtool, "check", "metrics"], input=_observed_text(), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, f"promtool check metrics:\n{proc.stdout}{proc.stderr}"
+
+
+def test_with_tls_only_certificates_of_the_cluster_that_may_read_get_the_page() -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from hacluster.metrics import serve_metrics
+
+    from .pki import PKI
+
+    server = serve_metrics("127.0.0.1:0", CollectorRegistry(), {"/": lambda: ("text/html", b"<p>ok</p>")},
+                           tls=PKI.material("n1"))
+
+    def get(who: str | None, where: str = "ca") -> int | str:
+        ctx = ssl.create_default_context(cadata=PKI.files("n1").ca_file.read_text())
+        if who is not None:
+            f = PKI.files(who, where)
+            ctx.load_cert_chain(f.cert_file, f.key_file)
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/", context=ctx, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except (urllib.error.URLError, ssl.SSLError, ConnectionError) as e:
+            return f"refused: {e}"
+    try:
+        assert get("rita") == 200 and get("alice") == 200 and get("n2") == 200
+        assert str(get(None)).startswith("refused")  # no client certificate: no handshake
+        assert str(get("alice", "rogue")).startswith("refused")  # another CA
+    finally:
+        server.stop()
+
+
+def test_the_reader_check_of_the_tls_listener() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from hacluster.metrics import _reader_refusal
+
+    from .pki import PKI
+
+    def der(name: str, where: str = "ca") -> bytes:
+        return x509.load_pem_x509_certificate(PKI.files(name, where).cert_file.read_bytes()).public_bytes(
+            Encoding.DER)
+    assert _reader_refusal(der("rita"), "ward") is None
+    assert _reader_refusal(der("alice", "other"), "ward") == \
+        "certificate of cluster 'elsewhere', this is 'ward'"
+    assert _reader_refusal(None, "ward") == "no client certificate"
