@@ -53,6 +53,7 @@ HEALTH_BATCH = 256  # keys per proposal (the state machine takes at most 1024)
 LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
 DRAINED_RETRY_S = 5.0  # a drained leader's handoff attempts: 5 s apart, doubling after failures
 DRAINED_RETRY_MAX_S = 300.0
+EPOCH_RETRY_S = 0.5  # a leader's epoch entry not applied after this long is proposed again
 GUARD_CHECK_S = 10.0  # how often the Raft port guard is checked (and put back if gone)
 AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent executed (audit.py)
 
@@ -102,9 +103,11 @@ class Agent:
         self._claims_timed: set[str] = set()  # VIPs whose first claim this leadership was timed
         self._drained_next_try = 0.0
         self._drained_failures = 0
+        self._drained_seen_at: float | None = None  # when this leader was first seen drained
         self._ticks = 0
         self._ticked = threading.Condition()
         self._epoch_requested = 0
+        self._epoch_requested_at = 0.0
         self._claimed_at: dict[str, float] = {}
         self._announces: dict[str, int] = {}
         self._answering: set[str] = set()  # peers acking heartbeats (leader only)
@@ -161,6 +164,7 @@ class Agent:
     def tick(self) -> str:
         snap = self.snapshot()
         self._note_events(snap)
+        self._retry_lost_epoch(snap)
         decision = decide(snap, self._epoch_requested, self._announces)
         if not may_hold(snap)[0]:
             self._claimed_at.clear()
@@ -179,6 +183,18 @@ class Agent:
             log.info("%s", sentence)
             self.sentence = sentence
         return sentence
+
+    def _retry_lost_epoch(self, snap: Snapshot) -> None:
+        """A leader claims nothing until its epoch entry is applied; a proposal that
+        pysyncobj dropped (a leadership change under way, a full queue) would otherwise
+        leave it leading without ever holding the VIPs. Ask again after EPOCH_RETRY_S (the
+        state machine takes the same epoch twice as a no-op)."""
+        c = snap.consensus
+        if c.role is Role.LEADER and not c.epoch_applied and self._epoch_requested == c.term \
+                and snap.now - self._epoch_requested_at > EPOCH_RETRY_S:
+            log.warning("leader epoch %d not applied %.1f s after asking: asking again", c.term,
+                        snap.now - self._epoch_requested_at)
+            self._epoch_requested = 0
 
     def _note_events(self, snap: Snapshot) -> None:
         """Leader changes, and committed health and table changes, into the event log."""
@@ -224,6 +240,7 @@ class Agent:
         try:
             if a.act is Act.REGISTER_EPOCH:
                 self._epoch_requested = a.term
+                self._epoch_requested_at = self.clock()
                 self.raft.register_epoch(a.term)
             elif a.act is Act.CLAIM:
                 self._claim(a)
@@ -516,9 +533,18 @@ class Agent:
     def _leave_leadership_if_drained(self, snap: Snapshot) -> None:
         """A drained server is not eligible to lead: a leader that is drained hands over to
         an eligible member (in the background, at most every DRAINED_RETRY_S), unless the
-        cluster is in maintenance mode (VIPs stay where they are)."""
-        if self.failover is None or snap.consensus.role is not Role.LEADER or not self.draining() \
-                or self.maintenance() or self.releasing or snap.now < self._drained_next_try:
+        cluster is in maintenance mode (VIPs stay where they are). Not at once: the flows
+        that go through this VIP holder (NAT, conntrack) end when the VIP moves, so it first
+        gives them the services' longest drain_timeout_s, as draining promises
+        (`hacluster failover` moves it at once)."""
+        if snap.consensus.role is not Role.LEADER or not self.draining():
+            self._drained_seen_at = None
+            return
+        if self._drained_seen_at is None:
+            self._drained_seen_at = snap.now
+        grace = max((s.drain_timeout_s for s in self.config.services), default=0)
+        if self.failover is None or self.maintenance() or self.releasing \
+                or snap.now < self._drained_next_try or snap.now - self._drained_seen_at < grace:
             return
         # Each attempt releases the VIPs first: failed ones back off (5 s, 10 s, ... 5 min)
         # so that a handoff that cannot succeed does not cut the service every few seconds.

@@ -138,6 +138,7 @@ class RaftNode:
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
         self._last_leader_contact = 0.0
+        self._silence_until = 0.0  # heartbeats muted until then (see register_epoch)
         self.silent_before_leading: float | None = None
         self._prevote_round = 0
         self._prevote_grants: set[str] = set()
@@ -213,7 +214,7 @@ class RaftNode:
         self.agent_beat = _now()
 
     def _check_agent(self, now: float) -> None:
-        stuck = now - self.agent_beat > AGENT_STUCK_S
+        stuck = now - self.agent_beat > AGENT_STUCK_S or now < self._silence_until
         if stuck != self.mute_heartbeats:
             if stuck:
                 log.error("agent loop stuck for %.1f s: leader goes silent so that another "
@@ -431,13 +432,36 @@ class RaftNode:
         self._sync.apply(encode(command), callback=callback or (lambda r, e: None))
 
     def register_epoch(self, term: int) -> None:
-        """As new leader, commit our epoch: once applied, every earlier entry is applied too."""
+        """As new leader, commit our epoch: once applied, every earlier entry is applied too.
+
+        Proposed from pysyncobj's own thread, and only if this node still leads in `term`
+        there: the agent's view is read from another thread, and a view taken while the node
+        was being deposed (leader, yet already the next term) would register the successor's
+        term in our name; pysyncobj forwards a follower's command to the leader, so that
+        entry would be committed and the real leader of the term refused for ever (it would
+        lead without ever claiming the VIPs). Should that happen anyway, the leader goes
+        silent for a moment so that a new election, in a new term, ends it."""
         def done(result: Result | None, err: int) -> None:
             if result is not None and result.ok:
                 self._epoch_term_applied = max(self._epoch_term_applied, term)
             elif result is not None:
                 log.warning("leader_epoch %d refused: %s", term, result.detail)
-        self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
+                s = self._sync
+                if "already belongs" in result.detail and s is not None and s._isLeader() \
+                        and s.raftCurrentTerm == term:
+                    log.error("term %d is recorded for another node: going silent so that a new "
+                              "election replaces this leadership", term)
+                    self._silence_until = _now() + 2 * self.config.timing.election_max
+            else:
+                log.warning("leader_epoch %d not committed (pysyncobj reason %s)", term, err)
+
+        def propose() -> None:
+            s = self._sync
+            if s is None or not s._isLeader() or s.raftCurrentTerm != term:
+                log.info("leader_epoch %d not proposed: no longer the leader of that term", term)
+                return
+            self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
+        self.call_soon(propose)
 
     def transfer_leadership(self, to: str | None, done: Callable[[bool], None]) -> None:
         """Ask pysyncobj to hand leadership to `to` (member id) or the best follower."""

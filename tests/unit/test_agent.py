@@ -174,3 +174,20 @@ def test_lease_ending_during_the_netlink_call_undoes_the_claim():
     agent._claimed_at[VIP.address] = clock()
     agent.tick()
     assert not host.vip_present(VIP) and host.calls[-1] == ("release", VIP.address)
+
+
+def test_a_lost_epoch_proposal_is_made_again():
+    # pysyncobj dropped the first leader_epoch (a leadership change under way): without a
+    # retry this leader would lead forever without claiming the VIP
+    agent, raft, host, clock = make()
+    raft.current = replace(leader_view(term=4), epoch_applied=False)
+    agent.tick()
+    clock.advance(0.1)
+    agent.tick()
+    assert raft.epochs == [4]  # asked once, waiting
+    clock.advance(0.5)
+    agent.tick()
+    assert raft.epochs == [4, 4]
+    raft.current = leader_view(term=4)
+    agent.tick()
+    assert host.vip_present(VIP)

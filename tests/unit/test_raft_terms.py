@@ -131,3 +131,43 @@ def test_a_live_leader_voids_a_pass_that_has_not_been_used(monkeypatch):
     sync._SyncObj__raftElectionDeadline = 0.0  # later, its election timer expires again
     node._gate_election(clock())
     assert sync._SyncObj__raftElectionDeadline > clock()  # a fresh pre-vote, not an election
+
+
+class _ApplyRecorder(FakeSync):
+    def __init__(self, term: int, leader: bool) -> None:
+        super().__init__(term=term, leader=leader)
+        self.applied: list[tuple[bytes, object]] = []
+
+    def apply(self, data: bytes, callback=None) -> None:
+        self.applied.append((data, callback))
+
+
+def test_an_epoch_is_proposed_only_by_the_leader_of_that_very_term(monkeypatch):
+    # the agent's view was torn while this node was deposed: "leader" yet already term 6;
+    # proposing epoch 6 in our name would be forwarded to the real leader of 6 and block it
+    sync = _ApplyRecorder(term=6, leader=False)
+    node, _ = _node(monkeypatch, sync)
+    node.register_epoch(6)
+    node.before_tick()  # runs on pysyncobj's thread
+    assert sync.applied == []
+    sync.state = 2  # leader of 5 asking for 6: no either
+    sync.raftCurrentTerm = 5
+    node.register_epoch(6)
+    node.before_tick()
+    assert sync.applied == []
+    node.register_epoch(5)
+    node.before_tick()
+    assert len(sync.applied) == 1
+
+
+def test_a_leader_whose_term_is_recorded_for_another_node_goes_silent(monkeypatch):
+    from hacluster.consensus.state import Result
+    sync = _ApplyRecorder(term=7, leader=True)
+    node, clock = _node(monkeypatch, sync)
+    node.agent_alive()
+    node.register_epoch(7)
+    node.before_tick()
+    _, callback = sync.applied[0]
+    callback(Result(False, "term 7 already belongs to 'n2'", 40), 0)
+    node._check_agent(clock())
+    assert node.mute_heartbeats  # followers time out and elect a new leader, in term 8
