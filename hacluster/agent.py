@@ -450,7 +450,7 @@ class Agent:
         """Hold nothing: a failover or a stop is under way (two flags, two writers)."""
         return self.handoff or self.stopping
 
-    def vips_released(self) -> list[str]:
+    def vips_still_here(self) -> list[str]:
         """The configured VIPs the kernel still has here (empty: all released)."""
         out = []
         for v in self.config.vips:
@@ -470,10 +470,10 @@ class Agent:
         view = self.raft.view()
         if view.role is not Role.LEADER or len(self.config.members) == 1:
             return
-        left = self.vips_released()
+        left = self.vips_still_here()
         if left:
             self.tick()  # one more try
-            left = self.vips_released()
+            left = self.vips_still_here()
         if left:
             log.error("VIP(s) %s still present after the release: no leadership transfer; the "
                       "next leader will probe before claiming", ", ".join(left))

@@ -158,9 +158,9 @@ class Failover:
             if not a.wait_ticks(2, RELEASE_WAIT_S):
                 raise AdminActionError("the agent's loop did not release the VIPs in time",
                                        grpc.StatusCode.INTERNAL)
-            left = a.vips_released()
+            left = a.vips_still_here()
             if left and a.wait_ticks(2, RELEASE_WAIT_S):
-                left = a.vips_released()
+                left = a.vips_still_here()
             if left:
                 # A transferred leader claims without probing: it must not find us holding.
                 raise AdminActionError(f"{', '.join(left)} could not be released here (see the "

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,9 @@ from hacluster.dataplane import apply as apply_mod
 from hacluster.dataplane.apply import DataplaneError, NftApplier
 from hacluster.dataplane.render import counter_name, drop_counter_name, fallback_counter_name, render
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
-from hacluster.lab.netns import ip, kill_netns_processes, netns_list, run
+from hacluster.lab.netns import ip, run
+
+from .bridge import BridgeTopo
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "unit" / "golden"
@@ -125,15 +127,8 @@ print(data.decode().rsplit("\r\n\r\n", 1)[1].strip(), flush=True)
 
 
 @dataclass
-class Topo:
-    prefix: str
-    namespaces: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+class Topo(BridgeTopo):
     generation: int = 0
-
-    @property
-    def sw(self) -> str:
-        return f"{self.prefix}-sw"
 
     @property
     def client(self) -> str:
@@ -143,25 +138,9 @@ class Topo:
     def holder(self) -> str:
         return f"{self.prefix}-lb"
 
-    def ns(self, name: str) -> str:
-        return f"{self.prefix}-{name}"
-
     def next_generation(self) -> int:
         self.generation += 1
         return self.generation
-
-    def add_host(self, name: str, *addrs: str) -> str:
-        ns = self.ns(name)
-        ip("netns", "add", ns)
-        self.namespaces.append(ns)
-        port = f"v-{name}"
-        ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.sw)
-        ip("link", "set", port, "master", "br0", "up", ns=self.sw)
-        ip("link", "set", "lo", "up", ns=ns)
-        for a in addrs:
-            ip("addr", "add", f"{a}/24", "dev", "eth0", ns=ns)
-        ip("link", "set", "eth0", "up", ns=ns)
-        return ns
 
     def traffic(self, n: int, srcs: list[str] | None = None, budget_s: float = 25.0,
                 port: int = 80, mode: str = "send") -> tuple[dict[str, Counter[str]], Counter[str]]:
@@ -171,25 +150,11 @@ class Topo:
         return ({s: Counter(c) for s, c in doc["by_source"].items()}, Counter(doc["errors"]))
 
 
-def _cleanup(topo: Topo) -> None:
-    for ns in [*topo.namespaces, topo.sw]:
-        kill_netns_processes(ns, spare_observers=False)
-    for p in topo.procs:
-        try:
-            p.wait(2)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    for ns in [*topo.namespaces, topo.sw]:
-        ip("netns", "del", ns, check=False)
-
-
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topo]:
     t = Topo("dp" + secrets.token_hex(3))
     try:
-        ip("netns", "add", t.sw)
-        ip("link", "add", "br0", "type", "bridge", ns=t.sw)
-        ip("link", "set", "br0", "up", ns=t.sw)
+        t.make_switch()
         t.add_host("cl", *CLIENT_IPS)
         t.add_host("lb", HOLDER_IP, VIP)
         run("ip", "netns", "exec", t.holder, "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -217,9 +182,7 @@ def topo() -> Iterator[Topo]:
         assert not pending, f"udp backends not answering: {pending}"
         yield t
     finally:
-        _cleanup(t)
-        left = [ns for ns in netns_list() if ns.startswith(t.prefix + "-")]
-        assert not left, f"left namespaces behind: {left}"
+        t.close()
 
 
 def service(algorithm: Algorithm, weights: dict[str, int] | None = None,

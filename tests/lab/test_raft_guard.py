@@ -21,15 +21,16 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from hacluster.dataplane.apply import NftApplier
 from hacluster.dataplane.guard import TABLE, GuardError, RaftGuard, render_guard
 from hacluster.dataplane.table import Algorithm, Backend, Protocol, Service, Table
-from hacluster.lab.netns import ip, kill_netns_processes, netns_list, run
+from hacluster.lab.netns import run
 
+from .bridge import BridgeTopo
 from .conftest import wait_until
 
 RAFT_PORT = 7100
@@ -76,36 +77,10 @@ print(json.dumps(out))
 
 
 @dataclass
-class Topo:
-    prefix: str
-    namespaces: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def ns(self, name: str) -> str:
-        return f"{self.prefix}-{name}"
-
-    @property
-    def sw(self) -> str:
-        return self.ns("sw")
-
+class Topo(BridgeTopo):
     @property
     def srv(self) -> str:
         return self.ns("srv")
-
-    def add_host(self, name: str, *addrs: str) -> str:
-        ns = self.ns(name)
-        ip("netns", "add", ns)
-        self.namespaces.append(ns)
-        port = f"v-{name}"
-        ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.sw)
-        ip("link", "set", port, "master", "br0", "up", ns=self.sw)
-        ip("link", "set", "lo", "up", ns=ns)
-        for a in addrs:  # nodad: an IPv6 address is usable at once, not after ~1 s of DAD
-            v6 = ":" in a
-            ip("addr", "add", f"{a}/{64 if v6 else 24}", "dev", "eth0", *(("nodad",) if v6 else ()),
-               ns=ns)
-        ip("link", "set", "eth0", "up", ns=ns)
-        return ns
 
     def connect(self, name: str, *targets: tuple[str, int], timeout: float = 1.0) -> list[str]:
         """Connect from host `name` to each (address, port) in turn, `timeout` s each."""
@@ -117,25 +92,11 @@ class Topo:
         return run("ip", "netns", "exec", self.srv, "nft", "list", "tables")
 
 
-def _cleanup(topo: Topo) -> None:
-    for ns in [*topo.namespaces, topo.sw]:
-        kill_netns_processes(ns, spare_observers=False)
-    for p in topo.procs:
-        try:
-            p.wait(2)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    for ns in [*topo.namespaces, topo.sw]:
-        ip("netns", "del", ns, check=False)
-
-
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topo]:
     t = Topo("rg" + secrets.token_hex(3))
     try:
-        ip("netns", "add", t.sw)
-        ip("link", "add", "br0", "type", "bridge", ns=t.sw)
-        ip("link", "set", "br0", "up", ns=t.sw)
+        t.make_switch()
         t.add_host("srv", SRV4, SRV6)
         t.add_host("m1", M1_4)
         t.add_host("m2", M2_4, M2_6)
@@ -148,9 +109,7 @@ def topo() -> Iterator[Topo]:
         wait_until(lambda: t.connect("st", *everything) == ["ok"] * 4, 15, "the server's listeners")
         yield t
     finally:
-        _cleanup(t)
-        left = [ns for ns in netns_list() if ns.startswith(t.prefix + "-")]
-        assert not left, f"left namespaces behind: {left}"
+        t.close()
 
 
 @pytest.fixture

@@ -36,14 +36,19 @@ class _StickyHostOps(FakeHostOps):
         self.calls.append(("release", vip.address))
 
 
+def wait_held(host: FakeHostOps, timeout: float = 5.0) -> None:
+    """Until the agent's loop (on its thread) holds the VIP, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not host.vip_present(VIP) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert host.vip_present(VIP), host.calls
+
+
 def running(raft: FakeRaft, host: FakeHostOps):
     agent = Agent(config(), host, raft, clock=time.monotonic)
     t = threading.Thread(target=agent.run, daemon=True)
     t.start()
-    deadline = time.monotonic() + 5
-    while not host.vip_present(VIP) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert host.vip_present(VIP), host.calls
+    wait_held(host)
     return agent, t
 
 
@@ -87,12 +92,10 @@ def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
         with pytest.raises(AdminActionError) as e:
             Failover(agent).run("n2", False, 0.5)
         assert e.value.code == grpc.StatusCode.ABORTED and "keeps leading" in str(e.value)
-        deadline = time.monotonic() + 5
-        while not host.vip_present(VIP) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_held(host)
     finally:
         stop(agent, t)
-    assert host.vip_present(VIP) and host.count("probe") >= 1, host.calls
+    assert host.count("probe") >= 1, host.calls
     assert raft.transfers and set(raft.transfers) == {"n2"}
 
 

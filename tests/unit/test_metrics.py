@@ -30,7 +30,6 @@ from hacluster.metrics import (
     serve_metrics,
 )
 from hacluster.model import (
-    AgentStatus,
     BackendsStatus,
     BackendStatus,
     CheckReport,
@@ -40,25 +39,12 @@ from hacluster.model import (
     GossipMemberStatus,
     GossipState,
     MembersStatus,
-    MemberStatus,
     NodeChecks,
     Role,
     ServiceStatus,
-    VipStatus,
 )
 
-STATUS = AgentStatus(  # as in test_admin.py
-    node="n1", cluster="lab", version="0.1.0", role=Role.LEADER, term=7, leader="n1",
-    lease_ok=True, lease_remaining_ms=143.0, has_quorum=True, handoff=False,
-    vips=(VipStatus("10.99.0.100", 24, "eth0", True),
-          VipStatus("10.99.0.101", 24, "eth0", False)),
-    members=(MemberStatus("n1", "127.0.0.1:17100", True, True, None),
-             MemberStatus("n2", "127.0.0.2:17100", False, True, 12.0),
-             MemberStatus("n3", "127.0.0.3:17100", False, False, None)),
-    sentence="leader, lease ok, holds 10.99.0.100, table gen 42",
-    commit_index=120, last_applied=119, epoch_term=7, generation=42, uptime_s=3725.0,
-)
-
+from .test_admin import STATUS  # one canonical agent status for the tests
 
 
 def _member(node: str, state: GossipState, is_self: bool = False) -> GossipMemberStatus:
