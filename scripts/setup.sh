@@ -5,16 +5,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PKGS=(nftables conntrack iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl
-          chromium)  # chromium: the status page test renders the page headless
+          chromium  # chromium: the status page test renders the page headless
+          # the Ansible rollout test: sshd in the lab's server namespaces, reached through
+          # the client namespace with nc; python3-apt for the role's apt task on the servers
+          openssh-server openssh-client netcat-openbsd python3-apt)
+# `vagrant validate` of the Vagrant lab (no VM boots here): the libvirt provider plugin
+# validates its block; without --no-install-recommends they pull in qemu, libguestfs, NFS.
+APT_NORECOMMENDS=(vagrant vagrant-libvirt)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing apt packages: ${missing[*]}"
+missing_nr=()
+for p in "${APT_NORECOMMENDS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_nr+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${#missing_nr[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]} ${missing_nr[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Installing openssh-server must not start an sshd on this machine (the tests start their
+  # own, inside lab namespaces): a temporary policy-rc.d forbids service starts.
+  policy=/usr/sbin/policy-rc.d; own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1
+  fi
+  trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ "${#missing[@]}" -eq 0 ] || apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ "${#missing_nr[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing_nr[@]}" >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+  trap - EXIT
 fi
 # keepalived is optional: the benchmark compares against it when present.
 if [ "${HACLUSTER_WITH_PEERS:-0}" = 1 ] && ! command -v keepalived >/dev/null; then

@@ -9,6 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then echo "test: run as root (lab tests build network n
 bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== ansible-lint (production profile: the role, the playbooks, the Vagrant lab's)"
+ANSIBLE_CONFIG=ansible/ansible.cfg .venv/bin/ansible-lint -q
 echo "== pytest"
 before=$(ip netns list | sort)
 root_table_before=$(nft list table inet hacluster >/dev/null 2>&1 && echo yes || echo no)

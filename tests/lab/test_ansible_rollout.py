@@ -1,0 +1,125 @@
+"""The Ansible role, run for real: ansible-playbook over SSH against three lab servers
+(network namespaces running sshd, each with its own install prefix). The cluster forms with
+one VIP holder, a second run changes nothing, and a rolling upgrade to a new version keeps
+the VIP served: never two holders, and the VIP moves once, by a graceful switchover.
+
+The three tests share one deployment (module scope) and run in order: each builds on the
+state the previous one leaves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+
+import pytest
+
+from hacluster.lab.lab import Lab
+from hacluster.lab.monitor import HolderMonitor
+from hacluster.lab.netns import netns_list
+from hacluster.lab.traffic import Prober
+
+from .conftest import assert_no_overlap, wait_until
+from .rollout import RolloutLab, upgraded_source
+
+UPGRADE_VERSION = "0.1.0+rollout2"
+
+
+@pytest.fixture(scope="module")
+def rollout(tmp_path_factory):
+    lab = Lab("t" + secrets.token_hex(3), 3)
+    r = RolloutLab(lab, tmp_path_factory.mktemp("wheelhouse"))
+    try:
+        r.up()
+        r.first = r.playbook("site.yml")
+        yield r
+    finally:
+        lab.down()
+        assert not [ns for ns in netns_list() if ns.startswith(lab.prefix + "-")]
+
+
+def test_site_converges_three_servers_into_a_cluster(rollout):
+    run = rollout.first
+    assert run.rc == 0, run.tail()
+    assert set(run.recap) == {"n1", "n2", "n3"}
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 and r["changed"] > 0
+               for r in run.recap.values()), run.recap
+    lab = rollout.lab
+    # one holder of the VIP, the cluster healthy as the installed CLI sees it from each server
+    assert len(lab.holders()) == 1
+    for n in lab.nodes:
+        st = rollout.cli(n.name, "status", "--cluster", "--json", "--timeout", "5")
+        assert st.returncode == 0, st.stdout + st.stderr
+        view = json.loads(st.stdout)
+        assert view["healthy"] and view["leader"] == lab.holders()[0], view
+    # every agent runs as the unprivileged user, with the two network capabilities only
+    for n in lab.nodes:
+        pid = rollout.agent_pid(n.name)
+        assert pid is not None, f"{n.name}: no agent running"
+        status = open(f"/proc/{pid}/status").read()
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid != "0", f"{n.name}: the agent runs as root"
+        eff = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
+        assert int(eff, 16) == (1 << 12) | (1 << 13), f"{n.name}: capabilities {eff}"  # NET_ADMIN, NET_RAW
+    # the secret and the node key are readable by their owner only
+    for n in lab.nodes:
+        for f in ("secret", "node.key", "cli.key"):
+            mode = (rollout.root(n.name) / "etc/hacluster" / f).stat().st_mode & 0o777
+            assert mode == 0o600, f"{n.name}: {f} has mode {mode:o}"
+    # and clients are served through the VIP
+    out = lab.in_client("curl", "-s", "--max-time", "3", f"http://{lab.vip}/")
+    assert out.strip() in {"n1", "n2", "n3"}
+
+
+def test_second_run_changes_nothing(rollout):
+    assert rollout.first.rc == 0, "the first run failed"
+    run = rollout.playbook("site.yml")
+    assert run.rc == 0, run.tail()
+    assert {h: r["changed"] for h, r in run.recap.items()} == {"n1": 0, "n2": 0, "n3": 0}, run.tail(120)
+
+
+def test_rolling_upgrade_keeps_the_vip_served(rollout, tmp_path):
+    assert rollout.first.rc == 0, "the first run failed"
+    lab = rollout.lab
+    source = upgraded_source(tmp_path / "src", UPGRADE_VERSION)
+    pids_before = {n.name: rollout.agent_pid(n.name) for n in lab.nodes}
+    holder_before = lab.holders()
+    monitor = HolderMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
+    monitor.start({n.name: n.name in holder_before for n in lab.nodes})
+    # A client request every 50 ms through the VIP for the whole upgrade (bounded: 10 min).
+    prober = Prober(lab, duration=600, interval=0.05, timeout=1.0)
+    try:
+        t0 = time.time()
+        run = rollout.playbook("rolling_upgrade.yml", "-e", f"hacluster_source_dir={source}")
+        t1 = time.time()
+        wait_until(lambda: len(lab.holders()) == 1, 10, "one VIP holder after the upgrade")
+    finally:
+        prober.proc.terminate()
+        out, _ = prober.proc.communicate(timeout=30)
+        monitor.stop()
+    assert run.rc == 0, run.tail(120)
+    # every agent restarted, on the new version
+    for n in lab.nodes:
+        assert rollout.agent_pid(n.name) not in (None, pids_before[n.name]), f"{n.name} not restarted"
+        v = rollout.cli(n.name, "status", "--agent", "--json")
+        assert v.returncode == 0 and UPGRADE_VERSION in v.stdout, v.stdout + v.stderr
+    # never two holders; the VIP moved exactly once (the failover away from the old leader)
+    assert_no_overlap(monitor)
+    holders = [h for _, h in monitor.timeline() if h]
+    changes = [b for a, b in itertools.pairwise(holders) if a != b]
+    assert holder_before and len(changes) == 1 and changes[0] != frozenset(holder_before), monitor.timeline()
+    # the service stayed up: the longest run of failed requests is a switchover's gap, not
+    # an election's (a crashed leader costs >= 300 ms of election timeout plus the claim)
+    rows = sorted((json.loads(line) for line in out.splitlines() if line.strip()), key=lambda r: r["t"])
+    during = [r for r in rows if t0 <= r["t"] <= t1]
+    assert len(during) > 100, f"the client made only {len(during)} requests"
+    worst, last_ok = 0.0, None
+    for r in during:
+        if r["ok"]:
+            if last_ok is not None:
+                worst = max(worst, r["t"] - last_ok)
+            last_ok = r["t"]
+    failed = sum(not r["ok"] for r in during)
+    assert worst < 0.5, f"longest gap between answered requests: {worst * 1000:.0f} ms ({failed} failed)"

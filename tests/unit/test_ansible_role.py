@@ -1,0 +1,105 @@
+"""The Ansible role without servers: its filters, its documented variables, and its
+inventory checks (playbooks/check_inventory.yml: no SSH, no facts) on good and bad
+inventories. The role running for real over SSH: tests/lab/test_ansible_rollout.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "ansible" / "roles" / "hacluster"
+PLAYBOOK = str(ROOT / "ansible" / "playbooks" / "check_inventory.yml")
+VENV_BIN = Path(sys.executable).parent
+
+
+def _filters():
+    path = ROLE / "filter_plugins" / "hacluster_net.py"
+    spec = importlib.util.spec_from_file_location("hacluster_net", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_address_filters():
+    f = _filters()
+    assert f.hacluster_in_network("10.0.0.100", "10.0.0.11/24")
+    assert not f.hacluster_in_network("10.0.1.100", "10.0.0.11/24")
+    assert not f.hacluster_in_network("not-an-ip", "10.0.0.11/24")
+    assert f.hacluster_is_ipv4("10.0.0.1") and not f.hacluster_is_ipv4("10.0.0.256")
+    assert f.hacluster_cidr({"address": "10.0.0.11", "netmask": "255.255.255.0"}) == "10.0.0.11/24"
+    assert f.hacluster_cidr({}) == ""
+    facts = {"interfaces": ["lo", "eth0", "br-lan"],
+             "lo": {"ipv4": {"address": "127.0.0.1"}},
+             "eth0": {"ipv4": {"address": "10.0.0.11"}},
+             "br_lan": {"ipv4": {"address": "10.9.0.1"}, "ipv4_secondaries": [{"address": "10.9.0.2"}]}}
+    assert f.hacluster_interface_of(facts, "10.0.0.11") == "eth0"
+    assert f.hacluster_interface_of(facts, "10.9.0.2") == "br-lan"
+    assert f.hacluster_interface_of(facts, "10.0.0.99") == ""
+
+
+def test_members_default_to_inventory_names_and_role_ports():
+    hostvars = {"a": {"hacluster_address": "10.0.0.1"},
+                "b": {"hacluster_address": "10.0.0.2", "hacluster_node_id": "ward-b",
+                      "hacluster_raft_port": 8100}}
+    assert _filters().hacluster_members(["a", "b"], hostvars, 7100, 7101) == [
+        {"name": "a", "id": "a", "address": "10.0.0.1", "raft_port": 7100, "grpc_port": 7101},
+        {"name": "b", "id": "ward-b", "address": "10.0.0.2", "raft_port": 8100, "grpc_port": 7101}]
+
+
+def test_every_default_is_documented_and_every_documented_variable_exists():
+    defaults = set(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    documented = set(spec["argument_specs"]["main"]["options"])
+    required = {k for k, v in spec["argument_specs"]["main"]["options"].items() if v.get("required")}
+    assert defaults - documented == set(), "defaults missing from meta/argument_specs.yml"
+    assert documented - defaults == required == {"hacluster_address", "hacluster_secret"}
+
+
+def check_inventory(tmp_path: Path, hosts: dict, **group_vars) -> subprocess.CompletedProcess[str]:
+    inv = {"all": {"children": {"hacluster_servers": {"hosts": hosts, "vars": {
+        "hacluster_secret": "s" * 32, "hacluster_vips": [{"address": "10.0.0.100", "prefix": 24}],
+        **group_vars}}}}}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inv))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible" / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_DEPRECATION_WARNINGS="0")
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(path), PLAYBOOK],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+THREE = {f"n{i}": {"hacluster_address": f"10.0.0.1{i}"} for i in (1, 2, 3)}
+
+
+def test_a_good_inventory_passes(tmp_path):
+    run = check_inventory(tmp_path, THREE)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("hosts, group_vars, message", [
+    (THREE, {"hacluster_secret": "short"}, "at least 16 characters"),
+    (THREE, {"hacluster_secret": "CHANGE-ME-with-openssl-rand-hex-24"}, "at least 16 characters"),
+    ({**THREE, "n3": {"hacluster_address": "10.0.0.11"}}, {}, "its own hacluster_address"),
+    ({**THREE, "n3": {"hacluster_address": "10.0.0.13", "hacluster_node_id": "n1"}}, {},
+     "its own hacluster_address"),
+    ({**THREE, "n3": {}}, {}, "hacluster_address must be this server's IPv4 address"),
+    ({**THREE, "n3": {"hacluster_address": "10.0.0.300"}}, {}, "hacluster_address must be"),
+    (THREE, {"hacluster_vips": [{"address": "10.0.0.11", "prefix": 24}]}, "no member uses"),
+    (THREE, {"hacluster_vips": [{"address": "10.0.0.100"}]}, "a `prefix` (1-32"),
+    ({"n1": THREE["n1"], "n2": THREE["n2"]}, {}, "use an odd number of voters"),
+], ids=["short-secret", "example-secret", "same-address", "same-id", "no-address", "bad-address",
+        "vip-is-a-member", "vip-without-prefix", "even-voters"])
+def test_a_bad_inventory_fails_with_what_to_fix(tmp_path, hosts, group_vars, message):
+    run = check_inventory(tmp_path, hosts, **group_vars)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0 and re.search(r"failed=[1-9]", out), out[-2000:]
+    assert message in out, out[-2000:]
+    assert "s" * 32 not in out  # the secret never shows, even in a failure
