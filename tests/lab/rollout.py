@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class RolloutLab:
         self.key = self.dir / "id_ed25519"
         self.inventory = self.dir / "hosts.yml"
         self.secret = secrets.token_hex(24)
+        self.had_user = _exists("passwd", "hacluster")
+        self.had_group = _exists("group", "hacluster")
 
     def root(self, name: str) -> Path:
         return self.dir / f"root-{name}"
@@ -85,6 +88,28 @@ class RolloutLab:
             self.sshd.append(lab._spawn(node.netns, ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
                                         self.dir / f"sshd-{node.name}.log"))
         self.write_inventory()
+        for node in lab.nodes:  # sshd answers through the bastion before ansible starts
+            self.wait_ssh(node.ip)
+
+    def wait_ssh(self, ip: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while subprocess.run(["ip", "netns", "exec", self.lab.client_ns, "nc", "-z", "-w", "1", ip, "22"],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd at {ip}:22 does not answer after {timeout} s "
+                                   f"(log: {self.dir}/sshd-*.log)")
+            time.sleep(0.1)
+
+    def down(self) -> None:
+        """The lab's namespaces, processes and files; and the system user and group the role
+        created on this machine, if they were not there before."""
+        self.lab.down()
+        for p in self.sshd:
+            p.wait(5)
+        if not self.had_user:
+            subprocess.run(["userdel", "hacluster"], capture_output=True)
+        if not self.had_group:
+            subprocess.run(["groupdel", "hacluster"], capture_output=True)
 
     def write_inventory(self) -> None:
         lab = self.lab
@@ -129,10 +154,15 @@ class RolloutLab:
                    # one SSH connection per server for the whole run; no compression (CPU)
                    ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=600s",
                    PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-        proc = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
-             str(ANSIBLE / "playbooks" / name), *extra],
-            capture_output=True, text=True, env=env, timeout=timeout, cwd=ANSIBLE)
+        try:
+            proc = subprocess.run(
+                [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
+                 str(ANSIBLE / "playbooks" / name), *extra],
+                capture_output=True, text=True, env=env, timeout=timeout, cwd=ANSIBLE)
+        except subprocess.TimeoutExpired as e:
+            partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
+            raise AssertionError(f"{name} still running after {timeout} s; its output so far:\n"
+                                 + "\n".join(partial.splitlines()[-60:])) from None
         out = proc.stdout + proc.stderr
         with (self.dir / f"{name}.log").open("a") as log:
             log.write(out)
@@ -153,6 +183,10 @@ class RolloutLab:
             ["ip", "netns", "exec", node.netns, str(root / "usr/local/bin/hacluster"), *args,
              "--config", str(root / "etc/hacluster/hacluster.yaml")],
             capture_output=True, text=True, timeout=timeout)
+
+
+def _exists(db: str, name: str) -> bool:
+    return subprocess.run(["getent", db, name], capture_output=True).returncode == 0
 
 
 def upgraded_source(dest: Path, version: str) -> Path:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,15 @@ from .conftest import assert_no_overlap, wait_until
 from .rollout import RolloutLab, upgraded_source
 
 UPGRADE_VERSION = "0.1.0+rollout2"
+# What the runs measured (playbook durations, the upgrade's longest gap, the drill's switch
+# times), for people to read: test-artifacts/ is git-ignored.
+FIGURES = Path(__file__).resolve().parents[2] / "test-artifacts" / "ansible-rollout.json"
+
+
+def record(**figures) -> None:
+    FIGURES.parent.mkdir(exist_ok=True)
+    old = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    FIGURES.write_text(json.dumps({**old, **figures}, indent=2))
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +44,13 @@ def rollout(tmp_path_factory):
     r = RolloutLab(lab, tmp_path_factory.mktemp("wheelhouse"))
     try:
         r.up()
+        FIGURES.unlink(missing_ok=True)
+        t = time.monotonic()
         r.first = r.playbook("site.yml")
+        record(site_first_run_s=round(time.monotonic() - t, 1))
         yield r
     finally:
-        lab.down()
+        r.down()
         assert not [ns for ns in netns_list() if ns.startswith(lab.prefix + "-")]
 
 
@@ -75,7 +89,9 @@ def test_site_converges_three_servers_into_a_cluster(rollout):
 
 def test_second_run_changes_nothing(rollout):
     assert rollout.first.rc == 0, "the first run failed"
+    t = time.monotonic()
     run = rollout.playbook("site.yml")
+    record(site_second_run_s=round(time.monotonic() - t, 1))
     assert run.rc == 0, run.tail()
     assert {h: r["changed"] for h, r in run.recap.items()} == {"n1": 0, "n2": 0, "n3": 0}, run.tail(120)
 
@@ -94,22 +110,31 @@ def test_rolling_upgrade_keeps_the_vip_served(rollout, tmp_path):
         t0 = time.time()
         run = rollout.playbook("rolling_upgrade.yml", "-e", f"hacluster_source_dir={source}")
         t1 = time.time()
+        assert run.rc == 0, run.tail(120)
         wait_until(lambda: len(lab.holders()) == 1, 10, "one VIP holder after the upgrade")
     finally:
         prober.proc.terminate()
         out, _ = prober.proc.communicate(timeout=30)
         monitor.stop()
-    assert run.rc == 0, run.tail(120)
     # every agent restarted, on the new version
     for n in lab.nodes:
         assert rollout.agent_pid(n.name) not in (None, pids_before[n.name]), f"{n.name} not restarted"
         v = rollout.cli(n.name, "status", "--agent", "--json")
         assert v.returncode == 0 and UPGRADE_VERSION in v.stdout, v.stdout + v.stderr
-    # never two holders; the VIP moved exactly once (the failover away from the old leader)
+    # never two holders; the VIP moved exactly once, away from the old leader (the failover),
+    # and was never dropped and re-taken by one server (a restart without a handover)
     assert_no_overlap(monitor)
-    holders = [h for _, h in monitor.timeline() if h]
-    changes = [b for a, b in itertools.pairwise(holders) if a != b]
-    assert holder_before and len(changes) == 1 and changes[0] != frozenset(holder_before), monitor.timeline()
+    timeline = monitor.timeline()
+    start = timeline[0][0]  # the holders read when the monitor started, then kernel events
+    initial = [h for t, h in timeline if t == start][-1]
+    later = [(t, h) for t, h in timeline if t > start]
+    assert len(holder_before) == 1 and initial == frozenset(holder_before), timeline
+    owners = [initial] + [h for _, h in later if h]
+    moves = [(a, b) for a, b in itertools.pairwise(owners) if a != b]
+    assert len(moves) == 1 and holder_before[0] not in moves[0][1], timeline
+    assert lab.holders() != holder_before
+    empty = [t for t, h in later if not h]
+    assert len(empty) <= 1, f"the VIP was without a holder {len(empty)} times: {timeline}"
     # the service stayed up: the longest run of failed requests is a switchover's gap, not
     # an election's (a crashed leader costs >= 300 ms of election timeout plus the claim)
     rows = sorted((json.loads(line) for line in out.splitlines() if line.strip()), key=lambda r: r["t"])
@@ -122,4 +147,24 @@ def test_rolling_upgrade_keeps_the_vip_served(rollout, tmp_path):
                 worst = max(worst, r["t"] - last_ok)
             last_ok = r["t"]
     failed = sum(not r["ok"] for r in during)
+    record(rolling_upgrade_s=round(t1 - t0, 1), upgrade_requests=len(during), upgrade_failed=failed,
+           upgrade_longest_gap_ms=round(worst * 1000, 1))
     assert worst < 0.5, f"longest gap between answered requests: {worst * 1000:.0f} ms ({failed} failed)"
+
+
+def test_failover_drill_moves_the_vip_to_every_server(rollout):
+    assert rollout.first.rc == 0, "the first run failed"
+    lab = rollout.lab
+    monitor = HolderMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
+    monitor.start({n.name: n.name in lab.holders() for n in lab.nodes})
+    try:
+        run = rollout.playbook("failover_drill.yml")
+    finally:
+        monitor.stop()
+    assert run.rc == 0, run.tail(120)
+    assert_no_overlap(monitor)
+    # every server held the VIP, and the drill reported a switch time for each move
+    assert monitor.holders_ever() == {"n1", "n2", "n3"}, monitor.timeline()
+    reported = re.findall(r"(n[123]): (\d+(?:\.\d+)?) ms", run.output)
+    record(drill_switch_ms=reported)
+    assert {name for name, _ in reported} >= {"n2", "n3"} and len(reported) >= 3, run.tail(40)
