@@ -96,6 +96,25 @@ def test_second_run_changes_nothing(rollout):
     assert {h: r["changed"] for h, r in run.recap.items()} == {"n1": 0, "n2": 0, "n3": 0}, run.tail(120)
 
 
+def test_a_bad_config_value_stops_the_run_and_changes_nothing(rollout):
+    assert rollout.first.rc == 0, "the first run failed"
+    lab = rollout.lab
+    configs = {n.name: (rollout.root(n.name) / "etc/hacluster/hacluster.yaml").read_bytes()
+               for n in lab.nodes}
+    pids = {n.name: rollout.agent_pid(n.name) for n in lab.nodes}
+    holders = lab.holders()
+    run = rollout.playbook("site.yml", "--tags", "configure",
+                           "-e", json.dumps({"hacluster_timing": {"heartbeat_ms": 1}}))
+    assert run.rc != 0
+    # the agent's own validator names the bad value...
+    assert "timing.heartbeat_ms" in run.output, run.tail(40)
+    # ...and the servers keep their config, their agents and the VIP's holder
+    for n in lab.nodes:
+        assert (rollout.root(n.name) / "etc/hacluster/hacluster.yaml").read_bytes() == configs[n.name]
+        assert rollout.agent_pid(n.name) == pids[n.name]
+    assert lab.holders() == holders
+
+
 def test_rolling_upgrade_keeps_the_vip_served(rollout, tmp_path):
     assert rollout.first.rc == 0, "the first run failed"
     lab = rollout.lab
