@@ -12,13 +12,14 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from hacluster.lab.lab import DEFAULT_CHECKS, HTTP_PORT, UDP_PORT, Lab
+
+from .conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -92,13 +93,9 @@ class RolloutLab:
             self.wait_ssh(node.ip)
 
     def wait_ssh(self, ip: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while subprocess.run(["ip", "netns", "exec", self.lab.client_ns, "nc", "-z", "-w", "1", ip, "22"],
-                             capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sshd at {ip}:22 does not answer after {timeout} s "
-                                   f"(log: {self.dir}/sshd-*.log)")
-            time.sleep(0.1)
+        wait_until(lambda: subprocess.run(["ip", "netns", "exec", self.lab.client_ns, "nc", "-z", "-w", "1",
+                                           ip, "22"], capture_output=True).returncode == 0,
+                   timeout, f"sshd at {ip}:22 (log: {self.dir}/sshd-*.log)", interval=0.1)
 
     def down(self) -> None:
         """The lab's namespaces, processes and files; and the system user and group the role
