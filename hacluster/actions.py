@@ -11,11 +11,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import grpc
-
-from hacluster.admin import AdminActionError
 from hacluster.config import Config
 from hacluster.dataplane.build import backend_id
+from hacluster.errors import Refusal, Refused
 
 COMMIT_WAIT_S = 2.0
 CAS_TRIES = 5
@@ -32,14 +30,14 @@ class AdminActions:
         members = {m.id for m in self.config.members}
         if target in members:
             if disable:
-                raise AdminActionError("--disable applies to one backend (SERVICE/BACKEND), "
-                                       "not to a whole server")
+                raise Refused("--disable applies to one backend (SERVICE/BACKEND), "
+                              "not to a whole server")
             return self._flag(f"draining/{target}", None if undo else "true",
                               f"server {target} {'back in service' if undo else 'draining'}")
         service, sep, backend = target.partition("/")
         if not sep:
-            raise AdminActionError(f"{target!r} is neither a member ({', '.join(sorted(members))}) "
-                                   "nor SERVICE/BACKEND")
+            raise Refused(f"{target!r} is neither a member ({', '.join(sorted(members))}) "
+                          "nor SERVICE/BACKEND")
         self._check_backend(service, backend)
         state = None if undo else ("disabled" if disable else "draining")
         return self._flag(f"backend/{service}/{backend}", state,
@@ -47,8 +45,8 @@ class AdminActions:
 
     def weight(self, service: str, backend: str, weight: int) -> tuple[str, int]:
         if not 0 <= weight <= 1000:
-            raise AdminActionError(f"weight must be 1-1000 (0 restores the configured one), "
-                                   f"got {weight}")
+            raise Refused(f"weight must be 1-1000 (0 restores the configured one), "
+                          f"got {weight}")
         self._check_backend(service, backend)
         return self._flag(f"weight/{service}/{backend}", str(weight) if weight else None,
                           f"backend {service}/{backend} weight "
@@ -64,19 +62,19 @@ class AdminActions:
     def _check_backend(self, service: str, backend: str) -> None:
         svc = next((s for s in self.config.services if s.name == service), None)
         if svc is None:
-            raise AdminActionError(f"no service {service!r} (services: "
-                                   f"{', '.join(s.name for s in self.config.services) or 'none'})",
-                                   grpc.StatusCode.NOT_FOUND)
+            raise Refused(f"no service {service!r} (services: "
+                          f"{', '.join(s.name for s in self.config.services) or 'none'})",
+                          Refusal.NOT_FOUND)
         ids = [backend_id(b, svc.backend_port) for b in svc.backends]
         if backend not in ids:
-            raise AdminActionError(f"service {service} has no backend {backend!r} (backends: "
-                                   f"{', '.join(ids)})", grpc.StatusCode.NOT_FOUND)
+            raise Refused(f"service {service} has no backend {backend!r} (backends: "
+                          f"{', '.join(ids)})", Refusal.NOT_FOUND)
 
     def _flag(self, name: str, value: str | None, words: str) -> tuple[str, int]:
         view = self.raft.view()
         if not view.has_quorum and view.leader is None:
-            raise AdminActionError("no leader with a quorum: the cluster cannot agree on a change "
-                                   "now (hacluster status shows why)", grpc.StatusCode.FAILED_PRECONDITION)
+            raise Refused("no leader with a quorum: the cluster cannot agree on a change "
+                          "now (hacluster status shows why)", Refusal.PRECONDITION)
         if name != "maintenance" and self.raft.state.flags.get("maintenance") == "true":
             words += (" -- MAINTENANCE is on: the balancing table stays frozen until "
                       "`hacluster maintenance off`")
@@ -89,9 +87,9 @@ class AdminActions:
             if result.ok:
                 return words, result.generation
             if "stale generation" not in result.detail:
-                raise AdminActionError(f"refused: {result.detail}", grpc.StatusCode.FAILED_PRECONDITION)
-        raise AdminActionError("the cluster state kept changing; try again",
-                               grpc.StatusCode.ABORTED)
+                raise Refused(f"refused: {result.detail}", Refusal.PRECONDITION)
+        raise Refused("the cluster state kept changing; try again",
+                      Refusal.ABORTED)
 
     def _commit(self, command: dict[str, Any]) -> Any:
         done = threading.Event()
@@ -103,10 +101,10 @@ class AdminActions:
 
         self.raft.submit(command, callback)
         if not done.wait(COMMIT_WAIT_S):
-            raise AdminActionError(f"not confirmed within {COMMIT_WAIT_S:g} s: the OUTCOME IS UNKNOWN "
-                                   "(it may still be applied; check `hacluster status` before "
-                                   "retrying, which is safe)", grpc.StatusCode.ABORTED)
+            raise Refused(f"not confirmed within {COMMIT_WAIT_S:g} s: the OUTCOME IS UNKNOWN "
+                          "(it may still be applied; check `hacluster status` before "
+                          "retrying, which is safe)", Refusal.ABORTED)
         if box[0][0] is None:
-            raise AdminActionError(f"not committed (pysyncobj reason {box[0][1]}): is there a leader "
-                                   "with a quorum?", grpc.StatusCode.FAILED_PRECONDITION)
+            raise Refused(f"not committed (pysyncobj reason {box[0][1]}): is there a leader "
+                          "with a quorum?", Refusal.PRECONDITION)
         return box[0][0]

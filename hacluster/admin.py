@@ -24,6 +24,8 @@ import grpc
 
 from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.channels import SERVER_OPTIONS
+from hacluster.endpoints import parse_hostport
+from hacluster.errors import Refusal, Refused
 from hacluster.events import CAPACITY, Event, EventLog
 from hacluster.gossip.wire import check_to_pb, state_to_pb
 from hacluster.model import (
@@ -145,12 +147,14 @@ def backends_to_pb(bs: BackendsStatus) -> admin_pb2.BackendsReply:
     return reply
 
 
-class AdminActionError(Exception):
-    """An admin action that cannot be done; `code` is the gRPC status to answer with."""
-
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
-        super().__init__(message)
-        self.code = code
+# The domain says why it refuses (hacluster.errors); this edge says it in gRPC's words.
+REFUSAL_CODES = {
+    Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Refusal.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Refusal.ABORTED: grpc.StatusCode.ABORTED,
+    Refusal.INTERNAL: grpc.StatusCode.INTERNAL,
+}
 
 
 def _guarded(roles: frozenset[str]) -> Callable[[_Handler], _Handler]:
@@ -207,7 +211,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  failover: Callable[[str | None, bool, float], Any] | None = None,
                  events: EventLog | None = None, audit: Any = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
-        weight), each returning (detail, generation) or raising AdminActionError."""
+        weight), each returning (detail, generation) or raising errors.Refused."""
         self._status_provider = status_provider
         self._members_provider = members_provider
         self._checks_provider = checks_provider
@@ -336,8 +340,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
         try:
             return fn()
-        except AdminActionError as e:
-            context.abort(e.code, str(e))
+        except Refused as e:
+            context.abort(REFUSAL_CODES[e.kind], str(e))
             raise  # not reached: abort raises
 
     def _act(self, context: grpc.ServicerContext, action: str, args: dict[str, Any],
@@ -358,10 +362,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                               "no action without a trace; see the agent's log")
         try:
             out = fn()
-        except AdminActionError as e:
+        except Refused as e:
             log.warning("admin %s %s from %s: refused: %s", action, args, where, e)
             self._trace(who, action, args, f"refused: {e}", False)
-            context.abort(e.code, str(e))
+            context.abort(REFUSAL_CODES[e.kind], str(e))
         except Exception as e:
             log.exception("admin %s %s from %s: failed", action, args, where)
             self._trace(who, action, args, f"failed: {e}", False)
@@ -413,13 +417,6 @@ def _bind_diagnosis(host: str, port: int) -> str:
     return "grpc refused the address"
 
 
-def _split_bind(bind: str) -> tuple[str, int]:
-    host, sep, port_s = bind.rpartition(":")
-    if not sep or not port_s.isdigit() or int(port_s) > 65535:
-        raise ValueError(f"admin bind address must be HOST:PORT, got {bind!r}")
-    return host.strip("[]"), int(port_s)
-
-
 def start_admin(bind: str, service: AdminService, credentials: grpc.ServerCredentials,
                 max_workers: int = 4, gossip: Any = None) -> tuple[grpc.Server, int]:
     """Start the agent's gRPC server on `bind` (HOST:PORT, [v6]:PORT; port 0 picks one),
@@ -429,7 +426,10 @@ def start_admin(bind: str, service: AdminService, credentials: grpc.ServerCreden
     Returns the started server and the port it listens on. Raises AdminBindError when the
     address cannot be bound.
     """
-    host, _ = _split_bind(bind)
+    try:
+        host, want = parse_hostport(bind)
+    except ValueError as e:
+        raise ValueError(f"admin bind address {e}") from None
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=SERVER_OPTIONS,
@@ -445,7 +445,6 @@ def start_admin(bind: str, service: AdminService, credentials: grpc.ServerCreden
     except RuntimeError:
         port = 0  # newer grpc raises; older returns 0
     if port == 0:
-        _, want = _split_bind(bind)
         raise AdminBindError(f"cannot listen for admin calls on {bind}: "
                              f"{_bind_diagnosis(host, want)}")
     server.start()

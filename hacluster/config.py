@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hacluster.dataplane.spec import ServiceSpec, external_checks, service_errors
+from hacluster.endpoints import parse_hostport
 from hacluster.gossip.types import GossipTiming
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
 from hacluster.model import Member, TlsFiles, Vip
@@ -387,9 +388,8 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
 def _check_metrics(spec: ConfigSpec) -> list[str]:
     if spec.metrics.listen is None:
         return []
-    from hacluster.metrics import parse_listen
     try:
-        host, port = parse_listen(spec.metrics.listen)
+        host, port = parse_hostport(spec.metrics.listen)
     except ValueError as e:
         return [f"metrics.listen: {e}"]
     if port == 0:

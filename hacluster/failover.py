@@ -24,9 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from hacluster.admin import AdminActionError
+from hacluster.errors import Refusal, Refused
 from hacluster.model import GossipState, Role
 
 log = logging.getLogger(__name__)
@@ -53,8 +51,8 @@ class Outcome:
     handed_over_ms: float = 0.0
 
 
-def _refuse(message: str) -> AdminActionError:
-    return AdminActionError(message, grpc.StatusCode.FAILED_PRECONDITION)
+def _refuse(message: str) -> Refused:
+    return Refused(message, Refusal.PRECONDITION)
 
 
 def why_not(member: str, view: Any, gossip: Mapping[str, GossipState] | None,
@@ -84,7 +82,7 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
          gossip: Mapping[str, GossipState] | None, health: Mapping[str, bool],
          flags: Mapping[str, str], fresh_s: float, caught_up: Callable[[str], bool],
          to: str | None) -> Plan:
-    """The move this leader would make, or AdminActionError(FAILED_PRECONDITION) saying why
+    """The move this leader would make, or Refused(FAILED_PRECONDITION) saying why
     not. Pure: everything it looks at is passed in."""
     if view.role is not Role.LEADER:
         leader = f"the leader is {view.leader}" if view.leader else "there is no leader now"
@@ -94,8 +92,8 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
                       "a healthy majority (see `hacluster status`)")
     if to is not None:
         if to not in members:
-            raise AdminActionError(f"no member {to!r}; members: {', '.join(members)}",
-                                   grpc.StatusCode.NOT_FOUND)
+            raise Refused(f"no member {to!r}; members: {', '.join(members)}",
+                          Refusal.NOT_FOUND)
         if to == node:
             raise _refuse(f"{node} already leads and holds the VIPs: nothing to move")
         reason = why_not(to, view, gossip, health, flags, fresh_s, caught_up)
@@ -133,11 +131,11 @@ class Failover:
 
     def run(self, to: str | None, dry_run: bool, timeout: float) -> Outcome:
         if not 0 <= timeout <= MAX_TIMEOUT_S:
-            raise AdminActionError(f"timeout_s must be 0-{MAX_TIMEOUT_S:g}, got {timeout:g}")
+            raise Refused(f"timeout_s must be 0-{MAX_TIMEOUT_S:g}, got {timeout:g}")
         timeout = timeout or DEFAULT_TIMEOUT_S
         if not self._lock.acquire(blocking=False):
-            raise AdminActionError("a failover is already under way on this agent",
-                                   grpc.StatusCode.ABORTED)
+            raise Refused("a failover is already under way on this agent",
+                          Refusal.ABORTED)
         try:
             p = self.plan(to)
             vips = ", ".join(p.vips) or "no VIPs"
@@ -156,16 +154,16 @@ class Failover:
         transfers_sent_until = None
         try:
             if not a.wait_ticks(2, RELEASE_WAIT_S):
-                raise AdminActionError("the agent's loop did not release the VIPs in time",
-                                       grpc.StatusCode.INTERNAL)
+                raise Refused("the agent's loop did not release the VIPs in time",
+                              Refusal.INTERNAL)
             left = a.vips_still_here()
             if left and a.wait_ticks(2, RELEASE_WAIT_S):
                 left = a.vips_still_here()
             if left:
                 # A transferred leader claims without probing: it must not find us holding.
-                raise AdminActionError(f"{', '.join(left)} could not be released here (see the "
-                                       f"agent's log); no transfer, {p.source} keeps leading",
-                                       grpc.StatusCode.INTERNAL)
+                raise Refused(f"{', '.join(left)} could not be released here (see the "
+                              f"agent's log); no transfer, {p.source} keeps leading",
+                              Refusal.INTERNAL)
             released_at = self.wall()
             start = clock()
             deadline = start + timeout
@@ -183,9 +181,9 @@ class Failover:
                 try:  # still eligible? (it may have died, or been drained, meanwhile; a log
                     # that lags for a moment is what the retries are for)
                     self.plan(p.target, check_log=False)
-                except AdminActionError as e:
-                    raise AdminActionError(f"failover to {p.target} abandoned: {e}",
-                                           grpc.StatusCode.ABORTED) from None
+                except Refused as e:
+                    raise Refused(f"failover to {p.target} abandoned: {e}",
+                                  Refusal.ABORTED) from None
                 a.raft.transfer_leadership(p.target, lambda ok: None if ok else denied.append(
                     "pysyncobj denied the transfer (target log behind or not connected)"))
                 transfers_sent_until = clock() + a.config.timing.election_max
@@ -193,9 +191,9 @@ class Failover:
                 _sleep_until(lambda: a.raft.view().role is not Role.LEADER,
                              min(deadline, clock() + 0.3), clock, TRANSFER_RETRY_S)
             why = f" ({denied[-1]})" if denied else ""
-            raise AdminActionError(f"{p.target} did not take over within {timeout:g} s{why}; "
-                                   f"{p.source} keeps leading and claims its VIPs again after its "
-                                   "ARP probe", grpc.StatusCode.ABORTED)
+            raise Refused(f"{p.target} did not take over within {timeout:g} s{why}; "
+                          f"{p.source} keeps leading and claims its VIPs again after its "
+                          "ARP probe", Refusal.ABORTED)
         finally:
             if transfers_sent_until is not None and a.raft.view().role is Role.LEADER:
                 # A TimeoutNow sent late can still make the target win: hold nothing until

@@ -15,7 +15,6 @@ value is logged and dropped, because an exception there would skip the rest of t
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from prometheus_client import Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hacluster.endpoints import parse_hostport
 from hacluster.events import Event, EventLog
 from hacluster.model import (
     AgentStatus,
@@ -44,7 +44,7 @@ from hacluster.model import (
 )
 
 __all__ = ["AgentCollector", "FailoverHistogram", "LeaderChangeTally", "MetricsBindError",
-           "MetricsServer", "Timings", "parse_listen", "serve_metrics"]
+           "MetricsServer", "Timings", "serve_metrics"]
 
 log = logging.getLogger("hacluster.metrics")
 
@@ -442,23 +442,6 @@ _BIND_HINTS = {errno.EADDRINUSE: " (another program, or another hacluster-agent,
                errno.EACCES: " (ports below 1024 need privileges)"}
 
 
-def parse_listen(bind: str) -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (host, port); ValueError saying what is wrong."""
-    host, sep, port_s = bind.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or int(port_s) > 65535:
-        raise ValueError(f"must be HOST:PORT or [IPv6]:PORT with a port of 0-65535 (0.0.0.0:PORT "
-                         f"for every IPv4 address), got {bind!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} in {bind!r} is not an IPv6 address") from None
-    elif ":" in host or "[" in host or "]" in host:
-        raise ValueError(f"an IPv6 address goes in brackets ([::1]:9464), got {bind!r}")
-    return host, int(port_s)
-
-
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a hung scrape never holds up the agent's exit
 
@@ -543,20 +526,16 @@ def _tls_context(tls: Any) -> ssl.SSLContext:
 
 
 def _reader_refusal(der: bytes | None, cluster: str) -> str | None:
-    """None if the TLS peer certificate may read (admin, reader or node of `cluster`)."""
+    """None if the TLS peer certificate may read (tls.refusal_for with READ_ROLES)."""
     from hacluster import certs
-    from hacluster.tls import READ_ROLES
+    from hacluster.tls import READ_ROLES, refusal_for
     if not der:
         return "no client certificate"
     try:
         who = certs.identity_from_cert(der)
     except certs.CertError as e:
         return f"client certificate without a usable identity: {e}"
-    if who.cluster != cluster:
-        return f"certificate of cluster {who.cluster!r}, this is {cluster!r}"
-    if who.role not in READ_ROLES:
-        return f"{who.role} {who.name!r} may not read"
-    return None
+    return refusal_for(who, cluster, READ_ROLES, "read")
 
 
 class MetricsServer:
@@ -591,7 +570,7 @@ def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | No
     it cannot be bound. tls: a tls.TlsMaterial: HTTPS with a client certificate of the
     cluster CA required, and read only by admin, reader or node certificates (403
     otherwise, logged)."""
-    host, port = parse_listen(bind)
+    host, port = parse_hostport(bind)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:

@@ -33,7 +33,7 @@ from hacluster.certs import CertError, Identity
 from hacluster.model import TlsFiles
 
 __all__ = ["ACT_ROLES", "NODE_ROLES", "READ_ROLES", "Authority", "TlsError", "TlsFiles", "TlsMaterial",
-           "load_tls"]
+           "load_tls", "refusal_for"]
 
 READ_ROLES = frozenset({"admin", "reader", "node"})
 ACT_ROLES = frozenset({"admin"})
@@ -126,8 +126,6 @@ class Authority:
             identity = certs.identity_from_auth_context(ctx)
         except CertError as e:
             return f"client certificate without a usable identity: {e}"
-        if identity.cluster != self.cluster:
-            return f"certificate of cluster {identity.cluster!r}, this is {self.cluster!r}"
         return identity
 
     def check(self, context: Any, roles: Collection[str], what: str) -> tuple[Identity | None, str | None]:
@@ -135,9 +133,20 @@ class Authority:
         who = self.caller(context)
         if isinstance(who, str):
             return None, who
-        if who.role not in roles:
-            return who, f"{who.role} {who.name!r} may not {what} (needs {' or '.join(sorted(roles))})"
-        return who, None
+        # another cluster's certificate is no identity here (UNAUTHENTICATED); one of ours
+        # whose role may not do this is (PERMISSION_DENIED)
+        return (who if who.cluster == self.cluster else None), refusal_for(who, self.cluster, roles, what)
+
+
+def refusal_for(who: Identity, cluster: str, roles: Collection[str], what: str) -> str | None:
+    """The one authorization rule, for every listener (admin and gossip gRPC, the metrics and
+    status page): None if `who` may do `what`, else why not. The certificate was already
+    verified against the cluster CA; it must also name this cluster and one of `roles`."""
+    if who.cluster != cluster:
+        return f"certificate of cluster {who.cluster!r}, this is {cluster!r}"
+    if who.role not in roles:
+        return f"{who.role} {who.name!r} may not {what} (needs {' or '.join(sorted(roles))})"
+    return None
 
 
 def subject_of(cert_pem: bytes) -> str:

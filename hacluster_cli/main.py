@@ -17,6 +17,7 @@ import click
 
 from hacluster import __version__
 from hacluster.config import ConfigError, load_config
+from hacluster.endpoints import parse_hostport
 from hacluster.model import TlsFiles
 from hacluster.tls import TlsError, load_tls
 from hacluster_cli.audit_cmd import audit
@@ -88,10 +89,10 @@ def cli() -> None:
 
 
 def _split_admin(admin: str) -> tuple[str, int]:
-    host, sep, port = admin.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise click.BadParameter(f"must be HOST:PORT, got {admin!r}", param_hint="--admin")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_hostport(admin, min_port=1)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--admin") from None
 
 
 def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, cert: str | None,

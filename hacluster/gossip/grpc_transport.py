@@ -27,6 +27,7 @@ import grpc
 
 from hacluster.api import gossip_pb2 as pb
 from hacluster.api import gossip_pb2_grpc as pb_grpc
+from hacluster.endpoints import peer_host
 from hacluster.gossip import wire
 from hacluster.gossip.types import Ack, NodeRecord
 from hacluster.model import NodeId
@@ -267,14 +268,6 @@ def _why(err: BaseException | None) -> str:
     return repr(err)
 
 
-def _peer_host(peer: str) -> str:
-    """"ipv4:10.0.0.5:41234" -> "10.0.0.5", "ipv6:[::1]:41234" -> "[::1]": the source port
-    is new on every connection, so keying on it would not deduplicate anything."""
-    _, _, rest = peer.partition(":")
-    host, sep, port = rest.rpartition(":")
-    return host if sep and port.isdigit() else rest or peer
-
-
 def _inbound(handler: _Handler) -> _Handler:
     """Authenticate the caller, check the sender and validate, then run a Gossip handler."""
     method = handler.__name__
@@ -323,14 +316,14 @@ class GossipService(pb_grpc.GossipServicer):
                  why: str) -> None:
         # Keyed on host and code: a misconfigured peer retries from new ports, with texts
         # that name a different record each time.
-        self._tally.warn((_peer_host(context.peer()), code.name), "gossip %s from %s refused: %s",
+        self._tally.warn((peer_host(context.peer()), code.name), "gossip %s from %s refused: %s",
                          method, context.peer(), why)
         context.abort(code, why)
 
     def _decode(self, context: grpc.ServicerContext, sender: NodeId, method: str,
                 records: Any, where: str) -> tuple[NodeRecord, ...]:
         decoded = wire.records_from_pb(records, where)
-        _note_problems(self._tally, _peer_host(context.peer()), f"gossip {method} from {sender}",
+        _note_problems(self._tally, peer_host(context.peer()), f"gossip {method} from {sender}",
                        decoded.problems)
         return decoded.records
 

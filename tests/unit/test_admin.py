@@ -270,3 +270,10 @@ def test_the_standard_grpc_health_service_answers_over_mtls(serve: Callable[...,
         for service in ("", "hacluster.v1.Admin"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_every_domain_refusal_has_a_grpc_status() -> None:
+    from hacluster.admin import REFUSAL_CODES
+    from hacluster.errors import Refusal
+    assert set(REFUSAL_CODES) == set(Refusal)
+    assert len(set(REFUSAL_CODES.values())) == len(Refusal)  # the CLI tells them apart

@@ -8,11 +8,10 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-import grpc
 import pytest
 
-from hacluster.admin import AdminActionError
 from hacluster.agent import Agent
+from hacluster.errors import Refusal, Refused
 from hacluster.failover import Failover
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import Vip
@@ -73,11 +72,11 @@ def test_no_transfer_while_the_address_is_still_here():
     raft, host = _Raft(current=leader_view()), _StickyHostOps()
     agent, t = running(raft, host)
     try:
-        with pytest.raises(AdminActionError) as e:
+        with pytest.raises(Refused) as e:
             Failover(agent).run("n2", False, 2.0)
     finally:
         stop(agent, t)
-    assert e.value.code == grpc.StatusCode.INTERNAL and "could not be released" in str(e.value)
+    assert e.value.kind is Refusal.INTERNAL and "could not be released" in str(e.value)
     assert raft.transfers == [] and not agent.handoff
 
 
@@ -89,9 +88,9 @@ def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
     agent, t = running(raft, host)
     assert host.count("probe") == 0  # by transfer: no probe the first time
     try:
-        with pytest.raises(AdminActionError) as e:
+        with pytest.raises(Refused) as e:
             Failover(agent).run("n2", False, 0.5)
-        assert e.value.code == grpc.StatusCode.ABORTED and "keeps leading" in str(e.value)
+        assert e.value.kind is Refusal.ABORTED and "keeps leading" in str(e.value)
         wait_held(host)
     finally:
         stop(agent, t)

@@ -24,13 +24,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hacluster.actions import AdminActions
-from hacluster.admin import AdminActionError, AdminService, start_admin, status_to_pb
+from hacluster.admin import AdminService, start_admin, status_to_pb
 from hacluster.api import admin_pb2, gossip_pb2
 from hacluster.channels import MAX_MESSAGE_BYTES
 from hacluster.consensus.state import encode
 from hacluster.dataplane.build import build_table
 from hacluster.dataplane.status import backends_status
 from hacluster.dataplane.table import table_to_doc
+from hacluster.errors import Refusal, Refused
 from hacluster.failover import Outcome, Plan
 from hacluster.gossip.grpc_transport import GossipService
 from hacluster.model import ChecksStatus
@@ -110,7 +111,7 @@ def _failover(to: str | None, dry_run: bool, timeout: float) -> Outcome:
     """A stand-in for failover.Failover.run (which needs a running agent loop): refuses
     what is not a member, plans a move to the others, never moves anything."""
     if to is not None and to not in GOSSIP_MEMBERS:
-        raise AdminActionError(f"no member {to!r}", grpc.StatusCode.NOT_FOUND)
+        raise Refused(f"no member {to!r}", Refusal.NOT_FOUND)
     return Outcome(Plan("n1", to or "n2", ("10.0.0.100",)), True, f"would move to {to or 'n2'}")
 
 

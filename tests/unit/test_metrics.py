@@ -26,7 +26,6 @@ from hacluster.metrics import (
     MetricsBindError,
     MetricsServer,
     Timings,
-    parse_listen,
     serve_metrics,
 )
 from hacluster.model import (
@@ -377,20 +376,6 @@ def test_a_second_listener_on_the_same_port_is_refused(served: Callable[..., Met
     first = served()
     with pytest.raises(MetricsBindError, match=f"127.0.0.1:{first.port}"):
         served(f"127.0.0.1:{first.port}")
-
-
-@pytest.mark.parametrize("bind, want", [("127.0.0.1:9464", ("127.0.0.1", 9464)),
-                                        ("0.0.0.0:0", ("0.0.0.0", 0)), ("[::1]:9464", ("::1", 9464)),
-                                        ("localhost:80", ("localhost", 80))])
-def test_parse_listen(bind: str, want: tuple[str, int]) -> None:
-    assert parse_listen(bind) == want
-
-
-@pytest.mark.parametrize("bind", ["9464", ":9464", "127.0.0.1:", "127.0.0.1:65536", "::1:9464",
-                                  "[nope]:9464", "127.0.0.1:x"])
-def test_parse_listen_refuses(bind: str) -> None:
-    with pytest.raises(ValueError, match="9464|HOST:PORT|IPv6"):
-        parse_listen(bind)
 
 
 # ------------------------------------------------------------------ conventions
