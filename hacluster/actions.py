@@ -14,6 +14,7 @@ from typing import Any
 from hacluster.config import Config
 from hacluster.dataplane.build import backend_id
 from hacluster.errors import Refusal, Refused
+from hacluster.model import MAINTENANCE_FLAG, draining_flag, maintenance_on
 
 COMMIT_WAIT_S = 2.0
 CAS_TRIES = 5
@@ -32,7 +33,7 @@ class AdminActions:
             if disable:
                 raise Refused("--disable applies to one backend (SERVICE/BACKEND), "
                               "not to a whole server")
-            return self._flag(f"draining/{target}", None if undo else "true",
+            return self._flag(draining_flag(target), None if undo else "true",
                               f"server {target} {'back in service' if undo else 'draining'}")
         service, sep, backend = target.partition("/")
         if not sep:
@@ -53,7 +54,7 @@ class AdminActions:
                           f"{weight if weight else 'back to the configured one'}")
 
     def maintenance(self, on: bool) -> tuple[str, int]:
-        return self._flag("maintenance", "true" if on else None,
+        return self._flag(MAINTENANCE_FLAG, "true" if on else None,
                           "maintenance mode ON: table frozen, no automatic handoff; health still "
                           "reported" if on else "maintenance mode off: the table follows health again")
 
@@ -75,7 +76,7 @@ class AdminActions:
         if not view.has_quorum and view.leader is None:
             raise Refused("no leader with a quorum: the cluster cannot agree on a change "
                           "now (hacluster status shows why)", Refusal.PRECONDITION)
-        if name != "maintenance" and self.raft.state.flags.get("maintenance") == "true":
+        if name != MAINTENANCE_FLAG and maintenance_on(self.raft.state.flags):
             words += (" -- MAINTENANCE is on: the balancing table stays frozen until "
                       "`hacluster maintenance off`")
         for _ in range(CAS_TRIES):

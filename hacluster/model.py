@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,23 @@ class Role(enum.StrEnum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
     STOPPED = "stopped"
+
+
+# The replicated admin flags (ReplicatedState.flags): their names and meaning, said once for
+# the loop, the leader's duties, failover planning, the table builder and the admin actions.
+MAINTENANCE_FLAG = "maintenance"  # "true": table frozen, no automatic handoff
+
+
+def draining_flag(node: str) -> str:
+    return f"draining/{node}"  # "true": no new flows to node's backends, not eligible to lead
+
+
+def maintenance_on(flags: Mapping[str, str]) -> bool:
+    return flags.get(MAINTENANCE_FLAG) == "true"
+
+
+def is_draining(flags: Mapping[str, str], node: str) -> bool:
+    return flags.get(draining_flag(node)) == "true"
 
 
 @dataclass(frozen=True)

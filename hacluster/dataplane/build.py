@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from hacluster.dataplane.spec import BackendSpec, ServiceSpec, external_check_name
 from hacluster.dataplane.table import Backend, BackendState, Service, Table
+from hacluster.model import is_draining
 
 
 def backend_id(b: BackendSpec, backend_port: int | None) -> str:
@@ -30,7 +31,7 @@ def _state(svc: ServiceSpec, b: BackendSpec, bid: str, health: Mapping[str, bool
     admin = flags.get(f"backend/{svc.name}/{bid}")
     if admin == "disabled":
         return BackendState.DISABLED
-    if admin == "draining" or (b.node is not None and flags.get(f"draining/{b.node}") == "true"):
+    if admin == "draining" or (b.node is not None and is_draining(flags, b.node)):
         return BackendState.DRAINING
     if svc.check is not None:
         if b.node is not None and health.get(f"{b.node}/{svc.check}") is False:

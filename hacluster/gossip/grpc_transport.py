@@ -98,11 +98,13 @@ class GrpcTransport:
     """hacluster.gossip.types.Transport over gRPC."""
 
     def __init__(self, node_id: NodeId, channel_factory: Callable[[str], grpc.Channel],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_rtt: Callable[[float], None] | None = None):
         """channel_factory(address): a channel to that peer, e.g.
-        `lambda a: peer_channel(a, tls.channel_credentials())`."""
+        `lambda a: peer_channel(a, tls.channel_credentials())`. on_rtt(seconds): told the
+        round trip of every answered direct probe (the metrics' histogram)."""
         self.node_id = node_id
-        self.on_rtt: Callable[[float], None] | None = None  # answered direct probes' round trips
+        self.on_rtt = on_rtt
         self._factory = channel_factory
         self._peers: dict[str, _Peer] = {}
         self._closed = False

@@ -216,7 +216,7 @@ class Lab:
                                     stdin=subprocess.DEVNULL, start_new_session=True)
 
     def start_agent(self, node: LabNode, config: Path | None = None) -> None:
-        node.agent = self._spawn(node.netns, [self.python, "-m", "hacluster.agent", "--config",
+        node.agent = self._spawn(node.netns, [self.python, "-m", "hacluster.daemon", "--config",
                                               str(config or node.config)], node.log)
 
     def start_backend(self, node: LabNode) -> None:

@@ -252,8 +252,9 @@ def test_port_in_use_fails_clearly(serve: Callable[..., int]) -> None:
 
 def test_cli_does_not_import_agent_internals() -> None:
     code = ("import sys, hacluster_cli.main; "
-            "bad = [m for m in sys.modules if m == 'hacluster.agent' or m == 'hacluster.admin' "
-            "or m.startswith(('hacluster.consensus', 'hacluster.hostops'))]; "
+            "bad = [m for m in sys.modules if m in ('hacluster.agent', 'hacluster.daemon', "
+            "'hacluster.admin') "
+            "or m.startswith(('hacluster.consensus', 'hacluster.hostops', 'hacluster.ha'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, timeout=60)

@@ -37,7 +37,7 @@ def _agent(role="leader"):
 
 def _run(agent, clock, seconds, step=0.05):
     for _ in range(int(seconds / step)):
-        agent.tick()
+        agent.loop.tick()
         clock.advance(step)
 
 
@@ -46,7 +46,7 @@ def test_leader_commits_a_first_table_and_a_new_one_when_health_changes():
     _run(agent, clock, 0.3)
     assert raft.state.table_generation == 1
     assert [b.state for b in dp.wanted[-1].services[0].backends] == [BackendState.ACTIVE] * 3
-    assert "table gen 1" in agent.sentence
+    assert "table gen 1" in agent.loop.report().sentence
     n = len(raft.submitted)
     _run(agent, clock, 0.5)
     assert len(raft.submitted) == n  # nothing changed: nothing proposed
@@ -55,7 +55,7 @@ def test_leader_commits_a_first_table_and_a_new_one_when_health_changes():
     _run(agent, clock, 0.3)
     assert raft.state.table_generation == 2
     states = {b.id: b.state for b in dp.wanted[-1].services[0].backends}
-    assert states["n2"] is BackendState.DOWN and "table gen 2" in agent.sentence
+    assert states["n2"] is BackendState.DOWN and "table gen 2" in agent.loop.report().sentence
 
 
 def test_a_follower_applies_the_committed_table_and_never_proposes():

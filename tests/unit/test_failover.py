@@ -3,7 +3,7 @@
 import pytest
 
 from hacluster.errors import Refusal, Refused
-from hacluster.failover import plan
+from hacluster.ha.failover import plan
 from hacluster.model import ConsensusView, GossipState, PeerLink, Role
 
 MEMBERS = ["n1", "n2", "n3"]

@@ -12,7 +12,6 @@ import pytest
 
 from hacluster.agent import Agent
 from hacluster.errors import Refusal, Refused
-from hacluster.failover import Failover
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import Vip
 
@@ -45,14 +44,14 @@ def wait_held(host: FakeHostOps, timeout: float = 5.0) -> None:
 
 def running(raft: FakeRaft, host: FakeHostOps):
     agent = Agent(config(), host, raft, clock=time.monotonic)
-    t = threading.Thread(target=agent.run, daemon=True)
+    t = threading.Thread(target=agent.loop.run, daemon=True)
     t.start()
     wait_held(host)
     return agent, t
 
 
 def stop(agent, t):
-    agent.stop()
+    agent.loop.stop()
     t.join(5)
 
 
@@ -60,10 +59,10 @@ def test_a_move_releases_then_transfers_and_records_an_event():
     raft, host = _Raft(current=leader_view()), FakeHostOps()
     agent, t = running(raft, host)
     try:
-        out = Failover(agent).run("n2", False, 2.0)
+        out = agent.failover.run("n2", False, 2.0)
     finally:
         stop(agent, t)
-    assert raft.transfers == ["n2"] and not host.vip_present(VIP) and not agent.handoff
+    assert raft.transfers == ["n2"] and not host.vip_present(VIP) and not agent.loop.releasing
     assert out.plan.target == "n2" and out.released_at_unix_ms > 0
     assert [e.kind for e in agent.events.after(0)][-1] == "failover"
 
@@ -73,11 +72,11 @@ def test_no_transfer_while_the_address_is_still_here():
     agent, t = running(raft, host)
     try:
         with pytest.raises(Refused) as e:
-            Failover(agent).run("n2", False, 2.0)
+            agent.failover.run("n2", False, 2.0)
     finally:
         stop(agent, t)
     assert e.value.kind is Refusal.INTERNAL and "could not be released" in str(e.value)
-    assert raft.transfers == [] and not agent.handoff
+    assert raft.transfers == [] and not agent.loop.releasing
 
 
 def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
@@ -89,7 +88,7 @@ def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
     assert host.count("probe") == 0  # by transfer: no probe the first time
     try:
         with pytest.raises(Refused) as e:
-            Failover(agent).run("n2", False, 0.5)
+            agent.failover.run("n2", False, 0.5)
         assert e.value.kind is Refusal.ABORTED and "keeps leading" in str(e.value)
         wait_held(host)
     finally:
@@ -101,6 +100,6 @@ def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
 def test_sigterm_does_not_transfer_while_the_address_is_still_here():
     raft, host = _Raft(current=leader_view()), _StickyHostOps()
     agent = Agent(config(), host, raft)
-    agent.tick()
-    agent.handoff_and_release()
-    assert raft.transfers == [] and agent.stopping
+    agent.loop.tick()
+    agent.loop.shutdown()
+    assert raft.transfers == [] and agent.loop.stopping

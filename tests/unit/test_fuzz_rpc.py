@@ -32,8 +32,8 @@ from hacluster.dataplane.build import build_table
 from hacluster.dataplane.status import backends_status
 from hacluster.dataplane.table import table_to_doc
 from hacluster.errors import Refusal, Refused
-from hacluster.failover import Outcome, Plan
 from hacluster.gossip.grpc_transport import GossipService
+from hacluster.ha.failover import Outcome, Plan
 from hacluster.model import ChecksStatus
 from tests.unit.fakes import FakeRaft, config, leader_view
 from tests.unit.fuzz_strategies import LONG_TEXT, fuzz_settings, is_repeated, messages, with_unknown_field

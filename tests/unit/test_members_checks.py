@@ -167,7 +167,7 @@ def _agent(settle=0.5):
 
 def _run(agent, clock, seconds, step=0.05):
     for _ in range(int(seconds / step)):
-        agent.tick()
+        agent.loop.tick()
         clock.advance(step)
 
 
@@ -198,14 +198,14 @@ def test_followers_never_commit_health() -> None:
 def test_members_status_joins_gossip_and_raft() -> None:
     agent, raft, _, _ = _agent()
     raft.current = view(role=Role.FOLLOWER, leader="n2")
-    ms = agent.members_status()
+    ms = agent.views.members_status()
     assert ms.awareness == 2
     by = {m.id: m for m in ms.members}
     assert by["n2"].raft_role == "leader" and by["n1"].raft_role == "follower"
     assert by["n3"].raft_role == "follower"  # its Raft link is up (fakes.view: connected)
     assert (by["n1"].checks_passing, by["n1"].checks_total, by["n1"].cpu_percent) == (1, 1, 10)
     assert not by["n3"].meta_known and by["n3"].last_seen_s is None
-    cs = agent.checks_status("n2")
+    cs = agent.views.checks_status("n2")
     assert [n.node for n in cs.nodes] == ["n2"]
 
 

@@ -135,19 +135,19 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
 
 
 def _extra_gauges() -> list[str]:
-    """The gauges agent.py adds through AgentCollector(extra=...) (the certificate expiry): the
+    """The gauges daemon.py adds through AgentCollector(extra=...) (the certificate expiry): the
     keys of the dict its lambda returns, read from the source."""
-    tree = ast.parse((REPO / "hacluster" / "agent.py").read_text())
+    tree = ast.parse((REPO / "hacluster" / "daemon.py").read_text())
     names = [key.value for node in ast.walk(tree) if isinstance(node, ast.keyword) and node.arg == "extra"
              and isinstance(node.value, ast.Lambda) and isinstance(node.value.body, ast.Dict)
              for key in node.value.body.keys if isinstance(key, ast.Constant)]
-    assert names, "agent.py passes no extra={...} gauges to AgentCollector any more: update this test"
+    assert names, "daemon.py passes no extra={...} gauges to AgentCollector any more: update this test"
     return names
 
 
 def _exported() -> dict[str, set[str]]:
     """Every series name an agent exports -> its label names (plus job and instance), from the
-    exposition of a collector with every provider, as agent.py builds it."""
+    exposition of a collector with every provider, as daemon.py builds it."""
     extra = _extra_gauges()
     registry = CollectorRegistry()
     registry.register(AgentCollector(lambda: STATUS, lambda: MEMBERS, lambda: CHECKS, lambda: BACKENDS,
@@ -157,7 +157,7 @@ def _exported() -> dict[str, set[str]]:
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
             names.setdefault(sample.name, set(TARGET_LABELS)).update(sample.labels)
-    assert set(extra) <= set(names), "an extra gauge of agent.py is not exported (clashing name?)"
+    assert set(extra) <= set(names), "an extra gauge of daemon.py is not exported (clashing name?)"
     return names
 
 

@@ -1,8 +1,8 @@
 import pytest
 
 from hacluster.gossip.types import GossipState, NodeMeta
+from hacluster.ha.verdicts import Observed, Policy, VerdictTracker, desired
 from hacluster.model import CheckReport, CheckState
-from hacluster.verdicts import Observed, Policy, VerdictTracker, desired
 
 A, S, D, L = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
 

@@ -27,7 +27,7 @@ def test_status_flags_a_stuck_loop():
 
     clock = Clock()
     agent = Agent(config(), FakeHostOps(), FakeRaft(), clock=clock)
-    agent.tick()
-    assert "STUCK" not in agent.status().sentence
+    agent.loop.tick()
+    assert "STUCK" not in agent.views.status().sentence
     clock.advance(5.0)
-    assert "AGENT LOOP STUCK for 5.0 s" in agent.status().sentence
+    assert "AGENT LOOP STUCK for 5.0 s" in agent.views.status().sentence

@@ -1,13 +1,14 @@
 """`hacluster failover [--to NODE]`: a graceful move of leadership and VIPs (issue 5).
 
-The leader checks that the move can succeed (`plan`, pure), then, on its own agent:
-releases its VIPs (the same `handoff` state as the SIGTERM path: the tick loop does the
-release, so no netlink call races the loop), asks pysyncobj to hand leadership to the
-target (Raft TimeoutNow; the target wins without pre-vote and claims without probing, as
-it knows the old holder let go), and waits until it no longer leads. Nothing is left
-behind: no flag, no constraint; the old leader is an ordinary follower afterwards (Raft
-never moves leadership back by itself). If the target does not take over in time, the
-handoff is cancelled and this leader claims its VIPs again (after its ARP probe).
+The leader checks that the move can succeed (`plan`, pure), then, on its own agent: asks its
+HA loop to hold nothing (a HoldNothing request through the loop's channel: the loop does the
+release, so no netlink call races it, and answers with what the kernel still has), asks
+pysyncobj to hand leadership to the target (Raft TimeoutNow; the target wins without
+pre-vote and claims without probing, as it knows the old holder let go), and waits until
+it no longer leads. Nothing is left behind: no flag, no constraint; the old leader is an
+ordinary follower afterwards (Raft never moves leadership back by itself). If the target
+does not take over in time, the handoff is cancelled and this leader claims its VIPs again
+(after its ARP probe).
 
 Eligible target: a member other than the leader, whose Raft link answered within the
 election timeout and whose log is caught up, ALIVE in this leader's gossip view, not
@@ -22,10 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from hacluster.config import Config
+from hacluster.consensus.protocol import Consensus
 from hacluster.errors import Refusal, Refused
-from hacluster.model import GossipState, Role
+from hacluster.events import EventLog
+from hacluster.ha.requests import Channel, HoldNothing
+from hacluster.model import ConsensusView, GossipState, Role, is_draining
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def _refuse(message: str) -> Refused:
     return Refused(message, Refusal.PRECONDITION)
 
 
-def why_not(member: str, view: Any, gossip: Mapping[str, GossipState] | None,
+def why_not(member: str, view: ConsensusView, gossip: Mapping[str, GossipState] | None,
             health: Mapping[str, bool], flags: Mapping[str, str], fresh_s: float,
             caught_up: Callable[[str], bool]) -> str | None:
     """Why `member` cannot take over from this leader now, or None if it can."""
@@ -67,7 +71,7 @@ def why_not(member: str, view: Any, gossip: Mapping[str, GossipState] | None,
     if gossip is not None and gossip.get(member) is not GossipState.ALIVE:
         state = gossip.get(member)
         return f"gossip sees it {state.value if state else 'nowhere'}"
-    if flags.get(f"draining/{member}") == "true":
+    if is_draining(flags, member):
         return "it is draining (hacluster undrain it first)"
     down = sorted(key.partition("/")[2] for key, up in health.items()
                   if not up and key.startswith(member + "/") and "@" not in key)
@@ -78,11 +82,11 @@ def why_not(member: str, view: Any, gossip: Mapping[str, GossipState] | None,
     return None
 
 
-def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
+def plan(node: str, members: list[str], vips: tuple[str, ...], view: ConsensusView,
          gossip: Mapping[str, GossipState] | None, health: Mapping[str, bool],
          flags: Mapping[str, str], fresh_s: float, caught_up: Callable[[str], bool],
          to: str | None) -> Plan:
-    """The move this leader would make, or Refused(FAILED_PRECONDITION) saying why
+    """The move this leader would make, or Refused (precondition, not_found) saying why
     not. Pure: everything it looks at is passed in."""
     if view.role is not Role.LEADER:
         leader = f"the leader is {view.leader}" if view.leader else "there is no leader now"
@@ -92,8 +96,7 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
                       "a healthy majority (see `hacluster status`)")
     if to is not None:
         if to not in members:
-            raise Refused(f"no member {to!r}; members: {', '.join(members)}",
-                          Refusal.NOT_FOUND)
+            raise Refused(f"no member {to!r}; members: {', '.join(members)}", Refusal.NOT_FOUND)
         if to == node:
             raise _refuse(f"{node} already leads and holds the VIPs: nothing to move")
         reason = why_not(to, view, gossip, health, flags, fresh_s, caught_up)
@@ -112,30 +115,34 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: Any,
 
 
 class Failover:
-    """Runs failovers on the leader's agent; one at a time."""
+    """Runs failovers on the leader's agent; one at a time. Talks to the HA loop only
+    through its request channel (ha/requests.py)."""
 
-    def __init__(self, agent: Any, wall: Callable[[], float] = time.time):
-        self.agent = agent
-        self.wall = wall
+    def __init__(self, config: Config, raft: Consensus, loop: Channel, events: EventLog,
+                 gossip_states: Callable[[], Mapping[str, GossipState] | None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self._config = config
+        self._raft = raft
+        self._loop = loop
+        self._events = events
+        self._gossip_states = gossip_states
+        self._clock = clock
+        self._wall = wall
         self._lock = threading.Lock()
 
     def plan(self, to: str | None, check_log: bool = True) -> Plan:
-        a = self.agent
-        cfg = a.config
-        view = a.raft.view()
-        state = a.raft.state
-        gossip = ({m.node: m.state for m in a.gossip.members()} if a.gossip is not None else None)
+        cfg = self._config
+        state = self._raft.state
         return plan(cfg.node_id, [m.id for m in cfg.members], tuple(v.address for v in cfg.vips),
-                    view, gossip, dict(state.health), dict(state.flags), cfg.timing.election_min,
-                    a.raft.caught_up if check_log else (lambda _m: True), to)
+                    self._raft.view(), self._gossip_states(), dict(state.health), dict(state.flags),
+                    cfg.timing.election_min, self._raft.caught_up if check_log else (lambda _m: True), to)
 
     def run(self, to: str | None, dry_run: bool, timeout: float) -> Outcome:
         if not 0 <= timeout <= MAX_TIMEOUT_S:
             raise Refused(f"timeout_s must be 0-{MAX_TIMEOUT_S:g}, got {timeout:g}")
         timeout = timeout or DEFAULT_TIMEOUT_S
         if not self._lock.acquire(blocking=False):
-            raise Refused("a failover is already under way on this agent",
-                          Refusal.ABORTED)
+            raise Refused("a failover is already under way on this agent", Refusal.ABORTED)
         try:
             p = self.plan(to)
             vips = ", ".join(p.vips) or "no VIPs"
@@ -146,61 +153,64 @@ class Failover:
         finally:
             self._lock.release()
 
+    def _release(self, p: Plan) -> None:
+        """Have the loop release every VIP, and confirm the kernel let them go."""
+        report = self._loop.send(HoldNothing(True)).wait(RELEASE_WAIT_S)
+        if report is None:
+            raise Refused("the agent's loop did not release the VIPs in time", Refusal.INTERNAL)
+        if report.vips_present:  # one more tick: a release may take a second try
+            report = self._loop.send(HoldNothing(True)).wait(RELEASE_WAIT_S) or report
+        if report.vips_present:
+            # A transferred leader claims without probing: it must not find us holding.
+            raise Refused(f"{', '.join(report.vips_present)} could not be released here (see the "
+                          f"agent's log); no transfer, {p.source} keeps leading", Refusal.INTERNAL)
+
     def _execute(self, p: Plan, timeout: float) -> Outcome:
-        a = self.agent
-        clock = a.clock
+        raft, clock = self._raft, self._clock
         log.info("failover: moving leadership and VIPs from %s to %s", p.source, p.target)
-        a.handoff = True
         transfers_sent_until = None
         try:
-            if not a.wait_ticks(2, RELEASE_WAIT_S):
-                raise Refused("the agent's loop did not release the VIPs in time",
-                              Refusal.INTERNAL)
-            left = a.vips_still_here()
-            if left and a.wait_ticks(2, RELEASE_WAIT_S):
-                left = a.vips_still_here()
-            if left:
-                # A transferred leader claims without probing: it must not find us holding.
-                raise Refused(f"{', '.join(left)} could not be released here (see the "
-                              f"agent's log); no transfer, {p.source} keeps leading",
-                              Refusal.INTERNAL)
-            released_at = self.wall()
+            self._release(p)
+            released_at = self._wall()
             start = clock()
             deadline = start + timeout
             denied: list[str] = []
             while clock() < deadline:
-                if a.raft.view().role is not Role.LEADER:
+                if raft.view().role is not Role.LEADER:
                     handed = (clock() - start) * 1000
-                    log.info("failover: %s leads now (handed over in %.0f ms)", p.target, handed)
-                    vips = ", ".join(p.vips) or "no VIPs"
-                    a.events.add("failover", f"{p.source} handed leadership and {vips} to {p.target} "
-                                 f"in {handed:.0f} ms", source=p.source, target=p.target,
-                                 handed_over_ms=handed)
-                    return Outcome(p, False, f"moved leadership and {vips} from {p.source} to "
-                                             f"{p.target}", released_at * 1000, handed)
+                    break
                 try:  # still eligible? (it may have died, or been drained, meanwhile; a log
                     # that lags for a moment is what the retries are for)
                     self.plan(p.target, check_log=False)
                 except Refused as e:
-                    raise Refused(f"failover to {p.target} abandoned: {e}",
-                                  Refusal.ABORTED) from None
-                a.raft.transfer_leadership(p.target, lambda ok: None if ok else denied.append(
+                    raise Refused(f"failover to {p.target} abandoned: {e}", Refusal.ABORTED) from None
+                raft.transfer_leadership(p.target, lambda ok: None if ok else denied.append(
                     "pysyncobj denied the transfer (target log behind or not connected)"))
-                transfers_sent_until = clock() + a.config.timing.election_max
+                transfers_sent_until = clock() + self._config.timing.election_max
                 # the answer comes on pysyncobj's thread; the role change is what counts
-                _sleep_until(lambda: a.raft.view().role is not Role.LEADER,
+                _sleep_until(lambda: raft.view().role is not Role.LEADER,
                              min(deadline, clock() + 0.3), clock, TRANSFER_RETRY_S)
-            why = f" ({denied[-1]})" if denied else ""
-            raise Refused(f"{p.target} did not take over within {timeout:g} s{why}; "
-                          f"{p.source} keeps leading and claims its VIPs again after its "
-                          "ARP probe", Refusal.ABORTED)
+            else:
+                why = f" ({denied[-1]})" if denied else ""
+                raise Refused(f"{p.target} did not take over within {timeout:g} s{why}; "
+                              f"{p.source} keeps leading and claims its VIPs again after its "
+                              "ARP probe", Refusal.ABORTED)
         finally:
-            if transfers_sent_until is not None and a.raft.view().role is Role.LEADER:
+            if transfers_sent_until is not None and raft.view().role is Role.LEADER:
                 # A TimeoutNow sent late can still make the target win: hold nothing until
                 # an election it started would be over.
-                _sleep_until(lambda: a.raft.view().role is not Role.LEADER, transfers_sent_until,
+                _sleep_until(lambda: raft.view().role is not Role.LEADER, transfers_sent_until,
                              clock, TRANSFER_RETRY_S)
-            a.handoff = False
+            self._loop.send(HoldNothing(False)).wait(RELEASE_WAIT_S)
+        return self._done(p, released_at, handed)
+
+    def _done(self, p: Plan, released_at: float, handed: float) -> Outcome:
+        log.info("failover: %s leads now (handed over in %.0f ms)", p.target, handed)
+        vips = ", ".join(p.vips) or "no VIPs"
+        self._events.add("failover", f"{p.source} handed leadership and {vips} to {p.target} "
+                         f"in {handed:.0f} ms", source=p.source, target=p.target, handed_over_ms=handed)
+        return Outcome(p, False, f"moved leadership and {vips} from {p.source} to {p.target}",
+                       released_at * 1000, handed)
 
 
 def _sleep_until(cond: Callable[[], bool], until: float, clock: Callable[[], float],

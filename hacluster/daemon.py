@@ -1,0 +1,334 @@
+"""`hacluster-agent`: build every part of one server's agent, start them in order, run the HA
+loop, and stop them in the reverse order.
+
+The order matters: the admin/gossip gRPC server binds first (a taken port stops start-up
+before anything else runs), the Raft port guard is in place before Raft listens, Raft starts
+before gossip, checks and the data plane (they read its state), and the loop runs last, on
+the main thread. On SIGTERM the loop ends, releases its VIPs and hands leadership over
+(HaLoop.shutdown); then peers are told we leave, and the rest stops.
+
+Every part is built in Daemon.__init__ and finished there: nothing is set afterwards.
+gRPC starts threads when imported, and the systemd notifier must read (and unset) its
+environment before any thread runs, so the heavy imports happen inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from hacluster import __version__
+from hacluster.config import Config, ConfigError, load_config
+from hacluster.logs import setup_logging
+from hacluster.sdnotify import Notifier
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
+GUARD_CHECK_S = 10.0  # how often the Raft port guard is checked (and put back if gone)
+AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent executed (audit.py)
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says why (exit code `code`)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+class Daemon:
+    def __init__(self, config: Config, secret: str, notifier: Notifier):
+        from hacluster import clock
+        from hacluster.actions import AdminActions
+        from hacluster.admin import AdminService
+        from hacluster.agent import Agent
+        from hacluster.consensus.raft import RaftNode
+        from hacluster.hostops.netlink import NetlinkHostOps
+        from hacluster.metrics import FailoverHistogram, Timings
+        from hacluster.sdnotify import WatchdogPinger
+        from hacluster.tls import Authority
+
+        self.config = config
+        self.notifier = notifier
+        self.tls = _load_tls(config)
+        self.audit = _open_audit(config)
+        self.failovers, self.timings = FailoverHistogram(), Timings()
+        self.dataplane = _make_dataplane(config, self.timings)
+        self.hostops = NetlinkHostOps()
+        self.raft = RaftNode(config, secret)
+        self.membership, self.gossip_service, self.transport = _make_gossip(config, self.tls, self.timings)
+        self.agent = Agent(config, self.hostops, self.raft, gossip=self.membership,
+                           dataplane=self.dataplane, failovers=self.failovers, timings=self.timings,
+                           watchdog=WatchdogPinger(notifier, clock.now))
+        self.runner, self.feed = _make_health(config, self.raft, self.membership)
+        views = self.agent.views
+        self.admin = AdminService(
+            views.status, Authority(config.cluster), members_provider=views.members_status,
+            checks_provider=views.checks_status, backends_provider=views.backends_status,
+            actions=AdminActions(config, self.raft), failover=self.agent.failover.run,
+            events=self.agent.events, audit=self.audit)
+        self.guard_stop = threading.Event()
+        self.server: Any = None
+        self.raft_guard: Any = None
+        self.metrics_server: Any = None
+
+    def start(self) -> None:
+        from hacluster.admin import serve_admin
+
+        c = self.config
+        try:
+            self.server = serve_admin(c.me.grpc_endpoint, self.admin, self.tls.server_credentials(),
+                                      max_workers=8, gossip=self.gossip_service)
+        except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly
+            raise StartupError(f"cannot serve admin API on {c.me.grpc_endpoint}: {e}", 1) from None
+        self.raft_guard = _make_raft_guard(c)  # before raft.start(): Raft never listens unguarded
+        if self.raft_guard is not None:
+            _keep_raft_guard(self.raft_guard, c, self.agent.events, self.guard_stop)
+        self.raft.start()
+        self.membership.start()  # joins (push-pull with a peer) from its own thread
+        self.runner.start()
+        self.feed.start()
+        if self.dataplane is not None:
+            self.dataplane.start()
+        self.metrics_server = _serve_metrics(c, self.agent, self.failovers, self.timings, self.tls)
+        log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
+                 __version__, c.node_id, c.cluster, len(c.members),
+                 ", ".join(str(v) for v in c.vips) or "none",
+                 ", ".join(f"{k.name} ({k.kind})" for k in c.checks) or "none")
+
+    def run(self) -> None:
+        """The HA loop on this thread until SIGTERM/SIGINT, then release and hand over."""
+        loop = self.agent.loop
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            self.notifier.stopping("stopping: releasing VIPs, handing leadership over")
+            loop.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.notifier.ready(loop.report().sentence)  # admin gRPC serves, Raft started
+        loop.run()
+        loop.shutdown()
+
+    def stop(self) -> None:
+        """Stop every part after run(): listeners first, the data plane (which carries the
+        clients' flows) and the host last. One step failing does not stop the rest."""
+        for step, fn in (("metrics", lambda: self.metrics_server and self.metrics_server.stop()),
+                         ("health feed", self.feed.stop), ("checks", self.runner.stop),
+                         # peers mark us LEFT: our backends go down at once
+                         ("gossip leave", lambda: self.membership.leave(LEAVE_TIMEOUT_S)),
+                         ("gossip", self.membership.stop),
+                         ("gRPC server", lambda: self.server.stop(0.2)),
+                         ("gossip channels", self.transport.close), ("raft", self.raft.stop),
+                         ("raft guard", lambda: self.guard_stop.set()
+                          or (self.raft_guard and self.raft_guard.remove())),
+                         ("data plane", lambda: self.dataplane and self.dataplane.stop()),
+                         ("hostops", self.hostops.close), ("audit log", self.audit.close)):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - stopping the rest matters more
+                log.exception("stopping %s failed", step)
+
+
+def _load_tls(config: Config) -> Any:
+    from hacluster.tls import TlsError, load_tls
+
+    try:
+        tls = load_tls(config.tls, config.cluster, ("node",), config.node_id)
+    except TlsError as e:
+        raise StartupError(f"tls.{e}") from None
+    log.info("mutual TLS: %s, certificate valid until %s", tls.identity, tls.not_after.strftime("%Y-%m-%d"))
+    return tls
+
+
+def _open_audit(config: Config) -> Any:
+    from hacluster.audit import AuditError, AuditLog
+
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return AuditLog(config.data_dir / AUDIT_FILE, config.node_id)
+    except (OSError, AuditError) as e:
+        raise StartupError(f"the audit log {config.data_dir / AUDIT_FILE} cannot be opened: {e}") from None
+
+
+def _make_gossip(config: Config, tls: Any, timings: Any) -> tuple[Any, Any, Any]:
+    from hacluster.channels import peer_channel
+    from hacluster.gossip.grpc_transport import GossipService, GrpcTransport
+    from hacluster.gossip.membership import Membership
+    from hacluster.tls import Authority
+
+    creds = tls.channel_credentials()
+    transport = GrpcTransport(config.node_id, lambda address: peer_channel(address, creds),
+                              on_rtt=timings.observe_probe_rtt)
+    membership = Membership(
+        config.node_id, config.me.grpc_endpoint,
+        {p.id: p.grpc_endpoint for p in config.peers}, transport,
+        timing=config.gossip, version=__version__,
+        on_change=_log_gossip_change)
+    service = GossipService(membership, Authority(config.cluster),
+                            {m.id: m.grpc_endpoint for m in config.members})
+    return membership, service, transport
+
+
+def _log_gossip_change(view: Any, old: Any) -> None:
+    log.info("gossip: %s is %s (was %s, incarnation %d)", view.node, view.state.value,
+             old.value if old is not None else "unknown", view.incarnation)
+
+
+def _make_dataplane(config: Config, timings: Any) -> Any:
+    """The data plane worker for the configured services, or None without services.
+
+    auto: nftables when `nft` works here (root or CAP_NET_ADMIN, the nf_tables module),
+    else the userspace proxy, said loudly: it is slower and cannot keep client addresses.
+    """
+    if not config.services:
+        return None
+    from hacluster.dataplane.apply import NftApplier
+    from hacluster.dataplane.proxy import ProxyDataplane
+    from hacluster.dataplane.worker import DataplaneWorker
+
+    if config.dataplane in ("auto", "nftables"):
+        nft = NftApplier()
+        ok, why = nft.available()
+        if ok:
+            return DataplaneWorker(nft, "nftables", timings=timings)
+        if config.dataplane == "nftables":
+            raise StartupError(str(ConfigError(config.source,
+                                               [f"dataplane: nftables is not usable here: {why}"])))
+        log.error("nftables is not usable here (%s): serving the balancing table with the "
+                  "userspace proxy instead (slower; backends see this server's address)", why)
+        reason = f"nftables is not usable: {why}"
+    else:
+        reason = "the config asks for it (dataplane: proxy)"
+    proxy = ProxyDataplane(reason=reason)
+    proxy.start()
+    return DataplaneWorker(proxy, "userspace proxy", timings=timings)
+
+
+def _make_raft_guard(config: Config) -> Any:
+    """The nftables guard of our Raft port (docs/security.md), applied before Raft listens;
+    None when it cannot be programmed here, said loudly: the port is then open to any host
+    that reaches it, with only the cluster secret in front of pysyncobj's unpickler."""
+    from hacluster.dataplane.guard import GuardError, RaftGuard
+
+    guard = RaftGuard()
+    members = [(m.id, m.address) for m in config.members]
+    ok, why = guard.check()
+    if ok:
+        try:
+            guard.apply(members, config.me.raft_port, config.me.address)
+            log.info("raft guard: port %d accepts %d member address(es) only (table inet "
+                     "hacluster_guard)", config.me.raft_port, len({a for _, a in members}))
+            return guard
+        except (GuardError, ValueError) as e:
+            why = str(e)
+    log.error("RAFT PORT NOT GUARDED: %s. Port %d is open to every host that can reach %s; only "
+              "the cluster secret protects it", why, config.me.raft_port, config.me.address)
+    return None
+
+
+def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Event) -> None:
+    """Every GUARD_CHECK_S, put the guard back if something removed it (a firewall reload
+    with `flush ruleset` does), loudly."""
+    members = [(m.id, m.address) for m in config.members]
+
+    def loop() -> None:
+        while not stop.wait(GUARD_CHECK_S):
+            try:
+                if guard.ensure(members, config.me.raft_port, config.me.address):
+                    log.warning("raft guard was missing or changed (firewall reload?): applied again")
+                    events.add("agent", "raft port guard was missing: applied again")
+            except Exception as e:  # noqa: BLE001 - keep trying; say it every time
+                log.error("RAFT PORT NOT GUARDED: cannot re-apply the guard: %s", e)
+    threading.Thread(target=loop, name="raft-guard", daemon=True).start()
+
+
+def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls: Any) -> Any:
+    """The Prometheus listener (config metrics.listen), or None. A taken port does not
+    stop the agent (metrics are not worth an outage): it runs on, loudly."""
+    if config.metrics_listen is None:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from hacluster.metrics import AgentCollector, LeaderChangeTally, MetricsBindError, serve_metrics
+    from hacluster.statuspage import EVENTS_SHOWN, status_pages
+
+    views = agent.views
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(
+        views.status, views.members_status, views.checks_status, views.backends_status, failovers,
+        # when this agent's certificate expires (alerts warn weeks ahead)
+        extra=lambda: {"hacluster_tls_cert_expiry_timestamp_seconds": tls.not_after.timestamp()},
+        leader_changes=LeaderChangeTally(agent.events), timings=timings))
+    try:
+        # the read-only status page on the same listener: `/` and `/status.json`
+        server = serve_metrics(config.metrics_listen, registry, status_pages(
+            views.status, views.members_status, views.backends_status,
+            lambda: agent.events.after(0, EVENTS_SHOWN)),
+            tls=tls if config.metrics_tls else None)
+    except MetricsBindError as e:
+        log.error("%s; running without metrics", e)
+        agent.events.add("agent", f"no metrics: {e}")
+        return None
+    log.info("metrics and status page: %s://%s/ (%s)", "https" if config.metrics_tls else "http",
+             config.metrics_listen, "client certificates of the cluster CA only" if config.metrics_tls
+             else "plain HTTP, no authentication: keep it on a management network")
+    return server
+
+
+def _make_health(config: Config, raft: Any, membership: Any) -> tuple[Any, Any]:
+    from hacluster.gossip.feed import HealthFeed
+    from hacluster.health.load import LoadSampler
+    from hacluster.health.runner import HealthRunner
+    from hacluster.model import is_draining
+
+    sampler = LoadSampler()
+    feed = HealthFeed(membership, lambda: runner.reports(), sampler.sample,
+                      draining=lambda: is_draining(raft.state.flags, config.node_id), version=__version__)
+    runner = HealthRunner(config.checks, default_host=config.me.address, on_change=feed.checks_changed)
+    return runner, feed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hacluster-agent",
+                                description="Run the hacluster agent for this server.")
+    p.add_argument("--config", required=True, help="this server's YAML config")
+    p.add_argument("--version", action="version", version=f"hacluster-agent {__version__}")
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        secret = config.read_secret()
+    except ConfigError as e:
+        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    notifier = Notifier.from_env(unset_environment=True)  # before any thread starts (putenv)
+    log.info("%s", notifier.describe())
+    for w in config.warnings:
+        log.warning("config: %s", w)
+    try:
+        daemon = Daemon(config, secret, notifier)
+    except StartupError as e:
+        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        return e.code
+    try:
+        daemon.start()
+    except StartupError as e:  # nothing runs yet but the data plane's proxy: exit ends it
+        print(f"hacluster-agent: {e}", file=sys.stderr)
+        return e.code
+    try:
+        daemon.run()
+    finally:
+        daemon.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The leader's duties besides the VIPs: commit health verdicts and balancing-table
+generations, and hand leadership over when this leader is drained.
+
+Called by the loop once per tick with the tick's snapshot, on the loop thread. Proposals go
+through pysyncobj without blocking (callbacks come back on its thread); at most one of each
+kind is in flight, and refused or lost ones back off instead of retrying every tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hacluster.config import Config
+from hacluster.consensus.protocol import Consensus
+from hacluster.dataplane.build import build_table
+from hacluster.dataplane.table import table_to_doc
+from hacluster.events import EventLog
+from hacluster.ha.decide import Snapshot
+from hacluster.ha.verdicts import Observed, Policy, VerdictTracker
+from hacluster.model import ConsensusView, Role, is_draining, maintenance_on
+
+log = logging.getLogger(__name__)
+
+PROPOSE_EVERY_S = 0.1  # how often the leader compares the wanted state with the committed
+INFLIGHT_S = 2.0  # a proposal unanswered this long is given up and redone
+BACKOFF_MAX_S = 30.0  # after failed proposals, wait up to this long before the next
+HEALTH_BATCH = 256  # keys per proposal (the state machine takes at most 1024)
+DRAINED_RETRY_S = 5.0  # a drained leader's handoff attempts: 5 s apart, doubling after failures
+DRAINED_RETRY_MAX_S = 300.0
+
+
+class Proposer:
+    """The leader's proposals of one kind (health, table): looked at every PROPOSE_EVERY_S,
+    at most one in flight (given up after INFLIGHT_S), and after a refused or lost one a
+    backoff of 0.5 s doubling to BACKOFF_MAX_S rather than a retry every tick."""
+
+    def __init__(self, clock: Callable[[], float], what: str, timings: Any = None):
+        self.clock = clock
+        self.what = what
+        self.timings = timings  # metrics.Timings: commit latency of what it proposes
+        self._due = 0.0
+        self._blocked_until = 0.0
+        self._backoff = 0.0
+
+    def due(self, now: float) -> bool:
+        if now < self._due or now < self._blocked_until:
+            return False
+        self._due = now + PROPOSE_EVERY_S
+        return True
+
+    def submit(self, raft: Consensus, now: float, term: int, command: dict[str, Any]) -> None:
+        self._blocked_until = now + INFLIGHT_S
+        sent = self.clock()
+
+        def done(result: Any, err: int) -> None:
+            if result is not None and result.ok:
+                self._blocked_until = self._backoff = 0.0
+                if self.timings is not None:
+                    self.timings.observe_raft_commit(self.clock() - sent)
+                log.info("committed %s (term %d)", result.detail, term)
+                return
+            # Refused (deposed meanwhile, a stale generation) or lost: try again later.
+            self._backoff = min(BACKOFF_MAX_S, max(0.5, self._backoff * 2))
+            self._blocked_until = self.clock() + self._backoff
+            log.warning("%s not committed (%s); next try in %.1f s", self.what,
+                        result.detail if result is not None else f"pysyncobj reason {err}",
+                        self._backoff)
+
+        raft.submit(command, done)
+
+
+class LeaderDuties:
+    def __init__(self, config: Config, raft: Consensus, clock: Callable[[], float], events: EventLog,
+                 gossip: Any = None, timings: Any = None, handover: Callable[[], Any] | None = None):
+        """gossip: a gossip.membership.Membership (or a fake with members()), or None to
+        run without health gossip. handover: moves leadership and VIPs to the best member
+        (failover.run), raising errors.Refused when it cannot; None: a drained leader stays."""
+        self._config = config
+        self._raft = raft
+        self._clock = clock
+        self._events = events
+        self._gossip = gossip
+        self._handover = handover
+        self._verdicts = VerdictTracker(
+            (c.name for c in config.checks), config.health_settle,
+            Policy(rejoin=config.health_rejoin, raft_fresh=config.timing.election_max,
+                   corroborate=config.health_corroborate))
+        self._health = Proposer(clock, "health change", timings)
+        self._table = Proposer(clock, "table", timings)
+        self._contradicted: frozenset[str] = frozenset()
+        self._members_addr = {m.id: m.address for m in config.members}
+        self._drained_next_try = 0.0
+        self._drained_failures = 0
+        self._drained_seen_at: float | None = None  # when this leader was first seen drained
+
+    def step(self, snap: Snapshot) -> None:
+        self._health_step(snap)
+        self._table_step(snap)
+        self._leave_if_drained(snap)
+
+    # ----------------------------------------------------------------- health verdicts
+
+    def _health_step(self, snap: Snapshot) -> None:
+        """Commit the health changes the gossiped view has settled on (DESIGN.md §5).
+
+        Gossip never touches VIP ownership; this only feeds the replicated health that the
+        balancing table follows. At most one proposal is in flight; failed ones back off.
+        """
+        view = snap.consensus
+        if self._gossip is None:
+            return
+        if view.role is not Role.LEADER or not view.epoch_applied:
+            self._verdicts.reset()
+            return
+        if not self._health.due(snap.now):
+            return
+        changes = self._verdicts.changes(snap.now, self._observed(view), self._raft.state.health)
+        self._note_contradictions()
+        if not changes:
+            return
+        batch = dict(sorted(changes.items())[:HEALTH_BATCH])
+        self._health.submit(self._raft, snap.now, view.term,
+                            {"type": "health", "term": view.term, "changes": batch})
+
+    def _observed(self, view: ConsensusView) -> list[Observed]:
+        """Gossip's members plus how long Raft has not heard each one (the leader's acks;
+        unknown for ourselves and for a peer not heard since we lead)."""
+        silent = {p.id: p.last_ack_age_s for p in view.peers}
+        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node))
+                for m in self._gossip.members()]
+
+    def _note_contradictions(self) -> None:
+        now = self._verdicts.contradicted
+        for node in sorted(now - self._contradicted):
+            log.error("%s is dead in gossip but Raft still hears it: gossip (grpc_port) is cut "
+                      "off while the Raft port works; its backends keep their last verdict", node)
+        for node in sorted(self._contradicted - now):
+            log.warning("%s: gossip and Raft agree again", node)
+        self._contradicted = now
+
+    # ----------------------------------------------------------------- balancing table
+
+    def _table_step(self, snap: Snapshot) -> None:
+        """Commit a new table generation when config + health + admin flags call for one (§6)."""
+        view = snap.consensus
+        if not self._config.services or view.role is not Role.LEADER or not view.epoch_applied:
+            return
+        if not self._table.due(snap.now):
+            return
+        state = self._raft.state
+        current = state.table_generation
+        if maintenance_on(state.flags) and state.table is not None:
+            return  # frozen: health is still committed, the table follows it afterwards
+        desired = build_table(self._config.services, self._members_addr, state.health, state.flags,
+                              current + 1)
+        if state.table is not None and \
+                table_to_doc(dataclasses.replace(desired, generation=current)) == state.table:
+            return
+        self._table.submit(self._raft, snap.now, view.term, {
+            "type": "table", "term": view.term, "expect_generation": current,
+            "table": table_to_doc(desired)})
+
+    # ----------------------------------------------------------------- drained leader
+
+    def _leave_if_drained(self, snap: Snapshot) -> None:
+        """A drained server is not eligible to lead: a leader that is drained hands over to
+        an eligible member (in the background, at most every DRAINED_RETRY_S), unless the
+        cluster is in maintenance mode (VIPs stay where they are). Not at once: the flows
+        that go through this VIP holder (NAT, conntrack) end when the VIP moves, so it first
+        gives them the services' longest drain_timeout_s, as draining promises
+        (`hacluster failover` moves it at once)."""
+        flags = self._raft.state.flags
+        if snap.consensus.role is not Role.LEADER or not is_draining(flags, self._config.node_id):
+            self._drained_seen_at = None
+            return
+        if self._drained_seen_at is None:
+            self._drained_seen_at = snap.now
+        grace = max((s.drain_timeout_s for s in self._config.services), default=0)
+        if self._handover is None or maintenance_on(flags) or snap.handoff \
+                or snap.now < self._drained_next_try or snap.now - self._drained_seen_at < grace:
+            return
+        # Each attempt releases the VIPs first: failed ones back off (5 s, 10 s, ... 5 min)
+        # so that a handoff that cannot succeed does not cut the service every few seconds.
+        self._drained_next_try = snap.now + min(DRAINED_RETRY_MAX_S,
+                                                DRAINED_RETRY_S * 2 ** self._drained_failures)
+        threading.Thread(target=self._hand_over, name="drained-handoff", daemon=True).start()
+
+    def _hand_over(self) -> None:
+        assert self._handover is not None
+        try:
+            self._handover()
+            self._drained_failures = 0
+        except Exception as e:  # noqa: BLE001 - retried later; the reason is worth a line
+            self._drained_failures += 1
+            log.warning("drained leader: no handoff yet (attempt %d): %s", self._drained_failures, e)
+            self._events.add("failover", f"{self._config.node_id} is drained but could not hand "
+                             f"over: {e}", attempt=self._drained_failures)

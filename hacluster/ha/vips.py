@@ -1,0 +1,176 @@
+"""The VIP executor: carries out decide()'s actions through HostOps, behind the lease fence.
+
+It decides nothing. What it adds to each action is the part only execution can know:
+whether the address is still answered by someone (the ARP probe), whether the lease still
+holds at the very moment of the system call, and whether that call worked. It also keeps
+the VipBook, what the loop remembers between ticks and hands to the next snapshot.
+
+Written and called on the loop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hacluster.config import Config
+from hacluster.consensus.protocol import Consensus
+from hacluster.ha.decide import Act, Action
+from hacluster.ha.record import Recorder
+from hacluster.hostops.base import HostOps, HostOpsError
+from hacluster.model import Vip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VipBook:
+    """What the loop remembers about its VIPs from one tick to the next."""
+
+    claimed_at: dict[str, float] = field(default_factory=dict)  # vip -> when we claimed it
+    announces: dict[str, int] = field(default_factory=dict)  # vip -> GARPs sent of its burst
+    released_in_term: dict[str, int] = field(default_factory=dict)  # vip -> term we let it go
+    epoch_asked: tuple[int, float] = (0, 0.0)  # (term, when) of our last epoch proposal
+
+    def forget(self, address: str) -> None:
+        self.claimed_at.pop(address, None)
+        self.announces.pop(address, None)
+
+
+@dataclass
+class TickNotes:
+    """What execution ran into during one tick, for its sentence."""
+
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+    def fail(self, message: str) -> None:
+        if message != self.error:
+            log.warning("%s", message)
+        self.error = message
+
+
+class VipExecutor:
+    def __init__(self, config: Config, hostops: HostOps, raft: Consensus, clock: Callable[[], float],
+                 recorder: Recorder):
+        self._config = config
+        self._host = hostops
+        self._raft = raft
+        self._clock = clock
+        self._recorder = recorder
+        self.book = VipBook()
+        self.kernel_has: set[str] = set()  # VIPs the kernel had at the tick's start, less releases
+        self._releasing = False
+
+    # ------------------------------------------------------------------ reading the host
+
+    def present(self, vip: Vip, notes: TickNotes) -> bool:
+        try:
+            return self._host.vip_present(vip)
+        except HostOpsError as e:
+            notes.fail(str(e))
+            return False
+
+    def still_here(self) -> tuple[str, ...]:
+        """The configured VIPs the kernel still has here (empty: all released). A VIP whose
+        presence cannot be read counts as present: never assume it is gone."""
+        out = []
+        for v in self._config.vips:
+            try:
+                if self._host.vip_present(v):
+                    out.append(v.address)
+            except HostOpsError:
+                out.append(v.address)
+        return tuple(out)
+
+    # ------------------------------------------------------------------ acting
+
+    def execute(self, actions: tuple[Action, ...], releasing: bool, notes: TickNotes) -> None:
+        self._releasing = releasing
+        told = False
+        for a in actions:
+            if a.act is Act.REANNOUNCE and not told:
+                log.info("%s: re-announcing held VIPs", a.why)
+                told = True
+            try:
+                self._act(a, notes)
+            except HostOpsError as e:
+                notes.fail(f"{a.act.value} {a.vip.address if a.vip else ''}: {e}")
+
+    def _act(self, a: Action, notes: TickNotes) -> None:
+        book = self.book
+        if a.act is Act.REGISTER_EPOCH:
+            if a.why:
+                log.warning("%s", a.why)
+            book.epoch_asked = (a.term, self._clock())
+            self._raft.register_epoch(a.term)
+            return
+        vip = a.vip
+        assert vip is not None
+        if a.act is Act.CLAIM:
+            self._claim(vip, a.skip_probe, notes)
+        elif a.act is Act.RENEW:
+            if self._fenced_claim(vip):
+                book.claimed_at.setdefault(vip.address, self._clock())
+            else:
+                book.claimed_at.pop(vip.address, None)
+        elif a.act is Act.ANNOUNCE:
+            # Only an address this tick's claim or renewal secured, and only while the lease
+            # still holds: announcing an address we no longer hold would pull clients to us.
+            if vip.address not in book.claimed_at or not self._lease_holds():
+                return
+            self._host.announce(vip)
+            book.announces[vip.address] = book.announces.get(vip.address, 0) + 1
+        elif a.act is Act.REANNOUNCE:
+            book.claimed_at[vip.address] = self._clock()
+            book.announces[vip.address] = 0
+        elif a.act is Act.RELEASE:
+            book.released_in_term[vip.address] = self._raft.view().term
+            book.forget(vip.address)
+            self._host.release_vip(vip)
+            self.kernel_has.discard(vip.address)
+            self._recorder.released(vip)
+        elif a.act is Act.FORGET:
+            book.forget(vip.address)
+
+    def _claim(self, vip: Vip, skip_probe: bool, notes: TickNotes) -> None:
+        if not skip_probe and self._host.probe(vip, self._config.timing.probe):
+            # Someone still answers for it: a frozen or killed holder whose kernel keeps the
+            # address until its lifetime ends. Claiming now would make two holders (I1).
+            notes.notes.append(f"waiting: {vip.address} still answers ARP")
+            return
+        # The probe waited: the lease may have ended meanwhile.
+        if not self._fenced_claim(vip):
+            return
+        view = self._raft.view()
+        now = self._clock()
+        self.book.claimed_at[vip.address] = now
+        self._host.announce(vip)
+        self.book.announces[vip.address] = 1
+        self._recorder.claimed(vip, now, view, skip_probe)
+
+    def _lease_holds(self) -> bool:
+        return not self._releasing and self._raft.lease_ok_now()
+
+    def _lease_deadline(self) -> float:
+        """Until when a claim may be sent (on hacluster.clock), or -inf if it may not at all."""
+        return float("-inf") if self._releasing else self._raft.lease_deadline()
+
+    def _fenced_claim(self, vip: Vip) -> bool:
+        """Add/renew vip only if the lease holds right now, and undo it if it ended meanwhile.
+
+        The decision was taken earlier in the tick; a process paused in between (SIGSTOP, a
+        VM stall, swap, a GIL wait) would otherwise wake up and renew a VIP that a new
+        leader claimed after the old address expired (the kernel re-creates it). The lease
+        is therefore checked inside hostops right before the netlink send (a window of a
+        few bytecodes), and once more after it: a renewal that raced the end of the lease
+        is undone at once.
+        """
+        if not self._host.claim_vip(vip, self._config.timing.vip_lifetime, self._lease_deadline):
+            return False
+        if not self._lease_holds():
+            self._host.release_vip(vip)
+            log.warning("lease ended during the renewal of %s: released it again", vip)
+            return False
+        return True
