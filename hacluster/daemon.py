@@ -256,7 +256,8 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
         return None
     from prometheus_client import CollectorRegistry
 
-    from hacluster.metrics import AgentCollector, LeaderChangeTally, MetricsBindError, serve_metrics
+    from hacluster.listener import MetricsBindError, serve_metrics
+    from hacluster.metrics import AgentCollector, LeaderChangeTally
     from hacluster.statuspage import EVENTS_SHOWN, status_pages
 
     views = agent.views

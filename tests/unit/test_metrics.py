@@ -19,15 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hacluster.events import EventLog
-from hacluster.metrics import (
-    AgentCollector,
-    FailoverHistogram,
-    LeaderChangeTally,
-    MetricsBindError,
-    MetricsServer,
-    Timings,
-    serve_metrics,
-)
+from hacluster.listener import MetricsBindError, MetricsServer, serve_metrics
+from hacluster.metrics import AgentCollector, FailoverHistogram, LeaderChangeTally, Timings
 from hacluster.model import (
     BackendsStatus,
     BackendStatus,
@@ -425,8 +418,6 @@ def test_with_tls_only_certificates_of_the_cluster_that_may_read_get_the_page() 
 
     from prometheus_client import CollectorRegistry
 
-    from hacluster.metrics import serve_metrics
-
     from .pki import PKI
 
     server = serve_metrics("127.0.0.1:0", CollectorRegistry(), {"/": lambda: ("text/html", b"<p>ok</p>")},
@@ -456,7 +447,7 @@ def test_the_reader_check_of_the_tls_listener() -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from hacluster.metrics import _reader_refusal
+    from hacluster.listener import _reader_refusal
 
     from .pki import PKI
 

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hacluster.events import EventLog
-from hacluster.metrics import AgentCollector, MetricsServer, serve_metrics
+from hacluster.listener import MetricsServer, serve_metrics
+from hacluster.metrics import AgentCollector
 from hacluster.model import MembersStatus, Role
 from hacluster.statuspage import PAGE_HTML, status_document, status_pages
 
