@@ -7,17 +7,22 @@ with the same semantics as the kernel data plane:
 - a new flow (a TCP connection; for UDP a client address:port, kept in a flow table until it
   has been idle for `udp_idle_timeout` s) gets a *serving* backend from the service's
   algorithm (select.py), else the fallback, else it is refused (TCP reset at once, UDP
-  dropped) and counted;
+  dropped) and counted. The choice follows the kernel's rules (algorithms.py): for
+  source-hash and Maglev the same backend per flow as an nftables member, for round-robin
+  and weighted the same shares;
 - an established flow keeps its backend whatever later tables say (draining, down or
   disabled backends finish what they have, like conntrack entries in the kernel);
 - the target port is the backend's, else the service's backend_port, else the port the
   client used (render.py's rule; build.py writes 0 for "none").
 
 Differences from the kernel, inherent to a proxy: backends always see this node's address
-(`snat: false` cannot be honoured), and a TCP connection is accepted before a backend is
-picked, so "refused" is a reset after the handshake rather than no handshake. In exchange a
-backend that does not answer the connect within `connect_timeout` s is skipped once for the
-next choice, which the kernel cannot do.
+(`snat: false` cannot be honoured); a TCP connection is accepted before a backend is
+picked, so "refused" is a reset after the handshake rather than no handshake; and the proxy
+terminates TCP, so a connection it carries lives in this process and cannot move to another
+member with the VIP (nothing like conntrack state to sync): a failover to or from a proxy
+member cuts every established TCP connection, even where the next member picks the same
+backend. In exchange a backend that does not answer the connect within `connect_timeout` s
+is skipped once for the next choice, which the kernel cannot do.
 
 Threading: the proxy runs its own asyncio loop in its own thread, so the agent's tick never
 waits for it. apply(), counters() and friends are called from other threads; apply() blocks
@@ -42,7 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from hacluster.dataplane.select import Chooser, FlowKey, MaglevBuilder, make_chooser, signature
+from hacluster.dataplane.algorithms import Slots
+from hacluster.dataplane.select import Chooser, FlowKey, make_chooser, signature
 from hacluster.dataplane.table import Backend, Protocol, Service, Table
 
 log = logging.getLogger("hacluster.dataplane.proxy")
@@ -211,13 +217,11 @@ class ProxyDataplane:
     def __init__(self, reason: str = "nftables is not available", bind_host: str | None = None,
                  connect_timeout: float = 2.0, udp_idle_timeout: float = 30.0,
                  max_tcp_connections: int = 4096, max_udp_flows: int = 4096,
-                 apply_timeout: float = 10.0, maglev: MaglevBuilder | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 apply_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
         """reason: why the kernel data plane is not used (logged once at start).
         bind_host: listen there instead of on each service's VIP (tests: 127.0.0.1).
         max_*: beyond these, new flows are refused and counted; each TCP connection holds two
-        file descriptors and each UDP flow one, so LimitNOFILE must leave room for them.
-        maglev: a maglev_table(ids, weights, size) stand-in; default maglev.py's."""
+        file descriptors and each UDP flow one, so LimitNOFILE must leave room for them."""
         self.reason = reason
         self.bind_host = bind_host
         self.connect_timeout = connect_timeout
@@ -225,13 +229,12 @@ class ProxyDataplane:
         self.max_tcp_connections = max_tcp_connections
         self.max_udp_flows = max_udp_flows
         self.apply_timeout = apply_timeout
-        self._maglev = maglev
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._generation: int | None = None
         self._routes: dict[ListenerKey, _Route] = {}
-        self._choosers: dict[str, tuple[tuple[object, ...], Chooser]] = {}
+        self._choosers: dict[str, tuple[Slots, Chooser]] = {}
         self._tcp_servers: dict[ListenerKey, asyncio.Server] = {}
         self._udp_listeners: dict[ListenerKey, _UdpListener] = {}
         self._conns: set[_TcpConn] = set()
@@ -349,12 +352,12 @@ class ProxyDataplane:
     async def _apply(self, table: Table) -> None:
         errors: list[str] = []
         routes: dict[ListenerKey, _Route] = {}
-        choosers: dict[str, tuple[tuple[object, ...], Chooser]] = {}
+        choosers: dict[str, tuple[Slots, Chooser]] = {}
         for svc in table.services:
-            sig = signature(svc)
             kept = self._choosers.get(svc.name)
             try:
-                chooser = kept[1] if kept is not None and kept[0] == sig else make_chooser(svc, self._maglev)
+                sig = signature(svc)
+                chooser = kept[1] if kept is not None and kept[0] == sig else make_chooser(svc, sig)
             except Exception as e:  # noqa: BLE001 - one bad service must not block the others
                 errors.append(f"service {svc.name}: {e}")
                 continue

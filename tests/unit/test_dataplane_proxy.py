@@ -20,13 +20,7 @@ from typing import Any
 import pytest
 
 from hacluster.dataplane.proxy import ProxyDataplane, ProxyError
-from hacluster.dataplane.select import (
-    FlowKey,
-    Maglev,
-    RoundRobin,
-    SmoothWeighted,
-    SourceHash,
-)
+from hacluster.dataplane.select import Chooser, FlowKey, make_chooser
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
 
 LO = "127.0.0.1"
@@ -173,27 +167,32 @@ def bk(name: str, weight: int = 1) -> Backend:
     return Backend(name, "192.0.2.1", 80, weight)
 
 
+def chooser(algorithm: Algorithm, backends: Sequence[Backend]) -> Chooser:
+    return make_chooser(service(80, backends, algorithm))
+
+
 def test_smooth_weighted_interleaves_like_nginx():
-    c = SmoothWeighted([bk("a", 5), bk("b"), bk("c")])
+    c = chooser(Algorithm.WEIGHTED, [bk("a", 5), bk("b"), bk("c")])
     assert "".join(c.choose(FLOW).id for _ in range(14)) == "aabacaa" * 2
 
 
 def test_round_robin_skips_excluded_and_reports_none():
-    c = RoundRobin([bk("a"), bk("b")])
+    c = chooser(Algorithm.ROUND_ROBIN, [bk("a"), bk("b")])
     assert c.choose(FLOW, frozenset({"a"})).id == "b"
     assert c.choose(FLOW, frozenset({"a", "b"})) is None
-    assert RoundRobin([]).choose(FLOW) is None
+    assert chooser(Algorithm.ROUND_ROBIN, []).choose(FLOW) is None
 
 
 def test_hashes_are_stable_across_instances_and_retry_elsewhere():
     backends = [bk("a"), bk("b", 2), bk("c")]
-    for make in (SourceHash, lambda bs: Maglev(bs, 4093)):
-        one, two = make(backends), make(backends)
+    for algorithm in (Algorithm.SOURCE_HASH, Algorithm.MAGLEV):
+        one, two = chooser(algorithm, backends), chooser(algorithm, backends)
         flows = [FlowKey("tcp", f"10.1.{i // 250}.{i % 250}", 1000 + i, VIP, 80) for i in range(300)]
         picks = [one.choose(f) for f in flows]
         assert picks == [two.choose(f) for f in flows]
         assert {p.id for p in picks} == {"a", "b", "c"}
         assert all(one.choose(f, frozenset({p.id})).id != p.id for f, p in zip(flows, picks, strict=True))
+        assert chooser(algorithm, []).choose(FLOW) is None
 
 
 # ---------------------------------------------------------------------- TCP through the proxy
