@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from hacluster.dataplane.algorithms import slots_for
 from hacluster.dataplane.proxy import ProxyDataplane, ProxyError
 from hacluster.dataplane.select import Chooser, FlowKey, make_chooser
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
@@ -259,6 +260,34 @@ def test_maglev_same_flow_same_backend_on_two_proxies():
                     picks.append((first, second))
         assert all(a == b for a, b in picks), picks
         assert {a for a, _ in picks} == {"a", "b", "c"}
+    run(scenario())
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.SOURCE_HASH, Algorithm.MAGLEV])
+def test_real_connections_reach_the_backend_the_kernel_rule_picks(algorithm: Algorithm):
+    """The running proxy hashes the flow as the kernel would (the service's VIP and port, not
+    the address it bound; the client's address and port): the slot algorithms.py computes,
+    which tests/lab/test_dataplane_hash.py checks against a real kernel."""
+    async def scenario() -> None:
+        async with name_servers("a", "b", "c", "d") as servers:
+            svc = service(port := free_port(), [s.backend(weight=w) for s, w in zip(servers, (1, 2, 1, 3),
+                                                                                 strict=True)], algorithm)
+            slots = slots_for(svc)
+            misses: list[tuple[str, int, str, str]] = []
+            async with proxy(svc):
+                client_port, done = 23000, 0
+                while done < 80:
+                    client_port += 1
+                    src = f"127.0.{done % 7}.{10 + done % 40}"
+                    try:
+                        got = await fetch_from(port, LO, (src, client_port))
+                    except OSError:  # that client port is taken on this machine: use another
+                        continue
+                    done += 1
+                    want = slots.backends[slots.slot_of(FlowKey("tcp", src, client_port, VIP, port))].id
+                    if got != want:
+                        misses.append((src, client_port, got, want))
+        assert not misses, misses
     run(scenario())
 
 
