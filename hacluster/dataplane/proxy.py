@@ -7,17 +7,22 @@ with the same semantics as the kernel data plane:
 - a new flow (a TCP connection; for UDP a client address:port, kept in a flow table until it
   has been idle for `udp_idle_timeout` s) gets a *serving* backend from the service's
   algorithm (select.py), else the fallback, else it is refused (TCP reset at once, UDP
-  dropped) and counted;
+  dropped) and counted. The choice follows the kernel's rules (algorithms.py): for
+  source-hash and Maglev the same backend per flow as an nftables member, for round-robin
+  and weighted the same shares;
 - an established flow keeps its backend whatever later tables say (draining, down or
   disabled backends finish what they have, like conntrack entries in the kernel);
 - the target port is the backend's, else the service's backend_port, else the port the
   client used (render.py's rule; build.py writes 0 for "none").
 
 Differences from the kernel, inherent to a proxy: backends always see this node's address
-(`snat: false` cannot be honoured), and a TCP connection is accepted before a backend is
-picked, so "refused" is a reset after the handshake rather than no handshake. In exchange a
-backend that does not answer the connect within `connect_timeout` s is skipped once for the
-next choice, which the kernel cannot do.
+(`snat: false` cannot be honoured); a TCP connection is accepted before a backend is
+picked, so "refused" is a reset after the handshake rather than no handshake; and the proxy
+terminates TCP, so a connection it carries lives in this process and cannot move to another
+member with the VIP (nothing like conntrack state to sync): a failover to or from a proxy
+member cuts every established TCP connection, even where the next member picks the same
+backend. In exchange a backend that does not answer the connect within `connect_timeout` s
+is skipped once for the next choice, which the kernel cannot do.
 
 Threading: the proxy runs its own asyncio loop in its own thread, so the agent's tick never
 waits for it. apply(), counters() and friends are called from other threads; apply() blocks
@@ -26,7 +31,8 @@ mutated on the proxy loop only.
 
 Memory is bounded per flow: stream reads of at most CHUNK bytes with drain() backpressure
 (a slow side pauses reading from the other), UDP datagrams are sent without queueing and
-dropped when the socket buffer is full, as a router would.
+dropped when the socket buffer is full, as a router would. The sockets and the UDP flow
+table live in proxy_sockets.py.
 """
 
 from __future__ import annotations
@@ -35,26 +41,28 @@ import asyncio
 import concurrent.futures
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from hacluster.dataplane.select import Chooser, FlowKey, MaglevBuilder, make_chooser, signature
+from hacluster.dataplane.algorithms import Slots
+from hacluster.dataplane.proxy_sockets import (
+    LISTEN_BACKLOG,
+    ListenerKey,
+    UdpFlow,
+    UdpListener,
+    bound_socket,
+    fmt_key,
+)
+from hacluster.dataplane.select import Chooser, FlowKey, make_chooser, signature
 from hacluster.dataplane.table import Backend, Protocol, Service, Table
 
 log = logging.getLogger("hacluster.dataplane.proxy")
 
 CHUNK = 64 * 1024  # one read; also the StreamReader limit, so a connection buffers ~3 of these
-LISTEN_BACKLOG = 1024
-UDP_MAX = 65535
-UDP_BURST = 64  # datagrams handled per wakeup, so one busy socket cannot starve the loop
-_IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux value; Python < 3.12 lacks the name
 WARN_EVERY_S = 10.0  # at most one "backend does not answer" line per backend this often
-
-ListenerKey = tuple[Protocol, str, int]  # protocol, bound address, port
 
 
 class ProxyError(Exception):
@@ -82,15 +90,6 @@ class _Route:
 
 
 @dataclass(eq=False)
-class _UdpFlow:
-    client: tuple[str, int]
-    target: tuple[str, int]
-    sock: socket.socket  # connected to the target: its replies arrive here
-    counter: _Counter
-    last: float
-
-
-@dataclass(eq=False)
 class _TcpConn:
     reader: asyncio.StreamReader  # from the client
     client: asyncio.StreamWriter
@@ -107,10 +106,6 @@ class _TcpConn:
                 w.transport.abort()
 
 
-def _fmt(key: ListenerKey) -> str:
-    return f"{key[1]}:{key[2]}/{key[0].value}"
-
-
 def _target(route: _Route, backend: Backend) -> tuple[str, int]:
     return backend.address, backend.port or route.service.backend_port or route.port
 
@@ -119,105 +114,17 @@ def _matches(target: tuple[str, int] | None, address: str, port: int | None) -> 
     return target is not None and target[0] == address and (not port or target[1] == port)
 
 
-def _bound_socket(key: ListenerKey) -> socket.socket:
-    proto, host, port = key
-    tcp = proto is Protocol.TCP
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-    try:
-        if tcp:  # not for UDP: there it would let a second process share the port silently
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if sys.platform == "linux":
-            # A standby binds the VIP before it holds the address, so the first packets after
-            # a failover already find a listener.
-            sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
-        sock.bind((host, port))
-        if tcp:
-            sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class _UdpListener:
-    def __init__(self, proxy: ProxyDataplane, key: ListenerKey, sock: socket.socket):
-        self.proxy = proxy
-        self.key = key
-        self.sock = sock
-        self.flows: dict[tuple[str, int], _UdpFlow] = {}
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.fileno(), self._readable)
-
-    def _readable(self) -> None:
-        for _ in range(UDP_BURST):
-            try:
-                data, addr = self.sock.recvfrom(UDP_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # an ICMP error queued on the socket: nothing to forward
-            flow = self.flows.get(addr) or self.proxy._udp_new_flow(self, addr)
-            if flow is None:
-                continue
-            flow.last = self.loop.time()
-            flow.counter.add(len(data))
-            try:
-                flow.sock.send(data)
-            except OSError:
-                pass  # buffer full (dropped, as a router drops) or the backend is unreachable
-
-    def _upstream_readable(self, flow: _UdpFlow) -> None:
-        for _ in range(UDP_BURST):
-            try:
-                data = flow.sock.recv(UDP_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # ICMP port unreachable from the backend: that datagram is lost
-            flow.last = self.loop.time()
-            flow.counter.add(len(data))
-            try:
-                self.sock.sendto(data, flow.client)  # from the address the client talked to
-            except OSError:
-                pass
-
-    def add_flow(self, flow: _UdpFlow) -> None:
-        self.flows[flow.client] = flow
-        flow.counter.active += 1
-        self.loop.add_reader(flow.sock.fileno(), self._upstream_readable, flow)
-
-    def drop_flow(self, flow: _UdpFlow) -> None:
-        if self.flows.pop(flow.client, None) is flow:
-            flow.counter.active -= 1
-            self.loop.remove_reader(flow.sock.fileno())
-            flow.sock.close()
-
-    def expire(self, idle_before: float) -> None:
-        for flow in [f for f in self.flows.values() if f.last < idle_before]:
-            self.drop_flow(flow)
-
-    def close(self) -> None:
-        # Replies go out through the listening socket, so its flows cannot outlive it.
-        for flow in list(self.flows.values()):
-            self.drop_flow(flow)
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
 class ProxyDataplane:
     """The userspace data plane; see the module docstring for its semantics."""
 
     def __init__(self, reason: str = "nftables is not available", bind_host: str | None = None,
                  connect_timeout: float = 2.0, udp_idle_timeout: float = 30.0,
                  max_tcp_connections: int = 4096, max_udp_flows: int = 4096,
-                 apply_timeout: float = 10.0, maglev: MaglevBuilder | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 apply_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
         """reason: why the kernel data plane is not used (logged once at start).
         bind_host: listen there instead of on each service's VIP (tests: 127.0.0.1).
         max_*: beyond these, new flows are refused and counted; each TCP connection holds two
-        file descriptors and each UDP flow one, so LimitNOFILE must leave room for them.
-        maglev: a maglev_table(ids, weights, size) stand-in; default maglev.py's."""
+        file descriptors and each UDP flow one, so LimitNOFILE must leave room for them."""
         self.reason = reason
         self.bind_host = bind_host
         self.connect_timeout = connect_timeout
@@ -225,15 +132,14 @@ class ProxyDataplane:
         self.max_tcp_connections = max_tcp_connections
         self.max_udp_flows = max_udp_flows
         self.apply_timeout = apply_timeout
-        self._maglev = maglev
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._generation: int | None = None
         self._routes: dict[ListenerKey, _Route] = {}
-        self._choosers: dict[str, tuple[tuple[object, ...], Chooser]] = {}
+        self._choosers: dict[str, tuple[Slots, Chooser]] = {}
         self._tcp_servers: dict[ListenerKey, asyncio.Server] = {}
-        self._udp_listeners: dict[ListenerKey, _UdpListener] = {}
+        self._udp_listeners: dict[ListenerKey, UdpListener] = {}
         self._conns: set[_TcpConn] = set()
         self._sweeper: asyncio.Task[None] | None = None
         # Written on the proxy loop, read from other threads: new keys go in under the lock.
@@ -349,12 +255,12 @@ class ProxyDataplane:
     async def _apply(self, table: Table) -> None:
         errors: list[str] = []
         routes: dict[ListenerKey, _Route] = {}
-        choosers: dict[str, tuple[tuple[object, ...], Chooser]] = {}
+        choosers: dict[str, tuple[Slots, Chooser]] = {}
         for svc in table.services:
-            sig = signature(svc)
             kept = self._choosers.get(svc.name)
             try:
-                chooser = kept[1] if kept is not None and kept[0] == sig else make_chooser(svc, self._maglev)
+                sig = signature(svc)
+                chooser = kept[1] if kept is not None and kept[0] == sig else make_chooser(svc, sig)
             except Exception as e:  # noqa: BLE001 - one bad service must not block the others
                 errors.append(f"service {svc.name}: {e}")
                 continue
@@ -364,7 +270,7 @@ class ProxyDataplane:
             for port in svc.ports:
                 key = (svc.protocol, self.bind_host or svc.vip, port)
                 if key in routes:
-                    errors.append(f"service {svc.name}: {_fmt(key)} already serves "
+                    errors.append(f"service {svc.name}: {fmt_key(key)} already serves "
                                   f"{routes[key].service.name}")
                     continue
                 routes[key] = _Route(svc, port, chooser)
@@ -386,23 +292,23 @@ class ProxyDataplane:
         closed: list[str] = []
         for key in [k for k in self._tcp_servers if k not in routes]:
             self._tcp_servers.pop(key).close()  # accepted connections stay open
-            closed.append(_fmt(key))
+            closed.append(fmt_key(key))
         for key in [k for k in self._udp_listeners if k not in routes]:
             self._udp_listeners.pop(key).close()
-            closed.append(_fmt(key))
+            closed.append(fmt_key(key))
         for key in routes:
             if key in self._tcp_servers or key in self._udp_listeners:
                 continue
             try:
-                sock = _bound_socket(key)
+                sock = bound_socket(key)
                 if key[0] is Protocol.TCP:
                     self._tcp_servers[key] = await asyncio.start_server(
                         partial(self._on_tcp, key), sock=sock, limit=CHUNK, backlog=LISTEN_BACKLOG)
                 else:
-                    self._udp_listeners[key] = _UdpListener(self, key, sock)
-                opened.append(_fmt(key))
+                    self._udp_listeners[key] = UdpListener(key, sock, self._udp_new_flow)
+                opened.append(fmt_key(key))
             except OSError as e:
-                errors.append(f"cannot listen on {_fmt(key)}: {e.strerror or e}")
+                errors.append(f"cannot listen on {fmt_key(key)}: {e.strerror or e}")
         return opened, closed
 
     # ------------------------------------------------------------------ observation
@@ -433,7 +339,7 @@ class ProxyDataplane:
     def listeners(self) -> list[str]:
         """What is bound now, as 'address:port/protocol'."""
         keys = list(self._tcp_servers) + list(self._udp_listeners)
-        return sorted(_fmt(k) for k in keys)
+        return sorted(fmt_key(k) for k in keys)
 
     def summary(self) -> str:
         """One sentence for the agent's status line."""
@@ -556,7 +462,7 @@ class ProxyDataplane:
 
     # ------------------------------------------------------------------ UDP
 
-    def _udp_new_flow(self, listener: _UdpListener, client: tuple[str, int]) -> _UdpFlow | None:
+    def _udp_new_flow(self, listener: UdpListener, client: tuple[str, int]) -> UdpFlow | None:
         route = self._routes.get(listener.key)
         if route is None:
             return None
@@ -576,7 +482,7 @@ class ProxyDataplane:
             self._warn_unreachable(name, backend, target, e)
             self._refuse(name)
             return None
-        flow = _UdpFlow(client, target, sock, self._counter(name, backend), listener.loop.time())
+        flow = UdpFlow(client, target, sock, self._counter(name, backend), listener.loop.time())
         listener.add_flow(flow)
         return flow
 

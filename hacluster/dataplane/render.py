@@ -9,12 +9,14 @@ What the table does, per service (VIP, tcp|udp, ports):
 
 - **DNAT** (chain `services`, jumped to from nat base chains at prerouting priority dstnat
   and at output priority -100 for locally generated traffic): a new flow to VIP:port is
-  sent to one of the *serving* backends, chosen through a named map:
+  sent to one of the *serving* backends, chosen through a named map of slots
+  (algorithms.py, which the userspace proxy follows too):
   ROUND_ROBIN `numgen inc mod N`; WEIGHTED the same over slots repeated per weight;
   SOURCE_HASH `jhash ip saddr` over the weighted slots (sticky per client address);
   MAGLEV `jhash` of the 4-tuple over a Maglev table (maglev.py), so every node that holds
   the same table maps a flow to the same backend (e.g. after a VIP failover, when the
-  new holder has no conntrack entry for a flow that was in progress).
+  new holder has no conntrack entry for a flow that was in progress), and a proxy
+  member to the one the kernel would.
   The target is `address . port` when the backend has a port (backend_port), the address
   alone (the client's port kept) otherwise.
 - **Draining and down backends keep their established flows**: nat chains are consulted
@@ -49,29 +51,13 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from math import gcd
 
-from hacluster.dataplane.maglev import maglev_table
-from hacluster.dataplane.table import Algorithm, Backend, Service, Table
+from hacluster.dataplane.algorithms import slots_for
+from hacluster.dataplane.table import Backend, Service, Table
 
 TABLE = "hacluster"
 FAMILY = "inet"
 GENERATION_COMMENT = "hacluster generation {}"
-
-# The jhash seed of SOURCE_HASH and MAGLEV. A protocol constant: every node must hash a
-# flow alike, so a change remaps every client at once, on every node.
-FLOW_HASH_SEED = 0x68616331  # "hac1"
-
-# WEIGHTED / SOURCE_HASH map at most this many slots (see weighted_slots).
-MAX_SLOTS = 1000
-
-# Maglev table size by the number of *configured* backends of the service: about 100
-# slots per backend keeps each share within ~1 % of its weight (the paper's M >> 100 N
-# guideline), and a map of 1021 elements adds ~25 kB to the script, which nft loads in
-# milliseconds. The size depends on the configuration only, never on health, because a
-# new size would move almost every flow; a backend going down moves only its own slots.
-MAGLEV_SIZES: tuple[tuple[int, int], ...] = ((10, 1021), (40, 4093))
-MAGLEV_SIZE_LARGE = 16381
 
 _ELEMENTS_PER_LINE = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -105,73 +91,6 @@ def drop_counter_name(service: str) -> str:
 
 def _map_name(service: str, *extra: str) -> str:
     return _object_name("m", service, *extra)
-
-
-# ------------------------------------------------------------------ slots and sizes
-
-
-def slot_weights(weights: Sequence[int], cap: int = MAX_SLOTS) -> list[int]:
-    """Slots per backend for weighted maps: the weights divided by their gcd; if they
-    still sum to more than `cap`, scaled to `cap` slots by largest remainder (each gets
-    floor(w * cap / total), the slots left go to the largest fractional parts, ties to the
-    earlier backend). Every backend keeps at least one slot, so a share may be off by
-    1/cap and, with more than `cap` tiny weights, the total can exceed `cap` by as many."""
-    if not weights:
-        return []
-    g = gcd(*weights)
-    w = [x // g for x in weights]
-    total = sum(w)
-    if total <= cap:
-        return w
-    quot_rem = [divmod(x * cap, total) for x in w]
-    slots = [max(1, q) for q, _ in quot_rem]
-    left = cap - sum(slots)
-    by_remainder = sorted(range(len(w)), key=lambda i: (-quot_rem[i][1], i))
-    for i in by_remainder[:max(0, left)]:
-        slots[i] += 1
-    g = gcd(*slots)
-    return [s // g for s in slots]
-
-
-def smooth_order(slots: Sequence[int]) -> list[int]:
-    """nginx's smooth weighted round-robin: the sequence of backend indices in which each
-    index i appears slots[i] times, spread out (1:2:3 gives c b a c b c, not a b b c c c),
-    so that `numgen inc` interleaves backends over short stretches of flows too."""
-    total = sum(slots)
-    current = [0] * len(slots)
-    seq = []
-    for _ in range(total):
-        for i, s in enumerate(slots):
-            current[i] += s
-        best = max(range(len(slots)), key=lambda i: (current[i], -i))
-        current[best] -= total
-        seq.append(best)
-    return seq
-
-
-def maglev_size(configured_backends: int) -> int:
-    for limit, size in MAGLEV_SIZES:
-        if configured_backends <= limit:
-            return size
-    return MAGLEV_SIZE_LARGE
-
-
-def _selection(s: Service, serving: list[Backend]) -> tuple[str, list[Backend]]:
-    """(nft expression that picks a slot, backend of every slot) for the serving backends."""
-    l4 = s.protocol.value
-    seed = f"seed {FLOW_HASH_SEED:#010x}"
-    if s.algorithm is Algorithm.MAGLEV:
-        size = maglev_size(len(s.backends))
-        table = maglev_table([b.id for b in serving], [b.weight for b in serving], size)
-        expr = f"jhash ip saddr . {l4} sport . ip daddr . {l4} dport mod {size} {seed}"
-        return expr, [serving[i] for i in table]
-    if s.algorithm is Algorithm.ROUND_ROBIN:
-        slots = list(serving)
-    else:  # WEIGHTED, SOURCE_HASH
-        slots = [serving[i] for i in smooth_order(slot_weights([b.weight for b in serving]))]
-    if s.algorithm is Algorithm.SOURCE_HASH:
-        return f"jhash ip saddr mod {len(slots)} {seed}", slots
-    return f"numgen inc mod {len(slots)}", slots
 
 
 # ------------------------------------------------------------------------ pieces
@@ -247,7 +166,8 @@ def _service(s: Service, parts: _Parts) -> None:
 def _balance(s: Service, serving: list[Backend], ports: list[int], parts: _Parts) -> None:
     """The DNAT rule(s) and slot map(s) of a service with serving backends."""
     l4 = s.protocol.value
-    expr, slots = _selection(s, serving)
+    chosen = slots_for(s)  # the proxy picks from the same slots (algorithms.py)
+    expr, slots = chosen.nft_selector(l4), chosen.backends
     with_port = [_port_of(s, b) is not None for b in serving]
     if all(with_port) or not any(with_port):
         groups: list[tuple[list[int], str, int | None]] = [(ports, _map_name(s.name), None)]

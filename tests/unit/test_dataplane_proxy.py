@@ -19,14 +19,9 @@ from typing import Any
 
 import pytest
 
+from hacluster.dataplane.algorithms import slots_for
 from hacluster.dataplane.proxy import ProxyDataplane, ProxyError
-from hacluster.dataplane.select import (
-    FlowKey,
-    Maglev,
-    RoundRobin,
-    SmoothWeighted,
-    SourceHash,
-)
+from hacluster.dataplane.select import Chooser, FlowKey, make_chooser
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
 
 LO = "127.0.0.1"
@@ -173,27 +168,32 @@ def bk(name: str, weight: int = 1) -> Backend:
     return Backend(name, "192.0.2.1", 80, weight)
 
 
+def chooser(algorithm: Algorithm, backends: Sequence[Backend]) -> Chooser:
+    return make_chooser(service(80, backends, algorithm))
+
+
 def test_smooth_weighted_interleaves_like_nginx():
-    c = SmoothWeighted([bk("a", 5), bk("b"), bk("c")])
+    c = chooser(Algorithm.WEIGHTED, [bk("a", 5), bk("b"), bk("c")])
     assert "".join(c.choose(FLOW).id for _ in range(14)) == "aabacaa" * 2
 
 
 def test_round_robin_skips_excluded_and_reports_none():
-    c = RoundRobin([bk("a"), bk("b")])
+    c = chooser(Algorithm.ROUND_ROBIN, [bk("a"), bk("b")])
     assert c.choose(FLOW, frozenset({"a"})).id == "b"
     assert c.choose(FLOW, frozenset({"a", "b"})) is None
-    assert RoundRobin([]).choose(FLOW) is None
+    assert chooser(Algorithm.ROUND_ROBIN, []).choose(FLOW) is None
 
 
 def test_hashes_are_stable_across_instances_and_retry_elsewhere():
     backends = [bk("a"), bk("b", 2), bk("c")]
-    for make in (SourceHash, lambda bs: Maglev(bs, 4093)):
-        one, two = make(backends), make(backends)
+    for algorithm in (Algorithm.SOURCE_HASH, Algorithm.MAGLEV):
+        one, two = chooser(algorithm, backends), chooser(algorithm, backends)
         flows = [FlowKey("tcp", f"10.1.{i // 250}.{i % 250}", 1000 + i, VIP, 80) for i in range(300)]
         picks = [one.choose(f) for f in flows]
         assert picks == [two.choose(f) for f in flows]
         assert {p.id for p in picks} == {"a", "b", "c"}
         assert all(one.choose(f, frozenset({p.id})).id != p.id for f, p in zip(flows, picks, strict=True))
+        assert chooser(algorithm, []).choose(FLOW) is None
 
 
 # ---------------------------------------------------------------------- TCP through the proxy
@@ -260,6 +260,34 @@ def test_maglev_same_flow_same_backend_on_two_proxies():
                     picks.append((first, second))
         assert all(a == b for a, b in picks), picks
         assert {a for a, _ in picks} == {"a", "b", "c"}
+    run(scenario())
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.SOURCE_HASH, Algorithm.MAGLEV])
+def test_real_connections_reach_the_backend_the_kernel_rule_picks(algorithm: Algorithm):
+    """The running proxy hashes the flow as the kernel would (the service's VIP and port, not
+    the address it bound; the client's address and port): the slot algorithms.py computes,
+    which tests/lab/test_dataplane_hash.py checks against a real kernel."""
+    async def scenario() -> None:
+        async with name_servers("a", "b", "c", "d") as servers:
+            svc = service(port := free_port(), [s.backend(weight=w) for s, w in zip(servers, (1, 2, 1, 3),
+                                                                                 strict=True)], algorithm)
+            slots = slots_for(svc)
+            misses: list[tuple[str, int, str, str]] = []
+            async with proxy(svc):
+                client_port, done = 23000, 0
+                while done < 80:
+                    client_port += 1
+                    src = f"127.0.{done % 7}.{10 + done % 40}"
+                    try:
+                        got = await fetch_from(port, LO, (src, client_port))
+                    except OSError:  # that client port is taken on this machine: use another
+                        continue
+                    done += 1
+                    want = slots.backends[slots.slot_of(FlowKey("tcp", src, client_port, VIP, port))].id
+                    if got != want:
+                        misses.append((src, client_port, got, want))
+        assert not misses, misses
     run(scenario())
 
 

@@ -19,18 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from hacluster.dataplane.algorithms import FLOW_HASH_SEED, MAX_SLOTS, maglev_size, slot_weights, smooth_order
 from hacluster.dataplane.apply import DataplaneError, NftApplier
-from hacluster.dataplane.render import (
-    FLOW_HASH_SEED,
-    MAX_SLOTS,
-    counter_name,
-    drop_counter_name,
-    fallback_counter_name,
-    maglev_size,
-    render,
-    slot_weights,
-    smooth_order,
-)
+from hacluster.dataplane.render import counter_name, drop_counter_name, fallback_counter_name, render
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
 
 GOLDEN = Path(__file__).parent / "golden"
