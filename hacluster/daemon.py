@@ -202,10 +202,15 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
             raise StartupError(str(ConfigError(config.source,
                                                [f"dataplane: nftables is not usable here: {why}"])))
         log.error("nftables is not usable here (%s): serving the balancing table with the "
-                  "userspace proxy instead (slower; backends see this server's address)", why)
+                  "userspace proxy instead. It is slower, backends see this server's address, and "
+                  "it terminates TCP: established connections through this server's VIPs will NOT "
+                  "survive a failover to or from it. Set `dataplane: nftables` to refuse to start "
+                  "instead", why)
         reason = f"nftables is not usable: {why}"
     else:
         reason = "the config asks for it (dataplane: proxy)"
+        log.warning("dataplane: proxy: the userspace proxy terminates TCP, so established "
+                    "connections through this server's VIPs will not survive a failover")
     proxy = ProxyDataplane(reason=reason)
     proxy.start()
     return DataplaneWorker(proxy, "userspace proxy", timings=timings)
