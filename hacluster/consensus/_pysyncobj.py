@@ -11,9 +11,8 @@ import socket
 _inet_ntop = socket.inet_ntop
 
 from pysyncobj import SyncObj, SyncObjConf, replicated  # noqa: E402
-from pysyncobj.monotonic import monotonic  # noqa: E402
 from pysyncobj.transport import TCPTransport  # noqa: E402
 
 socket.inet_ntop = _inet_ntop
 
-__all__ = ["SyncObj", "SyncObjConf", "TCPTransport", "monotonic", "replicated"]
+__all__ = ["SyncObj", "SyncObjConf", "TCPTransport", "replicated"]

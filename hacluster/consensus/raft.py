@@ -37,12 +37,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hacluster import clock
 from hacluster.config import Config
 from hacluster.consensus._pysyncobj import (
     SyncObj,
     SyncObjConf,
     TCPTransport,
-    monotonic,
     replicated,
 )
 from hacluster.consensus.state import ReplicatedState, Result, encode
@@ -61,14 +61,11 @@ AGENT_STUCK_S = 1.0  # s of silence before pysyncobj drops a link
 STALE_TERM_S = 1.0  # hearing only lower-term leaders this long: tell the leader our term
 
 
-def _now() -> float:
-    """pysyncobj's own clock (CLOCK_MONOTONIC_RAW), never time.monotonic().
-
-    Election deadlines are stored on this clock; comparing them with CLOCK_MONOTONIC (0.2 s
-    apart on the first machine measured, and drifting) let elections slip past the pre-vote
-    gate. RAW is not slewed by NTP, which also suits the lease: it measures real elapsed time.
-    """
-    return monotonic()
+# The lease clock (hacluster.clock.now, pysyncobj's own CLOCK_MONOTONIC_RAW), never
+# time.monotonic(): election deadlines are stored on it and compared here. Every read in this
+# module goes through the name `_now`, looked up at call time, so that a test can drive time
+# by hand with monkeypatch.setattr(raft, "_now", fake_clock).
+_now = clock.now
 
 
 class _SafetyTransport(TCPTransport):
@@ -487,7 +484,7 @@ class RaftNode:
         return any(getattr(n, "address", None) == m.raft_endpoint and i == last for n, i in match.items())
 
     def lease_deadline(self) -> float:
-        """The lease's end on pysyncobj's clock (= hostops.base.GUARD_CLOCK); -inf if none."""
+        """The lease's end on the lease clock (hacluster.clock.now); -inf if none."""
         s = self._sync
         return self.lease_expiry if s is not None and s._isLeader() else float("-inf")
 
