@@ -92,7 +92,10 @@ class _Syncer(HookedSyncObj):
 
 
 class RaftNode:
-    """One member's Raft: election, lease, replicated state. Start with start()."""
+    """One member's Raft: election, lease, replicated state. Start with start().
+
+    Implements protocol.Consensus (what the agent may ask, and from which thread) and
+    pysyncobj_compat.Hooks (what pysyncobj's tick thread calls)."""
 
     def __init__(self, config: Config, secret: str,
                  on_role_change: Callable[[Role, int], None] | None = None):
