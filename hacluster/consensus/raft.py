@@ -63,7 +63,7 @@ _CONNECTION_TIMEOUT = 2.0
 _GATE_MARGIN = 0.02  # s
 # A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
 # longer renewed, so the cluster must elect another leader (which will probe before claiming).
-AGENT_STUCK_S = 1.0  # s of silence before pysyncobj drops a link
+AGENT_STUCK_S = 1.0  # s without a finished agent tick before the leader mutes its heartbeats
 
 
 STALE_TERM_S = 1.0  # hearing only lower-term leaders this long: tell the leader our term
