@@ -37,12 +37,15 @@ public way to do any of this):
 The import repair: pysyncobj 0.3.17 (tcp_connection -> win_inet_pton) replaces
 socket.inet_ntop with a Windows-only ctypes version on every OS; pyroute2 then fails to
 decode any address in the same process. The real function is put back at once: pysyncobj
-never needs the replacement on Linux. This module is therefore the only import of pysyncobj.
+never needs the replacement on Linux. This module is therefore hacluster's only import of
+pysyncobj.
 
 Threading: pysyncobj runs the hooks, its callbacks and replicated methods on its own tick
-thread. SyncObjSeam's readers (is_leader, term, raft_state, ...) read one field each and may
-be called from any thread; the writers (set_election_deadline, step_down, send) and
-match_index() belong to the tick thread (raft.py calls them from hooks or through call_soon).
+thread. SyncObjSeam's readers (is_leader, term, raft_state, last_log, ...) read one field
+each and may be called from any thread; match_index() copies a dict the tick thread owns
+and may raise RuntimeError from another thread (caught_up() takes that as "not yet"). The
+writers (set_election_deadline, step_down, send) belong to the tick thread: raft.py calls
+them from the hooks or through call_soon.
 """
 
 from __future__ import annotations
