@@ -1,7 +1,9 @@
 """pysyncobj behind one small class, with the safety pysyncobj lacks (DESIGN.md §3, §4).
 
 pysyncobj alone can have two leaders at once and lets a cut-off leader act for 30 s. This
-module adds, without patching the library:
+module adds, without patching the library, and in its own words: every pysyncobj call and
+private it needs is a named method of pysyncobj_compat (SyncObjSeam, HookedSyncObj), which
+says why each private is needed and is tested against the installed library.
 
 * **Leader lease from heartbeat send times.** Every append_entries carries `hc_ts`, the
   leader's monotonic send time; the follower echoes it in its next_node_idx answer. The
@@ -22,10 +24,12 @@ module adds, without patching the library:
   election round after a crash is not lost to a follower-to-follower link that pysyncobj's
   connectionTimeout closed while idle.
 
-Threading: pysyncobj runs callbacks and these hooks on its own tick thread. The agent reads
-`view()` from its own thread; the fields it reads are single floats/ints/bools written by the
-tick thread (atomic under the GIL). Anything that must run on the tick thread goes through
-`call_soon()`.
+Threading: pysyncobj runs callbacks and the hooks (before_tick, on_message, on_send) on its
+own tick thread. The agent reads `view()` from its own thread; the fields it reads are single
+floats/ints/bools written by the tick thread (atomic under the GIL). Anything that must run
+on the tick thread goes through `call_soon()`. protocol.Consensus states the agent's side.
+
+Time: every deadline here is on the lease clock (hacluster.clock.now), read through `_now`.
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hacluster import clock
 from hacluster.config import Config
-from hacluster.consensus._pysyncobj import (
-    SyncObj,
+from hacluster.consensus.pysyncobj_compat import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    HookedSyncObj,
+    Node,
     SyncObjConf,
-    TCPTransport,
-    monotonic,
+    SyncObjSeam,
     replicated,
 )
 from hacluster.consensus.state import ReplicatedState, Result, encode
@@ -55,68 +63,39 @@ _CONNECTION_TIMEOUT = 2.0
 _GATE_MARGIN = 0.02  # s
 # A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
 # longer renewed, so the cluster must elect another leader (which will probe before claiming).
-AGENT_STUCK_S = 1.0  # s of silence before pysyncobj drops a link
+AGENT_STUCK_S = 1.0  # s without a finished agent tick before the leader mutes its heartbeats
 
 
 STALE_TERM_S = 1.0  # hearing only lower-term leaders this long: tell the leader our term
 
 
-def _now() -> float:
-    """pysyncobj's own clock (CLOCK_MONOTONIC_RAW), never time.monotonic().
+# The lease clock (hacluster.clock.now, pysyncobj's own CLOCK_MONOTONIC_RAW), never
+# time.monotonic(): election deadlines are stored on it and compared here. Every read in this
+# module goes through the name `_now`, looked up at call time, so that a test can drive time
+# by hand with monkeypatch.setattr(raft, "_now", fake_clock).
+_now = clock.now
 
-    Election deadlines are stored on this clock; comparing them with CLOCK_MONOTONIC (0.2 s
-    apart on the first machine measured, and drifting) let elections slip past the pre-vote
-    gate. RAW is not slewed by NTP, which also suits the lease: it measures real elapsed time.
+
+class _Syncer(HookedSyncObj):
+    """The pysyncobj object: exactly one replicated method, `apply(payload)`.
+
+    Its hooks are the RaftNode: before_tick, on_message and on_send run the safety rules.
     """
-    return monotonic()
 
-
-class _SafetyTransport(TCPTransport):
-    """TCPTransport that stamps heartbeats and enforces stickiness and pre-vote."""
-
-    raft: RaftNode  # set right after construction
-
-    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (pysyncobj API)
-        if not isinstance(message, dict):
-            super()._onMessageReceived(node, message)
-            return
-        raft = getattr(self._syncObj, "_hc", None)
-        if raft is None or raft.intercept(node, message):
-            return
-        raft.echo_ts = message.get("hc_ts") if message.get("type") == "append_entries" else None
-        try:
-            super()._onMessageReceived(node, message)
-        finally:
-            raft.echo_ts = None
-
-    def send(self, node: Any, message: Any) -> bool:
-        raft = getattr(self._syncObj, "_hc", None)
-        if raft is not None and isinstance(message, dict):
-            if raft.mute_heartbeats and message.get("type") == "append_entries":
-                return False  # a leader whose agent loop is stuck must let others take over
-            message = raft.stamp(message)
-        return super().send(node, message)
-
-
-class _Syncer(SyncObj):
-    """The pysyncobj object: exactly one replicated method, `apply(payload)`."""
-
-    def __init__(self, hc: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
-        self._hc = hc
+    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
         self._state = ReplicatedState()
-        super().__init__(self_addr, others, conf, transportClass=_SafetyTransport)
+        super().__init__(hooks, self_addr, others, conf)
 
     @replicated
     def apply(self, payload: bytes) -> Result:
         return self._state.apply(payload)
 
-    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
-        self._hc.before_tick()
-        super()._onTick(timeToWait)
-
 
 class RaftNode:
-    """One member's Raft: election, lease, replicated state. Start with start()."""
+    """One member's Raft: election, lease, replicated state. Start with start().
+
+    Implements protocol.Consensus (what the agent may ask, and from which thread) and
+    pysyncobj_compat.Hooks (what pysyncobj's tick thread calls)."""
 
     def __init__(self, config: Config, secret: str,
                  on_role_change: Callable[[Role, int], None] | None = None):
@@ -152,7 +131,7 @@ class RaftNode:
         self.agent_beat = _now()  # last tick the agent loop finished (agent_alive())
         self.mute_heartbeats = False
         self._epoch_term_applied = 0
-        self._sync: _Syncer | None = None
+        self._sync: SyncObjSeam[_Syncer] | None = None
         self._started = threading.Event()
 
     # ---------------------------------------------------------------- lifecycle
@@ -182,8 +161,8 @@ class RaftNode:
         # the chance to hear the current one, and must not hand out (pre-)votes against it.
         self._last_leader_contact = _now()
         self.agent_beat = _now()
-        self._sync = _Syncer(self, self.config.me.raft_endpoint,
-                             [m.raft_endpoint for m in self.config.peers], conf)
+        self._sync = SyncObjSeam(_Syncer(self, self.config.me.raft_endpoint,
+                                         [m.raft_endpoint for m in self.config.peers], conf))
         self._started.set()
 
     def stop(self) -> None:
@@ -226,14 +205,14 @@ class RaftNode:
     def _gate_election(self, now: float) -> None:
         """Hold pysyncobj's election back until a pre-vote round passed (or a transfer)."""
         s = self._sync
-        if s is None or s._isLeader():
+        if s is None or s.is_leader():
             return
-        deadline = s._SyncObj__raftElectionDeadline  # type: ignore[attr-defined]
+        deadline = s.election_deadline()
         # pysyncobj reads the deadline a few microseconds after this hook: intercept
         # anything due within the margin, or an election could slip through ungated.
         if deadline > now + _GATE_MARGIN:
             return
-        if s._SyncObj__transferInProgress:  # type: ignore[attr-defined]
+        if s.transfer_in_progress():
             if not self._transfer_pending:
                 log.debug("leadership transfer to us: election without pre-vote")
             self._transfer_pending = True
@@ -244,33 +223,52 @@ class RaftNode:
             # leader moved our term meanwhile, electing now would run for a term nobody
             # pre-voted, above the new leader's, and strand us (the leader's heartbeats at
             # a lower term are ignored, and our vote requests are refused as sticky).
-            if s.raftCurrentTerm + 1 == self._prevote_term:
+            if s.term + 1 == self._prevote_term:
                 log.debug("pre-vote passed: election for term %d", self._prevote_term)
                 return  # let pysyncobj run this election
             log.debug("pre-vote for term %d is stale (term is now %d): asking again",
-                      self._prevote_term, s.raftCurrentTerm)
+                      self._prevote_term, s.term)
         if self._n == 1:
             return
         # Not yet: push the deadline forward and ask for pre-votes instead.
-        s._SyncObj__raftElectionDeadline = now + random.uniform(  # type: ignore[attr-defined]
-            self.election_min, self.config.timing.election_max)
+        s.set_election_deadline(now + random.uniform(self.election_min,
+                                                     self.config.timing.election_max))
         self._prevote_round += 1
         self._prevote_grants = set()
-        self._prevote_term = s.raftCurrentTerm + 1
+        self._prevote_term = s.term + 1
         log.debug("election timer expired: pre-vote round %d for term %d",
-                  self._prevote_round, s.raftCurrentTerm + 1)
+                  self._prevote_round, s.term + 1)
+        last_index, last_term = s.last_log()
         self._broadcast({"type": "hc_prevote", "round": self._prevote_round,
-                         "term": s.raftCurrentTerm + 1,
-                         "last_log_index": s._SyncObj__getCurrentLogIndex(),  # type: ignore
-                         "last_log_term": s._SyncObj__getCurrentLogTerm()})  # type: ignore
+                         "term": s.term + 1,
+                         "last_log_index": last_index, "last_log_term": last_term})
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         s = self._sync
         if s is None:
             return
-        transport = s._SyncObj__transport  # type: ignore[attr-defined]
-        for node in s.otherNodes:
-            transport.send(node, dict(message))
+        for node in s.other_nodes():
+            s.send(node, dict(message))
+
+    def on_message(self, node: Node, message: dict[str, Any], deliver: Callable[[], None]) -> None:
+        """Hooks.on_message: apply our rules, then let pysyncobj handle what they let through.
+
+        While pysyncobj handles a heartbeat, its send time is at hand (echo_ts) so that the
+        answer pysyncobj sends at once carries it back: the leader's lease runs from it.
+        """
+        if self.intercept(node, message):
+            return
+        self.echo_ts = message.get("hc_ts") if message.get("type") == "append_entries" else None
+        try:
+            deliver()
+        finally:
+            self.echo_ts = None
+
+    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Hooks.on_send: stamp outgoing Raft messages; None drops one."""
+        if self.mute_heartbeats and message.get("type") == "append_entries":
+            return None  # a leader whose agent loop is stuck must let others take over
+        return self.stamp(message)
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         """Outgoing: add send times to heartbeats, echo them in replies, flag transfers."""
@@ -283,7 +281,7 @@ class RaftNode:
             return {**message, "hc_transfer": True}
         return message
 
-    def intercept(self, node: Any, message: dict[str, Any]) -> bool:
+    def intercept(self, node: Node, message: dict[str, Any]) -> bool:
         """Incoming: True when the message is consumed here and pysyncobj must not see it."""
         kind = message.get("type")
         s = self._sync
@@ -294,7 +292,7 @@ class RaftNode:
         if kind == "hc_ping":
             return True
         if kind == "append_entries":
-            if message.get("term", -1) >= s.raftCurrentTerm:
+            if message.get("term", -1) >= s.term:
                 self._last_leader_contact = now
                 self._stale_leader_since = None
                 if self._prevote_passed:  # a leader is alive after all: the pass is void
@@ -308,7 +306,7 @@ class RaftNode:
             return True
         if kind == "next_node_idx":
             ts = message.get("hc_ts")
-            if isinstance(ts, float) and s._isLeader() and ts >= self.leader_since:
+            if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since:
                 if ts > self._acks.get(peer, 0.0):
                     self._acks[peer] = ts
                     self._recompute_lease()
@@ -319,7 +317,7 @@ class RaftNode:
             # vote for one while its lease still lets it hold the VIP).
             if message.get("hc_transfer"):
                 return False
-            if s._isLeader():
+            if s.is_leader():
                 return now < self.lease_expiry
             return now - self._last_leader_contact < self.election_min
         if kind == "hc_prevote":
@@ -331,11 +329,11 @@ class RaftNode:
                 if len(self._prevote_grants) + 1 > self._n // 2:
                     self._prevote_passed = True
                     self._prevote_round += 1  # retire the round: late grants must not re-arm it
-                    s._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
+                    s.set_election_deadline(0)  # pysyncobj elects at its next tick
             return True
         return False
 
-    def _tell_stale_leader(self, node: Any, now: float) -> None:
+    def _tell_stale_leader(self, node: Node, now: float) -> None:
         """Safety net for a term above the leader's: tell it, so that it steps down.
 
         pysyncobj ignores heartbeats from a lower term without answering, and our stickiness
@@ -351,9 +349,8 @@ class RaftNode:
         s = self._sync
         assert s is not None
         log.warning("hearing only a leader of a lower term for %.1f s: telling it our term %d",
-                    now - self._stale_leader_since, s.raftCurrentTerm)
-        s._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
-            "type": "hc_higher_term", "term": s.raftCurrentTerm})
+                    now - self._stale_leader_since, s.term)
+        s.send(node, {"type": "hc_higher_term", "term": s.term})
 
     def _step_down_for(self, peer: str, term: Any) -> None:
         """As Raft prescribes when a leader learns of a higher term: become a follower.
@@ -363,31 +360,27 @@ class RaftNode:
         """
         s = self._sync
         assert s is not None
-        if not isinstance(term, int) or term <= s.raftCurrentTerm or not s._isLeader():
+        if not isinstance(term, int) or term <= s.term or not s.is_leader():
             return
         log.error("member %s is at term %d, above ours (%d): stepping down so that the "
-                  "cluster can elect a leader it can follow", peer, term, s.raftCurrentTerm)
-        s._SyncObj__setCurrentTerm(term, None)  # type: ignore[attr-defined]
-        s._SyncObj__raftLeader = None  # type: ignore[attr-defined]
-        s._SyncObj__setState(0)  # type: ignore[attr-defined]  # _RAFT_STATE.FOLLOWER
+                  "cluster can elect a leader it can follow", peer, term, s.term)
+        s.step_down(term)
 
-    def _answer_prevote(self, node: Any, message: dict[str, Any], now: float) -> None:
+    def _answer_prevote(self, node: Node, message: dict[str, Any], now: float) -> None:
         s = self._sync
         assert s is not None
-        my_idx = s._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
-        my_term = s._SyncObj__getCurrentLogTerm()  # type: ignore[attr-defined]
+        my_idx, my_term = s.last_log()
         their = (message.get("last_log_term", -1), message.get("last_log_index", -1))
         granted = (
-            not s._isLeader()
+            not s.is_leader()
             and now - self._last_leader_contact >= self.election_min
-            and message.get("term", -1) > s.raftCurrentTerm
+            and message.get("term", -1) > s.term
             and their >= (my_term, my_idx)
         )
         log.debug("pre-vote from %s for term %s: %s (last contact %.0f ms ago)",
                   getattr(node, "address", node), message.get("term"),
                   "granted" if granted else "denied", (now - self._last_leader_contact) * 1000)
-        s._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
-            "type": "hc_prevote_resp", "round": message.get("round"), "granted": granted})
+        s.send(node, {"type": "hc_prevote_resp", "round": message.get("round"), "granted": granted})
 
     def _recompute_lease(self) -> None:
         need = self._n // 2  # acks from others needed besides our own
@@ -414,14 +407,15 @@ class RaftNode:
             self.won_by_transfer = False
         if role is not Role.CANDIDATE:
             self._transfer_pending = False
-        term = s.raftCurrentTerm if s is not None else 0
+        term = s.term if s is not None else 0
         log.info("raft role %s -> %s (term %d)", self._role_of(old).value, role.value, term)
         if self._on_role_change is not None:
             self._on_role_change(role, term)
 
     @staticmethod
     def _role_of(state: int) -> Role:
-        return {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}.get(state, Role.STOPPED)
+        return {FOLLOWER: Role.FOLLOWER, CANDIDATE: Role.CANDIDATE,
+                LEADER: Role.LEADER}.get(state, Role.STOPPED)
 
     # ------------------------------------------------------------ agent-facing API
 
@@ -429,7 +423,7 @@ class RaftNode:
                callback: Callable[[Result | None, int], None] | None = None) -> None:
         """Propose a command (non-blocking). callback(result, fail_reason) on the tick thread."""
         assert self._sync is not None
-        self._sync.apply(encode(command), callback=callback or (lambda r, e: None))
+        self._sync.obj.apply(encode(command), callback=callback or (lambda r, e: None))
 
     def register_epoch(self, term: int) -> None:
         """As new leader, commit our epoch: once applied, every earlier entry is applied too.
@@ -447,8 +441,8 @@ class RaftNode:
             elif result is not None:
                 log.warning("leader_epoch %d refused: %s", term, result.detail)
                 s = self._sync
-                if "already belongs" in result.detail and s is not None and s._isLeader() \
-                        and s.raftCurrentTerm == term:
+                if "already belongs" in result.detail and s is not None and s.is_leader() \
+                        and s.term == term:
                     log.error("term %d is recorded for another node: going silent so that a new "
                               "election replaces this leadership", term)
                     self._silence_until = _now() + 2 * self.config.timing.election_max
@@ -457,7 +451,7 @@ class RaftNode:
 
         def propose() -> None:
             s = self._sync
-            if s is None or not s._isLeader() or s.raftCurrentTerm != term:
+            if s is None or not s.is_leader() or s.term != term:
                 log.info("leader_epoch %d not proposed: no longer the leader of that term", term)
                 return
             self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
@@ -469,7 +463,7 @@ class RaftNode:
 
         def run() -> None:
             assert self._sync is not None
-            self._sync.transferLeadership(target, callback=lambda r, err: done(err == 0))
+            self._sync.transfer_leadership(target, lambda r, err: done(err == 0))
         self.call_soon(run)
 
     def caught_up(self, member: str) -> bool:
@@ -477,40 +471,39 @@ class RaftNode:
         transfer only then)."""
         s = self._sync
         m = self.config.member(member)
-        if s is None or m is None or not s._isLeader():
+        if s is None or m is None or not s.is_leader():
             return False
         try:  # pysyncobj's thread owns these: copy, and take a concurrent change as "not yet"
-            match = dict(s._SyncObj__raftMatchIndex)  # type: ignore[attr-defined]
-            last = s._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+            match = s.match_index()
+            last, _ = s.last_log()
         except RuntimeError:
             return False
-        return any(getattr(n, "address", None) == m.raft_endpoint and i == last for n, i in match.items())
+        return match.get(m.raft_endpoint) == last
 
     def lease_deadline(self) -> float:
-        """The lease's end on pysyncobj's clock (= hostops.base.GUARD_CLOCK); -inf if none."""
+        """The lease's end on the lease clock (hacluster.clock.now); -inf if none."""
         s = self._sync
-        return self.lease_expiry if s is not None and s._isLeader() else float("-inf")
+        return self.lease_expiry if s is not None and s.is_leader() else float("-inf")
 
     def lease_ok_now(self) -> bool:
         """Cheap, current answer to "may this node hold VIPs": called right before syscalls."""
         s = self._sync
-        return s is not None and s._isLeader() and _now() < self.lease_expiry
+        return s is not None and s.is_leader() and _now() < self.lease_expiry
 
     @property
     def state(self) -> ReplicatedState:
         assert self._sync is not None
-        return self._sync._state
+        return self._sync.obj._state
 
     def view(self) -> ConsensusView:
         s = self._sync
         now = _now()
         if s is None:
             return ConsensusView(Role.STOPPED, 0, None, False, 0.0, False, False, False, 0, 0)
-        is_leader = s._isLeader()
-        state = s._SyncObj__raftState  # type: ignore[attr-defined]
-        term = s.raftCurrentTerm
-        leader_node = s._getLeader()
-        leader = self._by_addr.get(getattr(leader_node, "address", ""), None)
+        is_leader = s.is_leader()
+        state = s.raft_state()
+        term = s.term
+        leader = self._by_addr.get(s.leader_address() or "", None)
         remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
         # A peer that has not acked since we became leader has been silent at least that
         # long: a dead old leader's backends need not wait for gossip's dead verdict.
@@ -529,16 +522,16 @@ class RaftNode:
             epoch_applied=is_leader and self._epoch_term_applied >= term,
             won_by_transfer=self.won_by_transfer,
             has_quorum=(is_leader and now < self.lease_expiry) or connected > self._n // 2,
-            commit_index=s.raftCommitIndex,
-            last_applied=s.raftLastApplied,
+            commit_index=s.commit_index,
+            last_applied=s.last_applied,
             peers=peers,
         )
 
     def _connected(self, endpoint: str) -> bool:
         s = self._sync
         assert s is not None
-        for node in s.otherNodes:
+        for node in s.other_nodes():
             if getattr(node, "address", None) == endpoint:
-                return s.isNodeConnected(node)
+                return s.is_connected(node)
         return False
 

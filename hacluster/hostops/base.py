@@ -7,19 +7,19 @@ in production and in the lab, FakeHostOps in unit tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
+from hacluster import clock
 from hacluster.model import Vip
 
-# A guard returns the deadline until which a claim may still be sent, on GUARD_CLOCK (the
-# clock pysyncobj and the lease use: CLOCK_MONOTONIC_RAW). float("-inf"): do not send.
+# A guard returns the deadline until which a claim may still be sent, on the lease clock
+# (hacluster.clock.now: the clock pysyncobj and the lease use). float("-inf"): do not send.
 Guard = Callable[[], float]
 
-
-def GUARD_CLOCK() -> float:  # noqa: N802 - a constant-like clock function
-    return time.clock_gettime(time.CLOCK_MONOTONIC_RAW)
+# The clock guards are read on. It *is* the lease clock, never a second definition of it:
+# a guard's deadline comes from the Raft lease and must be compared on the same clock.
+GUARD_CLOCK = clock.now
 
 
 class HostOpsError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hacluster import clock
 from hacluster.model import Vip
 
 
@@ -20,9 +21,7 @@ class FakeHostOps:
         return vip.address in self.present
 
     def claim_vip(self, vip: Vip, lifetime_s: float, guard=None) -> bool:
-        from hacluster.hostops.base import GUARD_CLOCK
-
-        if guard is not None and GUARD_CLOCK() >= guard():
+        if guard is not None and clock.now() >= guard():
             self.calls.append(("fenced", vip.address))
             return False
         if self.fail_claims:

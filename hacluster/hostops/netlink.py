@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from hacluster.clock import now as _clock
 from hacluster.hostops import arp
-from hacluster.hostops.base import GUARD_CLOCK as _clock
 from hacluster.hostops.base import Guard, HostOpsError
 from hacluster.model import Vip
 
@@ -318,7 +318,7 @@ class NetlinkHostOps:
                guard: Guard | None = None) -> bool:
         """Send one address request and wait for its ack; NetlinkError on a kernel error.
 
-        guard, when given, returns the deadline (on base.GUARD_CLOCK) until which the request
+        guard, when given, returns the deadline (on hacluster.clock.now) until which the request
         may be sent; it is compared with the clock immediately before the send, with
         everything else prepared: the kernel re-creates an expired IPv4 address on any
         RTM_NEWADDR (NLM_F_CREATE or not), so the only protection against a renewal decided

@@ -1,0 +1,244 @@
+"""The one seam between hacluster and pysyncobj: its import, its hooks and every private used.
+
+hacluster depends on pysyncobj 0.3.17 with open eyes (DESIGN.md §4): the safety it lacks
+(lease, stickiness, pre-vote, graceful transfer; see raft.py) needs a few of its internals.
+Every such access is a named method here, and nowhere else: raft.py states its rules in its
+own words on top of `SyncObjSeam` and `HookedSyncObj`, and a pysyncobj upgrade is checked in
+one place. tests/unit/test_pysyncobj_compat.py builds real SyncObjs on 127.0.0.1, exercises
+every method below against the installed library, and checks `PRIVATES` against this file.
+
+The privates, which seam method owns each, and why raft.py needs it (pysyncobj has no
+public way to do any of this):
+
+* `election_deadline()`, `set_election_deadline(t)`: SyncObj.__raftElectionDeadline
+  (attribute). Pre-vote: pysyncobj has none, so holding its election back until a majority
+  pre-voted means moving its timer forward; a passed pre-vote sets it to 0.
+* `transfer_in_progress()`: SyncObj.__transferInProgress (attribute). A leader's
+  timeout_now (graceful transfer) must start an election without pre-vote.
+* `last_log()`: SyncObj.__getCurrentLogIndex and __getCurrentLogTerm (methods). Pre-vote
+  requests carry, and answers apply, Raft's "log at least as up to date" check;
+  caught_up() compares a peer's match index with our last index.
+* `send(node, message)`: SyncObj.__transport (attribute). hc_prevote, hc_prevote_resp,
+  hc_ping and hc_higher_term travel on pysyncobj's own authenticated connections.
+* `step_down(term)`: SyncObj.__setCurrentTerm, __setState (methods) and __raftLeader
+  (attribute). A leader told of a higher term by hc_higher_term becomes a follower, as Raft
+  prescribes (pysyncobj never hears of that term: the member's vote requests are refused by
+  stickiness, and pysyncobj ignores its lower-term heartbeats).
+* `match_index()`: SyncObj.__raftMatchIndex (attribute). caught_up(): pysyncobj grants a
+  leadership transfer only to a member with every entry, so the agent asks first.
+* `raft_state()`: SyncObj.__raftState (attribute). view() reports the candidate role.
+* `is_leader()`, `leader_address()`: SyncObj._isLeader, _getLeader (methods). Every rule
+  asks whether we lead; view() names the leader.
+* `HookedSyncObj`: overrides SyncObj._onTick (Hooks.before_tick runs the pre-vote gate
+  right before pysyncobj checks its election deadline) and TCPTransport._onMessageReceived
+  and send, reading TCPTransport._syncObj (Hooks.on_message / on_send: stickiness, pre-vote
+  messages, heartbeat send times for the lease).
+
+The import repair: pysyncobj 0.3.17 (tcp_connection -> win_inet_pton) replaces
+socket.inet_ntop with a Windows-only ctypes version on every OS; pyroute2 then fails to
+decode any address in the same process. The real function is put back at once: pysyncobj
+never needs the replacement on Linux. This module is therefore hacluster's only import of
+pysyncobj.
+
+Threading: pysyncobj runs the hooks, its callbacks and replicated methods on its own tick
+thread. SyncObjSeam's readers (is_leader, term, raft_state, last_log, ...) read one field
+each and may be called from any thread; match_index() copies a dict the tick thread owns
+and may raise RuntimeError from another thread (caught_up() takes that as "not yet"). The
+writers (set_election_deadline, step_down, send) belong to the tick thread: raft.py calls
+them from the hooks or through call_soon.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+_inet_ntop = socket.inet_ntop
+
+from pysyncobj import SyncObj, SyncObjConf, replicated  # noqa: E402
+from pysyncobj.node import Node  # noqa: E402
+from pysyncobj.transport import TCPTransport  # noqa: E402
+
+socket.inet_ntop = _inet_ntop
+
+__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRIVATES", "SUPPORTED_VERSION", "HookedSyncObj",
+           "Hooks", "Node", "SyncObjConf", "SyncObjSeam", "replicated"]
+
+# The version this seam was written and tested against; pyproject.toml pins the same.
+SUPPORTED_VERSION = "0.3.17"
+
+# pysyncobj's _RAFT_STATE values, as onStateChanged and raft_state() report them.
+FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+
+# Every private name this module relies on: (class, name, "attribute" | "method").
+# The compat test checks each against the installed pysyncobj, and that this list names
+# exactly the privates this file uses.
+PRIVATES: tuple[tuple[str, str, str], ...] = (
+    ("SyncObj", "_SyncObj__raftElectionDeadline", "attribute"),
+    ("SyncObj", "_SyncObj__transferInProgress", "attribute"),
+    ("SyncObj", "_SyncObj__getCurrentLogIndex", "method"),
+    ("SyncObj", "_SyncObj__getCurrentLogTerm", "method"),
+    ("SyncObj", "_SyncObj__transport", "attribute"),
+    ("SyncObj", "_SyncObj__setCurrentTerm", "method"),
+    ("SyncObj", "_SyncObj__raftLeader", "attribute"),
+    ("SyncObj", "_SyncObj__setState", "method"),
+    ("SyncObj", "_SyncObj__raftMatchIndex", "attribute"),
+    ("SyncObj", "_SyncObj__raftState", "attribute"),
+    ("SyncObj", "_isLeader", "method"),
+    ("SyncObj", "_getLeader", "method"),
+    ("SyncObj", "_onTick", "method"),
+    ("TCPTransport", "_onMessageReceived", "method"),
+    ("TCPTransport", "_syncObj", "attribute"),
+)
+
+
+class Hooks(Protocol):
+    """What HookedSyncObj calls, on pysyncobj's tick thread (raft.RaftNode implements it)."""
+
+    def before_tick(self) -> None:
+        """At the start of every tick, before pysyncobj checks its election deadline."""
+
+    def on_message(self, node: Node, message: dict[str, Any], deliver: Callable[[], None]) -> None:
+        """A Raft message arrived from node; call deliver() to let pysyncobj handle it.
+
+        Replies pysyncobj sends while handling it go through on_send before deliver returns.
+        """
+
+    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The message to send instead of `message`, or None to drop it."""
+
+
+class _HookedTransport(TCPTransport):
+    """TCPTransport that shows every dict message (pysyncobj's Raft traffic) to the hooks."""
+
+    def _onMessageReceived(self, node: Node, message: Any) -> None:  # noqa: N802 (pysyncobj API)
+        if not isinstance(message, dict):
+            super()._onMessageReceived(node, message)
+            return
+        hooks: Hooks | None = getattr(self._syncObj, "_hc", None)
+        if hooks is None:  # not wired yet: nothing may reach Raft unchecked
+            return
+        handle = super()._onMessageReceived
+        hooks.on_message(node, message, lambda: handle(node, message))
+
+    def send(self, node: Node, message: Any) -> bool:
+        hooks: Hooks | None = getattr(self._syncObj, "_hc", None)
+        if hooks is not None and isinstance(message, dict):
+            changed = hooks.on_send(message)
+            if changed is None:
+                return False
+            message = changed
+        return super().send(node, message)
+
+
+class HookedSyncObj(SyncObj):
+    """A SyncObj whose tick and transport call `hooks`.
+
+    It declares no replicated method: pysyncobj numbers commands by the sorted names of the
+    replicated methods of the final class, which its subclass alone defines.
+    """
+
+    def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf):
+        # Set before SyncObj.__init__: its transport and tick thread start inside it, and
+        # pysyncobj leaves attributes that exist by then out of its full dumps.
+        self._hc = hooks
+        super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
+        self._hc.before_tick()
+        super()._onTick(timeToWait)
+
+
+S = TypeVar("S", bound=SyncObj)
+
+
+class SyncObjSeam(Generic[S]):
+    """Everything hacluster asks of a running SyncObj, by name: public calls and privates.
+
+    `obj` is the SyncObj itself, for the replicated methods and attributes its subclass
+    declares (pysyncobj's own are reached only through the methods below).
+    """
+
+    def __init__(self, obj: S) -> None:
+        self.obj = obj
+
+    # ------------------------------------------------------------ public pysyncobj API
+
+    @property
+    def term(self) -> int:
+        return self.obj.raftCurrentTerm
+
+    @property
+    def commit_index(self) -> int:
+        return self.obj.raftCommitIndex
+
+    @property
+    def last_applied(self) -> int:
+        return self.obj.raftLastApplied
+
+    def other_nodes(self) -> set[Node]:
+        """The voting peers (a copy)."""
+        return self.obj.otherNodes
+
+    def is_connected(self, node: Node) -> bool:
+        return self.obj.isNodeConnected(node)
+
+    def transfer_leadership(self, address: str | None, callback: Callable[[Any, int], None]) -> None:
+        """Leader only: send timeout_now to `address` (or the best follower); callback(_, err)."""
+        self.obj.transferLeadership(address, callback=callback)
+
+    def destroy(self) -> None:
+        self.obj.destroy()
+
+    # ------------------------------------------------------------ readers of privates
+
+    def is_leader(self) -> bool:
+        return self.obj._isLeader()
+
+    def leader_address(self) -> str | None:
+        """The address ("host:port") of the last leader heard of, None if none."""
+        return getattr(self.obj._getLeader(), "address", None)
+
+    def raft_state(self) -> int:
+        """FOLLOWER, CANDIDATE or LEADER."""
+        return self.obj._SyncObj__raftState  # type: ignore[attr-defined]
+
+    def election_deadline(self) -> float:
+        """When pysyncobj starts an election if no leader is heard (on hacluster.clock.now)."""
+        return self.obj._SyncObj__raftElectionDeadline  # type: ignore[attr-defined]
+
+    def transfer_in_progress(self) -> bool:
+        """A leader's timeout_now reached us: the next election is a leadership transfer."""
+        return self.obj._SyncObj__transferInProgress  # type: ignore[attr-defined]
+
+    def last_log(self) -> tuple[int, int]:
+        """(index, term) of the last entry of our log."""
+        return (self.obj._SyncObj__getCurrentLogIndex(),  # type: ignore[attr-defined]
+                self.obj._SyncObj__getCurrentLogTerm())  # type: ignore[attr-defined]
+
+    def match_index(self) -> dict[str, int]:
+        """Leader: the highest log index known replicated on each peer, by address.
+
+        Tick thread's data: from another thread this may raise RuntimeError when pysyncobj
+        changes it meanwhile.
+        """
+        match = self.obj._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+        return {getattr(node, "address", None): index for node, index in dict(match).items()}
+
+    # ------------------------------------------------------------ writers (tick thread)
+
+    def set_election_deadline(self, deadline: float) -> None:
+        """Move the election timer: later holds an election back, 0 lets it start at once."""
+        self.obj._SyncObj__raftElectionDeadline = deadline  # type: ignore[attr-defined]
+
+    def send(self, node: Node, message: dict[str, Any]) -> None:
+        """Send one of our own messages to a peer over pysyncobj's (authenticated) transport."""
+        self.obj._SyncObj__transport.send(node, message)  # type: ignore[attr-defined]
+
+    def step_down(self, term: int) -> None:
+        """Become a follower at `term`, with no vote cast and no leader known, as Raft
+        prescribes for a leader that learns of a higher term; onStateChanged fires."""
+        self.obj._SyncObj__setCurrentTerm(term, None)  # type: ignore[attr-defined]
+        self.obj._SyncObj__raftLeader = None  # type: ignore[attr-defined]
+        self.obj._SyncObj__setState(FOLLOWER)  # type: ignore[attr-defined]

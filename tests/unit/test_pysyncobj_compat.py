@@ -1,0 +1,275 @@
+"""The pysyncobj seam against the *installed* pysyncobj.
+
+Fails when a name the seam relies on disappears or changes kind (attribute vs method), when
+the installed version is not the pinned one, or when a seam method no longer does what
+raft.py expects of it. Real SyncObjs on 127.0.0.1 with a password, ticked by hand
+(autoTick=False) so that every read below happens between two ticks of pysyncobj's own
+code; every wait is for a condition, with a deadline; every SyncObj is destroyed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import inspect
+import socket
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacluster import clock
+from hacluster.consensus import pysyncobj_compat as compat
+from hacluster.consensus.pysyncobj_compat import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    HookedSyncObj,
+    SyncObjConf,
+    SyncObjSeam,
+    replicated,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "compat-test-secret"
+MAX_TIMEOUT = 0.3  # raftMaxTimeout of the SyncObjs built here
+
+
+def _mangled(name: str) -> str:
+    """pysyncobj's private `__name` as Python stores it (spelt here, not written out)."""
+    return f"_{compat.SyncObj.__name__}__{name}"
+
+
+class Recorder:
+    """Hooks that record what passes; our own `hc_*` messages are consumed, as raft.py does."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.received: list[dict[str, Any]] = []
+        self.sent_types: list[str] = []
+        self.drop: set[str] = set()
+
+    def before_tick(self) -> None:
+        self.ticks += 1
+
+    def on_message(self, node, message: dict[str, Any], deliver: Callable[[], None]) -> None:
+        self.received.append(message)
+        if not str(message.get("type")).startswith("hc_"):
+            deliver()
+
+    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        self.sent_types.append(message.get("type"))
+        if message.get("type") in self.drop:
+            return None
+        return {**message, "hc_seen": True}
+
+
+class Counter(HookedSyncObj):
+    def __init__(self, hooks: Recorder, addr: str, others: list[str], conf: SyncObjConf) -> None:
+        self.total = 0
+        super().__init__(hooks, addr, others, conf)
+
+    @replicated
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+
+class Member:
+    def __init__(self, addr: str, others: list[str]) -> None:
+        self.addr = addr
+        self.hooks = Recorder()
+        self.states: list[tuple[int, int]] = []
+        conf = SyncObjConf(password=SECRET, autoTick=False, appendEntriesPeriod=0.02,
+                           raftMinTimeout=0.15, raftMaxTimeout=MAX_TIMEOUT,
+                           connectionRetryTime=0.05, dynamicMembershipChange=False,
+                           onStateChanged=lambda old, new: self.states.append((old, new)))
+        self.created_at = clock.now()
+        self.seam: SyncObjSeam[Counter] = SyncObjSeam(Counter(self.hooks, addr, others, conf))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tick_until(members: list[Member], cond: Callable[[], bool], what: str,
+               timeout: float = 30.0) -> None:
+    """Tick each member in turn until cond() holds after some tick; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for m in members:
+            m.seam.obj.doTick(0.002)
+            if cond():
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@pytest.fixture
+def members() -> Iterator[Callable[[int], list[Member]]]:
+    made: list[Member] = []
+
+    def build(n: int) -> list[Member]:
+        addrs = [f"127.0.0.1:{p}" for p in _free_ports(n)]
+        for addr in addrs:
+            made.append(Member(addr, [a for a in addrs if a != addr]))
+        return made[-n:]
+
+    yield build
+    for m in made:
+        m.seam.destroy()
+
+
+# ---------------------------------------------------------------- the library itself
+
+def test_the_installed_pysyncobj_is_the_pinned_one():
+    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            if d.startswith("pysyncobj")]
+    assert pins == [f"pysyncobj=={compat.SUPPORTED_VERSION}"]
+    assert importlib.metadata.version("pysyncobj") == compat.SUPPORTED_VERSION
+    from pysyncobj.version import VERSION
+    assert VERSION == compat.SUPPORTED_VERSION
+
+
+def test_pysyncobj_keeps_its_timers_on_the_lease_clock():
+    from pysyncobj import syncobj
+    before = clock.now()
+    theirs = syncobj.monotonicTime()
+    after = clock.now()
+    assert before <= theirs <= after
+
+
+def test_every_private_the_seam_relies_on_exists_with_its_kind(members):
+    (m,) = members(1)
+    obj = m.seam.obj
+    owners = {"SyncObj": obj, "TCPTransport": getattr(obj, _mangled("transport"))}
+    classes = {"SyncObj": compat.SyncObj, "TCPTransport": compat.TCPTransport}
+    for cls, name, kind in compat.PRIVATES:
+        owner = owners[cls]
+        assert isinstance(owner, classes[cls])
+        if kind == "method":
+            assert inspect.isfunction(getattr(classes[cls], name, None)), f"{cls}.{name} is no method"
+        else:
+            assert name in vars(owner), f"{cls}.{name} is no instance attribute"
+            assert not callable(vars(owner)[name]), f"{cls}.{name} became callable"
+
+
+def test_privates_names_exactly_what_the_seam_module_touches():
+    tree = ast.parse(Path(compat.__file__).read_text())
+    ours = {"_hc"}
+    touched = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+               and n.attr.startswith("_") and not n.attr.endswith("__") and n.attr not in ours}
+    overridden = {f.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+                  for f in c.body if isinstance(f, ast.FunctionDef) and f.name.startswith("_")
+                  and not f.name.endswith("__")}
+    assert touched | overridden == {name for _, name, _ in compat.PRIVATES}
+
+
+def test_no_other_module_reaches_pysyncobj_privates():
+    prefix = _mangled("")
+    found = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                   if ".venv" not in p.parts and prefix in p.read_text(errors="replace"))
+    assert found == ["hacluster/consensus/pysyncobj_compat.py"]
+
+
+# ---------------------------------------------------------------- one member
+
+def test_election_deadline_holds_elections_back_and_zero_lets_one_start(members):
+    (m,) = members(1)
+    s = m.seam
+    assert s.raft_state() == FOLLOWER and not s.is_leader() and s.leader_address() is None
+    assert s.other_nodes() == set()
+    # pysyncobj set it on the lease clock, one election timeout ahead
+    assert m.created_at <= s.election_deadline() <= clock.now() + MAX_TIMEOUT
+    s.set_election_deadline(clock.now() + 3600)
+    held_until = clock.now() + 2 * MAX_TIMEOUT  # two election timeouts: no election
+    while clock.now() < held_until:
+        s.obj.doTick(0.01)
+    assert s.raft_state() == FOLLOWER and s.term == 0 and m.hooks.ticks > 0
+    s.set_election_deadline(0)
+    tick_until([m], s.is_leader, "an election once the deadline is 0")
+    assert s.raft_state() == LEADER and s.term == 1 and s.leader_address() == m.addr
+    assert m.states == [(FOLLOWER, CANDIDATE), (CANDIDATE, LEADER)]
+
+
+def test_last_log_follows_the_log_and_step_down_makes_a_follower(members):
+    (m,) = members(1)
+    s = m.seam
+    assert s.last_log() == (1, 0)  # pysyncobj's initial no-op
+    s.set_election_deadline(0)
+    tick_until([m], s.is_leader, "leadership")
+    assert s.last_log() == (2, 1)  # the new term's no-op
+    results: list[tuple[Any, int]] = []
+    s.obj.add(5, callback=lambda r, err: results.append((r, err)))
+    tick_until([m], lambda: bool(results), "the command applied")
+    assert results == [(5, 0)] and s.last_log() == (3, 1)
+    assert s.commit_index == 3 and s.last_applied == 3
+
+    s.step_down(4)
+    assert not s.is_leader() and s.raft_state() == FOLLOWER
+    assert s.term == 4 and s.leader_address() is None
+    assert m.states[-1] == (LEADER, FOLLOWER)  # onStateChanged fired
+    s.set_election_deadline(0)  # no vote was cast at term 4: it can elect itself again
+    tick_until([m], s.is_leader, "re-election after stepping down")
+    assert s.term == 5
+
+
+# ---------------------------------------------------------------- two members
+
+def _elect_first(a: Member, b: Member) -> None:
+    b.seam.set_election_deadline(clock.now() + 3600)
+    a.seam.set_election_deadline(0)
+    tick_until([a, b], lambda: a.seam.is_leader() and b.seam.leader_address() == a.addr,
+               "a leads and b follows it")
+
+
+def test_hooks_see_raft_traffic_and_send_reaches_the_peer(members):
+    a, b = members(2)
+    _elect_first(a, b)
+    (node_b,) = a.seam.other_nodes()
+    assert node_b.address == b.addr and a.seam.is_connected(node_b)
+    assert {"request_vote", "append_entries"} <= set(a.hooks.sent_types)
+    # what on_send returned is what went out, and b's pysyncobj was handed it
+    heartbeats = [msg for msg in b.hooks.received if msg.get("type") == "append_entries"]
+    assert heartbeats and all(msg.get("hc_seen") for msg in heartbeats)
+
+    a.seam.send(node_b, {"type": "hc_hello", "n": 7})
+    tick_until([a, b], lambda: any(msg.get("type") == "hc_hello" for msg in b.hooks.received),
+               "our own message at the peer")
+    assert [msg["n"] for msg in b.hooks.received if msg.get("type") == "hc_hello"] == [7]
+
+    transport = getattr(a.seam.obj, _mangled("transport"))
+    assert transport.send(node_b, {"type": "hc_hello", "n": 8}) is True
+    a.hooks.drop = {"append_entries"}  # on_send's None: not sent at all
+    assert transport.send(node_b, {"type": "append_entries", "term": a.seam.term}) is False
+    assert a.hooks.sent_types[-1] == "append_entries"
+
+
+def test_match_index_and_a_transfer_through_timeout_now(members):
+    a, b = members(2)
+    _elect_first(a, b)
+    results: list[int] = []
+    a.seam.obj.add(2, callback=lambda r, err: results.append(err))
+    tick_until([a, b], lambda: b.seam.obj.total == 2 and
+               a.seam.match_index().get(b.addr) == a.seam.last_log()[0], "b caught up")
+    assert results == [0] and b.seam.last_log() == a.seam.last_log()
+
+    done: list[int] = []
+    a.seam.transfer_leadership(b.addr, lambda _, err: done.append(err))
+    assert done == [0]  # timeout_now sent
+    tick_until([a, b], b.seam.transfer_in_progress, "b hears timeout_now")
+    tick_until([a, b], lambda: b.seam.raft_state() == CANDIDATE, "b stands for election")
+    tick_until([a, b], lambda: b.seam.is_leader() and a.seam.leader_address() == b.addr,
+               "b leads, a follows")
+    assert not a.seam.is_leader() and not b.seam.transfer_in_progress()
+    assert b.seam.term == a.seam.term == 2
