@@ -152,7 +152,7 @@ def code_version() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "hacluster",
-                                     "hacluster_cli").splitlines()]
+                                     "cli").splitlines()]
     return {"commit": git("rev-parse", "--short", "HEAD") or None, "dirty_files": dirty}
 
 
