@@ -7,7 +7,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -61,20 +60,6 @@ def monitor(lab):
     m.start({n.name: n.name in lab.holders() for n in lab.nodes})
     yield m
     m.stop()
-
-
-def wait_until(cond, timeout: float, what: str, interval: float = 0.2):
-    """Poll cond until it is truthy or the deadline passes. The interval is not tiny on
-    purpose: most conditions run `hacluster status` in a new Python process (~0.3 s of CPU),
-    and a 2-CPU machine polled every 20 ms would starve the agents under test."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def agent_status(lab: Lab, name: str, config=None) -> dict | None:

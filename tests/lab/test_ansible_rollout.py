@@ -22,8 +22,9 @@ from hacluster.lab.lab import Lab
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import netns_list
 from hacluster.lab.traffic import Prober
+from tests.support.wait import wait_until
 
-from .conftest import assert_no_overlap, wait_until
+from .conftest import assert_no_overlap
 from .rollout import RolloutLab, upgraded_source
 
 UPGRADE_VERSION = "0.1.0+rollout2"

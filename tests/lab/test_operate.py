@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from hacluster.lab.monitor import HolderMonitor
+from tests.support.wait import wait_until
 
-from .conftest import agent_status, all_healthy, assert_no_overlap, cli_json, committed, wait_until
+from .conftest import agent_status, all_healthy, assert_no_overlap, cli_json, committed
 
 
 def cli(lab, name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -29,9 +29,9 @@ from hacluster.dataplane.apply import NftApplier
 from hacluster.dataplane.guard import TABLE, GuardError, RaftGuard, render_guard
 from hacluster.dataplane.table import Algorithm, Backend, Protocol, Service, Table
 from hacluster.lab.netns import run
+from tests.support.wait import wait_until
 
 from .bridge import BridgeTopo
-from .conftest import wait_until
 
 RAFT_PORT = 7100
 OTHER_PORT = 7101

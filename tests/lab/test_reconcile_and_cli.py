@@ -9,8 +9,9 @@ import sys
 import time
 
 from hacluster.lab.netns import ip, netns_list
+from tests.support.wait import wait_until
 
-from .conftest import assert_no_overlap, wait_until
+from .conftest import assert_no_overlap
 
 
 def test_holder_restores_a_vip_deleted_behind_its_back(lab, monitor):

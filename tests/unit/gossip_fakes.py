@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -260,11 +259,3 @@ class Cluster:
             lines.append(f"  {o} ({'down' if o in self.net.down else 'up'}): {row}")
         return "\n".join(lines)
 
-
-def wait_until(cond: Callable[[], bool], timeout: float, poll: float = 0.01) -> None:
-    """Real-time polling with a deadline, for the thread smoke tests (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(poll)

@@ -1,0 +1,1 @@
+"""What every test tier shares. Tests import from here; nothing here imports a test."""
