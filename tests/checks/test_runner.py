@@ -10,21 +10,12 @@ import pytest
 from hacluster.health.runner import HealthRunner
 from hacluster.health.spec import DicomCheck, ExecCheck, HttpCheck, TcpCheck
 from hacluster.model import CheckState
+from tests.support.clock import FakeClock
 from tests.support.wait import wait_until
 
 from .conftest import HOST, PATIENT_MS
 
 FAIL = "exit status 1, expected 0"
-
-
-class Wall:
-    """A settable wall clock, so changed_at is checkable."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def flag_check(flag: Path, **kw) -> ExecCheck:
@@ -36,7 +27,7 @@ def flag_check(flag: Path, **kw) -> ExecCheck:
 
 def test_rise_and_fall(tmp_path):
     flag = tmp_path / "up"
-    wall = Wall()
+    wall = FakeClock(1000.0)  # a settable wall clock, so changed_at is checkable
     r = HealthRunner([flag_check(flag, rise=2, fall=3)], HOST, wall=wall)
     [first] = r.reports()
     assert (first.state, first.changed_at, first.target) == (CheckState.UNKNOWN, 0.0, f"test -e {flag}")

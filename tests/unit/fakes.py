@@ -1,89 +1,9 @@
-"""Test doubles behind the interfaces the agent is built on (DESIGN.md §1, STYLE.md §3)."""
+"""Moved to tests/support/ (one fake clock, the fake Raft, the test config, shared by every
+tier). These names stay importable from here only for tests/unit/test_raft_terms.py, which is
+being changed on another branch: switch its import to tests.support, then delete this file."""
 
-from __future__ import annotations
+from tests.support.clock import FakeClock as Clock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
 
-from dataclasses import dataclass, field, replace
-
-from hacluster.config import parse_config
-from hacluster.consensus.state import ReplicatedState
-from hacluster.model import ConsensusView, PeerLink, Role
-
-
-def config(**over):
-    doc = {
-        "cluster": "ward", "node_id": "n1",
-        "members": [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100,
-                     "grpc_port": 7101} for i in (1, 2, 3)],
-        "vips": [{"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}],
-        "data_dir": "/nonexistent", "secret_file": "/nonexistent",
-        "tls": {"ca_file": "/nonexistent/ca.crt", "cert_file": "/nonexistent/n1.crt",
-                "key_file": "/nonexistent/n1.key"},
-    }
-    doc.update(over)
-    return parse_config(doc)
-
-
-def view(role=Role.FOLLOWER, term=1, lease_ok=False, epoch_applied=False, leader=None,
-         won_by_transfer=False, peers=("n2", "n3"), connected=True, ack_age=0.02):
-    return ConsensusView(
-        role=role, term=term, leader=leader if leader else ("n1" if role is Role.LEADER else None),
-        lease_ok=lease_ok, lease_remaining_s=0.2 if lease_ok else 0.0,
-        epoch_applied=epoch_applied, won_by_transfer=won_by_transfer, has_quorum=lease_ok,
-        commit_index=5, last_applied=5,
-        peers=tuple(PeerLink(p, f"10.0.0.x:{p}", connected,
-                             ack_age if role is Role.LEADER and connected else None)
-                    for p in peers))
-
-
-def leader_view(term=2, **kw):
-    return view(role=Role.LEADER, term=term, lease_ok=True, epoch_applied=True, **kw)
-
-
-@dataclass
-class FakeRaft:
-    current: ConsensusView = field(default_factory=view)
-    state: ReplicatedState = field(default_factory=ReplicatedState)
-    epochs: list[int] = field(default_factory=list)
-    transfers: list[str | None] = field(default_factory=list)
-    step_down_on_transfer: bool = True
-
-    def view(self) -> ConsensusView:
-        return self.current
-
-    def lease_ok_now(self) -> bool:
-        v = self.view()
-        return v.role is Role.LEADER and v.lease_ok
-
-    def agent_alive(self) -> None:
-        self.beats = getattr(self, "beats", 0) + 1
-
-    def lease_deadline(self) -> float:
-        return float("inf") if self.lease_ok_now() else float("-inf")
-
-    def register_epoch(self, term: int) -> None:
-        self.epochs.append(term)
-
-    def submit(self, command, callback=None) -> None:
-        """Commit at once through the real state machine, as a healthy Raft would."""
-        from hacluster.consensus.state import encode
-        self.submitted = getattr(self, "submitted", []) + [command]
-        result = self.state.apply(encode(command))
-        if callback is not None:
-            callback(result, 0)
-
-    def transfer_leadership(self, to, done) -> None:
-        self.transfers.append(to)
-        done(True)
-        if self.step_down_on_transfer:
-            self.current = replace(self.current, role=Role.FOLLOWER, lease_ok=False)
-
-
-class Clock:
-    def __init__(self, t: float = 100.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
+__all__ = ["Clock", "FakeRaft", "config", "leader_view", "view"]

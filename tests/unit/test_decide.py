@@ -2,8 +2,7 @@ from dataclasses import replace
 
 from hacluster.decide import ANNOUNCE_OFFSETS, Act, decide, may_hold
 from hacluster.model import Role, Snapshot, Vip, VipState
-
-from .fakes import leader_view, view
+from tests.support.raft import leader_view, view
 
 VIP = Vip("10.0.0.100", 24, "eth0")
 

@@ -34,8 +34,8 @@ from hacluster.gossip.grpc_transport import (
 from hacluster.gossip.membership import PIGGYBACK_BUDGET_BYTES, GossipTiming, Membership
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord
 from hacluster.model import CheckReport, CheckState, Load
+from tests.support.clock import FakeClock
 from tests.support.wait import wait_until
-from tests.unit.gossip_fakes import FakeClock
 from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS
 

@@ -8,8 +8,8 @@ import time
 
 from hacluster.gossip.membership import GossipTiming, Membership
 from hacluster.gossip.types import GossipState, NodeMeta
+from tests.support.gossip_net import Network, address
 from tests.support.wait import wait_until
-from tests.unit.gossip_fakes import Network, address
 
 FAST = GossipTiming(probe_interval=0.05, probe_timeout=0.02, gossip_interval=0.02,
                     push_pull_interval=0.3, reconnect_interval=0.1)

@@ -1,4 +1,5 @@
-"""tests/support: the one wait (hacluster/lab/wait.py, tests/support/wait.py), sync and async."""
+"""tests/support: the one wait (hacluster/lab/wait.py, tests/support/wait.py), sync and async,
+and the one fake clock."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.wait import WaitTimeout, wait_until, wait_until_async
 
 
@@ -48,3 +50,12 @@ def test_the_async_twin_follows_the_same_rule() -> None:
 
     asyncio.run(scenario())
 
+
+
+def test_the_fake_clock_moves_when_told_or_by_its_step() -> None:
+    clock = FakeClock(100.0)
+    assert clock() == clock() == 100.0
+    clock.advance(0.5)
+    assert clock() == 100.5
+    stepping = FakeClock(10.0, step=0.001)
+    assert stepping() < stepping()

@@ -19,17 +19,7 @@ from hacluster.gossip.grpc_transport import PING_REQ_MAX_TIMEOUT_S
 from hacluster.gossip.membership import GossipTiming, Membership, MemberView
 from hacluster.gossip.types import Ack, GossipState, NodeRecord
 from hacluster.model import NodeId
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def address(node: NodeId) -> str:
