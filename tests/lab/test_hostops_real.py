@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from hacluster.lab.lab import random_prefix
 from tests.support.wait import wait_until
 
 pytestmark = [
@@ -119,7 +120,7 @@ class Lab:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    prefix = "hct" + secrets.token_hex(2)
+    prefix = random_prefix("hct", 7)
     ns_a, ns_b = f"{prefix}-A", f"{prefix}-B"
     created: list[str] = []
     helper: Helper | None = None
