@@ -1,7 +1,9 @@
-"""Shared pieces of the lab benchmarks: waiting, probing through a file, holder timelines.
+"""Shared pieces of the lab benchmarks: probing through a file, holder timelines, the machine.
 
 Everything here is bounded in count and time; nothing sleeps for correctness (waits poll a
-condition until a deadline).
+condition until a deadline: hacluster.lab.wait, the lab tests' own). What the product's lab
+already has (holders, prefixes, signalling, the CLI's command line) is imported from
+hacluster.lab, never copied here; bench/ may not import tests/.
 """
 
 from __future__ import annotations
@@ -9,20 +11,19 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hacluster.lab.lab import HTTP_PORT, Lab
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import OBSERVER_PIDS, holds, netns_list, netns_pids
-from hacluster.lab.traffic import Attempt, outage_windows  # noqa: F401 (re-exported)
+from hacluster.lab.traffic import Attempt, Prober, outage_windows  # noqa: F401 (re-exported)
+from hacluster.lab.wait import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
@@ -32,29 +33,17 @@ class BenchError(RuntimeError):
     pass
 
 
+# What a trial or a run can fail with and be recorded as failed, the benchmark going on: its
+# own errors, and a wait that timed out.
+FAILURES = (BenchError, WaitTimeout)
+
+# The benchmarks' conditions are cheap (an `ip` call, a file, a log's tail) and a figure such
+# as "new holder seen after" wants a fine poll: 20 ms, not the lab tests' 0.2 s.
+POLL_S = 0.02
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def random_prefix(base: str) -> str:
-    """A lab prefix such as `bf3fa2c1`: letters first, at most 8 characters."""
-    return (base + secrets.token_hex(4))[:8]
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.02) -> Any:
-    """Poll cond() until it returns something truthy; BenchError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while polls < 1_000_000:
-        polls += 1
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)
-    raise BenchError(f"gave up waiting for {what}")
 
 
 def interrupt_on_sigterm() -> None:
@@ -80,27 +69,20 @@ def pids_by_comm(ns: str, comm: str) -> list[int]:
     return out
 
 
-def signal_pids(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def holders_of(lab: Lab) -> list[str]:
-    return [n.name for n in lab.nodes if holds(n.netns, lab.vip)]
+def client_get(lab: Lab, url: str, max_s: float) -> str | None:
+    """One GET from the client namespace on a new connection, given up after max_s: the
+    body (a lab backend answers its server's name), or None."""
+    try:
+        p = subprocess.run(["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-m", f"{max_s:g}",
+                            url], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+    return p.stdout.strip() or None if p.returncode == 0 else None
 
 
 def client_served(lab: Lab) -> str | None:
     """One HTTP GET to the VIP from the client namespace: the answering server, or None."""
-    try:
-        p = subprocess.run(["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-m", "0.5",
-                            f"http://{lab.vip}:{HTTP_PORT}/"], capture_output=True, text=True,
-                           timeout=5)
-    except subprocess.TimeoutExpired:
-        return None
-    return p.stdout.strip() or None if p.returncode == 0 else None
+    return client_get(lab, f"http://{lab.vip}:{HTTP_PORT}/", 0.5)
 
 
 def wait_client_served(lab: Lab, holder: str, timeout: float, in_a_row: int = 3) -> float:
@@ -152,7 +134,7 @@ def code_version() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "hacluster",
-                                     "hacluster_cli").splitlines()]
+                                     "cli").splitlines()]
     return {"commit": git("rev-parse", "--short", "HEAD") or None, "dirty_files": dirty}
 
 
@@ -193,8 +175,8 @@ def mx(xs: list[float]) -> float | None:
 # ------------------------------------------------------------------------------ prober
 
 
-class FileProber:
-    """hacluster.lab.prober (the same client as traffic.Prober) writing to a file.
+class FileProber(Prober):
+    """traffic.Prober (hacluster.lab.prober in the client namespace) writing to a file.
 
     traffic.Prober only hands its attempts over once the run ends; reading them from a file
     while it runs lets a trial start its fault after a measured second of good traffic
@@ -203,14 +185,9 @@ class FileProber:
 
     def __init__(self, lab: Lab, duration: float, path: Path, interval: float = 0.01,
                  timeout: float = 1.0):
-        self.interval = interval
-        self.duration = duration
         self.path = path
         self._out = open(path, "w")  # noqa: SIM115 - closed in result()/kill()
-        cmd = ["ip", "netns", "exec", lab.client_ns, PYTHON, "-m", "hacluster.lab.prober",
-               "--host", lab.vip, "--port", str(HTTP_PORT), "--interval", str(interval),
-               "--duration", str(duration), "--timeout", str(timeout)]
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.PIPE, text=True)
+        super().__init__(lab, duration, interval, timeout, python=PYTHON, stdout=self._out)
 
     def attempts(self) -> list[Attempt]:
         rows = []
@@ -255,9 +232,7 @@ class FileProber:
         return self.attempts()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        super().kill()
         self._out.close()
 
 
@@ -326,11 +301,10 @@ class ResilientMonitor(HolderMonitor):
 
 
 def start_monitor(lab: Lab) -> ResilientMonitor:
-    mon = ResilientMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
-    current = set(holders_of(lab))
-    mon.start({n.name: n.name in current for n in lab.nodes})
+    mon = ResilientMonitor.for_lab(lab)
     # `ip monitor` needs a moment to subscribe; an event in that moment would be missed.
-    wait_until(lambda: all(p.poll() is None for p in mon._procs), 2.0, "ip monitor start")
+    wait_until(lambda: all(p.poll() is None for p in mon._procs), 2.0, "ip monitor start",
+               interval=POLL_S)
     time.sleep(0.05)
     return mon
 

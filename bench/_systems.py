@@ -19,10 +19,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from _labkit import BenchError, holders_of, pids_by_comm, signal_pids, wait_until
+from _labkit import POLL_S, BenchError, pids_by_comm
 
-from hacluster.lab.lab import Lab, LabNode
-from hacluster.lab.netns import ip
+from hacluster.lab.lab import Lab, LabNode, cli_argv
+from hacluster.lab.netns import ip, signal_pids
+from hacluster.lab.wait import WaitTimeout, wait_until
 
 _SENTENCE = re.compile(r" INFO hacluster\.agent: (?P<s>(?:leader|follower|candidate)\b.*)$")
 _LEADER = re.compile(r"^leader, term (\d+), lease ok, holds ")
@@ -80,7 +81,7 @@ class System:
     def settled_holder(self) -> str | None:
         if not all(self.agent_running(n) for n in self.lab.nodes):
             return None
-        h = holders_of(self.lab)
+        h = self.lab.holders()
         if len(h) != 1 or not self.roles_agree(h[0]):
             return None
         return h[0]
@@ -102,7 +103,7 @@ class System:
                 return h
             time.sleep(0.05)
         raise BenchError(f"{self.name}: not settled within {timeout:.0f} s "
-                         f"(holders {holders_of(self.lab)}, agents running "
+                         f"(holders {self.lab.holders()}, agents running "
                          f"{[n.name for n in self.lab.nodes if self.agent_running(n)]}, "
                          f"roles {self.roles()})")
 
@@ -149,8 +150,8 @@ class HaclusterSystem(System):
         background (the trial watches the client and the kernels meanwhile)."""
         target = next(n for n in self.lab.nodes if n is not node)
         self._switch = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, self.lab.python, "-m", "hacluster_cli.main",
-             "failover", "--to", target.name, "--json", "--config", str(node.config)],
+            cli_argv(node.netns, "failover", "--to", target.name, "--json", "--config",
+                     str(node.config), python=self.lab.python),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def switchover_result(self) -> dict[str, object]:
@@ -270,7 +271,8 @@ class KeepalivedSystem(System):
         p = self.procs.get(node.name)
         if p is not None:
             p.wait(timeout)
-        wait_until(lambda: not self.pids(node), timeout, f"{node.name}: keepalived exit")
+        wait_until(lambda: not self.pids(node), timeout, f"{node.name}: keepalived exit",
+                   interval=POLL_S)
 
     def start_agent(self, node: LabNode) -> None:
         if self.pids(node):
@@ -291,7 +293,7 @@ class KeepalivedSystem(System):
                                                      stdin=subprocess.DEVNULL,
                                                      start_new_session=True)
         wait_until(lambda: len(self.pids(node)) >= 2 or self.procs[node.name].poll() is not None,
-                   10, f"{node.name}: keepalived VRRP child")
+                   10, f"{node.name}: keepalived VRRP child", interval=POLL_S)
         if self.procs[node.name].poll() is not None:
             raise BenchError(f"{node.name}: keepalived exited at start; see "
                              f"{self._file(node, '.log')}")
@@ -328,8 +330,9 @@ class KeepalivedSystem(System):
                 pass
         for n in self.lab.nodes:
             try:
-                wait_until(lambda n=n: not self.pids(n), 5, f"{n.name}: keepalived gone")
-            except BenchError:
+                wait_until(lambda n=n: not self.pids(n), 5, f"{n.name}: keepalived gone",
+                           interval=POLL_S)
+            except WaitTimeout:
                 pass  # teardown kills whatever is left in the namespace
             self.delete_vip(n)
         self.procs.clear()

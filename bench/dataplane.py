@@ -69,19 +69,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _labkit import (  # noqa: E402
+    FAILURES,
+    POLL_S,
     PYTHON,
     BenchError,
+    client_get,
     foreign_labs,
     interrupt_on_sigterm,
     log,
     machine,
-    random_prefix,
     wait_quiet,
-    wait_until,
 )
 
-from hacluster.lab.lab import HTTP_PORT, Lab, LabNode  # noqa: E402
+from hacluster.lab.lab import HTTP_PORT, Lab, LabNode, random_prefix  # noqa: E402
 from hacluster.lab.netns import ip  # noqa: E402
+from hacluster.lab.wait import wait_until  # noqa: E402
 
 HAPROXY_PORT = 8080
 SOURCE_HOST = 200  # HAProxy's outgoing address: NET.200 (the lab uses .2, .11-.19, .100)
@@ -244,18 +246,8 @@ backend nginx
 # ------------------------------------------------------------------------------ probing
 
 
-def get(lab: Lab, url: str) -> str | None:
-    """One GET from the client namespace on a new connection: the body, or None."""
-    try:
-        p = subprocess.run(["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-m", "1",
-                            url], capture_output=True, text=True, timeout=5)
-    except subprocess.TimeoutExpired:
-        return None
-    return p.stdout.strip() or None if p.returncode == 0 else None
-
-
 def spread(lab: Lab, url: str, tries: int = 6) -> list[str | None]:
-    return [get(lab, url) for _ in range(tries)]
+    return [client_get(lab, url, 1) for _ in range(tries)]
 
 
 def wait_spread(lab: Lab, url: str, what: str, timeout: float = 20,
@@ -516,8 +508,8 @@ def run(a: argparse.Namespace, doc: dict[str, Any]) -> None:
             ng.start()
         for ng in nginxes:
             wait_until(lambda ng=ng: ng.check_running() or
-                       get(lab, f"http://{ng.node.ip}:{HTTP_PORT}/") == ng.node.name,
-                       10, f"nginx on {ng.node.name}")
+                       client_get(lab, f"http://{ng.node.ip}:{HTTP_PORT}/", 1) == ng.node.name,
+                       10, f"nginx on {ng.node.name}", interval=POLL_S)
         holder = lab.node(lab.wait_single_holder(30))
         direct = next(n for n in lab.nodes if n is not holder)
         doc["lab"].update({"holder": holder.name, "direct_backend": direct.name})
@@ -655,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: lab torn down; printing what was measured")
         doc["interrupted"] = True
-    except BenchError as e:
+    except FAILURES as e:
         log(f"FAILED: {e}")
         doc["error"] = str(e)
     doc["duration_s"] = round(time.monotonic() - t0, 1)

@@ -47,18 +47,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _labkit import (  # noqa: E402
+    POLL_S,
     PYTHON,
-    BenchError,
     interrupt_on_sigterm,
     log,
     machine,
     med,
     mx,
-    random_prefix,
-    wait_until,
 )
 
-from hacluster.lab.lab import HTTP_PORT, Lab, LabNode  # noqa: E402
+from hacluster.lab.lab import HTTP_PORT, Lab, LabNode, random_prefix  # noqa: E402
+from hacluster.lab.wait import wait_until  # noqa: E402
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
@@ -113,7 +112,8 @@ backend servers
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.lab.client_ns, "haproxy", "-db", "-f", str(cfg)],
                 stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: self.sock.exists() and self.states() is not None, 10, "haproxy up")
+        wait_until(lambda: self.sock.exists() and self.states() is not None, 10, "haproxy up",
+                   interval=POLL_S)
 
     def states(self) -> dict[str, str] | None:
         try:
@@ -144,7 +144,7 @@ backend servers
 
 
 def leader(lab: Lab) -> LabNode:
-    name = wait_until(lambda: (h := lab.holders()) and h[0], 30, "a VIP holder")
+    name = wait_until(lambda: (h := lab.holders()) and h[0], 30, "a VIP holder", interval=POLL_S)
     return lab.node(name)
 
 
@@ -157,26 +157,26 @@ def trial(lab: Lab, fault: str, hap: Haproxy | None) -> dict[str, Any]:
     victim = next(n for n in lab.nodes if n is not lead)
     if hap is not None:
         wait_until(lambda: (hap.states() or {}).get(victim.name, "").startswith("UP"), 30,
-                   "haproxy sees the victim UP")
+                   "haproxy sees the victim UP", interval=POLL_S)
     t0 = time.time()
     if fault == "backend":
         lab.stop_backend(victim)
     else:
         lab.power_off(victim)
-    hap_down: float | None = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if hap is not None and hap_down is None and \
+    hap_seen: list[float] = []  # when HAProxy first said DOWN
+
+    def verdicts() -> tuple[float, float] | None:
+        if hap is not None and not hap_seen and \
                 (hap.states() or {}).get(victim.name, "").startswith("DOWN"):
-            hap_down = time.time()
+            hap_seen.append(time.time())
         commit = log_lines_after(lead.log, t0, f"{victim.name}/web=down")
         dead = log_lines_after(lead.log, t0, f"gossip: {victim.name} is dead") \
             if fault == "poweroff" else 0.0
-        if commit is not None and dead is not None and (hap is None or hap_down is not None):
-            break
-        time.sleep(0.02)
-    else:
-        raise BenchError(f"{fault}: no verdict within 30 s")
+        done = commit is not None and dead is not None and (hap is None or hap_seen)
+        return (commit, dead) if done else None
+
+    commit, dead = wait_until(verdicts, 30, f"{fault}: every verdict", interval=POLL_S)
+    hap_down = hap_seen[0] if hap_seen else None
     local = log_lines_after(victim.log, t0, "check web: passing -> failing") \
         if fault == "backend" else None
     dead = dead if fault == "poweroff" else None

@@ -49,27 +49,27 @@ from pathlib import Path
 from typing import Any
 
 from _labkit import (
+    FAILURES,
+    POLL_S,
     BenchError,
     FileProber,
     foreign_labs,
-    holders_of,
     interrupt_on_sigterm,
     log,
     machine,
     med,
     mx,
     outage_windows,
-    random_prefix,
     start_monitor,
     wait_client_served,
     wait_quiet,
-    wait_until,
 )
 from _systems import HaclusterSystem, KeepalivedSystem, System
 
-from hacluster.lab.lab import Lab, LabNode
+from hacluster.lab.lab import Lab, LabNode, random_prefix
 from hacluster.lab.netns import LabError, holds
 from hacluster.lab.traffic import outage
+from hacluster.lab.wait import WaitTimeout, wait_until
 
 FAULTS = ("poweroff", "isolate", "partition", "kill9", "sigstop", "sigterm", "switchover")
 FREEZE_S = 3.0  # sigstop: how long the agent stays frozen
@@ -191,21 +191,23 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path,
         inject(system, fault, holder)
         rec["fault_at"] = round(fault_at, 6)  # wall clock, as the raw attempts' "t"
         rec["inject_ms"] = round((time.time() - fault_at) * 1000, 1)
-        new_holders = lambda: [h for h in holders_of(lab) if h != holder.name]  # noqa: E731
+        new_holders = lambda: [h for h in lab.holders() if h != holder.name]  # noqa: E731
         if fault == "sigstop":
             time.sleep(max(0.0, fault_at + FREEZE_S - time.time()))  # the freeze itself
             system.signal_agent(holder, signal.SIGCONT)
-            wait_until(lambda: len(holders_of(lab)) == 1, 15, "one holder after SIGCONT")
+            wait_until(lambda: len(lab.holders()) == 1, 15, "one holder after SIGCONT", interval=POLL_S)
         else:
-            wait_until(new_holders, max(10.0, 4 * system.expected_recovery_s), "a new VIP holder")
+            wait_until(new_holders, max(10.0, 4 * system.expected_recovery_s), "a new VIP holder",
+                       interval=POLL_S)
         rec["new_holder_poll_ms"] = round((time.time() - fault_at) * 1000, 1)
         if fault == "switchover":
             rec["switchover"] = system.switchover_result()
         if fault == "isolate" and system.name == "hacluster":
             # I4: cut off from the majority, it must drop the VIP by itself, within the lease.
             try:
-                wait_until(lambda: not holds(holder.netns, lab.vip), 5, "isolated node's release")
-            except BenchError:
+                wait_until(lambda: not holds(holder.netns, lab.vip), 5, "isolated node's release",
+                           interval=POLL_S)
+            except WaitTimeout:
                 pass  # recorded below as old_holds_at_end
         attempts = prober.result()
         durations = prober.durations()
@@ -330,7 +332,7 @@ def run_system(system: System, faults: list[str], trials: int,
             t0 = time.monotonic()
             try:
                 rec = run_trial(system, fault, trial, workdir, quiet_wait)
-            except BenchError as e:
+            except FAILURES as e:
                 log(f"{system.name} {fault} #{trial}: FAILED: {e}")
                 rec = {"trial": trial, "error": str(e)}
                 try:

@@ -25,26 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from _labkit import (
+    FAILURES,
     PYTHON,
-    BenchError,
     foreign_labs,
     interrupt_on_sigterm,
     log,
     machine,
-    random_prefix,
     start_monitor,
 )
 from _systems import HaclusterSystem
 
-from hacluster.lab.lab import Lab, LabNode
+from hacluster.lab.lab import Lab, LabNode, cli_argv, random_prefix
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 _TO_LEADER = re.compile(r"raft role \w+ -> leader \(term (\d+)\)")
 
 
 def status(node: LabNode) -> dict[str, Any]:
-    cmd = ["ip", "netns", "exec", node.netns, PYTHON, "-m", "hacluster_cli.main", "status",
-           "--json", "--config", str(node.config)]
+    cmd = cli_argv(node.netns, "status", "--json", "--config", str(node.config), python=PYTHON)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     if p.returncode != 0:
         return {"error": (p.stderr or p.stdout).strip()[-300:]}
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: lab torn down")
         doc["interrupted"] = True
-    except BenchError as e:
+    except FAILURES as e:
         log(f"failed: {e}")
         doc["error"] = str(e)
     if "leader_changes" in doc:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from hacluster.lab.lab import Lab
+from hacluster.lab.lab import Lab, cli_argv
 from hacluster.lab.traffic import Prober, outage
 
 
 def _status_table(lab: Lab, node_name: str) -> str:
     node = lab.node(node_name)
-    cmd = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main",
-           "status", "--config", str(node.config)]
+    cmd = cli_argv(node.netns, "status", "--config", str(node.config))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     return proc.stdout or proc.stderr
 

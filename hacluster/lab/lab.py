@@ -62,6 +62,20 @@ def check_prefix(prefix: str) -> None:
         raise LabError(f"lab name {prefix!r}: use 1-8 letters/digits starting with a letter")
 
 
+def random_prefix(base: str, length: int = 8) -> str:
+    """A fresh lab prefix such as `bf3fa2c1`: `base`, then random hex digits up to `length`
+    characters, so that labs of tests and benchmarks running at once never share a name."""
+    prefix = (base + secrets.token_hex(4))[:length]
+    check_prefix(prefix)
+    return prefix
+
+
+def cli_argv(netns: str, *args: str, python: str = sys.executable) -> list[str]:
+    """The command line of `hacluster ARGS` run inside namespace `netns`, as an operator on
+    that server would run it (the installed package, started with `python`)."""
+    return ["ip", "netns", "exec", netns, python, "-m", "hacluster_cli.main", *args]
+
+
 @dataclass
 class LabNode:
     name: str
@@ -386,4 +400,5 @@ def load_description(prefix: str) -> dict[str, Any]:
         raise LabError(f"no lab named {prefix!r} is up ({path} not found)") from None
 
 
-__all__ = ["Lab", "LabError", "LabNode", "teardown", "load_description", "subnet_for"]
+__all__ = ["Lab", "LabError", "LabNode", "cli_argv", "teardown", "load_description", "random_prefix",
+           "subnet_for"]

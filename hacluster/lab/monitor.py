@@ -15,8 +15,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Self
 
 from hacluster.lab.netns import OBSERVER_PIDS
+
+if TYPE_CHECKING:
+    from hacluster.lab.lab import Lab
 
 _LINE = re.compile(r"^\[(?P<ts>[^\]]+)\]\s+(?P<deleted>Deleted\s+)?\d+:\s+\S+\s+inet\s+(?P<addr>[\d.]+)/")
 
@@ -38,6 +42,14 @@ class HolderMonitor:
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def for_lab(cls, lab: Lab) -> Self:
+        """A monitor of every server of `lab`, started from the holders the kernels report now."""
+        monitor = cls(lab.vip, {n.name: n.netns for n in lab.nodes})
+        holders = lab.holders()
+        monitor.start({n.name: n.name in holders for n in lab.nodes})
+        return monitor
 
     def start(self, initial: dict[str, bool]) -> None:
         """Start watching; `initial` says who holds the VIP now (read just before)."""

@@ -42,14 +42,17 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def kill_netns_processes(ns: str, sig: int = signal.SIGKILL, spare_observers: bool = True) -> None:
-    for pid in netns_pids(ns):
-        if spare_observers and pid in OBSERVER_PIDS:
-            continue
+def signal_pids(pids: list[int], sig: int) -> None:
+    """Send sig to each process; one that has exited meanwhile is no error."""
+    for pid in pids:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def kill_netns_processes(ns: str, sig: int = signal.SIGKILL, spare_observers: bool = True) -> None:
+    signal_pids([pid for pid in netns_pids(ns) if not (spare_observers and pid in OBSERVER_PIDS)], sig)
 
 
 def addresses(ns: str, ifname: str = "eth0") -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import IO
 
 from hacluster.lab.lab import HTTP_PORT, Lab
 
@@ -18,14 +19,16 @@ class Attempt:
 
 
 class Prober:
-    """prober.py running in the lab's client namespace for `duration` seconds."""
+    """prober.py running in the lab's client namespace for `duration` seconds; its attempts
+    go to `stdout` (a pipe that result() reads, or a file a subclass reads while it runs)."""
 
-    def __init__(self, lab: Lab, duration: float, interval: float = 0.01, timeout: float = 1.0):
+    def __init__(self, lab: Lab, duration: float, interval: float = 0.01, timeout: float = 1.0,
+                 python: str = sys.executable, stdout: IO[str] | int = subprocess.PIPE):
         self.interval = interval
-        cmd = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "hacluster.lab.prober",
+        cmd = ["ip", "netns", "exec", lab.client_ns, python, "-m", "hacluster.lab.prober",
                "--host", lab.vip, "--port", str(HTTP_PORT), "--interval", str(interval),
                "--duration", str(duration), "--timeout", str(timeout)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
         self.duration = duration
 
     def result(self) -> list[Attempt]:

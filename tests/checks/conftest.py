@@ -31,18 +31,6 @@ PATIENT_MS = 10_000
 T = TypeVar("T")
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.01) -> Any:
-    """Poll cond until it returns something truthy; fail with `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
 # ------------------------------------------------------------------ timeouts on cue
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from hacluster.health import exec_check
 from hacluster.health.spec import ExecCheck
+from tests.support.wait import wait_until
 
-from .conftest import PATIENT_MS, probe_until_stuck, wait_until
+from .conftest import PATIENT_MS, probe_until_stuck
 
 
 def spec(*command: str, **kw) -> ExecCheck:
@@ -74,7 +75,8 @@ def test_timeout_kills_the_whole_group(tmp_path):
     assert out.error == "timed out after 10000 ms"
     assert out.output == "started"
     shell, sleeper = (int(p) for p in pids.read_text().split())
-    wait_until(lambda: _gone(shell) and _gone(sleeper), 30, "the timed-out processes to be gone")
+    wait_until(lambda: _gone(shell) and _gone(sleeper), 30, "the timed-out processes to be gone",
+               interval=0.01)
     assert not os.path.exists(f"/proc/{shell}") or _gone(shell)
 
 

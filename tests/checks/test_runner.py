@@ -10,20 +10,12 @@ import pytest
 from hacluster.health.runner import HealthRunner
 from hacluster.health.spec import DicomCheck, ExecCheck, HttpCheck, TcpCheck
 from hacluster.model import CheckState
+from tests.support.clock import FakeClock
+from tests.support.wait import wait_until
 
-from .conftest import HOST, PATIENT_MS, wait_until
+from .conftest import HOST, PATIENT_MS
 
 FAIL = "exit status 1, expected 0"
-
-
-class Wall:
-    """A settable wall clock, so changed_at is checkable."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def flag_check(flag: Path, **kw) -> ExecCheck:
@@ -35,7 +27,7 @@ def flag_check(flag: Path, **kw) -> ExecCheck:
 
 def test_rise_and_fall(tmp_path):
     flag = tmp_path / "up"
-    wall = Wall()
+    wall = FakeClock(1000.0)  # a settable wall clock, so changed_at is checkable
     r = HealthRunner([flag_check(flag, rise=2, fall=3)], HOST, wall=wall)
     [first] = r.reports()
     assert (first.state, first.changed_at, first.target) == (CheckState.UNKNOWN, 0.0, f"test -e {flag}")
@@ -140,12 +132,14 @@ def test_hung_checks_do_not_delay_others_and_stop_cancels_them(tmp_path, listeni
     r.start()
     try:
         wait_until(lambda: pids.exists() and pids.read_text().endswith("\n"), DEADLINE_S,
-                   "the hung exec check to start")
+                   "the hung exec check to start", interval=0.01)
         wait_until(lambda: http_server.hanging.is_set() and silent_tcp.seen, DEADLINE_S,
-                   "the hung http and dicom checks to reach their targets")
-        wait_until(lambda: r.reports()[3].state == CheckState.PASSING, DEADLINE_S, "the quick check to pass")
+                   "the hung http and dicom checks to reach their targets", interval=0.01)
+        wait_until(lambda: r.reports()[3].state == CheckState.PASSING, DEADLINE_S, "the quick check to pass",
+                   interval=0.01)
         last = r.reports()[3]
-        wait_until(lambda: r.reports()[3] is not last, DEADLINE_S, "one more attempt of the quick check")
+        wait_until(lambda: r.reports()[3] is not last, DEADLINE_S, "one more attempt of the quick check",
+                   interval=0.01)
         # All three hang (no attempt ended), and the quick check went on regardless.
         assert never_attempted(r.reports())
         assert seen_threads == {"hacluster-health"}
@@ -159,7 +153,7 @@ def test_hung_checks_do_not_delay_others_and_stop_cancels_them(tmp_path, listeni
     pid = int(pids.read_text())
     wait_until(lambda: not Path(f"/proc/{pid}").exists()
                or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-               DEADLINE_S, "the hung exec check's process to be killed on stop")
+               DEADLINE_S, "the hung exec check's process to be killed on stop", interval=0.01)
 
 
 def test_runner_records_timeouts(unanswered_syn_port):
@@ -170,7 +164,7 @@ def test_runner_records_timeouts(unanswered_syn_port):
     r.start()
     try:
         rep = wait_until(lambda: (x := r.reports()[0]).state == CheckState.FAILING and x, DEADLINE_S,
-                         "a failure")
+                         "a failure", interval=0.01)
         assert rep.error == "timed out after 50 ms connecting"  # the probe's words, not the backstop's
         assert rep.latency_ms is None
         assert r.run_once("slow").error == rep.error  # run_once while running: via the runner loop
@@ -196,7 +190,7 @@ def test_run_once_racing_stop_gives_up_instead_of_hanging(tmp_path, monkeypatch)
 
     t = threading.Thread(target=call, daemon=True)
     t.start()
-    wait_until(started.exists, 30, "the attempt to start")
+    wait_until(started.exists, 30, "the attempt to start", interval=0.01)
     runner.stop(timeout=30)
     t.join(timeout=120)  # bounded by the check's timeout + slack, not forever
     assert not t.is_alive()

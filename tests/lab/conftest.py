@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
-import time
 
 import pytest
 
-from hacluster.lab.lab import UDP_PORT, Lab
+from hacluster.lab.lab import UDP_PORT, Lab, cli_argv, random_prefix
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import netns_list
 
@@ -36,7 +34,7 @@ def lab_factory():
     made: list[Lab] = []
 
     def make(nodes: int = 3, up: bool = True, **kw) -> Lab:
-        lab = Lab("t" + secrets.token_hex(3), nodes, **kw)
+        lab = Lab(random_prefix("t", 7), nodes, **kw)
         made.append(lab)
         if up:
             lab.up()
@@ -57,24 +55,9 @@ def lab(lab_factory) -> Lab:
 @pytest.fixture
 def monitor(lab):
     """Samples VIP holders from kernel address events in every server namespace."""
-    m = HolderMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
-    m.start({n.name: n.name in lab.holders() for n in lab.nodes})
+    m = HolderMonitor.for_lab(lab)
     yield m
     m.stop()
-
-
-def wait_until(cond, timeout: float, what: str, interval: float = 0.2):
-    """Poll cond until it is truthy or the deadline passes. The interval is not tiny on
-    purpose: most conditions run `hacluster status` in a new Python process (~0.3 s of CPU),
-    and a 2-CPU machine polled every 20 ms would starve the agents under test."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def agent_status(lab: Lab, name: str, config=None) -> dict | None:
@@ -82,8 +65,7 @@ def agent_status(lab: Lab, name: str, config=None) -> dict | None:
     node = lab.node(name)
     config = config or node.config
     proc = subprocess.run(
-        ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", "status",
-         "--json", "--timeout", "1", "--config", str(config)],
+        cli_argv(node.netns, "status", "--json", "--timeout", "1", "--config", str(config)),
         capture_output=True, text=True, timeout=15)
     if proc.returncode != 0:
         return None
@@ -100,8 +82,7 @@ def cli_json(lab, name: str, *args: str) -> dict | None:
     """`hacluster ARGS --json` inside server `name`'s namespace (None if the call failed)."""
     node = lab.node(name)
     proc = subprocess.run(
-        ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", *args,
-         "--json", "--timeout", "5", "--config", str(node.config)],
+        cli_argv(node.netns, *args, "--json", "--timeout", "5", "--config", str(node.config)),
         capture_output=True, text=True, timeout=20)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import yaml
 
 from hacluster.lab.lab import DEFAULT_CHECKS, HTTP_PORT, UDP_PORT, Lab
-
-from .conftest import wait_until
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"

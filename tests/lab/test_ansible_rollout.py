@@ -12,18 +12,18 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import secrets
 import time
 from pathlib import Path
 
 import pytest
 
-from hacluster.lab.lab import Lab
+from hacluster.lab.lab import Lab, random_prefix
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.netns import netns_list
 from hacluster.lab.traffic import Prober
+from tests.support.wait import wait_until
 
-from .conftest import assert_no_overlap, wait_until
+from .conftest import assert_no_overlap
 from .rollout import RolloutLab, upgraded_source
 
 UPGRADE_VERSION = "0.1.0+rollout2"
@@ -40,7 +40,7 @@ def record(**figures) -> None:
 
 @pytest.fixture(scope="module")
 def rollout(tmp_path_factory):
-    lab = Lab("t" + secrets.token_hex(3), 3)
+    lab = Lab(random_prefix("t", 7), 3)
     r = RolloutLab(lab, tmp_path_factory.mktemp("wheelhouse"))
     try:
         r.up()
@@ -174,8 +174,7 @@ def test_rolling_upgrade_keeps_the_vip_served(rollout, tmp_path):
 def test_failover_drill_moves_the_vip_to_every_server(rollout):
     assert rollout.first.rc == 0, "the first run failed"
     lab = rollout.lab
-    monitor = HolderMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
-    monitor.start({n.name: n.name in lab.holders() for n in lab.nodes})
+    monitor = HolderMonitor.for_lab(lab)
     try:
         run = rollout.playbook("failover_drill.yml")
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import check_state, cli_json, served_by, service, udp_flows, wait_until
+from tests.support.wait import wait_until
+
+from .conftest import check_state, cli_json, served_by, service, udp_flows
 
 
 def up(lab_factory, algorithm="round-robin"):

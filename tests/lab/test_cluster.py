@@ -6,8 +6,9 @@ import signal
 import time
 
 from hacluster.lab.netns import LabError
+from tests.support.wait import wait_until
 
-from .conftest import agent_status, all_healthy, assert_no_overlap, wait_until
+from .conftest import agent_status, all_healthy, assert_no_overlap
 
 
 def others(lab, name):

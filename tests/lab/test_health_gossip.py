@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 
-from .conftest import all_healthy, check_state, cli_json, committed, gossip_state, wait_until
+from tests.support.wait import wait_until
+
+from .conftest import all_healthy, check_state, cli_json, committed, gossip_state
 
 
 def test_stopped_backend_fails_on_every_view_and_the_leader_commits_it(lab):

@@ -15,12 +15,15 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from hacluster.lab.lab import random_prefix
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.lab,
@@ -30,16 +33,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("_hostops_probe_helper.py")
 STALE_MAC = "02:00:00:00:00:99"
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll cond every 50 ms until true; return the seconds it took, fail at the deadline."""
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def sh(*args: str) -> str:
@@ -127,7 +120,7 @@ class Lab:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    prefix = "hct" + secrets.token_hex(2)
+    prefix = random_prefix("hct", 7)
     ns_a, ns_b = f"{prefix}-A", f"{prefix}-B"
     created: list[str] = []
     helper: Helper | None = None
@@ -172,7 +165,7 @@ def test_claim_again_renews_the_lifetime(lab: Lab) -> None:
         assert info is not None, "address vanished before renewal"
         return info["valid_life_time"]
 
-    wait_until(lambda: valid_lft() <= 2, 3, "valid_lft to count down")
+    wait_until(lambda: valid_lft() <= 2, 3, "valid_lft to count down", interval=0.05)
     lab.helper.ok("claim", vip, lifetime_s=3)
     assert valid_lft() == 3
     assert len([1 for link in ip_json(lab.ns_a, "addr", "show", "dev", lab.if_a)
@@ -184,7 +177,7 @@ def test_the_address_expires_by_itself(lab: Lab) -> None:
     start = time.monotonic()
     lab.helper.ok("claim", vip, lifetime_s=2)
     assert lab.addr_info(lab.ns_a, lab.if_a, vip[0]) is not None
-    wait_until(lambda: lab.addr_info(lab.ns_a, lab.if_a, vip[0]) is None, 4, "expiry")
+    wait_until(lambda: lab.addr_info(lab.ns_a, lab.if_a, vip[0]) is None, 4, "expiry", interval=0.05)
     elapsed = time.monotonic() - start
     # The kernel's lifetime worker may fire up to HZ/50 early and runs with some slack late.
     assert 1.9 <= elapsed <= 3.0, elapsed
@@ -232,7 +225,7 @@ def test_announce_moves_the_peers_stale_neighbour_entry_to_us(lab: Lab) -> None:
     # override the entry, which is what this checks.
     lab.helper.ok("announce", vip)
     our_mac = lab.mac(lab.ns_a, lab.if_a)
-    wait_until(lambda: lab.neighbour_mac(vip[0]) == our_mac, 2, "B to learn A's MAC")
+    wait_until(lambda: lab.neighbour_mac(vip[0]) == our_mac, 2, "B to learn A's MAC", interval=0.05)
 
 
 def test_missing_interface_is_a_hostops_error_naming_it(lab: Lab) -> None:

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import all_healthy, wait_until
+from tests.support.wait import wait_until
+
+from .conftest import all_healthy
 from .test_operate import cli
 
 _GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"

@@ -6,17 +6,19 @@ import json
 import subprocess
 import sys
 
+from hacluster.lab.lab import cli_argv
 from hacluster.lab.monitor import HolderMonitor
+from tests.support.wait import wait_until
 
-from .conftest import agent_status, all_healthy, assert_no_overlap, cli_json, committed, wait_until
+from .conftest import agent_status, all_healthy, assert_no_overlap, cli_json, committed
 
 
 def cli(lab, name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """`hacluster ARGS` in server `name`'s namespace with its config: the whole result."""
     node = lab.node(name)
     return subprocess.run(
-        ["ip", "netns", "exec", node.netns, sys.executable, "-m", "hacluster_cli.main", *args,
-         "--config", str(node.config)], capture_output=True, text=True, timeout=timeout)
+        cli_argv(node.netns, *args, "--config", str(node.config)), capture_output=True, text=True,
+        timeout=timeout)
 
 
 def test_failover_to_a_named_member_moves_the_vip_with_no_overlap(lab, monitor):
@@ -148,8 +150,7 @@ def test_a_drained_leader_hands_over_to_an_eligible_member(lab_factory):
     # no balanced services: nothing to let finish first (with services, the leader waits
     # their drain_timeout_s before it moves the VIP: test_balancing's long download)
     lab = lab_factory(balance=False)
-    monitor = HolderMonitor(lab.vip, {n.name: n.netns for n in lab.nodes})
-    monitor.start({n.name: n.name in lab.holders() for n in lab.nodes})
+    monitor = HolderMonitor.for_lab(lab)
     try:
         old = lab.holders()[0]
         assert cli_json(lab, old, "drain", old) is not None

@@ -17,7 +17,6 @@ answered), bounded by the client's 1 s connect timeout.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,10 +27,11 @@ import pytest
 from hacluster.dataplane.apply import NftApplier
 from hacluster.dataplane.guard import TABLE, GuardError, RaftGuard, render_guard
 from hacluster.dataplane.table import Algorithm, Backend, Protocol, Service, Table
+from hacluster.lab.lab import random_prefix
 from hacluster.lab.netns import run
+from tests.support.wait import wait_until
 
 from .bridge import BridgeTopo
-from .conftest import wait_until
 
 RAFT_PORT = 7100
 OTHER_PORT = 7101
@@ -94,7 +94,7 @@ class Topo(BridgeTopo):
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topo]:
-    t = Topo("rg" + secrets.token_hex(3))
+    t = Topo(random_prefix("rg"))
     try:
         t.make_switch()
         t.add_host("srv", SRV4, SRV6)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 import time
 
+from hacluster.lab.lab import random_prefix
 from hacluster.lab.netns import ip, netns_list
+from tests.support.wait import wait_until
 
-from .conftest import assert_no_overlap, wait_until
+from .conftest import assert_no_overlap
 
 
 def test_holder_restores_a_vip_deleted_behind_its_back(lab, monitor):
@@ -48,7 +49,7 @@ def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
 
 
 def test_lab_cli_up_status_down_round_trip():
-    name = "c" + secrets.token_hex(3)
+    name = random_prefix("c", 7)
     try:
         up = _cli("lab", "up", "--nodes", "3", "--name", name)
         assert up.returncode == 0, up.stderr
@@ -73,7 +74,7 @@ def test_lab_cli_up_status_down_round_trip():
 
 
 def test_lab_down_cleans_up_after_a_crashed_run():
-    name = "c" + secrets.token_hex(3)
+    name = random_prefix("c", 7)
     for suffix in ("sw", "n1"):  # what a crashed `lab up` could leave behind
         ip("netns", "add", f"{name}-{suffix}")
     down = _cli("lab", "down", "--name", name)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from hacluster.lab.lab import METRICS_PORT
+from tests.support.wait import wait_until
 
-from .conftest import all_healthy, wait_until
+from .conftest import all_healthy
 from .test_operate import cli
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 
-from .conftest import wait_until
+from tests.support.wait import wait_until
 
 
 def test_agents_notify_ready_watchdog_and_stopping(lab_factory, tmp_path, monkeypatch):

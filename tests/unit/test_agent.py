@@ -3,8 +3,9 @@ from dataclasses import replace
 from hacluster.agent import Agent
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import Role, Vip
-
-from .fakes import Clock, FakeRaft, config, leader_view, view
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
 
 VIP = Vip("10.0.0.100", 24, "eth0")
 
@@ -12,7 +13,7 @@ VIP = Vip("10.0.0.100", 24, "eth0")
 def make(raft=None, host=None):
     raft = raft or FakeRaft()
     host = host or FakeHostOps()
-    clock = Clock()
+    clock = FakeClock(100.0)
     return Agent(config(), host, raft, clock=clock), raft, host, clock
 
 

@@ -6,7 +6,9 @@ from hacluster.agent import Agent
 from hacluster.consensus.state import encode
 from hacluster.dataplane.table import BackendState
 from hacluster.hostops.fake import FakeHostOps
-from tests.unit.fakes import Clock, FakeRaft, config, leader_view, view
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
 
 SERVICES = [{"name": "web", "vip": "10.0.0.100", "port": 80, "check": "web",
              "backends": [{"node": "n1"}, {"node": "n2"}, {"node": "n3"}]}]
@@ -31,7 +33,7 @@ def _agent(role="leader"):
     raft = FakeRaft(current=leader_view() if role == "leader" else view(leader="n2"))
     raft.state.apply(encode({"type": "leader_epoch", "term": raft.current.term, "node": "n1"}))
     dp = FakeDataplane()
-    clock = Clock()
+    clock = FakeClock(100.0)
     return Agent(cfg, FakeHostOps(), raft, clock=clock, dataplane=dp), raft, dp, clock
 
 

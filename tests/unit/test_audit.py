@@ -27,19 +27,12 @@ from hacluster.audit import (
     verify,
 )
 from hacluster_cli.audit_cmd import audit
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 1_714_564_800.0  # 2024-05-01T12:00:00Z
-
-    def __call__(self) -> float:
-        self.t += 0.001
-        return self.t
+from tests.support.clock import FakeClock
 
 
 def _write_log(path: Path, n: int, node: str = "ward-1") -> list[dict]:
-    with AuditLog(path, node, clock=_Clock()) as log:
+    # from 2024-05-01T12:00:00Z, 1 ms on at every record
+    with AuditLog(path, node, clock=FakeClock(1_714_564_800.0, step=0.001)) as log:
         return [log.append("admin@10.0.0.5", "drain", {"target": f"ward-{i}"}, f"drained {i}", True)
                 for i in range(1, n + 1)]
 

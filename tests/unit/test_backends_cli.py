@@ -14,7 +14,8 @@ from hacluster.dataplane.build import build_table
 from hacluster.dataplane.status import backends_status
 from hacluster.dataplane.table import table_to_doc
 from hacluster_cli.main import cli
-from tests.unit.fakes import FakeRaft, config, leader_view, view
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
 from tests.unit.pki import PKI
 
 SERVICES = [{"name": "web", "vip": "10.0.0.100", "port": 80, "check": "web",

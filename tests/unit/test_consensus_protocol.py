@@ -6,8 +6,7 @@ import inspect
 
 from hacluster.consensus.protocol import Consensus
 from hacluster.consensus.raft import RaftNode
-
-from .fakes import config
+from tests.support.config import config
 
 
 def _members() -> tuple[list[str], list[str], list[str]]:

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from hacluster.dataplane.algorithms import slots_for
 from hacluster.dataplane.proxy import ProxyDataplane, ProxyError
 from hacluster.dataplane.select import Chooser, FlowKey, make_chooser
 from hacluster.dataplane.table import Algorithm, Backend, BackendState, Protocol, Service, Table
+from tests.support.wait import wait_until_async
 
 LO = "127.0.0.1"
 VIP = "10.0.0.100"  # what the table says; the proxy binds LO instead (bind_host)
@@ -43,15 +44,6 @@ def run(scenario: Awaitable[None]) -> None:
         async with asyncio.timeout(DEADLINE_S):
             await scenario
     asyncio.run(bounded())
-
-
-async def wait_until(cond: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
-    return value
 
 
 class NameServer:
@@ -208,7 +200,8 @@ def test_round_robin_equal_shares_and_counters_grow():
             counters = p.counters()
             for n in "abc":  # at least the name line; "web/<id>" like the kernel's counter names
                 assert counters[f"web/{n}"][0] >= got[n] and counters[f"web/{n}"][1] >= 2 * got[n]
-            await wait_until(lambda: sum(p.active().values()) == 0, "every connection ended")
+            await wait_until_async(lambda: sum(p.active().values()) == 0, 5, "every connection ended",
+                                   interval=0.01)
             assert p.applied_generation() == 1 and p.refused() == {}
     run(scenario())
 
@@ -333,7 +326,8 @@ def test_not_serving_gets_no_new_flows_but_keeps_established_ones(state: Backend
                     (True, f"1 tcp flows to {LO}:{server.port} cut")
                 with contextlib.suppress(ConnectionError):
                     assert await asyncio.wait_for(long.reader.read(), 2) == b""
-                await wait_until(lambda: p.active()[f"web/{gone}"] == 0, "the drained flow ended")
+                await wait_until_async(lambda: p.active()[f"web/{gone}"] == 0, 5, "the drained flow ended",
+                                       interval=0.01)
                 long.close()
     run(scenario())
 
@@ -400,7 +394,7 @@ def test_flow_limit_refuses_and_counts():
             assert await fetch(port) == "" and p.refused() == {"web": 1}
             assert await long.ask("ok") == "a:ok"
             long.close()
-            await wait_until(lambda: p.active()["web/a"] == 0, "the connection ended")
+            await wait_until_async(lambda: p.active()["web/a"] == 0, 5, "the connection ended", interval=0.01)
             assert await fetch(port) == "a"
     run(scenario())
 
@@ -572,14 +566,17 @@ def test_udp_idle_flows_expire_and_no_backend_drops_and_counts():
                 c = udp_client()
                 try:
                     first = (await udp_ask(c, port, "x"))[0].split(":")[0]
-                    await wait_until(lambda: sum(p.active().values()) == 0, "the idle flow expired")
+                    await wait_until_async(lambda: sum(p.active().values()) == 0, 5, "the idle flow expired",
+                                           interval=0.01)
                     second = (await udp_ask(c, port, "x"))[0].split(":")[0]
                     assert {first, second} == {"u1", "u2"}  # a new flow: round-robin moved on
                     down = tuple(dataclasses.replace(b, state=BackendState.DOWN) for b in backends)
                     await asyncio.to_thread(p.apply, Table(2, (dataclasses.replace(svc, backends=down),)))
-                    await wait_until(lambda: sum(p.active().values()) == 0, "the flow expired")
+                    await wait_until_async(lambda: sum(p.active().values()) == 0, 5, "the flow expired",
+                                           interval=0.01)
                     await asyncio.get_running_loop().sock_sendto(c, b"lost", (LO, port))
-                    await wait_until(lambda: p.refused() == {"udp": 1}, "the datagram refused")
+                    await wait_until_async(lambda: p.refused() == {"udp": 1}, 5, "the datagram refused",
+                                           interval=0.01)
                 finally:
                     c.close()
     run(scenario())

@@ -13,8 +13,7 @@ from hacluster.ha.decide import (
     tick_sentence,
 )
 from hacluster.model import Role, Vip
-
-from .fakes import leader_view, view
+from tests.support.raft import leader_view, view
 
 VIP = Vip("10.0.0.100", 24, "eth0")
 

@@ -13,7 +13,7 @@ from hacluster.dataplane.table import (
     table_to_doc,
 )
 from hacluster.dataplane.worker import DrainTimer
-from tests.unit.fakes import Clock
+from tests.support.clock import FakeClock
 
 
 def table(gen, **states):
@@ -24,7 +24,7 @@ def table(gen, **states):
 
 
 def test_draining_is_cut_after_the_timeout_disabled_at_once_each_once():
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     t = DrainTimer(clock)
     t.update(table(1, n2="draining", n3="disabled"))
     assert [b.id for _, b in t.due()] == ["n3"]
@@ -38,7 +38,7 @@ def test_draining_is_cut_after_the_timeout_disabled_at_once_each_once():
 
 
 def test_undrain_then_drain_again_starts_over():
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     t = DrainTimer(clock)
     t.update(table(1, n2="draining"))
     clock.advance(20)

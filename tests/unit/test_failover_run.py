@@ -14,8 +14,8 @@ from hacluster.agent import Agent
 from hacluster.errors import Refusal, Refused
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import Vip
-
-from .fakes import FakeRaft, config, leader_view
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view
 
 VIP = Vip("10.0.0.100", 24, "eth0")
 

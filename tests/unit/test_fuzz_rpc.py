@@ -35,7 +35,8 @@ from hacluster.errors import Refusal, Refused
 from hacluster.gossip.grpc_transport import GossipService
 from hacluster.ha.failover import Outcome, Plan
 from hacluster.model import ChecksStatus
-from tests.unit.fakes import FakeRaft, config, leader_view
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view
 from tests.unit.fuzz_strategies import LONG_TEXT, fuzz_settings, is_repeated, messages, with_unknown_field
 from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS

@@ -34,7 +34,8 @@ from hacluster.gossip.grpc_transport import (
 from hacluster.gossip.membership import PIGGYBACK_BUDGET_BYTES, GossipTiming, Membership
 from hacluster.gossip.types import Ack, GossipState, NodeMeta, NodeRecord
 from hacluster.model import CheckReport, CheckState, Load
-from tests.unit.gossip_fakes import FakeClock, wait_until
+from tests.support.clock import FakeClock
+from tests.support.wait import wait_until
 from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS
 
@@ -402,7 +403,8 @@ def test_ping_reqs_beyond_the_limit_are_nacked_at_once() -> None:
             stub = pb_grpc.GossipStub(ch)
             req = pb.PingReqRequest(sender="n1", target="n2", timeout_s=5)
             held = [stub.PingReq.future(req, timeout=10) for _ in range(PING_REQ_CONCURRENCY)]
-            wait_until(lambda: engine.waiting == PING_REQ_CONCURRENCY, timeout=5)
+            wait_until(lambda: engine.waiting == PING_REQ_CONCURRENCY, timeout=5,
+                       what="every ping-req slot taken", interval=0.01)
             started = time.monotonic()
             assert stub.PingReq(req, timeout=10).acked is False
             assert time.monotonic() - started < 1  # a nack at once, not a wait for a worker

@@ -30,7 +30,7 @@ from hacluster.channels import (
     peer_channel,
 )
 from hacluster.gossip.grpc_transport import CHANNEL_RESET_FAILURES, GossipService, GrpcTransport
-from tests.unit.gossip_fakes import wait_until
+from tests.support.wait import wait_until
 from tests.unit.pki import PKI
 from tests.unit.test_admin import STATUS
 from tests.unit.test_gossip_grpc import MEMBERS, Engine
@@ -169,7 +169,8 @@ def test_keepalive_pings_draw_no_goaway_from_our_server() -> None:
             assert _ping(to_ours, 2) and _ping(to_older, 2)
             # An older agent's server GOAWAYs "too_many_pings" after a few idle seconds: the
             # channel drops to IDLE. That is how long ours must stay READY.
-            wait_until(lambda: seen_older[-1] is grpc.ChannelConnectivity.IDLE, timeout=15)
+            wait_until(lambda: seen_older[-1] is grpc.ChannelConnectivity.IDLE, timeout=15,
+                       what="the older channel to go IDLE", interval=0.01)
             assert seen_ours[-1] is grpc.ChannelConnectivity.READY
             assert seen_ours.count(grpc.ChannelConnectivity.READY) == 1, seen_ours
         finally:
@@ -183,7 +184,8 @@ def test_admin_channels_draw_no_goaway_from_an_older_agent() -> None:
         try:
             seen_admin, seen_peer = _states(admin), _states(peer)
             assert _ping(admin, 2) and _ping(peer, 2)
-            wait_until(lambda: seen_peer[-1] is grpc.ChannelConnectivity.IDLE, timeout=15)
+            wait_until(lambda: seen_peer[-1] is grpc.ChannelConnectivity.IDLE, timeout=15,
+                       what="the peer channel to go IDLE", interval=0.01)
             assert seen_admin[-1] is grpc.ChannelConnectivity.READY
         finally:
             admin.close()
@@ -198,7 +200,8 @@ def test_keepalive_replaces_a_connection_that_went_dark() -> None:
             proxy.freeze()
             # Keepalive notices the silent connection and gRPC opens a new one: within about
             # keepalive time + ping timeout (2 s), not the minute TCP would take.
-            wait_until(lambda: _ping(peer, 0.3), timeout=8)
+            wait_until(lambda: _ping(peer, 0.3), timeout=8, what="a ping over the peer channel",
+                       interval=0.01)
             assert not _ping(admin, 0.5)  # without keepalive the dead connection stays
         finally:
             peer.close()
@@ -226,7 +229,8 @@ def test_the_transport_replaces_a_channel_that_keeps_failing() -> None:
             waiter = threading.Thread(
                 target=lambda: in_flight.append(t.ping(proxy.address, (), timeout=20)))
             waiter.start()
-            wait_until(lambda: started.calls == 2, timeout=5)  # in flight on the old channel
+            wait_until(lambda: started.calls == 2, timeout=5, what="the second call started",
+                       interval=0.01)  # in flight on the old channel
             for _ in range(CHANNEL_RESET_FAILURES):
                 assert t.ping(proxy.address, (), timeout=0.2) is None
             assert t.stats()["channel_resets"] == 1
@@ -287,7 +291,8 @@ def test_failed_gossip_sends_count_too_and_their_callbacks_can_reset_the_channel
             for _ in range(CHANNEL_RESET_FAILURES):
                 t.gossip(proxy.address, ())  # each times out after GOSSIP_SEND_TIMEOUT_S
             # The last done-callback closes the channel, from a gRPC thread: no deadlock.
-            wait_until(lambda: t.stats().get("channel_resets") == 1, timeout=10)
+            wait_until(lambda: t.stats().get("channel_resets") == 1, timeout=10,
+                       what="one channel reset", interval=0.01)
             assert t.ping(proxy.address, (), timeout=2) is not None
         finally:
             t.close()

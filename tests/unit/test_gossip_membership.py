@@ -9,7 +9,7 @@ from hacluster.gossip.precedence import INCARNATION_LIMIT
 from hacluster.gossip.suspicion import expected_confirmations, suspicion_bounds, timeout_after
 from hacluster.gossip.types import GossipState, NodeMeta, NodeRecord
 from hacluster.model import Load
-from tests.unit.gossip_fakes import Cluster, NullTransport, address
+from tests.support.gossip_net import Cluster, NullTransport, address
 
 ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
 
@@ -172,7 +172,7 @@ def test_buddy_system_tells_a_suspect_when_probing_it():
 
 def suspect_and_expire(confirmers: tuple[str, ...]) -> float:
     """Seconds from a suspicion of n5 (by n2) to its death, with extra confirmers."""
-    from tests.unit.gossip_fakes import FakeClock
+    from tests.support.clock import FakeClock
 
     clock = FakeClock()
     peers = {f"n{i}": address(f"n{i}") for i in range(2, 11)}

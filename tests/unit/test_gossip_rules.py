@@ -27,7 +27,8 @@ from hacluster.gossip.suspicion import (
 )
 from hacluster.gossip.types import GossipState, NodeMeta, NodeRecord
 from hacluster.model import CheckReport, CheckState, Load
-from tests.unit.gossip_fakes import Cluster, FakeClock, Network, NullTransport, address
+from tests.support.clock import FakeClock
+from tests.support.gossip_net import Cluster, Network, NullTransport, address
 
 ALIVE, SUSPECT, DEAD, LEFT = GossipState.ALIVE, GossipState.SUSPECT, GossipState.DEAD, GossipState.LEFT
 _STATE = {"a": ALIVE, "s": SUSPECT, "d": DEAD, "l": LEFT}

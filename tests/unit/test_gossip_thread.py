@@ -8,7 +8,8 @@ import time
 
 from hacluster.gossip.membership import GossipTiming, Membership
 from hacluster.gossip.types import GossipState, NodeMeta
-from tests.unit.gossip_fakes import Network, address, wait_until
+from tests.support.gossip_net import Network, address
+from tests.support.wait import wait_until
 
 FAST = GossipTiming(probe_interval=0.05, probe_timeout=0.02, gossip_interval=0.02,
                     push_pull_interval=0.3, reconnect_interval=0.1)
@@ -31,14 +32,17 @@ def test_threads_detect_failure_spread_meta_and_stop_promptly():
             e.start()  # idempotent
         assert len(gossip_threads()) == 15
         wait_until(lambda: all(e.stats()["push_pulls_sent"] >= 1 for e in engines.values()),
-                   timeout=5)  # start() joins at once, not after a push-pull interval
+                   timeout=5, what="a push-pull from every engine",
+                   interval=0.01)  # start() joins at once, not after a push-pull interval
         engines["n1"].set_meta(NodeMeta(draining=True))
         wait_until(lambda: all(engines[o].member("n1").meta == NodeMeta(draining=True)
-                               for o in ("n2", "n3")), timeout=5)
+                               for o in ("n2", "n3")), timeout=5, what="n1 draining, seen by n2 and n3",
+                   interval=0.01)
         net.stop("n3")
         engines["n3"].stop()
         wait_until(lambda: all(engines[o].member("n3").state is GossipState.DEAD
-                               for o in ("n1", "n2")), timeout=10)
+                               for o in ("n1", "n2")), timeout=10, what="n3 dead, seen by n1 and n2",
+                   interval=0.01)
         assert engines["n1"].member("n2").state is GossipState.ALIVE
     finally:
         started = time.monotonic()
@@ -62,7 +66,8 @@ def test_a_failing_step_is_logged_and_the_thread_keeps_going(caplog):
     with caplog.at_level(logging.ERROR, logger="hacluster.gossip"):
         m.start()
         try:
-            wait_until(lambda: m.stats()["step_errors"] >= 5, timeout=5)
+            wait_until(lambda: m.stats()["step_errors"] >= 5, timeout=5, what="five step errors",
+                       interval=0.01)
         finally:
             m.stop()
     assert "step failed" in caplog.text

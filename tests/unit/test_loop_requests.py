@@ -10,15 +10,16 @@ from hacluster.agent import Agent
 from hacluster.ha.requests import Channel, HoldNothing
 from hacluster.hostops.fake import FakeHostOps
 from hacluster.model import Vip
-
-from .fakes import Clock, FakeRaft, config, leader_view
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view
 
 VIP = Vip("10.0.0.100", 24, "eth0")
 
 
 def test_hold_nothing_is_answered_after_the_tick_that_released():
     host = FakeHostOps()
-    agent = Agent(config(), host, FakeRaft(current=leader_view()), clock=Clock())
+    agent = Agent(config(), host, FakeRaft(current=leader_view()), clock=FakeClock())
     agent.loop.tick()
     assert host.vip_present(VIP)
     reply = agent.channel.send(HoldNothing(True))

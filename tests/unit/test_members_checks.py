@@ -25,7 +25,9 @@ from hacluster.model import (
 )
 from hacluster_cli.client import checks_from_pb, members_from_pb
 from hacluster_cli.main import cli
-from tests.unit.fakes import Clock, FakeRaft, config, leader_view, view
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
 from tests.unit.pki import PKI
 
 WEB_FAIL = CheckReport("web", "http", "10.0.0.12:80", CheckState.FAILING, None,
@@ -158,7 +160,7 @@ def _agent(settle=0.5):
         FakeView("n1", "a:1", GossipState.ALIVE, 1, _meta(CheckState.PASSING), 0.0, 5, 0, True),
         FakeView("n2", "b:1", GossipState.ALIVE, 1, _meta(CheckState.PASSING), 0.1, 5, 0, False),
         FakeView("n3", "c:1", GossipState.ALIVE, 1, None, None, 5, 0, False)])
-    clock = Clock()
+    clock = FakeClock(100.0)
     raft = FakeRaft(current=leader_view())
     from hacluster.consensus.state import encode
     raft.state.apply(encode({"type": "leader_epoch", "term": raft.current.term, "node": "n1"}))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from hacluster.consensus import raft as raft_mod
 from hacluster.consensus.pysyncobj_compat import FOLLOWER, LEADER
 from hacluster.consensus.raft import STALE_TERM_S, RaftNode
-
-from .fakes import Clock, config
+from tests.support.clock import FakeClock as Clock
+from tests.support.config import config
 
 
 class Node:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from hacluster.sdnotify import Notifier, WatchdogPinger
-
-from .fakes import Clock
+from tests.support.clock import FakeClock
 
 MAX_SUN_PATH = 100  # sockaddr_un holds 108 bytes; pytest's tmp_path can be longer
 
@@ -143,13 +142,13 @@ def test_no_or_unsupported_socket_is_a_no_op(value, caplog):
     assert not n.enabled
     assert not n.ready("up") and not n.status("x") and not n.watchdog() and not n.stopping()
     assert n.watchdog_interval() is None
-    WatchdogPinger(n, Clock()).tick("sentence")
+    WatchdogPinger(n, FakeClock(100.0)).tick("sentence")
     assert not caplog.records
     assert n.describe().startswith("systemd notify: off")
 
 
 def test_pinger_pings_when_due_and_not_more_often(listener):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(Notifier(listener.env_value, watchdog_usec=5_000_000), clock)
     assert pinger.interval == 2.5
     pings = []
@@ -161,7 +160,7 @@ def test_pinger_pings_when_due_and_not_more_often(listener):
 
 
 def test_pinger_spaces_pings_from_a_late_tick(listener):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(Notifier(listener.env_value, watchdog_usec=2_000_000), clock)
     pinger.tick()
     clock.advance(1.7)  # a slow tick: 0.7 s late
@@ -175,7 +174,7 @@ def test_pinger_spaces_pings_from_a_late_tick(listener):
 
 
 def test_a_stuck_loop_stops_the_pings(listener):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(Notifier(listener.env_value, watchdog_usec=1_000_000), clock)
     pinger.tick()
     assert listener.drain() == ["WATCHDOG=1"]
@@ -184,7 +183,7 @@ def test_a_stuck_loop_stops_the_pings(listener):
 
 
 def test_status_is_sent_on_change_rate_limited_and_ends_on_the_latest(listener):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(Notifier(listener.env_value), clock, status_every=1.0)
     assert pinger.interval is None  # no WATCHDOG_USEC: status only
     pinger.tick("starting")
@@ -203,7 +202,7 @@ def test_status_is_sent_on_change_rate_limited_and_ends_on_the_latest(listener):
 
 
 def test_ping_and_status_share_one_datagram(listener):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(Notifier(listener.env_value, watchdog_usec=5_000_000), clock)
     pinger.tick("follower of n1")
     assert listener.drain() == ["WATCHDOG=1\nSTATUS=follower of n1"]
@@ -215,7 +214,7 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(listener, caplog):
     assert n.watchdog()
     listener.sock.close()
     os.unlink(listener.env_value)
-    clock = Clock()
+    clock = FakeClock(100.0)
     pinger = WatchdogPinger(n, clock)
     for _ in range(20):
         pinger.tick("leader")

@@ -2,12 +2,13 @@
 
 from hacluster.consensus import raft as raft_mod
 from hacluster.consensus.raft import AGENT_STUCK_S, RaftNode
-
-from .fakes import Clock, FakeRaft, config
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft
 
 
 def test_leader_mutes_heartbeats_while_the_agent_loop_is_stuck(monkeypatch):
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     monkeypatch.setattr(raft_mod, "_now", clock)
     node = RaftNode(config(), "s" * 32)
     node.agent_alive()
@@ -25,7 +26,7 @@ def test_status_flags_a_stuck_loop():
     from hacluster.agent import Agent
     from hacluster.hostops.fake import FakeHostOps
 
-    clock = Clock()
+    clock = FakeClock(100.0)
     agent = Agent(config(), FakeHostOps(), FakeRaft(), clock=clock)
     agent.loop.tick()
     assert "STUCK" not in agent.views.status().sentence

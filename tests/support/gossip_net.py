@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -20,17 +19,7 @@ from hacluster.gossip.grpc_transport import PING_REQ_MAX_TIMEOUT_S
 from hacluster.gossip.membership import GossipTiming, Membership, MemberView
 from hacluster.gossip.types import Ack, GossipState, NodeRecord
 from hacluster.model import NodeId
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def address(node: NodeId) -> str:
@@ -260,11 +249,3 @@ class Cluster:
             lines.append(f"  {o} ({'down' if o in self.net.down else 'up'}): {row}")
         return "\n".join(lines)
 
-
-def wait_until(cond: Callable[[], bool], timeout: float, poll: float = 0.01) -> None:
-    """Real-time polling with a deadline, for the thread smoke tests (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(poll)

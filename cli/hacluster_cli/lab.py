@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import click
 
-from hacluster.lab.lab import Lab, LabError, load_description, teardown
+from hacluster.lab.lab import Lab, LabError, cli_argv, load_description, teardown
 
 NAME_HELP = "lab name: prefix of every namespace and file (1-8 letters/digits)"
 
@@ -115,8 +114,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _agent_status(node: dict) -> dict | None:
-    cmd = ["ip", "netns", "exec", node["netns"], sys.executable, "-m", "hacluster_cli.main",
-           "status", "--json", "--config", node["config"], "--timeout", "2"]
+    cmd = cli_argv(node["netns"], "status", "--json", "--config", node["config"], "--timeout", "2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     if proc.returncode != 0:
         return None

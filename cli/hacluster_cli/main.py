@@ -200,7 +200,7 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
     --json: one object with the keys cluster, asked,
     asked_role, leader, term, lease_ok, lease_remaining_ms, quorum, handoff, sentence,
     vips, members, members_alive, services, table, events, problems, missing, healthy
-    (details: hacluster_cli/overview.py). Exit 0 when healthy; 1 when there is a problem
+    (details: cli/hacluster_cli/overview.py). Exit 0 when healthy; 1 when there is a problem
     (no leader or quorum, a VIP held by no one, a member DEAD or SUSPECT, a backend down,
     the table not applied) or a part could not be seen (Members, Backends, the leader);
     3 and 4 as for every command (the asked agent unreachable, or refusing).

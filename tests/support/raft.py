@@ -1,26 +1,12 @@
-"""Test doubles behind the interfaces the agent is built on (DESIGN.md §1, STYLE.md §3)."""
+"""A fake Raft behind the interface the agent is built on (DESIGN.md §1, STYLE.md §3), and
+the consensus views it reports."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from hacluster.config import parse_config
 from hacluster.consensus.state import ReplicatedState
 from hacluster.model import ConsensusView, PeerLink, Role
-
-
-def config(**over):
-    doc = {
-        "cluster": "ward", "node_id": "n1",
-        "members": [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100,
-                     "grpc_port": 7101} for i in (1, 2, 3)],
-        "vips": [{"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}],
-        "data_dir": "/nonexistent", "secret_file": "/nonexistent",
-        "tls": {"ca_file": "/nonexistent/ca.crt", "cert_file": "/nonexistent/n1.crt",
-                "key_file": "/nonexistent/n1.key"},
-    }
-    doc.update(over)
-    return parse_config(doc)
 
 
 def view(role=Role.FOLLOWER, term=1, lease_ok=False, epoch_applied=False, leader=None,
@@ -76,14 +62,3 @@ class FakeRaft:
         done(True)
         if self.step_down_on_transfer:
             self.current = replace(self.current, role=Role.FOLLOWER, lease_ok=False)
-
-
-class Clock:
-    def __init__(self, t: float = 100.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
