@@ -32,6 +32,17 @@ class FakeRaft:
     epochs: list[int] = field(default_factory=list)
     transfers: list[str | None] = field(default_factory=list)
     step_down_on_transfer: bool = True
+    silent_before_leading: float | None = None
+    caught_up_members: set[str] | None = None  # None: every member is caught up
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.started = False
+
+    def caught_up(self, member: str) -> bool:
+        return self.caught_up_members is None or member in self.caught_up_members
 
     def view(self) -> ConsensusView:
         return self.current

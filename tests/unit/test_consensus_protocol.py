@@ -1,4 +1,5 @@
-"""RaftNode satisfies consensus.protocol.Consensus, member by member and signature by signature."""
+"""RaftNode satisfies consensus.protocol.Consensus, member by member and signature by signature;
+the unit tests' FakeRaft offers every member too (so a fake cannot drift from the contract)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,16 @@ def test_raft_node_has_the_state_property_and_the_attribute():
     for name in attributes:
         assert name in vars(node), name
     assert node.silent_before_leading is None  # until it first leads
+
+
+def test_the_fake_raft_of_the_tests_offers_every_member():
+    from tests.support.raft import FakeRaft
+
+    methods, properties, attributes = _members()
+    fake = FakeRaft()
+    for name in methods:
+        params = list(inspect.signature(getattr(fake, name)).parameters)
+        contract = [p for p in inspect.signature(getattr(Consensus, name)).parameters if p != "self"]
+        assert params == contract, name
+    for name in properties + attributes:
+        assert hasattr(fake, name), name

@@ -21,12 +21,6 @@ VIP = Vip("10.0.0.100", 24, "eth0")
 
 
 @dataclass
-class _Raft(FakeRaft):
-    def caught_up(self, member: str) -> bool:
-        return True
-
-
-@dataclass
 class _StickyHostOps(FakeHostOps):
     """A release that does not take (the kernel keeps the address)."""
 
@@ -56,7 +50,7 @@ def stop(agent, t):
 
 
 def test_a_move_releases_then_transfers_and_records_an_event():
-    raft, host = _Raft(current=leader_view()), FakeHostOps()
+    raft, host = FakeRaft(current=leader_view()), FakeHostOps()
     agent, t = running(raft, host)
     try:
         out = agent.failover.run("n2", False, 2.0)
@@ -68,7 +62,7 @@ def test_a_move_releases_then_transfers_and_records_an_event():
 
 
 def test_no_transfer_while_the_address_is_still_here():
-    raft, host = _Raft(current=leader_view()), _StickyHostOps()
+    raft, host = FakeRaft(current=leader_view()), _StickyHostOps()
     agent, t = running(raft, host)
     try:
         with pytest.raises(Refused) as e:
@@ -82,7 +76,7 @@ def test_no_transfer_while_the_address_is_still_here():
 def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
     # this leader itself won by transfer: its first claim skipped the probe; after its own
     # failover timed out, its reclaim must probe (the target may have claimed unprobed)
-    raft = _Raft(current=replace(leader_view(), won_by_transfer=True), step_down_on_transfer=False)
+    raft = FakeRaft(current=replace(leader_view(), won_by_transfer=True), step_down_on_transfer=False)
     host = FakeHostOps()
     agent, t = running(raft, host)
     assert host.count("probe") == 0  # by transfer: no probe the first time
@@ -98,7 +92,7 @@ def test_a_transfer_that_never_takes_ends_with_a_probed_reclaim():
 
 
 def test_sigterm_does_not_transfer_while_the_address_is_still_here():
-    raft, host = _Raft(current=leader_view()), _StickyHostOps()
+    raft, host = FakeRaft(current=leader_view()), _StickyHostOps()
     agent = Agent(config(), host, raft)
     agent.loop.tick()
     agent.loop.shutdown()
