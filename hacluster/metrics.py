@@ -2,7 +2,7 @@
 histograms the agent feeds as things happen (hacluster/listener.py serves them).
 
 Scrape-time reads: AgentCollector calls the same snapshot functions as the admin API
-(Agent.status(), members_status(), checks_status(), dataplane.status.backends_status) on
+(ha.views.StatusViews: status(), members_status(), checks_status(), backends_status()) on
 the HTTP server's thread. Nothing here is called from the tick or takes a lock the tick
 holds, so a slow scrape (backends_status runs `nft list counters`) delays the scrape, never
 a VIP renewal. A section whose provider raises is left out of that scrape and counted in

@@ -1,7 +1,8 @@
 """The `hacluster` command: a thin gRPC client of the local (or a named) agent.
 
-It never imports agent internals (hacluster.agent, consensus/, hostops/): only the generated
-API, the config loader and the token helper, so it starts fast and runs anywhere.
+It never imports agent internals (hacluster.agent, daemon, ha/, consensus/, hostops/): only
+the generated API, the config loader, the model and the TLS helpers, so it starts fast and
+runs anywhere (tests/unit/test_layout.py checks it).
 """
 
 from __future__ import annotations

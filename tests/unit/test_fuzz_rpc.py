@@ -1,6 +1,6 @@
 """Every admin and gossip RPC against random bytes and garbage messages (hypothesis).
 
-The agent's real gRPC server (Admin + Gossip on one port, mutual TLS, as agent.py starts
+The agent's real gRPC server (Admin + Gossip on one port, mutual TLS, as daemon.py starts
 it) runs on loopback with fakes behind it. Each call, whoever makes it (admin, reader or
 node certificate), must end with a status within its deadline: OK or a deliberate refusal.
 UNKNOWN (an exception escaped a handler) and DEADLINE_EXCEEDED (a hang) fail the test, and
