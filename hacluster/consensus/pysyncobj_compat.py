@@ -33,6 +33,11 @@ public way to do any of this):
   right before pysyncobj checks its election deadline) and TCPTransport._onMessageReceived
   and send, reading TCPTransport._syncObj (Hooks.on_message / on_send: stickiness, pre-vote
   messages, heartbeat send times for the lease).
+* `HookedSyncObj(replicated_attrs=...)`: SyncObj.__properies (attribute), the names
+  pysyncobj leaves out of its full dump: every attribute that exists when its __init__ ends.
+  The replicated state must exist before that (the tick thread starts inside __init__ and
+  replays the journal into the replicated methods), so its names are taken off that list
+  at the first tick: without it, a log compaction would drop the state from disk (I2).
 
 The import repair: pysyncobj 0.3.17 (tcp_connection -> win_inet_pton) replaces
 socket.inet_ntop with a Windows-only ctypes version on every OS; pyroute2 then fails to
@@ -88,6 +93,7 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("SyncObj", "_isLeader", "method"),
     ("SyncObj", "_getLeader", "method"),
     ("SyncObj", "_onTick", "method"),
+    ("SyncObj", "_SyncObj__properies", "attribute"),
     ("TCPTransport", "_onMessageReceived", "method"),
     ("TCPTransport", "_syncObj", "attribute"),
 )
@@ -133,19 +139,39 @@ class _HookedTransport(TCPTransport):
 
 
 class HookedSyncObj(SyncObj):
-    """A SyncObj whose tick and transport call `hooks`.
+    """A SyncObj whose tick and transport call `hooks`, and whose replicated state is dumped.
 
     It declares no replicated method: pysyncobj numbers commands by the sorted names of the
     replicated methods of the final class, which its subclass alone defines.
+
+    `replicated_attrs` names the subclass's attributes that hold the replicated state. The
+    subclass sets them before calling this __init__: pysyncobj's tick thread starts inside
+    SyncObj.__init__ and may at once replay the journal into the replicated methods (set
+    after it, as pysyncobj's examples do, a replay could find no state, and a late
+    assignment could overwrite the state a first tick loaded from the dump). Yet pysyncobj
+    writes to its full dump (log compaction, install snapshot) only the attributes created
+    after its __init__, so these names are taken off its list of own properties at the
+    first tick: on the tick thread, before pysyncobj can write any dump (right after
+    __init__ returns, the tick thread is already running). A dump then carries them,
+    pickled, and loading one sets them, replacing the objects.
     """
 
-    def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf):
+    def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf,
+                 replicated_attrs: tuple[str, ...] = ()):
+        missing = [name for name in replicated_attrs if name not in vars(self)]
+        if missing:
+            raise ValueError(f"replicated state {missing} must be set before HookedSyncObj.__init__")
         # Set before SyncObj.__init__: its transport and tick thread start inside it, and
-        # pysyncobj leaves attributes that exist by then out of its full dumps.
+        # pysyncobj leaves attributes that exist by then out of its full dumps (the hooks
+        # must stay out: they are no replicated state and do not pickle).
         self._hc = hooks
+        self._hc_replicated_attrs = replicated_attrs
         super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
+        if self._hc_replicated_attrs:  # the first tick: no dump loaded or written yet
+            self._SyncObj__properies.difference_update(self._hc_replicated_attrs)  # type: ignore[attr-defined]
+            self._hc_replicated_attrs = ()
         self._hc.before_tick()
         super()._onTick(timeToWait)
 

@@ -80,11 +80,15 @@ class _Syncer(HookedSyncObj):
     """The pysyncobj object: exactly one replicated method, `apply(payload)`.
 
     Its hooks are the RaftNode: before_tick, on_message and on_send run the safety rules.
+    `_state` is its replicated state: written to pysyncobj's full dump, and replaced by the
+    one in a dump that pysyncobj loads (at its first tick, or from a leader's snapshot).
     """
 
     def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
+        # Before SyncObj.__init__: its tick thread may replay the journal into apply() at once.
+        # Declared as replicated state, or a log compaction would lose it (invariant I2).
         self._state = ReplicatedState()
-        super().__init__(hooks, self_addr, others, conf)
+        super().__init__(hooks, self_addr, others, conf, replicated_attrs=("_state",))
 
     @replicated
     def apply(self, payload: bytes) -> Result:
