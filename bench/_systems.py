@@ -21,11 +21,15 @@ from pathlib import Path
 
 from _labkit import POLL_S, BenchError, pids_by_comm
 
+from hacluster.ha.loop import log as _loop_log
 from hacluster.lab.lab import Lab, LabNode, cli_argv
 from hacluster.lab.netns import ip, signal_pids
 from hacluster.lab.wait import WaitTimeout, wait_until
 
-_SENTENCE = re.compile(r" INFO hacluster\.agent: (?P<s>(?:leader|follower|candidate)\b.*)$")
+# the loop's one-line sentence, as the agent logs it when it changes (named by the logger
+# itself: a moved module once made every hacluster trial time out "not settled")
+_SENTENCE = re.compile(rf" INFO {re.escape(_loop_log.name)}: "
+                       r"(?P<s>(?:leader|follower|candidate)\b.*)$")
 _LEADER = re.compile(r"^leader, term (\d+), lease ok, holds ")
 _FOLLOWER = re.compile(r"^follower of (\S+), term (\d+),")
 _KA_STATE = re.compile(r"\(VI_1\) Entering (MASTER|BACKUP|FAULT) STATE")

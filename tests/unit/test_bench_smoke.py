@@ -48,3 +48,47 @@ def test_help_exits_0(program: Path) -> None:
                           timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:"), proc.stdout
+
+
+def test_the_failover_bench_reads_the_sentences_the_agent_logs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/_systems.py waits for every agent's logged sentence to agree on one leader: a
+    moved logger or a reworded sentence would make every hacluster trial 'not settle'."""
+    import io
+    import logging
+
+    from hacluster.ha.decide import Snapshot, VipState, decide
+    from hacluster.ha.loop import log as loop_log
+    from hacluster.logs import HUMAN_FORMAT
+    from hacluster.model import Vip
+    from tests.support.raft import leader_view, view
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _systems
+
+    vip = Vip("10.0.0.100", 24, "eth0")
+
+    def sentence(consensus, present: bool) -> str:
+        snap = Snapshot(now=10.0, node="n1", consensus=consensus,
+                        vips=(VipState(vip, present),), handoff=False, claimed_at={},
+                        announces_sent={}, epoch_asked=(0, 10.0))
+        return decide(snap).sentence
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
+    loop_log.addHandler(handler)
+    old_level = loop_log.level
+    loop_log.setLevel(logging.INFO)
+    try:
+        loop_log.info("%s", sentence(leader_view(term=2), True))
+        loop_log.info("%s", sentence(view(leader="n2", term=2), False))
+    finally:
+        loop_log.removeHandler(handler)
+        loop_log.setLevel(old_level)
+    leader_line, follower_line = out.getvalue().splitlines()
+    lead = _systems._SENTENCE.search(leader_line)
+    follow = _systems._SENTENCE.search(follower_line)
+    assert lead and follow
+    assert _systems._LEADER.match(lead.group("s")).group(1) == "2"
+    assert _systems._FOLLOWER.match(follow.group("s")).groups() == ("n2", "2")
