@@ -70,5 +70,6 @@ def build_table(services: Sequence[ServiceSpec], member_addresses: Mapping[str, 
             fport = svc.fallback.port or svc.backend_port or 0
             fallback = Backend(f"{svc.fallback.address}:{fport}", svc.fallback.address, fport, 1)
         out.append(Service(svc.name, svc.vip, svc.protocol, tuple(svc.ports), svc.backend_port,
-                           svc.algorithm, tuple(backends), fallback, svc.snat, svc.drain_timeout_s))
+                           svc.algorithm, tuple(backends), fallback, svc.snat, svc.drain_timeout_s,
+                           svc.snat_address))
     return Table(generation, tuple(out))

@@ -14,7 +14,8 @@ services:
       - {node: n2, weight: 2}
       - {address: 10.0.0.50, weight: 1}   # an external host (on backend_port)
     fallback: {address: 10.0.0.60}       # optional "sorry" backend (on backend_port)
-    snat: true                 # masquerade towards backends (one-arm, the lab)
+    snat: true                 # SNAT towards backends to a floating address (docs/snat.md)
+    snat_address: 10.0.1.100   # optional: that address (one of `vips`); default: the VIP
     drain_timeout_s: 300       # established flows of a draining backend end after this
 ```
 
@@ -74,7 +75,10 @@ class ServiceSpec(_Strict):
     check: str | None = None
     backends: list[BackendSpec] = Field(min_length=1, max_length=256)
     fallback: FallbackSpec | None = None
+    # true: backends see (and answer) `snat_address`, else the VIP itself; false: gateway
+    # mode, backends see the client and route their replies via a floating gateway.
     snat: bool = True
+    snat_address: str | None = None
     drain_timeout_s: int = Field(default=300, ge=0, le=86_400)
 
     @model_validator(mode="before")
@@ -141,12 +145,32 @@ def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[
             if key in seen:
                 errs.append(f"{bp}: the same backend as backends[{seen[key]}]")
             seen.setdefault(key, j)
+        errs += _snat_errors(p, s, vips)
         if s.fallback is not None and s.fallback.port not in (None, s.backend_port):
             errs.append(f"{p}.fallback.port: the fallback listens on the service's backend_port "
                         f"({s.backend_port or 'the VIP port'}) too")
         if s.fallback is not None and not _ipv4(s.fallback.address):
             errs.append(f"{p}.fallback.address: must be an IPv4 address, got {s.fallback.address!r}")
     return errs
+
+
+def _snat_errors(p: str, s: ServiceSpec, vips: set[str]) -> list[str]:
+    """The SNAT address must float with the VIP: a configured VIP (claimed, renewed,
+    announced and released under the same lease), or the next holder could not carry
+    the flows (docs/snat.md)."""
+    a = s.snat_address
+    if a is None:
+        return []
+    if not s.snat:
+        return [f"{p}.snat_address: set with `snat: false`; give `snat: true` to SNAT to "
+                f"{a}, or drop snat_address (gateway mode: backends route via a floating gateway)"]
+    if not _ipv4(a):
+        return [f"{p}.snat_address: must be an IPv4 address, got {a!r}"]
+    if a not in vips:
+        return [f"{p}.snat_address: {a} is not one of the configured vips "
+                f"({', '.join(sorted(vips)) or 'none'}); add it to `vips` so that it moves "
+                "with the service's VIP"]
+    return []
 
 
 def external_check_name(check: str, address: str) -> str:

@@ -56,11 +56,21 @@ class Service:
     algorithm: Algorithm
     backends: tuple[Backend, ...]
     fallback: Backend | None = None  # "sorry" backend used when no backend is serving
-    snat: bool = True  # masquerade towards backends (one-arm and the lab need it)
+    # Source NAT towards backends to a floating address (docs/snat.md): the backend sees
+    # and answers an address that moves with the VIP, so the next holder, given the flow's
+    # conntrack entry, carries the flow on. False: gateway mode (no SNAT; the backends
+    # route their replies via a floating gateway address).
+    snat: bool = True
     drain_timeout_s: int = 300  # established flows of a draining backend are cut after this
+    snat_address: str | None = None  # a floating address (one of `vips`); None: the VIP
 
     def serving(self) -> tuple[Backend, ...]:
         return tuple(b for b in self.backends if b.serving)
+
+    @property
+    def snat_to(self) -> str | None:
+        """The address flows to the backends leave from, or None without SNAT."""
+        return (self.snat_address or self.vip) if self.snat else None
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,13 @@ def table_to_doc(t: Table) -> dict[str, Any]:
         {"name": s.name, "vip": s.vip, "protocol": s.protocol.value, "ports": list(s.ports),
          "backend_port": s.backend_port, "algorithm": s.algorithm.value,
          "backends": [backend(b) for b in s.backends], "fallback": backend(s.fallback),
-         "snat": s.snat, "drain_timeout_s": s.drain_timeout_s} for s in t.services]}
+         "snat": s.snat, "snat_address": s.snat_address, "drain_timeout_s": s.drain_timeout_s}
+        for s in t.services]}
 
 
 def table_from_doc(doc: dict[str, Any]) -> Table:
-    """The inverse of table_to_doc; raises ValueError (KeyError/TypeError wrapped) on a bad doc."""
+    """The inverse of table_to_doc; raises ValueError (KeyError/TypeError wrapped) on a bad doc.
+    Keys added since the first release have defaults: older replicated tables lack them."""
     def backend(d: dict[str, Any] | None) -> Backend | None:
         if d is None:
             return None
@@ -98,7 +110,8 @@ def table_from_doc(doc: dict[str, Any]) -> Table:
                     None if s["backend_port"] is None else int(s["backend_port"]),
                     Algorithm(s["algorithm"]),
                     tuple(b for b in (backend(x) for x in s["backends"]) if b is not None),
-                    backend(s["fallback"]), bool(s["snat"]), int(s.get("drain_timeout_s", 300)))
+                    backend(s["fallback"]), bool(s["snat"]), int(s.get("drain_timeout_s", 300)),
+                    None if s.get("snat_address") is None else str(s["snat_address"]))
             for s in doc["services"]))
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"not a balancing table: {e!r}") from None

@@ -54,3 +54,20 @@ def test_an_external_host_is_down_when_most_members_verdicts_say_so():
     # another check's or another host's verdicts do not count
     t = build_table([SVC], ADDRS, {"n1/web@10.0.0.51": False, "n1/db@10.0.0.50": False}, {}, 1)
     assert states(t)[ext] is BackendState.ACTIVE
+
+
+def test_snat_address_reaches_the_table_and_its_raft_form():
+    svc = SVC.model_copy(update={"snat_address": "10.0.1.100"})
+    t = build_table([svc, SVC.model_copy(update={"name": "gw", "snat": False})], ADDRS, {}, {}, 2)
+    assert [s.snat_to for s in t.services] == ["10.0.1.100", None]
+    assert t.services[0].snat_address == "10.0.1.100"
+    assert table_from_doc(table_to_doc(t)) == t
+    # The default: the VIP itself.
+    assert build_table([SVC], ADDRS, {}, {}, 1).services[0].snat_to == "10.0.0.100"
+
+
+def test_a_table_committed_before_snat_address_existed_still_reads():
+    doc = table_to_doc(build_table([SVC], ADDRS, {}, {}, 4))
+    del doc["services"][0]["snat_address"]  # as an older leader wrote it
+    t = table_from_doc(doc)
+    assert t.services[0].snat_address is None and t.services[0].snat_to == "10.0.0.100"
