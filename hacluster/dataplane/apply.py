@@ -51,6 +51,12 @@ def _probe_table() -> Table:
             (Protocol.UDP, None, Algorithm.ROUND_ROBIN, down, None)])))
 
 
+def _conntrack_ok(returncode: int, text: str) -> bool:
+    """`conntrack -D` succeeded; it exits 1 when nothing matched ("0 flow entries have been
+    deleted"), which is no failure for us."""
+    return returncode == 0 or " 0 flow entries" in f" {text}"
+
+
 class DataplaneError(RuntimeError):
     def __init__(self, message: str, generation: int | None = None, stderr: str = ""):
         super().__init__(message)
@@ -174,11 +180,32 @@ class NftApplier:
         return out
 
     def remove(self) -> None:
-        """Delete our table; nothing to do if it is absent."""
+        """Delete our table (nothing to do if it is absent), then forget the flows it
+        balanced here with SNAT: their conntrack entries (DNATed, to a VIP of the last table
+        applied). This node no longer holds those VIPs; if its kernel tracks on (a host
+        firewall keeps conntrack on), an entry left behind would clash on its reply tuple
+        (`me:port -> VIP:x`) with this node's own backend's flow once the next holder
+        carries it (`VIP:x -> me:port`), and those flows would stall (docs/snat.md).
+        DataplaneError if either step fails; the table is gone by the second."""
         proc = self._nft_cmd("-f", "-", stdin=f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n")
         if proc.returncode != 0:
             raise DataplaneError(f"cannot delete table {FAMILY} {TABLE}: {proc.stderr.strip()}")
         self._last = None
+        table, self._table = self._table, None
+        vips = sorted({s.vip for s in table.services if s.snat_to is not None}) if table else []
+        failed = [why for ok, why in map(self._forget_flows, vips) if not ok]
+        if failed:
+            raise DataplaneError("; ".join(failed))
+
+    def _forget_flows(self, vip: str) -> tuple[bool, str]:
+        if shutil.which(self._conntrack) is None:
+            return False, (f"`{self._conntrack}` is not installed (Debian: apt install conntrack): the "
+                           f"flows balanced to {vip} stay tracked here")
+        proc = self._exec(self._conntrack, "-D", "--dst-nat", "-d", vip)
+        text = (proc.stderr + proc.stdout).strip()
+        if _conntrack_ok(proc.returncode, text):
+            return True, text
+        return False, f"conntrack -D -d {vip} failed ({proc.returncode}): {text}"
 
     def flush_backend(self, address: str, port: int | None, protocol: Protocol | str) -> tuple[bool, str]:
         """Cut the established flows DNATed to a backend (after its drain timeout):
@@ -195,7 +222,6 @@ class NftApplier:
             args += ["--reply-port-src", str(port)]
         proc = self._exec(self._conntrack, *args)
         text = (proc.stderr + proc.stdout).strip()
-        # conntrack exits 1 when nothing matched ("0 flow entries have been deleted").
-        if proc.returncode == 0 or " 0 flow entries" in f" {text}":
+        if _conntrack_ok(proc.returncode, text):
             return True, text or "flushed"
         return False, f"conntrack failed ({proc.returncode}): {text}"

@@ -30,8 +30,20 @@ What the table does, per service (VIP, tcp|udp, ports):
   We reject rather than drop, as kube-proxy does for a service without endpoints and
   HAProxy answers 503: a client learns at once that the service is down and can show an
   error or fail over, instead of hanging for its whole connect timeout (often 20-120 s).
-- **SNAT**: with `snat`, DNATed flows to the service are masqueraded on their way to the
-  backend (postrouting), so replies come back through this node (one-arm setups).
+- **SNAT to a floating address** (docs/snat.md): with `snat`, a DNATed flow leaves for its
+  backend from the service's SNAT address (`snat_address`, else the VIP), through the map
+  `snat_addresses` (VIP . protocol . VIP port -> address) at postrouting, and a flow
+  delivered to a backend on this node too, at input (priority 100): every backend sees
+  and answers an address that moves with the VIP. `masquerade` (this node's own address)
+  would tie the flow to this node: the next holder, given the flow's conntrack entry by
+  conntrackd, could not carry it, since the backend would answer an address nobody holds.
+- **Backends keep no conntrack entry for balanced flows**: a backend on a member tracking
+  `SNAT:x -> me:port` would, once that member becomes the holder, clash on the reply tuple
+  with the holder's synced entry (`client -> VIP:port`, reply `me:port -> SNAT:x`): the
+  commit of the external cache refuses it and the flow breaks. So raw chains `notrack`
+  packets from a floating address (`floating_addresses`: every SNAT address) arriving
+  from the wire, and packets to one that is not local here (`fib daddr type != local`);
+  on the holder, where the address is local, its balanced flows are tracked as they must.
 - **Counters**: a named counter per backend (also for the fallback) counts packets and
   bytes, in both directions, of the flows DNATed to it; one map from (VIP, protocol,
   VIP port, backend address, backend port) to the counter is looked up from filter chains
@@ -128,7 +140,8 @@ class _Parts:
     maps: list[list[str]] = field(default_factory=list)
     dnat: list[str] = field(default_factory=list)
     reject: list[str] = field(default_factory=list)
-    snat_keys: list[tuple[str, str, int]] = field(default_factory=list)
+    # (VIP, protocol, VIP port) -> the address flows to the backends leave from
+    snat: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
 
 def _service(s: Service, parts: _Parts) -> None:
@@ -146,8 +159,8 @@ def _service(s: Service, parts: _Parts) -> None:
             key = (s.vip, l4, vport, b.address, _port_of(s, b) or vport)
             parts.counter_keys.setdefault(key, name)
     parts.counters.append(drop_counter_name(s.name))
-    if s.snat:
-        parts.snat_keys.extend((s.vip, l4, p) for p in ports)
+    if s.snat_to is not None:
+        parts.snat.update({(s.vip, l4, p): s.snat_to for p in ports})
 
     match = f"ip daddr {s.vip} {l4} dport"
     serving = [b for b in backends if b.serving]
@@ -232,9 +245,12 @@ def _declarations(parts: _Parts, carry: Mapping[str, tuple[int, int]]) -> list[s
         out += _elements([f'{_concat(k)} : "{v}"' for k, v in sorted(parts.counter_keys.items())],
                          "\t\t", per_line=1)
     out.append("\t}")
-    if parts.snat_keys:
-        out += ["", "\tset snat_endpoints {", f"\t\ttype {_KEY_TYPE}",
-                *_elements([_concat(k) for k in sorted(set(parts.snat_keys))], "\t\t", per_line=4), "\t}"]
+    if parts.snat:
+        out += ["", "\tmap snat_addresses {", f"\t\ttype {_KEY_TYPE} : ipv4_addr",
+                *_elements([f"{_concat(k)} : {v}" for k, v in sorted(parts.snat.items())], "\t\t",
+                           per_line=2), "\t}",
+                "", "\tset floating_addresses {", "\t\ttype ipv4_addr",
+                *_elements(sorted(set(parts.snat.values())), "\t\t"), "\t}"]
     for m in parts.maps:
         out += ["", *("\t" + line for line in m)]
     return out
@@ -250,10 +266,19 @@ def _chains(parts: _Parts) -> list[str]:
     chain("services", None, parts.dnat)
     chain("nat_prerouting", "type nat hook prerouting priority dstnat", ["jump services"])
     chain("nat_output", "type nat hook output priority -100", ["jump services"])
-    if parts.snat_keys:
-        chain("nat_postrouting", "type nat hook postrouting priority srcnat",
-              [f"ct status dnat meta l4proto {p} ct original ip daddr . meta l4proto . ct original "
-               "proto-dst @snat_endpoints masquerade" for p in _protocols(parts.snat_keys)])
+    if parts.snat:
+        snat = [f"ct status dnat meta l4proto {p} snat ip to ct original ip daddr . meta l4proto . "
+                "ct original proto-dst map @snat_addresses" for p in _protocols(parts.snat)]
+        chain("nat_postrouting", "type nat hook postrouting priority srcnat", snat)
+        # The holder's own backend: after a failover to another holder, it answers the
+        # floating address, which routes to the new holder, which has the flow's entry.
+        chain("nat_input", "type nat hook input priority 100", snat)
+        # Before conntrack (raw): see the module docstring. Packets from a floating address
+        # on the wire are a balancer's, to a backend here; on lo they are this holder's own.
+        chain("raw_prerouting", "type filter hook prerouting priority raw",
+              ['iifname != "lo" ip saddr @floating_addresses notrack'])
+        chain("raw_output", "type filter hook output priority raw",
+              ["ip daddr @floating_addresses fib daddr type != local notrack"])
     lookup = ("counter name ct original ip daddr . meta l4proto . ct original proto-dst"
               " . ct reply ip saddr . ct reply proto-src map @backend_counters")
     count_protos = _protocols(parts.counter_keys)

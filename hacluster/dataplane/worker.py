@@ -71,7 +71,8 @@ class DataplaneWorker:
     def stop(self) -> None:
         """Stop applying, and take our rules out: a stopped agent holds no VIP, and a
         table left behind would only surprise whoever comes next (the proxy closes its
-        listeners; nftables loses `table inet hacluster`)."""
+        listeners; nftables loses `table inet hacluster`, and the kernel the conntrack
+        entries of the flows it balanced with SNAT: see NftApplier.remove)."""
         with self._cond:
             self._stop = True
             self._cond.notify()

@@ -35,9 +35,9 @@ def be(i: int, weight: int = 1, state: BackendState = A, port: int = 0) -> Backe
 def svc(name: str = "web", algorithm: Algorithm = Algorithm.ROUND_ROBIN,
         backends: Sequence[Backend] = (be(1), be(2), be(3)), *, vip: str = "10.0.0.100",
         protocol: Protocol = Protocol.TCP, ports: Sequence[int] = (80,), backend_port: int | None = None,
-        fallback: Backend | None = None, snat: bool = True) -> Service:
+        fallback: Backend | None = None, snat: bool = True, snat_address: str | None = None) -> Service:
     return Service(name, vip, protocol, tuple(ports), backend_port, algorithm, tuple(backends),
-                   fallback, snat)
+                   fallback, snat, snat_address=snat_address)
 
 
 SORRY = Backend("10.0.0.60:8080", "10.0.0.60", 8080, 1)
@@ -61,6 +61,9 @@ CASES: dict[str, Table] = {
     "two_services": Table(10, (svc("web", ports=(80, 443)),
                                svc("dicom", Algorithm.SOURCE_HASH, (be(4), be(5)), ports=(104,),
                                    vip="10.0.0.101", snat=False))),
+    "snat_address": Table(11, (svc("web", ports=(80, 443), snat_address="10.0.1.100"),
+                               svc("dns", backends=(be(1), be(2)), protocol=Protocol.UDP, ports=(53,)),
+                               svc("gw", vip="10.0.0.101", snat=False))),
     "empty": Table(1),
 }
 
@@ -255,15 +258,40 @@ def test_no_serving_backend_without_fallback_rejects_and_counts():
 # ------------------------------------------------------------------- snat, counters
 
 
-def test_snat_only_for_services_that_ask():
-    text = render(CASES["two_services"])
-    snat = text.split("set snat_endpoints {")[1].split("}")[0]
-    assert "10.0.0.100 . tcp . 80" in snat and "10.0.0.100 . tcp . 443" in snat
-    assert "10.0.0.101" not in snat
-    assert ("ct status dnat meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst "
-            "@snat_endpoints masquerade") in text
-    none = render(Table(1, (svc(snat=False),)))
-    assert "masquerade" not in none and "snat_endpoints" not in none
+def _block(text: str, head: str) -> str:
+    return text.split(head + " {")[1].split("}")[0]
+
+
+def test_snat_to_the_vip_or_the_snat_address_and_only_for_services_that_ask():
+    text = render(CASES["snat_address"])
+    snat = _block(text, "map snat_addresses")
+    assert "type ipv4_addr . inet_proto . inet_service : ipv4_addr" in snat
+    assert "10.0.0.100 . tcp . 80 : 10.0.1.100" in snat and "10.0.0.100 . tcp . 443 : 10.0.1.100" in snat
+    assert "10.0.0.100 . udp . 53 : 10.0.0.100" in snat  # no snat_address: the VIP itself
+    assert "10.0.0.101" not in snat  # gateway mode
+    assert "elements = { 10.0.0.100, 10.0.1.100 " in _block(text, "set floating_addresses")
+    rule = ("ct status dnat meta l4proto {} snat ip to ct original ip daddr . meta l4proto . "
+            "ct original proto-dst map @snat_addresses")
+    for chain, hook in (("nat_postrouting", "type nat hook postrouting priority srcnat"),
+                        ("nat_input", "type nat hook input priority 100")):
+        body = _block(text, f"chain {chain}")
+        assert hook in body and rule.format("tcp") in body and rule.format("udp") in body, body
+    assert "masquerade" not in text
+
+
+def test_backends_leave_balanced_flows_untracked():
+    text = render(CASES["rr3"])
+    pre, out = _block(text, "chain raw_prerouting"), _block(text, "chain raw_output")
+    assert "type filter hook prerouting priority raw;" in pre
+    assert 'iifname != "lo" ip saddr @floating_addresses notrack' in pre
+    assert "type filter hook output priority raw;" in out
+    assert "ip daddr @floating_addresses fib daddr type != local notrack" in out
+
+
+def test_gateway_mode_has_no_snat_and_tracks_everything():
+    text = render(Table(1, (svc(snat=False),)))
+    for gone in ("snat", "masquerade", "floating_addresses", "nat_input", "notrack", "raw_"):
+        assert gone not in text, gone
 
 
 def test_counter_map_covers_every_backend_and_port():
@@ -379,6 +407,30 @@ def test_remove_is_idempotent_script():
     run = FakeRunner()
     NftApplier(run=run).remove()
     assert run.calls[-1][1] == "table inet hacluster {}\ndelete table inet hacluster\n"
+
+
+def test_remove_forgets_the_flows_balanced_here_with_snat():
+    run = FakeRunner()
+    a = NftApplier("ns1", conntrack="true", run=run)  # any installed binary stands in for conntrack
+    a.apply(CASES["snat_address"])
+    run.answer("true -D", 1, "", "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.")
+    a.remove()
+    deletes = [c for c, _ in run.calls if "-D" in c]
+    # 10.0.0.101's service is in gateway mode: no SNAT, no clash to prevent.
+    assert deletes == [["ip", "netns", "exec", "ns1", "true", "-D", "--dst-nat", "-d", "10.0.0.100"]]
+    run.calls.clear()
+    a.remove()  # nothing applied since: the table alone
+    assert [c for c, _ in run.calls if "-D" in c] == []
+
+
+def test_remove_says_when_the_flows_stay_tracked():
+    run = FakeRunner()
+    a = NftApplier(conntrack="no-such-conntrack-tool", run=run)
+    a.apply(CASES["rr3"])
+    with pytest.raises(DataplaneError, match="not installed.*stay tracked"):
+        a.remove()
+    assert run.calls[-1][1] == "table inet hacluster {}\ndelete table inet hacluster\n"
+    assert a.last_applied is None
 
 
 def test_flush_backend_uses_conntrack_dst_nat():
