@@ -18,7 +18,7 @@ status=0
 .venv/bin/python -m pytest -p no:cacheprovider -q "${@:-tests}" || status=$?
 after=$(ip netns list | sort)
 # Only the suite's own prefixes: other labs (a benchmark, an operator's lab) may coexist.
-leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep -E '^(t[0-9a-f]{6}|c[0-9a-f]{6}|hct[0-9a-f]+|(dh|dp|rg)[0-9a-f]{6})-' || true)
+leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep -E '^(t[0-9a-f]{6}|c[0-9a-f]{6}|hct[0-9a-f]+|(dh|dp|rg|sx)[0-9a-f]{6})-' || true)
 if [ -n "$leaked" ]; then
   echo "test: namespaces left behind by the suite:" >&2; echo "$leaked" >&2; status=1
 fi
