@@ -40,10 +40,11 @@ What the table does, per service (VIP, tcp|udp, ports):
 - **Backends keep no conntrack entry for balanced flows**: a backend on a member tracking
   `SNAT:x -> me:port` would, once that member becomes the holder, clash on the reply tuple
   with the holder's synced entry (`client -> VIP:port`, reply `me:port -> SNAT:x`): the
-  commit of the external cache refuses it and the flow breaks. So raw chains `notrack`
-  packets from a floating address (`floating_addresses`: every SNAT address) arriving
-  from the wire, and packets to one that is not local here (`fib daddr type != local`);
-  on the holder, where the address is local, its balanced flows are tracked as they must.
+  commit takes the entry but NAT gives it another port, so the backend sees a stranger and
+  resets the flow (measured: all of them). So raw chains `notrack` packets from a floating
+  address (`floating_addresses`: every SNAT address) arriving from the wire, and packets
+  to one that is not local here (`fib daddr type != local`); on the holder, where the
+  address is local, its balanced flows are tracked as they must be.
 - **Counters**: a named counter per backend (also for the fallback) counts packets and
   bytes, in both directions, of the flows DNATed to it; one map from (VIP, protocol,
   VIP port, backend address, backend port) to the counter is looked up from filter chains

@@ -145,9 +145,8 @@ class Rig:
                 ["ip", "netns", "exec", ns, sys.executable, str(HELPER), "server", name, str(BPORT)]))
         for name in self.balancers:
             ns = self.ns(name)
-            # A one-arm balancer forwards out of the interface it received on: it must not
-            # tell the client to go to the backend directly (an ICMP redirect, which
-            # conntrack would translate into "VIP via backend").
+            # A one-arm balancer forwards out of the interface it received on: no ICMP
+            # redirects (harmless here, Linux ignores them for on-link routes, but noise).
             for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
                         "net.ipv4.conf.eth0.send_redirects=0"):
                 run("ip", "netns", "exec", ns, "sysctl", "-qw", key)
