@@ -185,7 +185,8 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
     """The data plane worker for the configured services, or None without services.
 
     auto: nftables when `nft` works here (root or CAP_NET_ADMIN, the nf_tables module),
-    else the userspace proxy, said loudly: it is slower and cannot keep client addresses.
+    else the userspace proxy, said loudly: it is slower, cannot keep client addresses, and
+    terminates TCP, so its connections cannot survive a failover (docs/snat.md).
     """
     if not config.services:
         return None
@@ -204,13 +205,15 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
         log.error("nftables is not usable here (%s): serving the balancing table with the "
                   "userspace proxy instead. It is slower, backends see this server's address, and "
                   "it terminates TCP: established connections through this server's VIPs will NOT "
-                  "survive a failover to or from it. Set `dataplane: nftables` to refuse to start "
-                  "instead", why)
+                  "survive a failover to or from it, conntrackd or not (docs/snat.md). Set "
+                  "`dataplane: nftables` to refuse to start instead", why)
         reason = f"nftables is not usable: {why}"
     else:
         reason = "the config asks for it (dataplane: proxy)"
         log.warning("dataplane: proxy: the userspace proxy terminates TCP, so established "
-                    "connections through this server's VIPs will not survive a failover")
+                    "connections through this server's VIPs will not survive a failover to or "
+                    "from it, conntrackd or not (docs/snat.md); use `dataplane: nftables` where "
+                    "they must")
     proxy = ProxyDataplane(reason=reason)
     proxy.start()
     return DataplaneWorker(proxy, "userspace proxy", timings=timings)
