@@ -43,6 +43,7 @@ from typing import Any
 
 from hacluster import clock
 from hacluster.config import Config
+from hacluster.consensus.acklag import AckLag
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
     FOLLOWER,
@@ -120,6 +121,8 @@ class RaftNode:
         self.leader_since = 0.0
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
+        # how long followers stay silent (for the health verdicts' corroboration window)
+        self._ack_lag = AckLag(3 * t.heartbeat, config.health_corroborate)
         self._last_leader_contact = 0.0
         self._silence_until = 0.0  # heartbeats muted until then (see register_epoch)
         self.silent_before_leading: float | None = None
@@ -312,6 +315,7 @@ class RaftNode:
             ts = message.get("hc_ts")
             if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since:
                 if ts > self._acks.get(peer, 0.0):
+                    self._ack_lag.ack(peer, now - self._acks.get(peer, self.leader_since), now)
                     self._acks[peer] = ts
                     self._recompute_lease()
             return False
@@ -398,6 +402,7 @@ class RaftNode:
         s = self._sync
         role = self._role_of(new)
         self._acks.clear()
+        self._ack_lag.reset(_now())
         self._prevote_passed = False  # a pass is good for the one election it was asked for
         self.lease_expiry = 0.0
         if role is Role.LEADER:
