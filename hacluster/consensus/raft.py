@@ -447,6 +447,7 @@ class RaftNode:
         def done(result: Result | None, err: int) -> None:
             if result is not None and result.ok:
                 self._epoch_term_applied = max(self._epoch_term_applied, term)
+                log.info("leader_epoch %d applied: %s", term, result.detail)
             elif result is not None:
                 log.warning("leader_epoch %d refused: %s", term, result.detail)
                 s = self._sync
@@ -463,7 +464,10 @@ class RaftNode:
             if s is None or not s.is_leader() or s.term != term:
                 log.info("leader_epoch %d not proposed: no longer the leader of that term", term)
                 return
-            self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
+            # Won because the previous leader went silent (not handed over): the state
+            # machine takes that server's backends out in this very entry (state.py).
+            self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id,
+                         "by_election": not self.won_by_transfer}, done)
         self.call_soon(propose)
 
     def transfer_leadership(self, to: str | None, done: Callable[[bool], None]) -> None:
