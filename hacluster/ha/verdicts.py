@@ -23,13 +23,24 @@ What a member's state means for its checks' verdicts:
   DEAD (a healed partition, a thawed process) first refutes with the check results it had
   before, and a member flapping alive/dead must not flap its backends with it.
 
+Suspect by election (consensus/state.py): a leader elected because its predecessor went
+silent has, in its epoch entry, committed that predecessor's checks down and recorded it as
+a suspect. Gossip may still call the dead server ALIVE for a while after the election (its
+probes take their time), so the ordinary "up" rule would undo the suspicion at once. A
+suspect's checks therefore never go up while it is one, and it is back (the next health
+command lists it as `rejoined`, then the ordinary rules apply) only when gossip has seen it
+ALIVE for `rejoin` seconds counted from no earlier than when this leader first saw the
+suspicion, and Raft hears it (a dead server never acks the new leader). A wrongly suspected
+member (the old leader lost its leadership but lives: a loop stall, a partition of its
+Raft port) is out of service for that long: `rejoin` plus a verdict round.
+
 Keys that no longer exist (a member or a check removed from the config) are forgotten
 (committed as null) without waiting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from hacluster.gossip.types import GossipState, NodeMeta
@@ -77,6 +88,13 @@ def desired(obs: Observed, check: str, policy: Policy = Policy()) -> bool | None
     return False
 
 
+def back_from_suspicion(obs: Observed, suspected_for: float, policy: Policy = Policy()) -> bool:  # noqa: B008
+    """A member suspected by election is back: ALIVE in gossip for `rejoin`, counted from no
+    earlier than the suspicion (`suspected_for` seconds ago), and heard by Raft."""
+    return (obs.state is GossipState.ALIVE and min(obs.state_age, suspected_for) >= policy.rejoin
+            and obs.raft_silent is not None and obs.raft_silent < policy.raft_fresh)
+
+
 class VerdictTracker:
     """Remembers, per health key, since when the view has disagreed with the committed value."""
 
@@ -85,14 +103,20 @@ class VerdictTracker:
         self.settle = settle
         self.policy = policy
         self.contradicted: frozenset[NodeId] = frozenset()  # dead in gossip, alive in Raft
+        self.rejoined: frozenset[NodeId] = frozenset()  # suspects by election that are back
         self._pending: dict[str, tuple[bool, float]] = {}
+        self._suspected_since: dict[NodeId, float] = {}  # when this leader first saw each
 
-    def changes(self, now: float, members: Iterable[Observed],
-                committed: Mapping[str, bool]) -> dict[str, bool | None]:
-        """The changes to commit now: True/False verdicts that settled, None to forget."""
+    def changes(self, now: float, members: Iterable[Observed], committed: Mapping[str, bool],
+                suspects: Collection[NodeId] = ()) -> dict[str, bool | None]:
+        """The changes to commit now: True/False verdicts that settled, None to forget.
+        Also sets `rejoined`: the `suspects` (by election) to clear now."""
         out: dict[str, bool | None] = {}
         known: set[str] = set()
         contradicted = set()
+        members = list(members)
+        self.rejoined = self.back(now, members, suspects)
+        suspected = set(suspects) - self.rejoined
         for obs in members:
             if obs.state is GossipState.DEAD and obs.raft_silent is not None \
                     and obs.raft_silent < self.policy.raft_fresh:
@@ -101,7 +125,10 @@ class VerdictTracker:
             for check in sorted(set(self.checks) | reported):
                 key = health_key(obs.node, check)
                 known.add(key)
-                verdict = self._settled(key, desired(obs, check, self.policy), now, committed)
+                want = desired(obs, check, self.policy)
+                if want is True and obs.node in suspected:
+                    want = None  # not up while suspected by election, whatever gossip says
+                verdict = self._settled(key, want, now, committed)
                 if verdict is not None:
                     out[key] = verdict
         for key in set(self._pending) - known:
@@ -123,6 +150,21 @@ class VerdictTracker:
         self._pending[key] = (value, since)
         return want if now - since >= self.settle else None
 
+    def back(self, now: float, members: Iterable[Observed],
+             suspects: Collection[NodeId]) -> frozenset[NodeId]:
+        """The suspects by election that are back (back_from_suspicion), or that are no
+        member any more (removed from the config: nothing will ever clear them otherwise)."""
+        for node in suspects:
+            self._suspected_since.setdefault(node, now)
+        for node in set(self._suspected_since) - set(suspects):
+            del self._suspected_since[node]
+        seen = {obs.node: obs for obs in members}
+        return frozenset(
+            node for node in suspects
+            if node not in seen or back_from_suspicion(
+                seen[node], now - self._suspected_since[node], self.policy))
+
     def reset(self) -> None:
         """Forget pending changes (on losing leadership: a new term starts from scratch)."""
         self._pending.clear()
+        self._suspected_since.clear()
