@@ -61,7 +61,8 @@ log = logging.getLogger("hacluster.raft")
 
 _PING_PERIOD = 0.25  # s between hc_ping on every link; well under CONNECTION_TIMEOUT
 _CONNECTION_TIMEOUT = 2.0
-_GATE_MARGIN = 0.02  # s
+# pysyncobj's election deadline while the pre-vote gate holds elections back: never reached
+HELD = 1e18
 # A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
 # longer renewed, so the cluster must elect another leader (which will probe before claiming).
 AGENT_STUCK_S = 1.0  # s without a finished agent tick before the leader mutes its heartbeats
@@ -130,6 +131,7 @@ class RaftNode:
         self._prevote_grants: set[str] = set()
         self._prevote_passed = False
         self._prevote_term = 0  # the term the current pre-vote round asks for
+        self._election_due = 0.0  # when pysyncobj would elect; its own timer is HELD (gate)
         self._stale_leader_since: float | None = None  # hearing only lower-term leaders since
         self._stale_reply_at = 0.0
         self._transfer_pending = False
@@ -210,19 +212,31 @@ class RaftNode:
             self.mute_heartbeats = stuck
 
     def _gate_election(self, now: float) -> None:
-        """Hold pysyncobj's election back until a pre-vote round passed (or a transfer)."""
+        """Hold pysyncobj's election back until a pre-vote round passed (or a transfer).
+
+        The gate owns the election timer: whatever deadline pysyncobj set since the last
+        tick (a heartbeat, a vote, a timeout_now) is taken over as `_election_due`, and
+        pysyncobj's own is parked at HELD, so that its check, which runs a little after this
+        hook, can never fire by itself. Comparing its deadline with a margin was not enough:
+        a CPU-starved process is descheduled for tens of milliseconds between the two, and
+        every election that slipped through ungated bumped the term and deposed a healthy
+        leader (bench/starvation.py at 8 % of a CPU: several per minute). Only a permitted
+        election sets pysyncobj's deadline to 0.
+        """
         s = self._sync
         if s is None or s.is_leader():
             return
         deadline = s.election_deadline()
-        # pysyncobj reads the deadline a few microseconds after this hook: intercept
-        # anything due within the margin, or an election could slip through ungated.
-        if deadline > now + _GATE_MARGIN:
+        if deadline != HELD:  # pysyncobj (re)armed its timer since the last tick
+            self._election_due = deadline
+            s.set_election_deadline(HELD)
+        if self._election_due > now:
             return
         if s.transfer_in_progress():
             if not self._transfer_pending:
                 log.debug("leadership transfer to us: election without pre-vote")
             self._transfer_pending = True
+            s.set_election_deadline(0)
             return
         if self._prevote_passed:
             self._prevote_passed = False
@@ -232,14 +246,16 @@ class RaftNode:
             # a lower term are ignored, and our vote requests are refused as sticky).
             if s.term + 1 == self._prevote_term:
                 log.debug("pre-vote passed: election for term %d", self._prevote_term)
-                return  # let pysyncobj run this election
+                s.set_election_deadline(0)  # let pysyncobj run this election
+                return
             log.debug("pre-vote for term %d is stale (term is now %d): asking again",
                       self._prevote_term, s.term)
         if self._n == 1:
+            s.set_election_deadline(0)
             return
         # Not yet: push the deadline forward and ask for pre-votes instead.
-        s.set_election_deadline(now + random.uniform(self.election_min,
-                                                     self.config.timing.election_max))
+        self._election_due = now + random.uniform(self.election_min,
+                                                  self.config.timing.election_max)
         self._prevote_round += 1
         self._prevote_grants = set()
         self._prevote_term = s.term + 1
@@ -337,7 +353,7 @@ class RaftNode:
                 if len(self._prevote_grants) + 1 > self._n // 2:
                     self._prevote_passed = True
                     self._prevote_round += 1  # retire the round: late grants must not re-arm it
-                    s.set_election_deadline(0)  # pysyncobj elects at its next tick
+                    s.set_election_deadline(0)  # the gate lets pysyncobj elect at its next tick
             return True
         return False
 

@@ -178,3 +178,40 @@ def test_a_leader_whose_term_is_recorded_for_another_node_goes_silent(monkeypatc
     callback(Result(False, "term 7 already belongs to 'n2'", 40), 0)
     node._check_agent(clock())
     assert node.mute_heartbeats  # followers time out and elect a new leader, in term 8
+
+
+def test_a_tick_that_runs_late_never_lets_pysyncobj_elect_on_its_own(monkeypatch):
+    """A CPU-starved process can be descheduled between the gate and pysyncobj's own
+    deadline check: the deadline pysyncobj sees is parked out of reach, whatever the pause."""
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.deadline = clock() + 0.1  # pysyncobj armed its timer (a heartbeat came in)
+    node._gate_election(clock())
+    assert seam.deadline == raft_mod.HELD  # taken over by the gate
+    clock.advance(5.0)  # descheduled right after the hook: pysyncobj's check sees...
+    assert not seam.deadline < clock()  # ...no expired deadline, so no ungated election
+    node._gate_election(clock())  # the next tick: due, but only a pre-vote round starts
+    assert seam.deadline == raft_mod.HELD and seam.term == 4
+    assert seam.sent and all(m["type"] == "hc_prevote" and m["term"] == 5 for _, m in seam.sent)
+
+
+def test_a_heartbeat_rearms_the_gate_timer(monkeypatch):
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.deadline = clock() + 0.3
+    node._gate_election(clock())
+    clock.advance(0.2)
+    seam.deadline = clock() + 0.3  # pysyncobj re-armed it on a heartbeat
+    node._gate_election(clock())
+    clock.advance(0.2)
+    node._gate_election(clock())  # 0.4 s after the first deadline was armed: not due yet
+    assert seam.sent == []
+
+
+def test_a_transfer_may_elect_at_once(monkeypatch):
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.transferring = True
+    seam.deadline = 0  # pysyncobj's timeout_now handler
+    node._gate_election(clock())
+    assert seam.deadline == 0 and node._transfer_pending
