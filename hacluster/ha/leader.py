@@ -101,13 +101,27 @@ class LeaderDuties:
         self._drained_seen_at: float | None = None  # when this leader was first seen drained
 
     def step(self, snap: Snapshot) -> None:
-        self._health_step(snap)
+        silent = self._silent(snap)
+        for node in silent:
+            self._gossip.request_probe(node)
+        self._health_step(snap, look_now=bool(silent))
         self._table_step(snap)
         self._leave_if_drained(snap)
 
     # ----------------------------------------------------------------- health verdicts
 
-    def _health_step(self, snap: Snapshot) -> None:
+    def _silent(self, snap: Snapshot) -> list[str]:
+        """Leader: the members whose Raft acks stopped for health.silence_probe_ms. Gossip
+        probes them out of turn (gossip/urgent.py, at most once per probe interval each), so
+        a SUSPECT comes within a probe timeout, and the verdicts are looked at every tick
+        until they ack again: with corroborate_ms of silence, a powered-off server's
+        backends leave in well under a second."""
+        after, view = self._config.health_silence_probe, snap.consensus
+        if not after or self._gossip is None or view.role is not Role.LEADER:
+            return []
+        return [p.id for p in view.peers if p.last_ack_age_s is not None and p.last_ack_age_s >= after]
+
+    def _health_step(self, snap: Snapshot, look_now: bool = False) -> None:
         """Commit the health changes the gossiped view has settled on (DESIGN.md §5).
 
         Gossip never touches VIP ownership; this only feeds the replicated health that the
@@ -117,7 +131,7 @@ class LeaderDuties:
         if view.role is not Role.LEADER or not view.epoch_applied:
             self._verdicts.reset()
             return
-        if not self._health.due(snap.now):
+        if not self._health.due(snap.now, look_now):
             return
         state = self._raft.state
         suspects = tuple(state.suspects)

@@ -13,11 +13,14 @@ What a member's state means for its checks' verdicts:
   stuck gRPC connection) and the leader keeps the committed value and says so loudly.
 - SUSPECT: no opinion, unless the leader's Raft has not heard the member either for
   `corroborate` seconds (no heartbeat ack): then two independent channels agree and its
-  checks are down at once, without waiting out the suspicion timeout (a powered-off
-  server: ~1.3 s instead of ~3 s). Suspicion alone is not a verdict; Lifeguard exists
-  because overloaded members get suspected falsely, and pulling their backends on a
-  suspicion is the flapping that Consul users complain about. A CPU-starved server still
-  acks Raft heartbeats, late but well within a second.
+  checks are down at once, without waiting out the suspicion timeout nor the settle time
+  (the corroboration window is the filter). The leader has gossip probe a member whose
+  acks stop out of turn (health.silence_probe_ms, gossip/urgent.py), so for a powered-off
+  server the suspicion is there by the time the window ends. Suspicion alone is not a
+  verdict; Lifeguard exists because overloaded members get suspected falsely, and pulling
+  their backends on a suspicion is the flapping that Consul users complain about. A
+  CPU-starved server still acks Raft heartbeats, late: `corroborate` must stay above the
+  longest silence such a member shows (bench/starvation.py, docs/benchmarks.md).
 - ALIVE: the check's own state; UNKNOWN (not yet `rise`/`fall` results) is no opinion.
   "Up" needs the member to have been alive for `rejoin` seconds: a member back from
   DEAD (a healed partition, a thawed process) first refutes with the check results it had
@@ -128,7 +131,9 @@ class VerdictTracker:
                 want = desired(obs, check, self.policy)
                 if want is True and obs.node in suspected:
                     want = None  # not up while suspected by election, whatever gossip says
-                verdict = self._settled(key, want, now, committed)
+                # SUSPECT + Raft silence is already filtered over corroborate: no settle on top
+                settle = 0.0 if want is False and obs.state is GossipState.SUSPECT else self.settle
+                verdict = self._settled(key, want, now, committed, settle)
                 if verdict is not None:
                     out[key] = verdict
         for key in set(self._pending) - known:
@@ -139,8 +144,8 @@ class VerdictTracker:
         self.contradicted = frozenset(contradicted)
         return out
 
-    def _settled(self, key: str, want: bool | None, now: float,
-                 committed: Mapping[str, bool]) -> bool | None:
+    def _settled(self, key: str, want: bool | None, now: float, committed: Mapping[str, bool],
+                 settle: float) -> bool | None:
         if want is None or committed.get(key) is want:
             self._pending.pop(key, None)
             return None
@@ -148,7 +153,7 @@ class VerdictTracker:
         if value is not want:  # flipped while pending: start over
             value, since = want, now
         self._pending[key] = (value, since)
-        return want if now - since >= self.settle else None
+        return want if now - since >= settle else None
 
     def back(self, now: float, members: Iterable[Observed],
              suspects: Collection[NodeId]) -> frozenset[NodeId]:

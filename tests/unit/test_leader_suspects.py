@@ -119,3 +119,14 @@ def test_without_gossip_a_suspect_is_back_once_raft_hears_it_for_rejoin():
     raft.current = leading(3, 0.02)
     run(agent, clock, 2.5)
     assert raft.state.suspects == {}
+
+
+def test_the_leader_has_gossip_probe_a_member_raft_stopped_hearing():
+    agent, raft, gossip, _, _, clock = setup()
+    raft.state.apply(encode({"type": "leader_epoch", "term": 3, "node": "n1"}))
+    raft.current = leading(3, 0.1)  # a late ack or two: nothing yet
+    run(agent, clock, 0.05)
+    assert getattr(gossip, "probes", []) == []
+    raft.current = leading(3, 0.15)  # health.silence_probe_ms
+    run(agent, clock, 0.05)
+    assert set(gossip.probes) == {"n2"}  # every tick: gossip itself limits how often it probes

@@ -48,6 +48,13 @@ def test_a_change_is_proposed_only_after_it_settled():
     assert t.changes(10.6, down, {"n1/web": False}) == {}  # committed: nothing more to say
 
 
+def test_a_corroborated_down_needs_no_settle_time():
+    """SUSPECT + Raft silent for the corroboration window: that window was the filter."""
+    t = VerdictTracker(["web"], settle=0.5, policy=Policy(corroborate=0.5))
+    gone = [Observed("n1", S, meta(web="passing"), raft_silent=0.5)]
+    assert t.changes(10.0, gone, {"n1/web": True}) == {"n1/web": False}
+
+
 def test_a_flap_restarts_the_settle_time():
     t = VerdictTracker(["web"], settle=0.5)
     committed = {"n1/web": True}
