@@ -179,7 +179,8 @@ def newconn(attempts: list[Any], t0: float) -> dict[str, Any]:
     back = next((a.t for a in window if a.t > last and a.ok), None)
     return {"newconn_ms": None if back is None else round((back - t0) * 1000, 1),
             "newconn_failed": len(failed),
-            "newconn_first_fail_ms": round((min(a.t for a in failed) - t0) * 1000, 1)}
+            "newconn_first_fail_ms": round((min(a.t for a in failed) - t0) * 1000, 1),
+            "newconn_failed_at_ms": [round((a.t - t0) * 1000) for a in failed]}
 
 
 def client_settled(prober: FileProber) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,8 @@ def main() -> int:
     p.add_argument("--percent", default="10", help="CPU quota(s) of one CPU, comma-separated")
     p.add_argument("--burners", type=int, default=1, choices=range(0, 5), metavar="0-4")
     p.add_argument("--json-out", type=Path)
+    p.add_argument("--keep-logs", type=Path, metavar="DIR",
+                   help="copy the agents' logs to DIR before the lab is torn down")
     args = p.parse_args()
     levels = [float(x) for x in args.percent.split(",") if x.strip()]
     if not levels or any(not 1 <= x <= 100 for x in levels) or not 5 <= args.seconds <= 600:
@@ -156,6 +159,10 @@ def main() -> int:
                 log(f"{percent:g}% #{i + 1}: {row}")
                 rows.append(row)
     finally:
+        if args.keep_logs is not None:
+            for n in lab.nodes:
+                (args.keep_logs / n.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(n.log, args.keep_logs / n.name / n.log.name)
         lab.down()
     summary = {}
     for percent in levels:
