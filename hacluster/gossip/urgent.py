@@ -9,7 +9,12 @@ probe timeout: no ack from anyone makes it SUSPECT, as a regular probe would. Su
 runs its usual course (refuted, confirmed, or DEAD after the Lifeguard timeout): this only
 starts it sooner, and a suspicion is still no verdict on its own (ha/verdicts.py).
 
-A member is probed out of turn at most once per probe interval, and only while ALIVE.
+A member is probed out of turn only while ALIVE, and at most once per REPEAT_PROBES probe
+intervals: the first probe is what finds a powered-off member sooner, while a slow member
+(CPU-starved) would be asked again and again, and every out-of-turn probe is work it has no
+time for (a ping and ping-reqs to answer, often a suspicion to refute). Probing a member at
+10 % of a CPU every probe interval doubled the longest Raft silence it showed at 8 %
+(bench/starvation.py).
 Like the rest of the engine: `_lock` guards the state and is never held across a transport
 call.
 """
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from hacluster.gossip.precedence import Member
 
 JOIN_SLACK_S = 1.0  # beyond the probe timeout, how long to wait for the direct ping's thread
+REPEAT_PROBES = 10  # probe intervals between two out-of-turn probes of the same member
 
 
 class Urgent:
@@ -52,14 +58,14 @@ class Urgent:
     def request_probe(self, node: NodeId) -> bool:
         """Probe `node` at once, out of turn (any thread; returns at once). False when it is
         not probed: unknown, ourselves, not ALIVE, or probed out of turn within the last
-        probe interval."""
+        REPEAT_PROBES probe intervals."""
         with self._lock:
             member = self._members.get(node)
             now = self._clock()
             last = self._urgent_at.get(node)
             if member is None or member.is_self or member.state is not ALIVE \
                     or node in self._urgent \
-                    or (last is not None and now - last < self._timing.probe_interval):
+                    or (last is not None and now - last < REPEAT_PROBES * self._timing.probe_interval):
                 return False
             self._urgent.add(node)
             self._urgent_at[node] = now

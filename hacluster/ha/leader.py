@@ -112,7 +112,7 @@ class LeaderDuties:
 
     def _silent(self, snap: Snapshot) -> list[str]:
         """Leader: the members whose Raft acks stopped for health.silence_probe_ms. Gossip
-        probes them out of turn (gossip/urgent.py, at most once per probe interval each), so
+        probes them out of turn (gossip/urgent.py, at most once per 10 probe intervals), so
         a SUSPECT comes within a probe timeout, and the verdicts are looked at every tick
         until they ack again: with corroborate_ms of silence, a powered-off server's
         backends leave in well under a second."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from hacluster.gossip.types import GossipState
+from hacluster.gossip.urgent import REPEAT_PROBES
 from tests.support.gossip_net import Cluster
 from tests.support.wait import wait_until
 
@@ -44,12 +45,14 @@ def test_an_answer_through_another_member_keeps_it_alive():
     assert c.state("n1", "n3") is ALIVE and c["n1"].stats()["indirect_acks"] == 1
 
 
-def test_at_most_once_per_probe_interval_and_only_alive_members():
+def test_at_most_once_per_repeat_interval_and_only_alive_members():
     c = settled()
     n1 = c["n1"]
     assert n1.request_probe("n2") and not n1.request_probe("n2")  # queued already
     n1.probe_urgent()
     assert not n1.request_probe("n2")  # probed out of turn a moment ago
+    c.clock.advance((REPEAT_PROBES - 1) * c.timing.probe_interval)
+    assert not n1.request_probe("n2")
     c.clock.advance(c.timing.probe_interval)
     assert n1.request_probe("n2")
     n1.probe_urgent()
@@ -58,7 +61,7 @@ def test_at_most_once_per_probe_interval_and_only_alive_members():
     c.net.stop("n3")
     n1.request_probe("n3")
     n1.probe_urgent()
-    c.clock.advance(c.timing.probe_interval)
+    c.clock.advance(REPEAT_PROBES * c.timing.probe_interval)
     assert not n1.request_probe("n3")  # suspect already: nothing to learn sooner
 
 
