@@ -30,10 +30,13 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _labkit import PYTHON, interrupt_on_sigterm, log, log_matches, machine, med, mx  # noqa: E402
@@ -131,6 +134,19 @@ def trial(lab: Lab, victim: LabNode, percent: float, seconds: float,
             "elections": sum(len(log_matches(n.log, ELECTED, t0, t2)) for n in lab.nodes)}
 
 
+def reconfigure(lab: Lab, health: dict[str, int]) -> None:
+    """Give every agent these health settings: rewrite its config, restart it (one at a
+    time, waiting for a single VIP holder between restarts)."""
+    for n in lab.nodes:
+        doc = yaml.safe_load(n.config.read_text())
+        doc["health"] = {**(doc.get("health") or {}), **health}
+        n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        lab.signal_agent(n, signal.SIGTERM)
+        lab.wait_agent_exit(n, 15)
+        lab.start_agent(n)
+        lab.wait_single_holder(30)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=3, choices=range(1, 51), metavar="1-50")
@@ -138,18 +154,28 @@ def main() -> int:
     p.add_argument("--percent", default="10", help="CPU quota(s) of one CPU, comma-separated")
     p.add_argument("--burners", type=int, default=1, choices=range(0, 5), metavar="0-4")
     p.add_argument("--json-out", type=Path)
+    p.add_argument("--health", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a health setting in every agent's config (e.g. "
+                        "silence_probe_ms=0), for A/B runs; repeatable")
     p.add_argument("--keep-logs", type=Path, metavar="DIR",
                    help="copy the agents' logs to DIR before the lab is torn down")
     args = p.parse_args()
     levels = [float(x) for x in args.percent.split(",") if x.strip()]
     if not levels or any(not 1 <= x <= 100 for x in levels) or not 5 <= args.seconds <= 600:
         p.error("--percent: 1-100 each; --seconds: 5-600")
+    try:
+        health = {k: int(v) for k, _, v in (h.partition("=") for h in args.health)}
+    except ValueError:
+        p.error("--health: KEY=INTEGER")
     interrupt_on_sigterm()
     lab = Lab(random_prefix("bs"), 3, python=PYTHON)
     rows: list[dict[str, Any]] = []
     try:
         log(f"lab {lab.prefix}: up")
         lab.up()
+        if health:
+            reconfigure(lab, health)
+            log(f"agents restarted with health {health}")
         for i in range(args.trials):
             for percent in levels:
                 lead = leader(lab)
@@ -194,7 +220,8 @@ def main() -> int:
           "member; control: the other follower; late acks: acks after > 3 heartbeats)",
           file=sys.stderr)
     doc = {"bench": "starvation", "command": " ".join([".venv/bin/python", *sys.argv]),
-           "trials": args.trials, "machine": machine(), "summary": summary, "rows": rows}
+           "trials": args.trials, "health_overrides": health, "machine": machine(),
+           "summary": summary, "rows": rows}
     if args.json_out:
         args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc))
