@@ -15,6 +15,8 @@ with one burner), for `seconds`. Afterwards it reads the agents' logs (ms stamps
                 leader's "heartbeat acks lagged" lines (consensus/acklag.py: one line per 5 s
                 per member whose acks came after more than 3 heartbeats); the other
                 follower's figure is the control
+  tcp silence   meanwhile, the longest the starved server's kernel left our Raft traffic
+                unacknowledged (TCP_INFO): a verdict needs this silent for corroborate_ms too
   suspicions    how often the leader's gossip marked the starved member SUSPECT, and the
                 longest SUSPECT episode (until "is alive"); deaths: DEAD verdicts
   false downs   `NODE/web=down` committed for any member during the trial (the target: 0)
@@ -46,7 +48,7 @@ from hacluster.lab.lab import Lab, LabNode, random_prefix  # noqa: E402
 from hacluster.lab.wait import wait_until  # noqa: E402
 
 LAG = re.compile(r"hacluster\.raft: (\S+)'s heartbeat acks lagged: longest silence (\d+) ms, "
-                 r"(\d+) ack")
+                 r"(\d+) ack.*?(?:TCP acks: longest wait (\d+) ms)?$")
 GOSSIP = re.compile(r"hacluster\.gossip: (\S+) is (suspect|alive|dead)\b")
 VERDICTS = re.compile(r"health (.*)")
 VERDICT = re.compile(r"([A-Za-z0-9_.-]+)/web=(up|down)")
@@ -116,14 +118,16 @@ def trial(lab: Lab, victim: LabNode, percent: float, seconds: float,
     t1 = time.time()
     time.sleep(REPORT_S + 1.0)  # the leader's lag line for the last window
     t2 = time.time()
-    lags: dict[str, list[tuple[int, int]]] = {}
+    lags: dict[str, list[tuple[int, int, int | None]]] = {}
     for _, m in log_matches(lead.log, LAG, t0, t2):
-        lags.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
+        tcp = int(m.group(4)) if m.group(4) is not None else None
+        lags.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), tcp))
 
     def silence(node: LabNode) -> dict[str, Any]:
         rows = lags.get(node.name, [])
         return {"longest_ms": max((r[0] for r in rows), default=None),
-                "late_acks": sum(r[1] for r in rows), "windows": len(rows)}
+                "late_acks": sum(r[1] for r in rows), "windows": len(rows),
+                "tcp_longest_ms": max((r[2] for r in rows if r[2] is not None), default=None)}
 
     downs = sorted({node for _, node, state in verdicts(lab, t0, t2) if state == "down"})
     return {"percent": percent, "burners": burners, "seconds": seconds, "victim": victim.name,
@@ -199,6 +203,7 @@ def main() -> int:
                                 "max": mx([r["raft_silence"]["longest_ms"] or 0 for r in rs])},
             "raft_silence_control_max_ms": mx([r["raft_silence_control"]["longest_ms"] or 0
                                                for r in rs]),
+            "tcp_silence_max_ms": mx([r["raft_silence"]["tcp_longest_ms"] or 0 for r in rs]),
             "late_acks": sum(r["raft_silence"]["late_acks"] for r in rs),
             "suspicions": sum(r["suspicions"] for r in rs),
             "longest_suspect_ms": mx([r["longest_suspect_ms"] for r in rs]),
@@ -206,19 +211,19 @@ def main() -> int:
             "false_downs": sum(len(r["false_downs"]) for r in rs),
             "elections": sum(r["elections"] for r in rs),
         }
-    print(f"{'cpu %':>6} {'trials':>6} {'raft silence med/max':>21} {'control max':>12} "
+    print(f"{'cpu %':>6} {'trials':>6} {'raft silence med/max':>21} {'tcp max':>8} {'control max':>12} "
           f"{'late acks':>10} {'suspicions':>10} {'longest suspect':>16} {'deaths':>7} "
           f"{'false downs':>12} {'elections':>10}", file=sys.stderr)
     for level, s in summary.items():
         rsm = s["raft_silence_ms"]
         silence = f"{rsm['median']:.0f} / {rsm['max']:.0f}"
-        print(f"{level:>6} {s['trials']:>6} {silence:>21} "
+        print(f"{level:>6} {s['trials']:>6} {silence:>21} {s['tcp_silence_max_ms'] or 0:>8.0f} "
               f"{s['raft_silence_control_max_ms'] or 0:>12.0f} {s['late_acks']:>10} "
               f"{s['suspicions']:>10} {s['longest_suspect_ms'] or 0:>16.0f} {s['deaths']:>7} "
               f"{s['false_downs']:>12} {s['elections']:>10}", file=sys.stderr)
     print("(ms; raft silence: the longest time the leader had no heartbeat ack from the starved "
-          "member; control: the other follower; late acks: acks after > 3 heartbeats)",
-          file=sys.stderr)
+          "member; tcp: the longest its kernel left our Raft traffic unacked meanwhile; "
+          "control: the other follower; late acks: acks after > 3 heartbeats)", file=sys.stderr)
     doc = {"bench": "starvation", "command": " ".join([".venv/bin/python", *sys.argv]),
            "trials": args.trials, "health_overrides": health, "machine": machine(),
            "summary": summary, "rows": rows}

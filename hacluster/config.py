@@ -91,9 +91,12 @@ class HealthSpec(_Strict):
     # A member back from DEAD (healed partition, thawed process) refutes with the results
     # it had before; its backends are committed up only once it stayed alive this long.
     rejoin_ms: int = Field(default=2_000, ge=0, le=600_000)
-    # A SUSPECT member whose Raft heartbeat acks have also stopped for this long is down at
-    # once (two independent channels agree), without waiting out the suspicion timeout.
-    corroborate_ms: int = Field(default=1_000, ge=100, le=600_000)
+    # A SUSPECT member whose Raft heartbeat acks have also stopped for this long, and whose
+    # kernel has not acknowledged our Raft traffic for as long (TCP), is down at once: the
+    # server is gone, not merely slow. A CPU-starved one's kernel still acks, so this may be
+    # shorter than the Raft silences such a member shows (bench/starvation.py: up to ~0.55 s
+    # at 10 % of a CPU). Was 1000 before the kernel's acks were looked at.
+    corroborate_ms: int = Field(default=500, ge=100, le=600_000)
     # The leader has gossip probe a member out of turn (directly and through others at once,
     # one gossip probe timeout) once its Raft heartbeat acks have stopped this long, so that
     # the suspicion corroborate_ms waits for starts within a few heartbeats instead of at the
@@ -183,7 +186,7 @@ class Config:
     checks: tuple[AnyCheck, ...] = ()
     health_settle: float = 0.2
     health_rejoin: float = 2.0
-    health_corroborate: float = 1.0
+    health_corroborate: float = 0.5
     health_silence_probe: float = 0.15  # 0: off
     services: tuple[ServiceSpec, ...] = ()
     dataplane: str = "auto"

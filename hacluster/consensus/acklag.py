@@ -5,8 +5,10 @@ acks have also stopped for `health.corroborate_ms`. Whether that window is safe 
 how long a live but slow member (CPU-starved, swapping) can stay silent: this module
 measures exactly that quantity, the silence the verdict would see just before an ack ends
 it (now - the send time of the newest acked heartbeat), and says so in the log at most once
-per REPORT_S per leader, only when some ack came after more than `floor` seconds. A healthy
-cluster logs nothing; bench/starvation.py reads these lines.
+per REPORT_S per leader, only when some ack came after more than `floor` seconds, with the
+longest its kernel left our traffic unacknowledged meanwhile (TCP: a starved server's
+kernel still acks at once, a dead one's does not). A healthy cluster logs nothing;
+bench/starvation.py reads these lines.
 
 Pure bookkeeping on the caller's clock; RaftNode calls it on pysyncobj's tick thread.
 """
@@ -32,6 +34,7 @@ class AckLag:
         self.floor = floor  # silences up to this long are normal (a few heartbeats)
         self.corroborate = corroborate  # for the line: how close the silence came to a verdict
         self._windows: dict[str, _Window] = {}
+        self._tcp: dict[str, float] = {}
         self._since: float | None = None
 
     def ack(self, peer: str, silence: float, now: float) -> None:
@@ -45,14 +48,22 @@ class AckLag:
         if now - self._since >= REPORT_S:
             self.report(now)
 
+    def tcp(self, peer: str, silence: float) -> None:
+        """How long `peer`'s kernel has left our traffic unacknowledged, read just now."""
+        w = self._tcp.get(peer)
+        self._tcp[peer] = silence if w is None else max(w, silence)
+
     def report(self, now: float) -> None:
         for peer, w in sorted(self._windows.items()):
+            tcp = self._tcp.get(peer)
             log.info("%s's heartbeat acks lagged: longest silence %.0f ms, %d ack(s) after more "
-                     "than %.0f ms in the last %.1f s (health.corroborate_ms %.0f)",
-                     peer, w.longest * 1000, w.late, self.floor * 1000,
+                     "than %.0f ms in the last %.1f s (health.corroborate_ms %.0f); its kernel's "
+                     "TCP acks: %s", peer, w.longest * 1000, w.late, self.floor * 1000,
                      now - (self._since if self._since is not None else now),
-                     self.corroborate * 1000)
+                     self.corroborate * 1000,
+                     "not read" if tcp is None else f"longest wait {tcp * 1000:.0f} ms")
         self._windows.clear()
+        self._tcp.clear()
         self._since = now
 
     def reset(self, now: float) -> None:

@@ -122,6 +122,7 @@ class RaftNode:
         self.leader_since = 0.0
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
+        self._tcp_silence: dict[str, float | None] = {}  # leader: peer -> TCP_INFO silence
         # how long followers stay silent (for the health verdicts' corroboration window)
         self._ack_lag = AckLag(3 * t.heartbeat, config.health_corroborate)
         self._last_leader_contact = 0.0
@@ -192,10 +193,25 @@ class RaftNode:
                 log.exception("tick-thread call failed")
         now = _now()
         self._check_agent(now)
+        self._read_tcp_silence()
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
             self._broadcast({"type": "hc_ping"})
         self._gate_election(now)
+
+    def _read_tcp_silence(self) -> None:
+        """Leader: how long each peer's kernel has left our traffic unacknowledged, for the
+        health verdicts (read here: pysyncobj's thread owns the sockets). Replaced whole, so
+        that view() on the agent's thread reads one consistent dict."""
+        s = self._sync
+        if s is None or not s.is_leader():
+            self._tcp_silence = {}
+            return
+        self._tcp_silence = {self._by_addr.get(getattr(n, "address", ""), ""): s.tcp_silence(n)
+                             for n in s.other_nodes()}
+        for peer, silence in self._tcp_silence.items():
+            if silence is not None:
+                self._ack_lag.tcp(peer, silence)
 
     def agent_alive(self) -> None:
         """Called by the agent loop after every tick: the watchdog's heartbeat."""
@@ -536,9 +552,11 @@ class RaftNode:
         remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
         # A peer that has not acked since we became leader has been silent at least that
         # long: a dead old leader's backends need not wait for gossip's dead verdict.
+        tcp = self._tcp_silence
         peers = tuple(
             PeerLink(m.id, m.raft_endpoint, self._connected(m.raft_endpoint),
-                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None)
+                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None,
+                     tcp.get(m.id) if is_leader else None)
             for m in self.config.peers
         )
         connected = sum(1 for p in peers if p.connected) + 1

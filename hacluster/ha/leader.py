@@ -111,7 +111,8 @@ class LeaderDuties:
     # ----------------------------------------------------------------- health verdicts
 
     def _silent(self, snap: Snapshot) -> list[str]:
-        """Leader: the members whose Raft acks stopped for health.silence_probe_ms. Gossip
+        """Leader: the members whose Raft acks (and kernel's TCP acks) stopped for
+        health.silence_probe_ms. Gossip
         probes them out of turn (gossip/urgent.py, at most once per 10 probe intervals), so
         a SUSPECT comes within a probe timeout, and the verdicts are looked at every tick
         until they ack again: with corroborate_ms of silence, a powered-off server's
@@ -119,7 +120,10 @@ class LeaderDuties:
         after, view = self._config.health_silence_probe, snap.consensus
         if not after or self._gossip is None or view.role is not Role.LEADER:
             return []
-        return [p.id for p in view.peers if p.last_ack_age_s is not None and p.last_ack_age_s >= after]
+        # not one whose kernel still acks: the verdict would not take it down anyway, and a
+        # starved member has no CPU to spare for answering probes
+        return [p.id for p in view.peers if p.last_ack_age_s is not None and p.last_ack_age_s >= after
+                and not (p.tcp_silent_s is not None and p.tcp_silent_s < after)]
 
     def _health_step(self, snap: Snapshot, look_now: bool = False) -> None:
         """Commit the health changes the gossiped view has settled on (DESIGN.md §5).
@@ -157,7 +161,8 @@ class LeaderDuties:
         none for ourselves, unknown for a peer not heard since we lead)."""
         silent: dict[str, float | None] = {p.id: p.last_ack_age_s for p in view.peers}
         silent[self._config.node_id] = 0.0
-        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node))
+        tcp = {p.id: p.tcp_silent_s for p in view.peers}
+        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node), tcp.get(m.node))
                 for m in self._gossip.members()]
 
     def _raft_only(self, view: ConsensusView) -> list[Observed]:

@@ -12,15 +12,17 @@ What a member's state means for its checks' verdicts:
   acks arrive): then gossip alone is cut off (a firewall that only opens the Raft port, a
   stuck gRPC connection) and the leader keeps the committed value and says so loudly.
 - SUSPECT: no opinion, unless the leader's Raft has not heard the member either for
-  `corroborate` seconds (no heartbeat ack): then two independent channels agree and its
-  checks are down at once, without waiting out the suspicion timeout nor the settle time
-  (the corroboration window is the filter). The leader has gossip probe a member whose
-  acks stop out of turn (health.silence_probe_ms, gossip/urgent.py), so for a powered-off
-  server the suspicion is there by the time the window ends. Suspicion alone is not a
-  verdict; Lifeguard exists because overloaded members get suspected falsely, and pulling
-  their backends on a suspicion is the flapping that Consul users complain about. A
-  CPU-starved server still acks Raft heartbeats, late: `corroborate` must stay above the
-  longest silence such a member shows (bench/starvation.py, docs/benchmarks.md).
+  `corroborate` seconds (no heartbeat ack) *and* its kernel has not acknowledged our Raft
+  traffic for as long (TCP; unknown counts as silent): then the server, not just its
+  processes, is gone, and its checks are down at once, without waiting out the suspicion
+  timeout nor the settle time (the corroboration window is the filter). The leader has
+  gossip probe a member whose acks stop out of turn (health.silence_probe_ms,
+  gossip/urgent.py), so for a powered-off server the suspicion is there by the time the
+  window ends. Suspicion alone is not a verdict; Lifeguard exists because overloaded
+  members get suspected falsely, and pulling their backends on a suspicion is the
+  flapping that Consul users complain about. A CPU-starved server's Raft acks come late,
+  at 10 % of a CPU up to ~0.55 s apart (bench/starvation.py), more than `corroborate`;
+  but its kernel acks our segments within milliseconds, so it is never down by this rule.
 - ALIVE: the check's own state; UNKNOWN (not yet `rise`/`fall` results) is no opinion.
   "Up" needs the member to have been alive for `rejoin` seconds: a member back from
   DEAD (a healed partition, a thawed process) first refutes with the check results it had
@@ -63,13 +65,20 @@ class Observed:
     meta: NodeMeta | None
     state_age: float = float("inf")  # seconds in its current gossip state
     raft_silent: float | None = None  # seconds since Raft last heard it (None: unknown)
+    tcp_silent: float | None = None  # seconds its kernel left our Raft traffic unacked (None: unknown)
 
 
 @dataclass(frozen=True)
 class Policy:
     rejoin: float = 0.0  # "up" needs the member alive this long
     raft_fresh: float = 0.35  # Raft heard it within this: it is alive (the election max)
-    corroborate: float = 1.0  # suspect + Raft silent this long: down
+    corroborate: float = 0.5  # suspect + Raft and the kernel's TCP acks silent this long: down
+
+
+def kernel_acks(obs: Observed, within: float) -> bool:
+    """Its kernel acknowledged our Raft traffic within `within` seconds: the machine is up,
+    only its processes are slow (CPU starvation, swapping). Unknown counts as no."""
+    return obs.tcp_silent is not None and obs.tcp_silent < within
 
 
 def desired(obs: Observed, check: str, policy: Policy = Policy()) -> bool | None:  # noqa: B008
@@ -80,7 +89,8 @@ def desired(obs: Observed, check: str, policy: Policy = Policy()) -> bool | None
     if obs.state is GossipState.DEAD:
         return None if silent is not None and silent < policy.raft_fresh else False
     if obs.state is GossipState.SUSPECT:
-        return False if silent is not None and silent >= policy.corroborate else None
+        return False if silent is not None and silent >= policy.corroborate \
+            and not kernel_acks(obs, policy.corroborate) else None
     if obs.meta is None:
         return None
     report = next((c for c in obs.meta.checks if c.name == check), None)

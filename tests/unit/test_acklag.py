@@ -32,7 +32,8 @@ def test_the_longest_silence_of_a_window_is_reported_once(caplog):
     assert lines(caplog) == []
     lag.ack("n3", 0.05, REPORT_S)  # the window ends: one line, for n2 only
     assert lines(caplog) == ["n2's heartbeat acks lagged: longest silence 400 ms, 2 ack(s) after "
-                             "more than 150 ms in the last 5.0 s (health.corroborate_ms 500)"]
+                             "more than 150 ms in the last 5.0 s (health.corroborate_ms 500); "
+                             "its kernel's TCP acks: not read"]
     lag.ack("n2", 0.05, REPORT_S + 1)
     lag.ack("n2", 0.05, 2 * REPORT_S + 1)
     assert len(lines(caplog)) == 1  # a quiet window says nothing
@@ -46,3 +47,14 @@ def test_a_leadership_change_reports_what_it_saw(caplog):
     assert len(lines(caplog)) == 1 and "longest silence 900 ms" in lines(caplog)[0]
     lag.reset(3.0)
     assert len(lines(caplog)) == 1
+
+
+def test_the_line_says_how_long_the_kernel_left_our_traffic_unacked(caplog):
+    caplog.set_level(logging.INFO)
+    lag = AckLag(floor=0.15, corroborate=0.5)
+    lag.ack("n2", 0.05, 0.0)
+    for t in (0.012, 0.003, 0.041):
+        lag.tcp("n2", t)
+    lag.ack("n2", 0.45, 1.0)
+    lag.ack("n2", 0.05, REPORT_S)
+    assert lines(caplog)[0].endswith("its kernel's TCP acks: longest wait 41 ms")

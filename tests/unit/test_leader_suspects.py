@@ -22,13 +22,15 @@ from tests.unit.test_members_checks import FakeGossip, FakeView
 PASSING = NodeMeta(checks=(CheckReport("web", "http", "x:80", CheckState.PASSING, 1.0, ""),))
 
 
-def leading(term: int, n2_silent: float | None, epoch_applied: bool = True) -> ConsensusView:
-    """n1 leads `term`; n3 acks promptly, n2 (the old holder) has been silent that long."""
+def leading(term: int, n2_silent: float | None, epoch_applied: bool = True,
+            n2_tcp: float | None = None) -> ConsensusView:
+    """n1 leads `term`; n3 acks promptly, n2 (the old holder) has been silent that long
+    (and its kernel, when n2_tcp is given)."""
     return ConsensusView(
         role=Role.LEADER, term=term, leader="n1", lease_ok=True, lease_remaining_s=0.2,
         epoch_applied=epoch_applied, won_by_transfer=False, has_quorum=True, commit_index=9,
         last_applied=9, peers=(PeerLink("n2", "10.0.0.12:7100", n2_silent is not None and n2_silent < 1,
-                                        n2_silent),
+                                        n2_silent, n2_tcp),
                                PeerLink("n3", "10.0.0.13:7100", True, 0.02)))
 
 
@@ -130,3 +132,14 @@ def test_the_leader_has_gossip_probe_a_member_raft_stopped_hearing():
     raft.current = leading(3, 0.15)  # health.silence_probe_ms
     run(agent, clock, 0.05)
     assert set(gossip.probes) == {"n2"}  # every tick: gossip itself limits how often it probes
+
+
+def test_a_member_whose_kernel_still_acks_is_not_probed_out_of_turn():
+    agent, raft, gossip, _, _, clock = setup()
+    raft.state.apply(encode({"type": "leader_epoch", "term": 3, "node": "n1"}))
+    raft.current = leading(3, 0.4, n2_tcp=0.01)  # starved: late Raft acks, a live kernel
+    run(agent, clock, 0.1)
+    assert getattr(gossip, "probes", []) == []
+    raft.current = leading(3, 0.4, n2_tcp=0.3)
+    run(agent, clock, 0.05)
+    assert set(gossip.probes) == {"n2"}

@@ -32,6 +32,7 @@ class FakeSeam:
         self.sent: list[tuple[str, dict]] = []
         self.stepped_down: list[int] = []
         self.obj = self  # the SyncObj itself: its replicated apply() (see _ApplyRecorder)
+        self.tcp: dict[str, float | None] = {}  # peer address -> what tcp_silence() says
 
     def is_leader(self) -> bool:
         return self.state == LEADER
@@ -50,6 +51,21 @@ class FakeSeam:
 
     def last_log(self) -> tuple[int, int]:
         return 10, 1
+
+    def tcp_silence(self, node) -> float | None:
+        return self.tcp.get(node.address)
+
+    # what view() reads
+    commit_index = last_applied = 0
+
+    def raft_state(self) -> int:
+        return self.state
+
+    def leader_address(self) -> str | None:
+        return self.leader if self.leader != "someone" else None
+
+    def is_connected(self, node) -> bool:
+        return True
 
     def send(self, node, message) -> None:
         self.sent.append((getattr(node, "address", str(node)), message))
@@ -215,3 +231,15 @@ def test_a_transfer_may_elect_at_once(monkeypatch):
     seam.deadline = 0  # pysyncobj's timeout_now handler
     node._gate_election(clock())
     assert seam.deadline == 0 and node._transfer_pending
+
+
+def test_the_leaders_view_carries_each_peers_tcp_silence(monkeypatch):
+    seam = FakeSeam(term=3, leader=True)
+    seam.tcp = {"10.0.0.12:7100": 0.004, "10.0.0.13:7100": None}
+    node, _ = _node(monkeypatch, seam)
+    node.before_tick()  # read on pysyncobj's thread, which owns the sockets
+    by_id = {p.id: p.tcp_silent_s for p in node.view().peers}
+    assert by_id == {"n2": 0.004, "n3": None}
+    seam.state = FOLLOWER  # a follower judges nobody
+    node.before_tick()
+    assert {p.tcp_silent_s for p in node.view().peers} == {None}

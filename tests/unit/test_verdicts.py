@@ -48,6 +48,16 @@ def test_a_change_is_proposed_only_after_it_settled():
     assert t.changes(10.6, down, {"n1/web": False}) == {}  # committed: nothing more to say
 
 
+@pytest.mark.parametrize("tcp, want", [
+    (0.01, None),  # its kernel acks our segments: only its processes are slow (CPU starvation)
+    (0.6, False),  # nothing acks: the server is gone
+    (None, False),  # unknown (no connection): Raft and gossip decide, as before
+])
+def test_a_suspect_whose_kernel_still_acks_is_not_down(tcp, want):
+    obs = Observed("n1", S, meta(web="passing"), raft_silent=2.0, tcp_silent=tcp)
+    assert desired(obs, "web", Policy(corroborate=0.5)) is want
+
+
 def test_a_corroborated_down_needs_no_settle_time():
     """SUSPECT + Raft silent for the corroboration window: that window was the filter."""
     t = VerdictTracker(["web"], settle=0.5, policy=Policy(corroborate=0.5))
