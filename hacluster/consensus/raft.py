@@ -193,25 +193,29 @@ class RaftNode:
                 log.exception("tick-thread call failed")
         now = _now()
         self._check_agent(now)
-        self._read_tcp_silence()
+        self._read_tcp_silence(now)
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
             self._broadcast({"type": "hc_ping"})
         self._gate_election(now)
 
-    def _read_tcp_silence(self) -> None:
+    def _read_tcp_silence(self, now: float) -> None:
         """Leader: how long each peer's kernel has left our traffic unacknowledged, for the
-        health verdicts (read here: pysyncobj's thread owns the sockets). Replaced whole, so
-        that view() on the agent's thread reads one consistent dict."""
+        health verdicts (read here: pysyncobj's thread owns the sockets), and only for a peer
+        whose Raft acks are late (the only case the verdicts look at it: no system call at
+        all in a healthy cluster). Replaced whole: view() reads it from the agent's thread."""
         s = self._sync
         if s is None or not s.is_leader():
             self._tcp_silence = {}
             return
-        self._tcp_silence = {self._by_addr.get(getattr(n, "address", ""), ""): s.tcp_silence(n)
-                             for n in s.other_nodes()}
-        for peer, silence in self._tcp_silence.items():
-            if silence is not None:
-                self._ack_lag.tcp(peer, silence)
+        out: dict[str, float | None] = {}
+        for n in s.other_nodes():
+            peer = self._by_addr.get(getattr(n, "address", ""), "")
+            late = now - self._acks.get(peer, self.leader_since) > self._ack_lag.floor
+            out[peer] = s.tcp_silence(n) if late else None
+            if out[peer] is not None:
+                self._ack_lag.tcp(peer, out[peer])
+        self._tcp_silence = out
 
     def agent_alive(self) -> None:
         """Called by the agent loop after every tick: the watchdog's heartbeat."""

@@ -236,7 +236,11 @@ def test_a_transfer_may_elect_at_once(monkeypatch):
 def test_the_leaders_view_carries_each_peers_tcp_silence(monkeypatch):
     seam = FakeSeam(term=3, leader=True)
     seam.tcp = {"10.0.0.12:7100": 0.004, "10.0.0.13:7100": None}
-    node, _ = _node(monkeypatch, seam)
+    node, clock = _node(monkeypatch, seam)
+    node.leader_since = clock()
+    node.before_tick()
+    assert {p.tcp_silent_s for p in node.view().peers} == {None}  # acks on time: not read
+    clock.advance(0.2)  # no ack from either for 4 heartbeats
     node.before_tick()  # read on pysyncobj's thread, which owns the sockets
     by_id = {p.id: p.tcp_silent_s for p in node.view().peers}
     assert by_id == {"n2": 0.004, "n3": None}
