@@ -19,7 +19,9 @@ with one burner), for `seconds`. Afterwards it reads the agents' logs (ms stamps
                 unacknowledged (TCP_INFO): a verdict needs this silent for corroborate_ms too
   suspicions    how often the leader's gossip marked the starved member SUSPECT, and the
                 longest SUSPECT episode (until "is alive"); deaths: DEAD verdicts
-  false downs   `NODE/web=down` committed for any member during the trial (the target: 0)
+  false downs   `NODE/web=down` committed during the trial for any member, except the starved
+                one within 3 s after its own check failed (the target: 0); those are
+                counted apart as check downs: its backend, starved too, timed out
   leader moves  leader elections seen in any agent's log
 
 Prints a table on stderr and the JSON document as the last line of stdout (and to
@@ -53,6 +55,8 @@ GOSSIP = re.compile(r"hacluster\.gossip: (\S+) is (suspect|alive|dead)\b")
 VERDICTS = re.compile(r"health (.*)")
 VERDICT = re.compile(r"([A-Za-z0-9_.-]+)/web=(up|down)")
 ELECTED = re.compile(r"raft role \S+ -> leader")
+CHECK_FAILING = re.compile(r"check web: passing -> failing")
+CHECK_GRACE_S = 3.0  # a verdict this soon after the member's own check failed follows from it
 
 
 def leader(lab: Lab) -> LabNode:
@@ -129,12 +133,21 @@ def trial(lab: Lab, victim: LabNode, percent: float, seconds: float,
                 "late_acks": sum(r[1] for r in rows), "windows": len(rows),
                 "tcp_longest_ms": max((r[2] for r in rows if r[2] is not None), default=None)}
 
-    downs = sorted({node for _, node, state in verdicts(lab, t0, t2) if state == "down"})
+    # A down that follows the starved server's own check failing (its backend is starved too
+    # and times out) is the check doing its job; any other down is a false one.
+    failing = [t for t, _ in log_matches(victim.log, CHECK_FAILING, t0, t2)]
+    downs, check_downs = set(), set()
+    for t, node, state in verdicts(lab, t0, t2):
+        if state != "down":
+            continue
+        own_check = node == victim.name and any(0 <= t - f <= CHECK_GRACE_S for f in failing)
+        (check_downs if own_check else downs).add(node)
     return {"percent": percent, "burners": burners, "seconds": seconds, "victim": victim.name,
             "leader": lead.name, "throttled_periods": periods,
             "raft_silence": silence(victim), "raft_silence_control": silence(control),
             **suspicions(lead, victim.name, t0, t1),
-            "false_downs": downs, "holders_seen": sorted(holders),
+            "false_downs": sorted(downs), "check_downs": sorted(check_downs),
+            "check_failures": len(failing), "holders_seen": sorted(holders),
             "elections": sum(len(log_matches(n.log, ELECTED, t0, t2)) for n in lab.nodes)}
 
 
@@ -209,21 +222,25 @@ def main() -> int:
             "longest_suspect_ms": mx([r["longest_suspect_ms"] for r in rs]),
             "deaths": sum(r["deaths"] for r in rs),
             "false_downs": sum(len(r["false_downs"]) for r in rs),
+            "check_downs": sum(len(r["check_downs"]) for r in rs),
             "elections": sum(r["elections"] for r in rs),
         }
     print(f"{'cpu %':>6} {'trials':>6} {'raft silence med/max':>21} {'tcp max':>8} {'control max':>12} "
           f"{'late acks':>10} {'suspicions':>10} {'longest suspect':>16} {'deaths':>7} "
-          f"{'false downs':>12} {'elections':>10}", file=sys.stderr)
+          f"{'false downs':>12} {'check downs':>12} {'elections':>10}", file=sys.stderr)
     for level, s in summary.items():
         rsm = s["raft_silence_ms"]
         silence = f"{rsm['median']:.0f} / {rsm['max']:.0f}"
         print(f"{level:>6} {s['trials']:>6} {silence:>21} {s['tcp_silence_max_ms'] or 0:>8.0f} "
               f"{s['raft_silence_control_max_ms'] or 0:>12.0f} {s['late_acks']:>10} "
               f"{s['suspicions']:>10} {s['longest_suspect_ms'] or 0:>16.0f} {s['deaths']:>7} "
-              f"{s['false_downs']:>12} {s['elections']:>10}", file=sys.stderr)
+              f"{s['false_downs']:>12} {s['check_downs']:>12} {s['elections']:>10}", file=sys.stderr)
     print("(ms; raft silence: the longest time the leader had no heartbeat ack from the starved "
           "member; tcp: the longest its kernel left our Raft traffic unacked meanwhile; "
-          "control: the other follower; late acks: acks after > 3 heartbeats)", file=sys.stderr)
+          "control: the other follower; late acks: acks after > 3 heartbeats; false downs: "
+          "trials with a backend committed down for no failing check of its own; check downs: "
+          "trials where the starved server's own check timed out, then its backend went down)",
+          file=sys.stderr)
     doc = {"bench": "starvation", "command": " ".join([".venv/bin/python", *sys.argv]),
            "trials": args.trials, "health_overrides": health, "machine": machine(),
            "summary": summary, "rows": rows}
