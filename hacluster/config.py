@@ -94,7 +94,7 @@ class HealthSpec(_Strict):
     # A SUSPECT member whose Raft heartbeat acks have also stopped for this long, and whose
     # kernel has not acknowledged our Raft traffic for as long (TCP), is down at once: the
     # server is gone, not merely slow. A CPU-starved one's kernel still acks, so this may be
-    # shorter than the Raft silences such a member shows (bench/starvation.py: up to ~0.55 s
+    # shorter than the Raft silences such a member shows (bench/starvation.py: up to ~0.6 s
     # at 10 % of a CPU). Was 1000 before the kernel's acks were looked at.
     corroborate_ms: int = Field(default=500, ge=100, le=600_000)
     # The leader has gossip probe a member out of turn (directly and through others at once,

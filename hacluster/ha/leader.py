@@ -112,11 +112,10 @@ class LeaderDuties:
 
     def _silent(self, snap: Snapshot) -> list[str]:
         """Leader: the members whose Raft acks (and kernel's TCP acks) stopped for
-        health.silence_probe_ms. Gossip
-        probes them out of turn (gossip/urgent.py, at most once per 10 probe intervals), so
-        a SUSPECT comes within a probe timeout, and the verdicts are looked at every tick
-        until they ack again: with corroborate_ms of silence, a powered-off server's
-        backends leave in well under a second."""
+        health.silence_probe_ms. Gossip probes them out of turn (gossip/urgent.py, at most
+        once per 10 probe intervals), so a SUSPECT comes within a probe timeout, and the
+        verdicts are looked at every tick until they ack again: with corroborate_ms of
+        silence, a powered-off server's backends leave in well under a second."""
         after, view = self._config.health_silence_probe, snap.consensus
         if not after or self._gossip is None or view.role is not Role.LEADER:
             return []

@@ -21,8 +21,9 @@ What a member's state means for its checks' verdicts:
   window ends. Suspicion alone is not a verdict; Lifeguard exists because overloaded
   members get suspected falsely, and pulling their backends on a suspicion is the
   flapping that Consul users complain about. A CPU-starved server's Raft acks come late,
-  at 10 % of a CPU up to ~0.55 s apart (bench/starvation.py), more than `corroborate`;
-  but its kernel acks our segments within milliseconds, so it is never down by this rule.
+  at 10 % of a CPU up to ~0.6 s apart (bench/starvation.py), more than `corroborate`;
+  but its kernel acks our segments within ~0.1 s (delayed ACKs), so it is never down by
+  this rule.
 - ALIVE: the check's own state; UNKNOWN (not yet `rise`/`fall` results) is no opinion.
   "Up" needs the member to have been alive for `rejoin` seconds: a member back from
   DEAD (a healed partition, a thawed process) first refutes with the check results it had
