@@ -8,9 +8,11 @@ hacluster.lab, never copied here; bench/ may not import tests/.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -308,3 +310,30 @@ def start_monitor(lab: Lab) -> ResilientMonitor:
     time.sleep(0.05)
     return mon
 
+
+
+# ------------------------------------------------------------------------------ agent logs
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_matches(path: Path, pattern: re.Pattern[str], since: float,
+                until: float = float("inf")) -> list[tuple[float, re.Match[str]]]:
+    """(wall time, match) of every line of an agent's log (human format, ms stamps) stamped
+    in [since, until] that matches `pattern` (searched anywhere in the line)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        m = _STAMP.match(line)
+        if not m:
+            continue
+        found = pattern.search(line)
+        if found is None:
+            continue
+        t = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+        if since - 0.001 <= t <= until:
+            out.append((t, found))
+    return out

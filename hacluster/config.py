@@ -91,9 +91,18 @@ class HealthSpec(_Strict):
     # A member back from DEAD (healed partition, thawed process) refutes with the results
     # it had before; its backends are committed up only once it stayed alive this long.
     rejoin_ms: int = Field(default=2_000, ge=0, le=600_000)
-    # A SUSPECT member whose Raft heartbeat acks have also stopped for this long is down at
-    # once (two independent channels agree), without waiting out the suspicion timeout.
-    corroborate_ms: int = Field(default=1_000, ge=100, le=600_000)
+    # A SUSPECT member whose Raft heartbeat acks have also stopped for this long, and whose
+    # kernel has not acknowledged our Raft traffic for as long (TCP), is down at once: the
+    # server is gone, not merely slow. A CPU-starved one's kernel still acks, so this may be
+    # shorter than the Raft silences such a member shows (bench/starvation.py: up to ~0.6 s
+    # at 10 % of a CPU). Was 1000 before the kernel's acks were looked at.
+    corroborate_ms: int = Field(default=500, ge=100, le=600_000)
+    # The leader has gossip probe a member out of turn (directly and through others at once,
+    # one gossip probe timeout) once its Raft heartbeat acks have stopped this long, so that
+    # the suspicion corroborate_ms waits for starts within a few heartbeats instead of at the
+    # member's turn in the probe round. 0: off. Above 2 x timing.heartbeat_ms and below
+    # corroborate_ms (checked).
+    silence_probe_ms: int = Field(default=150, ge=0, le=600_000)
 
 
 class TlsSpec(_Strict):
@@ -177,7 +186,8 @@ class Config:
     checks: tuple[AnyCheck, ...] = ()
     health_settle: float = 0.2
     health_rejoin: float = 2.0
-    health_corroborate: float = 1.0
+    health_corroborate: float = 0.5
+    health_silence_probe: float = 0.15  # 0: off
     services: tuple[ServiceSpec, ...] = ()
     dataplane: str = "auto"
     cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
@@ -257,6 +267,16 @@ def _check_timing(t: TimingSpec) -> list[str]:
     need(t.vip_lifetime_s * 1000 > t.lease_ms,
          f"vip_lifetime_s ({t.vip_lifetime_s}) must be longer than the lease")
     return errs
+
+
+def _check_health(spec: ConfigSpec) -> list[str]:
+    h, heartbeat = spec.health, spec.timing.heartbeat_ms
+    if h.silence_probe_ms and not 2 * heartbeat < h.silence_probe_ms < h.corroborate_ms:
+        return [f"health.silence_probe_ms: must be 0 (off) or above 2 x timing.heartbeat_ms "
+                f"({2 * heartbeat}: acks are that late in a healthy cluster) and below "
+                f"corroborate_ms ({h.corroborate_ms}: the probe is what corroborate waits for), "
+                f"got {h.silence_probe_ms}"]
+    return []
 
 
 def _check_gossip(g: GossipSpec) -> list[str]:
@@ -377,6 +397,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         health_settle=spec.health.settle_ms / 1000,
         health_rejoin=spec.health.rejoin_ms / 1000,
         health_corroborate=spec.health.corroborate_ms / 1000,
+        health_silence_probe=spec.health.silence_probe_ms / 1000,
         services=tuple(spec.services),
         dataplane=spec.dataplane,
         metrics_listen=spec.metrics.listen,
@@ -415,6 +436,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
+    errs += _check_health(spec)
     errs += _check_metrics(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
                            {v.address for v in spec.vips}, {c.name for c in spec.checks})

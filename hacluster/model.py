@@ -85,6 +85,10 @@ class PeerLink:
     address: str
     connected: bool
     last_ack_age_s: float | None  # leader only: time since its last acknowledged heartbeat
+    # leader only: how long its kernel has left our Raft traffic unacknowledged (TCP; 0 when
+    # nothing is in flight; None when unknown or not read: only read while its Raft acks are
+    # late). A starved process's kernel still acks.
+    tcp_silent_s: float | None = None
 
 
 @dataclass(frozen=True)

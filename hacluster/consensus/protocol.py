@@ -50,7 +50,9 @@ class Consensus(Protocol):
 
         The proposal is made on the tick thread, and only if this node still leads in `term`
         there. view().epoch_applied turns True once it is applied (every earlier entry is
-        then applied too: the table the leader acts on is complete)."""
+        then applied too: the table the leader acts on is complete). Unless leadership came
+        by a graceful transfer, the entry is marked `by_election`: applying it takes the
+        previous epoch owner's backends out of the table (state.py, "suspect by election")."""
 
     def submit(self, command: dict[str, Any],
                callback: Callable[[Result | None, int], None] | None = None) -> None:

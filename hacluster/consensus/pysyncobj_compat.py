@@ -29,6 +29,10 @@ public way to do any of this):
 * `raft_state()`: SyncObj.__raftState (attribute). view() reports the candidate role.
 * `is_leader()`, `leader_address()`: SyncObj._isLeader, _getLeader (methods). Every rule
   asks whether we lead; view() names the leader.
+* `tcp_silence(node)`: TCPTransport._connections (attribute), then the connection's public
+  fileno(). Health verdicts (ha/verdicts.py) tell a dead server from a CPU-starved one by
+  whether its kernel still acknowledges our Raft traffic (TCP_INFO), and pysyncobj keeps
+  its sockets to itself.
 * `HookedSyncObj`: overrides SyncObj._onTick (Hooks.before_tick runs the pre-vote gate
   right before pysyncobj checks its election deadline) and TCPTransport._onMessageReceived
   and send, reading TCPTransport._syncObj (Hooks.on_message / on_send: stickiness, pre-vote
@@ -56,6 +60,7 @@ them from the hooks or through call_soon.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -96,7 +101,13 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("SyncObj", "_SyncObj__properies", "attribute"),
     ("TCPTransport", "_onMessageReceived", "method"),
     ("TCPTransport", "_syncObj", "attribute"),
+    ("TCPTransport", "_connections", "attribute"),
 )
+
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then 32-bit ones; tcpi_unacked is the
+# 5th of those, tcpi_last_ack_recv (ms since the last ACK came in) the 13th.
+_TCP_INFO = struct.Struct("=8B13I")
+_UNACKED, _LAST_ACK_RECV = 8 + 4, 8 + 12
 
 
 class Hooks(Protocol):
@@ -216,6 +227,29 @@ class SyncObjSeam(Generic[S]):
 
     def destroy(self) -> None:
         self.obj.destroy()
+
+    def tcp_silence(self, node: Node) -> float | None:
+        """Seconds that data we sent `node` on our Raft connection has waited for an ACK from
+        its kernel (TCP_INFO: since the last ACK, while bytes are in flight; 0.0 with none
+        in flight), or None without a connected socket. The peer's kernel acks even while its
+        processes get no CPU; a powered-off or cut-off server's does not. Tick thread only:
+        pysyncobj's thread closes its sockets, so no other may borrow their descriptors."""
+        conn = self.obj._SyncObj__transport._connections.get(node)  # type: ignore[attr-defined]
+        fd = conn.fileno() if conn is not None else None
+        if fd is None or fd < 0:
+            return None
+        try:
+            sock = socket.socket(fileno=fd)  # borrowed, never closed here: detached below
+        except OSError:
+            return None
+        try:
+            info = _TCP_INFO.unpack_from(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                        _TCP_INFO.size))
+        except (OSError, struct.error):
+            return None
+        finally:
+            sock.detach()
+        return info[_LAST_ACK_RECV] / 1000 if info[_UNACKED] else 0.0
 
     # ------------------------------------------------------------ readers of privates
 

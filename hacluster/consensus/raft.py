@@ -43,6 +43,7 @@ from typing import Any
 
 from hacluster import clock
 from hacluster.config import Config
+from hacluster.consensus.acklag import AckLag
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
     FOLLOWER,
@@ -60,7 +61,8 @@ log = logging.getLogger("hacluster.raft")
 
 _PING_PERIOD = 0.25  # s between hc_ping on every link; well under CONNECTION_TIMEOUT
 _CONNECTION_TIMEOUT = 2.0
-_GATE_MARGIN = 0.02  # s
+# pysyncobj's election deadline while the pre-vote gate holds elections back: never reached
+HELD = 1e18
 # A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
 # longer renewed, so the cluster must elect another leader (which will probe before claiming).
 AGENT_STUCK_S = 1.0  # s without a finished agent tick before the leader mutes its heartbeats
@@ -120,6 +122,9 @@ class RaftNode:
         self.leader_since = 0.0
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
+        self._tcp_silence: dict[str, float | None] = {}  # leader: peer -> TCP_INFO silence
+        # how long followers stay silent (for the health verdicts' corroboration window)
+        self._ack_lag = AckLag(3 * t.heartbeat, config.health_corroborate)
         self._last_leader_contact = 0.0
         self._silence_until = 0.0  # heartbeats muted until then (see register_epoch)
         self.silent_before_leading: float | None = None
@@ -127,6 +132,7 @@ class RaftNode:
         self._prevote_grants: set[str] = set()
         self._prevote_passed = False
         self._prevote_term = 0  # the term the current pre-vote round asks for
+        self._election_due = 0.0  # when pysyncobj would elect; its own timer is HELD (gate)
         self._stale_leader_since: float | None = None  # hearing only lower-term leaders since
         self._stale_reply_at = 0.0
         self._transfer_pending = False
@@ -187,10 +193,29 @@ class RaftNode:
                 log.exception("tick-thread call failed")
         now = _now()
         self._check_agent(now)
+        self._read_tcp_silence(now)
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
             self._broadcast({"type": "hc_ping"})
         self._gate_election(now)
+
+    def _read_tcp_silence(self, now: float) -> None:
+        """Leader: how long each peer's kernel has left our traffic unacknowledged, for the
+        health verdicts (read here: pysyncobj's thread owns the sockets), and only for a peer
+        whose Raft acks are late (the only case the verdicts look at it: no system call at
+        all in a healthy cluster). Replaced whole: view() reads it from the agent's thread."""
+        s = self._sync
+        if s is None or not s.is_leader():
+            self._tcp_silence = {}
+            return
+        out: dict[str, float | None] = {}
+        for n in s.other_nodes():
+            peer = self._by_addr.get(getattr(n, "address", ""), "")
+            late = now - self._acks.get(peer, self.leader_since) > self._ack_lag.floor
+            out[peer] = s.tcp_silence(n) if late else None
+            if out[peer] is not None:
+                self._ack_lag.tcp(peer, out[peer])
+        self._tcp_silence = out
 
     def agent_alive(self) -> None:
         """Called by the agent loop after every tick: the watchdog's heartbeat."""
@@ -207,19 +232,31 @@ class RaftNode:
             self.mute_heartbeats = stuck
 
     def _gate_election(self, now: float) -> None:
-        """Hold pysyncobj's election back until a pre-vote round passed (or a transfer)."""
+        """Hold pysyncobj's election back until a pre-vote round passed (or a transfer).
+
+        The gate owns the election timer: whatever deadline pysyncobj set since the last
+        tick (a heartbeat, a vote, a timeout_now) is taken over as `_election_due`, and
+        pysyncobj's own is parked at HELD, so that its check, which runs a little after this
+        hook, can never fire by itself. Comparing its deadline with a margin was not enough:
+        a CPU-starved process is descheduled for tens of milliseconds between the two, and
+        every election that slipped through ungated bumped the term and deposed a healthy
+        leader (bench/starvation.py at 8 % of a CPU: several per minute). Only a permitted
+        election sets pysyncobj's deadline to 0.
+        """
         s = self._sync
         if s is None or s.is_leader():
             return
         deadline = s.election_deadline()
-        # pysyncobj reads the deadline a few microseconds after this hook: intercept
-        # anything due within the margin, or an election could slip through ungated.
-        if deadline > now + _GATE_MARGIN:
+        if deadline != HELD:  # pysyncobj (re)armed its timer since the last tick
+            self._election_due = deadline
+            s.set_election_deadline(HELD)
+        if self._election_due > now:
             return
         if s.transfer_in_progress():
             if not self._transfer_pending:
                 log.debug("leadership transfer to us: election without pre-vote")
             self._transfer_pending = True
+            s.set_election_deadline(0)
             return
         if self._prevote_passed:
             self._prevote_passed = False
@@ -229,14 +266,16 @@ class RaftNode:
             # a lower term are ignored, and our vote requests are refused as sticky).
             if s.term + 1 == self._prevote_term:
                 log.debug("pre-vote passed: election for term %d", self._prevote_term)
-                return  # let pysyncobj run this election
+                s.set_election_deadline(0)  # let pysyncobj run this election
+                return
             log.debug("pre-vote for term %d is stale (term is now %d): asking again",
                       self._prevote_term, s.term)
         if self._n == 1:
+            s.set_election_deadline(0)
             return
         # Not yet: push the deadline forward and ask for pre-votes instead.
-        s.set_election_deadline(now + random.uniform(self.election_min,
-                                                     self.config.timing.election_max))
+        self._election_due = now + random.uniform(self.election_min,
+                                                  self.config.timing.election_max)
         self._prevote_round += 1
         self._prevote_grants = set()
         self._prevote_term = s.term + 1
@@ -312,6 +351,7 @@ class RaftNode:
             ts = message.get("hc_ts")
             if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since:
                 if ts > self._acks.get(peer, 0.0):
+                    self._ack_lag.ack(peer, now - self._acks.get(peer, self.leader_since), now)
                     self._acks[peer] = ts
                     self._recompute_lease()
             return False
@@ -333,7 +373,7 @@ class RaftNode:
                 if len(self._prevote_grants) + 1 > self._n // 2:
                     self._prevote_passed = True
                     self._prevote_round += 1  # retire the round: late grants must not re-arm it
-                    s.set_election_deadline(0)  # pysyncobj elects at its next tick
+                    s.set_election_deadline(0)  # the gate lets pysyncobj elect at its next tick
             return True
         return False
 
@@ -398,6 +438,7 @@ class RaftNode:
         s = self._sync
         role = self._role_of(new)
         self._acks.clear()
+        self._ack_lag.reset(_now())
         self._prevote_passed = False  # a pass is good for the one election it was asked for
         self.lease_expiry = 0.0
         if role is Role.LEADER:
@@ -442,6 +483,7 @@ class RaftNode:
         def done(result: Result | None, err: int) -> None:
             if result is not None and result.ok:
                 self._epoch_term_applied = max(self._epoch_term_applied, term)
+                log.info("leader_epoch %d applied: %s", term, result.detail)
             elif result is not None:
                 log.warning("leader_epoch %d refused: %s", term, result.detail)
                 s = self._sync
@@ -458,7 +500,10 @@ class RaftNode:
             if s is None or not s.is_leader() or s.term != term:
                 log.info("leader_epoch %d not proposed: no longer the leader of that term", term)
                 return
-            self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id}, done)
+            # Won because the previous leader went silent (not handed over): the state
+            # machine takes that server's backends out in this very entry (state.py).
+            self.submit({"type": "leader_epoch", "term": term, "node": self.config.node_id,
+                         "by_election": not self.won_by_transfer}, done)
         self.call_soon(propose)
 
     def transfer_leadership(self, to: str | None, done: Callable[[bool], None]) -> None:
@@ -511,9 +556,11 @@ class RaftNode:
         remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
         # A peer that has not acked since we became leader has been silent at least that
         # long: a dead old leader's backends need not wait for gossip's dead verdict.
+        tcp = self._tcp_silence
         peers = tuple(
             PeerLink(m.id, m.raft_endpoint, self._connected(m.raft_endpoint),
-                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None)
+                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None,
+                     tcp.get(m.id) if is_leader else None)
             for m in self.config.peers
         )
         connected = sum(1 for p in peers if p.connected) + 1

@@ -7,18 +7,31 @@ working. Unknown types are refused loudly unless the command says `"ignorable": 
 
 Invariant I3: terms and generations only go forward. A leader_epoch with a term lower than
 the recorded one, or a compare-and-set on a stale generation, is refused and changes nothing.
+
+Suspect by election (DESIGN.md §6): a leader_epoch marked `by_election` (its leader won
+because the previous one went silent, not by a graceful transfer) takes the previous epoch's
+owner, the VIP holder that fell silent, out of service in the same entry: its committed
+health verdicts turn down, it is recorded in `suspects`, and the balancing table moves on
+one generation with its backends DOWN. The first table the new holder applies, before it
+claims the VIPs, therefore sends no new flow to a server that is most likely dead; the
+leader's verdicts (ha/verdicts.py) clear the suspicion once gossip has seen it alive again.
+Decided here, at apply time, from the recorded epoch owner: a proposer whose own state
+lagged cannot name the wrong server.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from hacluster.model import maintenance_on
 
 COMMAND_VERSION = 1
 MAX_PAYLOAD = 64 * 1024
 MAX_HEALTH_KEYS = 1024
+MAX_REJOINED = 64
 
 
 class CommandError(ValueError):
@@ -70,6 +83,9 @@ class ReplicatedState:
     # The balancing table (dataplane.table.table_to_doc form) and its generation (§6).
     table: dict[str, Any] | None = None
     table_generation: int = 0
+    # Members suspected by election -> the term whose epoch suspected them: their backends
+    # are DOWN in every table until a health command lists them as rejoined.
+    suspects: dict[str, int] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A dump written by an older version lacks the newer fields: give them defaults
@@ -81,7 +97,7 @@ class ReplicatedState:
         return {"epoch_term": self.epoch_term, "epoch_node": self.epoch_node,
                 "epochs": self.epochs, "generation": self.generation,
                 "flags": dict(self.flags), "refused": self.refused, "health": dict(self.health),
-                "table_generation": self.table_generation}
+                "table_generation": self.table_generation, "suspects": dict(self.suspects)}
 
     def apply(self, payload: bytes) -> Result:
         try:
@@ -101,6 +117,9 @@ class ReplicatedState:
 
     def _leader_epoch(self, cmd: dict[str, Any]) -> Result:
         term, node = _int(cmd, "term"), _str(cmd, "node")
+        by_election = cmd.get("by_election", False)
+        if not isinstance(by_election, bool):
+            raise CommandError(f"leader_epoch.by_election must be true or false, got {by_election!r}")
         if term < self.epoch_term:
             raise CommandError(f"leader_epoch term {term} is older than recorded term "
                                f"{self.epoch_term}")
@@ -108,10 +127,33 @@ class ReplicatedState:
             return Result(True, "epoch already recorded", self.generation)  # idempotent retry
         if term == self.epoch_term:
             raise CommandError(f"term {term} already belongs to {self.epoch_node!r}")
+        previous = self.epoch_node
         self.epoch_term, self.epoch_node = term, node
         self.epochs += 1
         self.generation += 1
-        return Result(True, f"epoch {term} for {node}", self.generation)
+        detail = f"epoch {term} for {node}"
+        self.suspects.pop(node, None)  # it just won an election: it is alive
+        if by_election and previous and previous != node:
+            detail += "; " + self._suspect(previous, term)
+        return Result(True, detail, self.generation)
+
+    def _suspect(self, node: str, term: int) -> str:
+        """Take `node`, the previous epoch's silent owner, out of service (see the module
+        docstring). Its verdicts go down, not away: the leader's verdicts put them back."""
+        self.suspects[node] = term
+        downs = sorted(k for k, v in self.health.items() if k.startswith(node + "/") and v)
+        for key in downs:
+            self.health[key] = False
+        words = f"{node} suspect by election"
+        if downs:
+            words += ": " + ", ".join(f"{k}=down" for k in downs)
+        if self.table is not None and not maintenance_on(self.flags):
+            table = suspects_down(self.table, self.suspects)
+            if table != self.table:
+                self.table_generation += 1
+                self.table = {**table, "generation": self.table_generation}
+                words += f"; table generation {self.table_generation}"
+        return words
 
     def _set_flag(self, cmd: dict[str, Any]) -> Result:
         name, value, expect = _str(cmd, "name"), cmd.get("value"), _int(cmd, "expect_generation")
@@ -135,12 +177,17 @@ class ReplicatedState:
         leader's epoch (the leader only proposes once its own epoch is applied). A null
         value forgets the key (a check or member that no longer exists).
         """
-        term, changes = _int(cmd, "term"), cmd.get("changes")
+        term, changes, rejoined = _int(cmd, "term"), cmd.get("changes"), cmd.get("rejoined", [])
         if term != self.epoch_term:
             raise CommandError(f"health from term {term}, but term {self.epoch_term} is current")
-        if not isinstance(changes, dict) or not changes or len(changes) > MAX_HEALTH_KEYS:
-            raise CommandError(f"health.changes must be a non-empty object of at most "
-                               f"{MAX_HEALTH_KEYS} entries")
+        if not isinstance(rejoined, list) or len(rejoined) > MAX_REJOINED \
+                or not all(isinstance(n, str) and 0 < len(n) <= 256 for n in rejoined):
+            raise CommandError(f"health.rejoined must be a list of at most {MAX_REJOINED} member "
+                               f"names")
+        if not isinstance(changes, dict) or not (changes or rejoined) \
+                or len(changes) > MAX_HEALTH_KEYS:
+            raise CommandError(f"health.changes must be an object of at most {MAX_HEALTH_KEYS} "
+                               f"entries, non-empty unless members rejoined")
         for key, healthy in changes.items():
             node, sep, check = key.partition("/")
             if not sep or not node or not check or len(key) > 256:
@@ -149,17 +196,21 @@ class ReplicatedState:
                 raise CommandError(f"health[{key!r}] must be true, false or null, got {healthy!r}")
         real = {k: v for k, v in changes.items()
                 if (k in self.health if v is None else self.health.get(k) is not v)}
-        if not real:
+        back = sorted(n for n in set(rejoined) if n in self.suspects)
+        if not real and not back:
             return Result(True, "health unchanged", self.generation)
         for k, v in real.items():
             if v is None:
                 del self.health[k]
             else:
                 self.health[k] = v
+        for n in back:
+            del self.suspects[n]
         self.generation += 1
         words = {True: "up", False: "down", None: "forgotten"}
-        return Result(True, "health " + ", ".join(f"{k}={words[v]}" for k, v in sorted(real.items())),
-                      self.generation)
+        parts = [f"{k}={words[v]}" for k, v in sorted(real.items())]
+        parts += [f"{n} rejoined (no longer suspect by election)" for n in back]
+        return Result(True, "health " + ", ".join(parts), self.generation)
 
 
     def _table(self, cmd: dict[str, Any]) -> Result:
@@ -184,6 +235,26 @@ class ReplicatedState:
         self.table, self.table_generation = table, expect + 1
         self.generation += 1
         return Result(True, f"table generation {self.table_generation}", self.generation)
+
+
+def suspects_down(table: dict[str, Any], suspects: Mapping[str, Any]) -> dict[str, Any]:
+    """The table document (dataplane.table.table_to_doc form) with every ACTIVE backend of a
+    suspected member DOWN, in every service, whether or not it has a health check. A member's
+    backends carry its id; an external host's id is "address:port", never a member's name.
+    One rule for both places that need it: the state machine at the epoch, the leader when
+    it builds a table (ha/leader.py)."""
+    if not suspects:
+        return table
+
+    def one(b: Any) -> Any:
+        if isinstance(b, dict) and b.get("id") in suspects and b.get("state") == "active":
+            return {**b, "state": "down"}
+        return b
+
+    return {**table, "services": [
+        {**s, "backends": [one(b) for b in s["backends"]]}
+        if isinstance(s, dict) and isinstance(s.get("backends"), list) else s
+        for s in table["services"]]}
 
 
 def _int(cmd: dict[str, Any], key: str) -> int:

@@ -14,7 +14,8 @@ handlers on other threads (the transport's server) cannot deadlock with our own 
 
 Split by concern: the ordering of claims and the per-member record are in precedence.py,
 the lock-held merge of claims into our table in merge.py (mixin `Merger`), the background
-threads in runner.py (mixin `Runner`); this module holds the protocol exchanges and the API.
+threads in runner.py (mixin `Runner`), out-of-turn probes when Raft has stopped hearing a
+member in urgent.py (mixin `Urgent`); this module holds the protocol exchanges and the API.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from hacluster.gossip.precedence import (
 )
 from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
 from hacluster.gossip.types import Ack, GossipState, GossipTiming, NodeMeta, NodeRecord, Transport
+from hacluster.gossip.urgent import Urgent
 from hacluster.gossip.wire import encoded_size
 from hacluster.model import NodeId
 
@@ -69,10 +71,11 @@ DEFAULT_TIMING = GossipTiming()
 _STATS = ("pings_sent", "ping_reqs_sent", "gossips_sent", "push_pulls_sent", "pings_received",
           "ping_reqs_received", "gossips_received", "push_pulls_received", "acks_received",
           "probe_failures", "indirect_acks", "suspicions", "confirmations", "refutations",
-          "deaths", "lefts", "revivals", "unknown_records", "absurd_claims", "step_errors")
+          "deaths", "lefts", "revivals", "unknown_records", "absurd_claims", "step_errors",
+          "urgent_probes")
 
 
-class Membership(Merger, Runner):
+class Membership(Merger, Runner, Urgent):
     """One member's view of a statically configured cluster (peers come from config)."""
 
     def __init__(self, node_id: NodeId, address: str, peers: dict[NodeId, str], transport: Transport,
@@ -103,6 +106,7 @@ class Membership(Merger, Runner):
         self._stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._joined = False
+        self._init_urgent()
 
     # ------------------------------------------------------------------ driven steps
 

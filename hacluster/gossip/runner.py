@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hacluster.gossip")
 
 EXPIRY_PERIOD = 0.05
+URGENT_WAIT_S = 0.5  # the urgent thread looks at its stop event at least this often
 STOP_WAIT = 2.0  # stop() waits this long for threads stuck in a transport call
 
 
@@ -44,6 +45,8 @@ class Runner:
     push_pull_once: Callable[[], None]
     reconnect_once: Callable[[], None]
     expire_suspicions: Callable[[], None]
+    probe_urgent: Callable[[], None]
+    _urgent_wake: threading.Event
     join: Callable[[], bool]
     probe_delay: Callable[[], float]
 
@@ -65,6 +68,9 @@ class Runner:
             self._threads = [threading.Thread(target=self._run, args=(name, step, delay, stop),
                                               name=f"gossip-{name}-{self._id}", daemon=True)
                              for name, step, delay in loops]
+            # out-of-turn probes (urgent.py): woken by request_probe(), not on a period
+            self._threads.append(threading.Thread(target=self._run_woken, args=("urgent", stop),
+                                                  name=f"gossip-urgent-{self._id}", daemon=True))
             threads = list(self._threads)
         for thread in threads:
             thread.start()
@@ -93,6 +99,18 @@ class Runner:
         while not stop.wait(delay()):
             try:
                 step()
+            except Exception:
+                with self._lock:
+                    self._stats["step_errors"] += 1
+                log.exception("gossip %s step failed", name)
+
+    def _run_woken(self, name: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self._urgent_wake.wait(URGENT_WAIT_S):
+                continue
+            self._urgent_wake.clear()
+            try:
+                self.probe_urgent()
             except Exception:
                 with self._lock:
                     self._stats["step_errors"] += 1

@@ -8,7 +8,6 @@ kind is in flight, and refused or lost ones back off instead of retrying every t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -16,12 +15,13 @@ from typing import Any
 
 from hacluster.config import Config
 from hacluster.consensus.protocol import Consensus
+from hacluster.consensus.state import suspects_down
 from hacluster.dataplane.build import build_table
 from hacluster.dataplane.table import table_to_doc
 from hacluster.events import EventLog
 from hacluster.ha.decide import Snapshot
 from hacluster.ha.verdicts import Observed, Policy, VerdictTracker
-from hacluster.model import ConsensusView, Role, is_draining, maintenance_on
+from hacluster.model import ConsensusView, GossipState, Role, is_draining, maintenance_on
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,10 @@ class Proposer:
         self._blocked_until = 0.0
         self._backoff = 0.0
 
-    def due(self, now: float) -> bool:
-        if now < self._due or now < self._blocked_until:
+    def due(self, now: float, changed: bool = False) -> bool:
+        """Time to compare again: PROPOSE_EVERY_S after the last look, or at once when the
+        committed state `changed`; never while a proposal is in flight or backing off."""
+        if now < self._blocked_until or (now < self._due and not changed):
             return False
         self._due = now + PROPOSE_EVERY_S
         return True
@@ -91,6 +93,7 @@ class LeaderDuties:
                    corroborate=config.health_corroborate))
         self._health = Proposer(clock, "health change", timings)
         self._table = Proposer(clock, "table", timings)
+        self._table_seen = -1  # the state generation the table was last compared at
         self._contradicted: frozenset[str] = frozenset()
         self._members_addr = {m.id: m.address for m in config.members}
         self._drained_next_try = 0.0
@@ -98,40 +101,74 @@ class LeaderDuties:
         self._drained_seen_at: float | None = None  # when this leader was first seen drained
 
     def step(self, snap: Snapshot) -> None:
-        self._health_step(snap)
+        silent = self._silent(snap)
+        for node in silent:
+            self._gossip.request_probe(node)
+        self._health_step(snap, look_now=bool(silent))
         self._table_step(snap)
         self._leave_if_drained(snap)
 
     # ----------------------------------------------------------------- health verdicts
 
-    def _health_step(self, snap: Snapshot) -> None:
+    def _silent(self, snap: Snapshot) -> list[str]:
+        """Leader: the members whose Raft acks (and kernel's TCP acks) stopped for
+        health.silence_probe_ms. Gossip probes them out of turn (gossip/urgent.py, at most
+        once per 10 probe intervals), so a SUSPECT comes within a probe timeout, and the
+        verdicts are looked at every tick until they ack again: with corroborate_ms of
+        silence, a powered-off server's backends leave in well under a second."""
+        after, view = self._config.health_silence_probe, snap.consensus
+        if not after or self._gossip is None or view.role is not Role.LEADER:
+            return []
+        # not one whose kernel still acks: the verdict would not take it down anyway, and a
+        # starved member has no CPU to spare for answering probes
+        return [p.id for p in view.peers if p.last_ack_age_s is not None and p.last_ack_age_s >= after
+                and not (p.tcp_silent_s is not None and p.tcp_silent_s < after)]
+
+    def _health_step(self, snap: Snapshot, look_now: bool = False) -> None:
         """Commit the health changes the gossiped view has settled on (DESIGN.md §5).
 
         Gossip never touches VIP ownership; this only feeds the replicated health that the
         balancing table follows. At most one proposal is in flight; failed ones back off.
         """
         view = snap.consensus
-        if self._gossip is None:
-            return
         if view.role is not Role.LEADER or not view.epoch_applied:
             self._verdicts.reset()
             return
-        if not self._health.due(snap.now):
+        if not self._health.due(snap.now, look_now):
             return
-        changes = self._verdicts.changes(snap.now, self._observed(view), self._raft.state.health)
-        self._note_contradictions()
-        if not changes:
+        state = self._raft.state
+        suspects = tuple(state.suspects)
+        if self._gossip is None:
+            # Nothing judges health without gossip; a suspect by election is back once Raft
+            # has heard it for the rejoin time.
+            changes: dict[str, bool | None] = {}
+            rejoined = self._verdicts.back(snap.now, self._raft_only(view), suspects)
+        else:
+            changes = self._verdicts.changes(snap.now, self._observed(view), state.health, suspects)
+            rejoined = self._verdicts.rejoined
+            self._note_contradictions()
+        if not changes and not rejoined:
             return
-        batch = dict(sorted(changes.items())[:HEALTH_BATCH])
-        self._health.submit(self._raft, snap.now, view.term,
-                            {"type": "health", "term": view.term, "changes": batch})
+        command: dict[str, Any] = {"type": "health", "term": view.term,
+                                   "changes": dict(sorted(changes.items())[:HEALTH_BATCH])}
+        if rejoined:
+            command["rejoined"] = sorted(rejoined)
+        self._health.submit(self._raft, snap.now, view.term, command)
 
     def _observed(self, view: ConsensusView) -> list[Observed]:
         """Gossip's members plus how long Raft has not heard each one (the leader's acks;
-        unknown for ourselves and for a peer not heard since we lead)."""
-        silent = {p.id: p.last_ack_age_s for p in view.peers}
-        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node))
+        none for ourselves, unknown for a peer not heard since we lead)."""
+        silent: dict[str, float | None] = {p.id: p.last_ack_age_s for p in view.peers}
+        silent[self._config.node_id] = 0.0
+        tcp = {p.id: p.tcp_silent_s for p in view.peers}
+        return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node), tcp.get(m.node))
                 for m in self._gossip.members()]
+
+    def _raft_only(self, view: ConsensusView) -> list[Observed]:
+        """Without gossip: every member as ALIVE with what Raft knows of it, for the rejoin rule."""
+        me = Observed(self._config.node_id, GossipState.ALIVE, None, raft_silent=0.0)
+        return [me] + [Observed(p.id, GossipState.ALIVE, None, raft_silent=p.last_ack_age_s)
+                       for p in view.peers]
 
     def _note_contradictions(self) -> None:
         now = self._verdicts.contradicted
@@ -149,20 +186,23 @@ class LeaderDuties:
         view = snap.consensus
         if not self._config.services or view.role is not Role.LEADER or not view.epoch_applied:
             return
-        if not self._table.due(snap.now):
-            return
         state = self._raft.state
+        # A committed change (a verdict, a flag) is looked at in the same tick, not up to
+        # PROPOSE_EVERY_S later: the table is what takes a dead backend's new flows away.
+        changed, self._table_seen = state.generation != self._table_seen, state.generation
+        if not self._table.due(snap.now, changed):
+            return
         current = state.table_generation
         if maintenance_on(state.flags) and state.table is not None:
             return  # frozen: health is still committed, the table follows it afterwards
-        desired = build_table(self._config.services, self._members_addr, state.health, state.flags,
-                              current + 1)
-        if state.table is not None and \
-                table_to_doc(dataclasses.replace(desired, generation=current)) == state.table:
+        desired = table_to_doc(build_table(self._config.services, self._members_addr, state.health,
+                                           state.flags, current + 1))
+        # a member suspected by election is out of every service (state.py's one rule)
+        desired = suspects_down(desired, state.suspects)
+        if state.table is not None and {**desired, "generation": current} == state.table:
             return
         self._table.submit(self._raft, snap.now, view.term, {
-            "type": "table", "term": view.term, "expect_generation": current,
-            "table": table_to_doc(desired)})
+            "type": "table", "term": view.term, "expect_generation": current, "table": desired})
 
     # ----------------------------------------------------------------- drained leader
 

@@ -35,6 +35,7 @@ class Recorder:
         self._claims_timed: set[str] = set()  # VIPs whose first claim this leadership was timed
         self._seen_generation = -1
         self._seen_health: dict[str, bool] = {}
+        self._seen_suspects: dict[str, int] = {}
         self._seen_table = 0
 
     def observe(self, now: float, view: ConsensusView, state: Any) -> None:
@@ -44,6 +45,7 @@ class Recorder:
             return
         self._seen_generation = state.generation
         self._health(dict(state.health))
+        self._suspects(dict(state.suspects))
         if state.table_generation != self._seen_table:
             self._seen_table = state.table_generation
             self.events.add("table", f"balancing table generation {state.table_generation} committed",
@@ -78,6 +80,15 @@ class Recorder:
                 self.events.add("health", f"{key} committed {'up' if now else 'DOWN'}", node=node,
                                 check=check, healthy=now)
         self._seen_health = dict(health)
+
+    def _suspects(self, suspects: Mapping[str, int]) -> None:
+        for node in sorted(set(suspects) - set(self._seen_suspects)):
+            self.events.add("health", f"{node} suspect by election (term {suspects[node]}): its "
+                            "backends are out until gossip sees it alive again", node=node,
+                            term=suspects[node])
+        for node in sorted(set(self._seen_suspects) - set(suspects)):
+            self.events.add("health", f"{node} is back: no longer suspect by election", node=node)
+        self._seen_suspects = dict(suspects)
 
     def claimed(self, vip: Vip, now: float, view: ConsensusView, by_transfer: bool) -> None:
         log.info("claimed VIP %s (term %d%s)", vip, view.term,

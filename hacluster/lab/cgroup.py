@@ -8,6 +8,8 @@ teardown removes what a crashed test left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ V2_ROOT = Path("/sys/fs/cgroup")
 V2_UNIFIED = Path("/sys/fs/cgroup/unified")  # hybrid hierarchy (v1 controllers + v2 tree)
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
+REMOVE_TRIES = 20
 
 
 def _v2_root() -> Path | None:
@@ -57,9 +60,23 @@ def cpu_limited(prefix: str, node: str, pids: list[int], percent: float) -> Iter
             _move(pid, group / "cgroup.procs")
         yield group
     finally:
+        _empty_and_remove(group, parent_procs)
+
+
+def _empty_and_remove(group: Path, parent_procs: Path) -> None:
+    """Move every process back and remove the group. A thread or child started while the
+    processes were being moved lands in the group after our read of it (EBUSY on rmdir):
+    read again and retry, a bounded number of times."""
+    for attempt in range(REMOVE_TRIES):
         for pid in _procs(group):
             _move(pid, parent_procs)
-        group.rmdir()
+        try:
+            group.rmdir()
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or attempt == REMOVE_TRIES - 1:
+                raise
+            time.sleep(0.05)
 
 
 def remove_groups(prefix: str) -> None:
@@ -75,10 +92,15 @@ def remove_groups(prefix: str) -> None:
 
 
 def _procs(group: Path) -> list[int]:
-    try:
-        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
-    except OSError:
-        return []
+    """The group's processes; on cgroup v1 also every thread listed in `tasks` (a thread
+    group is moved whole through cgroup.procs, but one caught mid-move shows up there)."""
+    out: list[int] = []
+    for name in ("cgroup.procs", "tasks"):
+        try:
+            out += [int(p) for p in (group / name).read_text().split() if int(p) not in out]
+        except OSError:
+            pass
+    return out
 
 
 def _move(pid: int, procs_file: Path) -> None:

@@ -87,6 +87,15 @@ def cli_json(lab, name: str, *args: str) -> dict | None:
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
+def events(lab, name: str) -> list[dict]:
+    """`hacluster events --json` on server `name`: its own timeline, oldest first."""
+    node = lab.node(name)
+    r = subprocess.run(cli_argv(node.netns, "events", "--json", "--config", str(node.config)),
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
 def check_state(checks: dict, node: str, check: str = "web") -> str | None:
     for n in checks["nodes"]:
         if n["node"] == node:

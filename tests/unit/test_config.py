@@ -154,6 +154,18 @@ def test_gossip_and_health_defaults_and_units():
     assert c.checks[0].name == "web" and c.checks[0].port == 8080
 
 
+@pytest.mark.parametrize("health", [{"silence_probe_ms": 100}, {"silence_probe_ms": 1000},
+                                    {"silence_probe_ms": 400, "corroborate_ms": 300}])
+def test_silence_probe_must_sit_between_late_heartbeats_and_the_corroboration(health):
+    errs = errors_of(doc(health=health))
+    assert any(e.startswith("health.silence_probe_ms: must be 0 (off) or above 2 x "
+                            "timing.heartbeat_ms (100") for e in errs), errs
+
+
+def test_silence_probe_can_be_off():
+    assert parse_config(doc(health={"silence_probe_ms": 0})).health_silence_probe == 0
+
+
 def test_check_errors_have_paths_and_cross_rules_are_reported_together():
     errs = errors_of(doc(gossip={"probe_timeout_ms": 600},
                          checks=[{"name": "web", "kind": "tcp", "port": 80},

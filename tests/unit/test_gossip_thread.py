@@ -30,7 +30,7 @@ def test_threads_detect_failure_spread_meta_and_stop_promptly():
         for e in engines.values():
             e.start()
             e.start()  # idempotent
-        assert len(gossip_threads()) == 15
+        assert len(gossip_threads()) == 18  # five periodic steps and the urgent prober, each
         wait_until(lambda: all(e.stats()["push_pulls_sent"] >= 1 for e in engines.values()),
                    timeout=5, what="a push-pull from every engine",
                    interval=0.01)  # start() joins at once, not after a push-pull interval

@@ -146,6 +146,10 @@ class FakeGossip:
     def members(self):
         return tuple(self.views)
 
+    def request_probe(self, node):
+        self.probes = getattr(self, "probes", []) + [node]
+        return True
+
     def awareness(self):
         return 2
 

@@ -30,6 +30,7 @@ from hacluster.consensus.pysyncobj_compat import (
     FOLLOWER,
     LEADER,
     HookedSyncObj,
+    Node,
     SyncObjConf,
     SyncObjSeam,
     replicated,
@@ -319,3 +320,17 @@ def test_match_index_and_a_transfer_through_timeout_now(members):
                "b leads, a follows")
     assert not a.seam.is_leader() and not b.seam.transfer_in_progress()
     assert b.seam.term == a.seam.term == 2
+
+
+def test_tcp_silence_reads_the_kernel_acks_of_a_peer_connection(members):
+    a, b = members(2)
+    _elect_first(a, b)
+    (node_b,) = a.seam.other_nodes()
+    tick_until([a, b], lambda: a.seam.tcp_silence(node_b) is not None, "a connected socket")
+    for _ in range(20):  # both alive: whatever is in flight is acked within milliseconds
+        for m in (a, b):
+            m.seam.obj.doTick(0.005)
+        assert a.seam.tcp_silence(node_b) < 0.5
+    b.seam.destroy()  # its port closes: no connection, nothing to read
+    tick_until([a], lambda: a.seam.tcp_silence(node_b) is None, "the connection gone")
+    assert a.seam.tcp_silence(Node("127.0.0.1:1")) is None  # never a member

@@ -32,6 +32,7 @@ class FakeSeam:
         self.sent: list[tuple[str, dict]] = []
         self.stepped_down: list[int] = []
         self.obj = self  # the SyncObj itself: its replicated apply() (see _ApplyRecorder)
+        self.tcp: dict[str, float | None] = {}  # peer address -> what tcp_silence() says
 
     def is_leader(self) -> bool:
         return self.state == LEADER
@@ -50,6 +51,21 @@ class FakeSeam:
 
     def last_log(self) -> tuple[int, int]:
         return 10, 1
+
+    def tcp_silence(self, node) -> float | None:
+        return self.tcp.get(node.address)
+
+    # what view() reads
+    commit_index = last_applied = 0
+
+    def raft_state(self) -> int:
+        return self.state
+
+    def leader_address(self) -> str | None:
+        return self.leader if self.leader != "someone" else None
+
+    def is_connected(self, node) -> bool:
+        return True
 
     def send(self, node, message) -> None:
         self.sent.append((getattr(node, "address", str(node)), message))
@@ -178,3 +194,56 @@ def test_a_leader_whose_term_is_recorded_for_another_node_goes_silent(monkeypatc
     callback(Result(False, "term 7 already belongs to 'n2'", 40), 0)
     node._check_agent(clock())
     assert node.mute_heartbeats  # followers time out and elect a new leader, in term 8
+
+
+def test_a_tick_that_runs_late_never_lets_pysyncobj_elect_on_its_own(monkeypatch):
+    """A CPU-starved process can be descheduled between the gate and pysyncobj's own
+    deadline check: the deadline pysyncobj sees is parked out of reach, whatever the pause."""
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.deadline = clock() + 0.1  # pysyncobj armed its timer (a heartbeat came in)
+    node._gate_election(clock())
+    assert seam.deadline == raft_mod.HELD  # taken over by the gate
+    clock.advance(5.0)  # descheduled right after the hook: pysyncobj's check sees...
+    assert not seam.deadline < clock()  # ...no expired deadline, so no ungated election
+    node._gate_election(clock())  # the next tick: due, but only a pre-vote round starts
+    assert seam.deadline == raft_mod.HELD and seam.term == 4
+    assert seam.sent and all(m["type"] == "hc_prevote" and m["term"] == 5 for _, m in seam.sent)
+
+
+def test_a_heartbeat_rearms_the_gate_timer(monkeypatch):
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.deadline = clock() + 0.3
+    node._gate_election(clock())
+    clock.advance(0.2)
+    seam.deadline = clock() + 0.3  # pysyncobj re-armed it on a heartbeat
+    node._gate_election(clock())
+    clock.advance(0.2)
+    node._gate_election(clock())  # 0.4 s after the first deadline was armed: not due yet
+    assert seam.sent == []
+
+
+def test_a_transfer_may_elect_at_once(monkeypatch):
+    seam = FakeSeam(term=4)
+    node, clock = _node(monkeypatch, seam)
+    seam.transferring = True
+    seam.deadline = 0  # pysyncobj's timeout_now handler
+    node._gate_election(clock())
+    assert seam.deadline == 0 and node._transfer_pending
+
+
+def test_the_leaders_view_carries_each_peers_tcp_silence(monkeypatch):
+    seam = FakeSeam(term=3, leader=True)
+    seam.tcp = {"10.0.0.12:7100": 0.004, "10.0.0.13:7100": None}
+    node, clock = _node(monkeypatch, seam)
+    node.leader_since = clock()
+    node.before_tick()
+    assert {p.tcp_silent_s for p in node.view().peers} == {None}  # acks on time: not read
+    clock.advance(0.2)  # no ack from either for 4 heartbeats
+    node.before_tick()  # read on pysyncobj's thread, which owns the sockets
+    by_id = {p.id: p.tcp_silent_s for p in node.view().peers}
+    assert by_id == {"n2": 0.004, "n3": None}
+    seam.state = FOLLOWER  # a follower judges nobody
+    node.before_tick()
+    assert {p.tcp_silent_s for p in node.view().peers} == {None}
