@@ -21,6 +21,7 @@ from hacluster.ha.record import Recorder
 from hacluster.ha.requests import Channel
 from hacluster.ha.views import StatusViews
 from hacluster.hostops.base import HostOps
+from hacluster.hostops.connsync import ConnSync
 from hacluster.model import GossipState
 
 
@@ -28,10 +29,11 @@ class Agent:
     def __init__(self, config: Config, hostops: HostOps, raft: Consensus, *,
                  clock: Any = clocks.now, gossip: Any = None, dataplane: Any = None,
                  events: EventLog | None = None, failovers: Any = None, timings: Any = None,
-                 watchdog: Any = None):
+                 watchdog: Any = None, sync: ConnSync | None = None):
         """gossip: a gossip.membership.Membership, or None to run without health gossip.
         dataplane: a dataplane.worker.DataplaneWorker, or None. failovers, timings: the
-        metrics' FailoverHistogram and Timings, or None. watchdog: a sdnotify.WatchdogPinger."""
+        metrics' FailoverHistogram and Timings, or None. watchdog: a sdnotify.WatchdogPinger.
+        sync: the connection-state sync (hostops/connsync.py), or None for none."""
         self.config = config
         self.events = events if events is not None else EventLog(config.node_id)
         self.channel = Channel()
@@ -44,5 +46,6 @@ class Agent:
                               handover=lambda: self.failover.run(None, False, 0))
         self.loop = HaLoop(config, hostops, raft, self.channel, Recorder(config.node_id, self.events,
                                                                             failovers, raft),
-                           leader, clock=clock, dataplane=dataplane, watchdog=watchdog)
-        self.views = StatusViews(config, raft, self.loop.report, clock, gossip=gossip, dataplane=dataplane)
+                           leader, clock=clock, dataplane=dataplane, watchdog=watchdog, sync=sync)
+        self.views = StatusViews(config, raft, self.loop.report, clock, gossip=gossip, dataplane=dataplane,
+                                 sync=sync)

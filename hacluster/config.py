@@ -22,7 +22,7 @@ from hacluster.dataplane.spec import ServiceSpec, external_checks, service_error
 from hacluster.endpoints import parse_hostport
 from hacluster.gossip.types import GossipTiming
 from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
-from hacluster.model import Member, TlsFiles, Vip
+from hacluster.model import Member, SyncSettings, TlsFiles, Vip
 
 SECRET_MIN_LEN = 16
 
@@ -133,6 +133,23 @@ class MetricsSpec(_Strict):
     tls: bool = False
 
 
+class ConntrackSyncSpec(_Strict):
+    # off: flows through a VIP break when it moves. on: run conntrackd (refuse to start
+    # without it). auto: on when conntrackd is installed and this server balances services
+    # with nftables (docs/snat.md).
+    mode: str = Field(default="auto", pattern=r"^(off|auto|on)$")
+    # The sync link: default the first VIP's interface; conntrackd binds to this member's
+    # address on it and sends to the other members' addresses.
+    interface: str | None = Field(default=None, min_length=1, max_length=15,
+                                  pattern=r"^[A-Za-z0-9_.@:-]+$")
+    # auto: UDP unicast between two members, multicast for more.
+    transport: str = Field(default="auto", pattern=r"^(auto|unicast|multicast)$")
+    port: int = Field(default=3780, ge=1, le=65535)
+    multicast_group: str = "225.0.0.50"
+    # A claim waits at most this long for the synced flows to be committed to the kernel.
+    commit_timeout_ms: int = Field(default=100, ge=10, le=5000)
+
+
 class ConfigSpec(_Strict):
     cluster: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     node_id: str = Field(min_length=1)
@@ -152,6 +169,9 @@ class ConfigSpec(_Strict):
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
     # one JSON object per line for a log shipper; HACLUSTER_LOG_FORMAT overrides it (logs.py)
     log_format: str = Field(default="human", pattern=r"^(human|json)$")
+    # off | auto | on, or a mapping (ConntrackSyncSpec). YAML reads a bare off/on as a
+    # boolean: false/true mean off/on.
+    conntrack_sync: ConntrackSyncSpec | bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -194,6 +214,7 @@ class Config:
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus metrics listener, or None
     metrics_tls: bool = False  # the metrics/status listener is HTTPS with client certificates
     log_format: str = "human"  # human | json (logs.py)
+    conntrack_sync: SyncSettings = SyncSettings()
 
     @property
     def me(self) -> Member:
@@ -403,7 +424,63 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         metrics_listen=spec.metrics.listen,
         metrics_tls=spec.metrics.tls,
         log_format=spec.log_format,
+        conntrack_sync=_sync_settings(spec),
     )
+
+
+def _sync_spec(spec: ConfigSpec) -> ConntrackSyncSpec:
+    c = spec.conntrack_sync
+    if isinstance(c, bool):
+        c = "on" if c else "off"
+    return c if isinstance(c, ConntrackSyncSpec) else ConntrackSyncSpec(mode=c)
+
+
+def _sync_settings(spec: ConfigSpec) -> SyncSettings:
+    c = _sync_spec(spec)
+    me = next(m for m in spec.members if m.id == spec.node_id)
+    return SyncSettings(
+        mode=c.mode, interface=c.interface or (spec.vips[0].interface if spec.vips else ""),
+        address=me.address, peers=tuple(m.address for m in spec.members if m.id != spec.node_id),
+        transport=c.transport, port=c.port, multicast_group=c.multicast_group,
+        commit_timeout=c.commit_timeout_ms / 1000)
+
+
+def _check_sync(spec: ConfigSpec) -> list[str]:
+    c = spec.conntrack_sync
+    if isinstance(c, str) and c not in ("off", "auto", "on"):
+        return [f"conntrack_sync: must be off, auto, on or a mapping, got {c!r}"]
+    c = _sync_spec(spec)
+    if c.mode == "off":
+        return []
+    errs = []
+    try:
+        group = ipaddress.ip_address(c.multicast_group)
+        if group.version != 4 or not group.is_multicast:
+            errs.append(f"conntrack_sync.multicast_group: {c.multicast_group} is not an IPv4 "
+                        f"multicast address (224.0.0.0/4)")
+    except ValueError:
+        errs.append(f"conntrack_sync.multicast_group: {c.multicast_group!r} is not an IP address")
+    if c.mode != "on":
+        return errs
+    # `on` promises flows survive: what would make that impossible is an error now
+    if not c.interface and not spec.vips:
+        errs.append("conntrack_sync.interface: needed when there are no vips to take it from")
+    if len(spec.members) < 2:
+        errs.append("conntrack_sync: on needs at least two members to sync between")
+    if c.transport == "unicast" and len(spec.members) > 2:
+        errs.append(f"conntrack_sync.transport: unicast syncs two members (FTFW over UDP has one "
+                    f"destination); this cluster has {len(spec.members)}: use multicast or auto")
+    for m in spec.members:
+        try:
+            if ipaddress.ip_address(m.address).version != 4:
+                errs.append(f"conntrack_sync: member {m.id}'s address {m.address} is not IPv4; "
+                            f"hacluster runs conntrackd over IPv4 only")
+        except ValueError:
+            pass  # the members check says so
+    if spec.dataplane == "proxy":
+        errs.append("conntrack_sync: on with dataplane: proxy: the userspace proxy terminates "
+                    "TCP, so there is no kernel flow state to sync (docs/snat.md)")
+    return errs
 
 
 def _check_metrics(spec: ConfigSpec) -> list[str]:
@@ -438,6 +515,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
     errs += _check_health(spec)
     errs += _check_metrics(spec)
+    errs += _check_sync(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
                            {v.address for v in spec.vips}, {c.name for c in spec.checks})
     errs += _path_errors(spec)

@@ -48,6 +48,7 @@ class Daemon:
         from hacluster.admin import AdminService
         from hacluster.agent import Agent
         from hacluster.consensus.raft import RaftNode
+        from hacluster.events import EventLog
         from hacluster.hostops.netlink import NetlinkHostOps
         from hacluster.metrics import FailoverHistogram, Timings
         from hacluster.sdnotify import WatchdogPinger
@@ -62,9 +63,11 @@ class Daemon:
         self.hostops = NetlinkHostOps()
         self.raft = RaftNode(config, secret)
         self.membership, self.gossip_service, self.transport = _make_gossip(config, self.tls, self.timings)
+        events = EventLog(config.node_id)
+        self.sync = _make_sync(config, self.dataplane, events)
         self.agent = Agent(config, self.hostops, self.raft, gossip=self.membership,
                            dataplane=self.dataplane, failovers=self.failovers, timings=self.timings,
-                           watchdog=WatchdogPinger(notifier, clock.now))
+                           watchdog=WatchdogPinger(notifier, clock.now), events=events, sync=self.sync)
         self.runner, self.feed = _make_health(config, self.raft, self.membership)
         views = self.agent.views
         self.admin = AdminService(
@@ -89,6 +92,7 @@ class Daemon:
         self.raft_guard = _make_raft_guard(c)  # before raft.start(): Raft never listens unguarded
         if self.raft_guard is not None:
             _keep_raft_guard(self.raft_guard, c, self.agent.events, self.guard_stop)
+        self.sync.start()  # before Raft: the flows of the holder arrive before we may claim
         self.raft.start()
         self.membership.start()  # joins (push-pull with a peer) from its own thread
         self.runner.start()
@@ -129,6 +133,7 @@ class Daemon:
                          ("raft guard", lambda: self.guard_stop.set()
                           or (self.raft_guard and self.raft_guard.remove())),
                          ("data plane", lambda: self.dataplane and self.dataplane.stop()),
+                         ("connection sync", self.sync.stop),
                          ("hostops", self.hostops.close), ("audit log", self.audit.close)):
             try:
                 fn()
@@ -217,6 +222,38 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
     proxy = ProxyDataplane(reason=reason)
     proxy.start()
     return DataplaneWorker(proxy, "userspace proxy", timings=timings)
+
+
+def _make_sync(config: Config, dataplane: Any, events: Any) -> Any:
+    """The connection-state sync: a supervised conntrackd, or NoSync saying why not.
+
+    auto runs it when it can help: conntrackd installed, services balanced here by nftables
+    (the proxy terminates TCP: nothing to sync), another member to sync with. `on` refuses to
+    start without conntrackd rather than quietly breaking flows at the next failover.
+    """
+    import shutil
+
+    from hacluster.hostops.connsync import NoSync
+    from hacluster.hostops.conntrackd import BINARY, Conntrackd
+
+    s = config.conntrack_sync
+    if s.mode == "off":
+        return NoSync("conntrack_sync: off")
+    why = ""
+    if shutil.which(BINARY) is None:
+        why = "conntrackd is not installed (Debian: apt install conntrackd)"
+        if s.mode == "on":
+            raise StartupError(str(ConfigError(config.source, [f"conntrack_sync: on, but {why}"])))
+    elif not s.peers:
+        why = "no other member to sync with"
+    elif s.mode == "auto" and not config.services:
+        why = "no services are balanced here"
+    elif s.mode == "auto" and dataplane is not None and dataplane.name != "nftables":
+        why = f"the {dataplane.name} terminates TCP: no kernel flow state to sync"
+    if why:
+        log.info("connection sync: off (%s)", why)
+        return NoSync(f"conntrack_sync: {s.mode}, off: {why}")
+    return Conntrackd(s, config.data_dir / "conntrackd", on_error=lambda line: events.add("agent", line))
 
 
 def _make_raft_guard(config: Config) -> Any:

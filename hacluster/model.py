@@ -171,6 +171,41 @@ class AgentStatus:
     generation: int  # replicated state generation
     uptime_s: float
     maintenance: bool = False  # cluster-wide maintenance mode (table frozen)
+    connection_sync: SyncStatus | None = None  # None: an agent without the field (older)
+
+
+# ------------------------------------------------------------------ connection-state sync
+
+
+class SyncState(enum.StrEnum):
+    """Connection-state sync (conntrackd) on one agent, as `hacluster status` shows it."""
+
+    OFF = "off"  # not configured (conntrack_sync: off, or auto without conntrackd installed)
+    OK = "ok"  # conntrackd runs: established flows survive a move of the VIP
+    DOWN = "down"  # configured but not running: flows through the VIP break when it moves
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    state: SyncState
+    detail: str = ""  # why it is off or down; the transport when ok
+    restarts: int = 0  # times the agent restarted conntrackd
+    last_commit_ms: float | None = None  # how long the last claim's commit of the synced flows took
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """What the config asks of the connection-state sync (config.py builds it; the agent
+    resolves `auto` when it starts, by looking for conntrackd)."""
+
+    mode: str = "off"  # off | auto | on
+    interface: str = ""  # the sync link's interface
+    address: str = ""  # this member's address on it (conntrackd binds there)
+    peers: tuple[str, ...] = ()  # the other members' addresses
+    transport: str = "auto"  # auto (unicast for 2 members, multicast for more) | unicast | multicast
+    port: int = 3780
+    multicast_group: str = "225.0.0.50"
+    commit_timeout: float = 0.1  # seconds a claim may wait for the commit of the synced flows
 
 
 # ------------------------------------------------------------------ health and gossip

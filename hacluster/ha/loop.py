@@ -29,6 +29,7 @@ from hacluster.ha.record import Recorder
 from hacluster.ha.requests import Channel, HoldNothing, Reply, Request, Stop, TickReport
 from hacluster.ha.vips import TickNotes, VipExecutor
 from hacluster.hostops.base import HostOps
+from hacluster.hostops.connsync import ConnSync
 from hacluster.model import NodeId, Role, maintenance_on
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,12 @@ class LoopReport:
 class HaLoop:
     def __init__(self, config: Config, hostops: HostOps, raft: Consensus, channel: Channel,
                  recorder: Recorder, leader: LeaderDuties | None = None, *,
-                 clock: Callable[[], float], dataplane: Any = None, watchdog: Any = None):
+                 clock: Callable[[], float], dataplane: Any = None, watchdog: Any = None,
+                 sync: ConnSync | None = None):
         """dataplane: a dataplane.worker.DataplaneWorker (or a fake with want(table),
         applied_generation(), wanted_generation()), or None. watchdog: a
-        sdnotify.WatchdogPinger, or None."""
+        sdnotify.WatchdogPinger, or None. sync: the connection-state sync a claim commits
+        first (hostops/connsync.py), or None."""
         self._config = config
         self._raft = raft
         self._channel = channel
@@ -62,7 +65,7 @@ class HaLoop:
         self._clock = clock
         self._dataplane = dataplane
         self._watchdog = watchdog
-        self._vips = VipExecutor(config, hostops, raft, clock, recorder)
+        self._vips = VipExecutor(config, hostops, raft, clock, recorder, sync)
         self._rules = Rules(reannounce_settle_s=config.timing.election_max)
         self._handoff = False  # HoldNothing: a failover is moving the VIPs away
         self._stopping = False  # SIGTERM: release and never claim again

@@ -18,6 +18,7 @@ from hacluster.consensus.protocol import Consensus
 from hacluster.dataplane.status import backends_status
 from hacluster.ha.decide import status_sentence
 from hacluster.ha.loop import LoopReport
+from hacluster.hostops.connsync import ConnSync, NoSync
 from hacluster.model import (
     AgentStatus,
     BackendsStatus,
@@ -38,15 +39,18 @@ from hacluster.model import (
 
 class StatusViews:
     def __init__(self, config: Config, raft: Consensus, report: Callable[[], LoopReport],
-                 clock: Callable[[], float], gossip: Any = None, dataplane: Any = None):
+                 clock: Callable[[], float], gossip: Any = None, dataplane: Any = None,
+                 sync: ConnSync | None = None):
         """report: the loop's last published LoopReport. gossip: a Membership (or a fake
-        with members() and awareness()), or None. dataplane: a DataplaneWorker, or None."""
+        with members() and awareness()), or None. dataplane: a DataplaneWorker, or None.
+        sync: the connection-state sync, or None (shown as off)."""
         self._config = config
         self._raft = raft
         self._report = report
         self._clock = clock
         self._gossip = gossip
         self._dataplane = dataplane
+        self._sync: ConnSync = sync or NoSync()
         self._started = clock()
 
     def status(self) -> AgentStatus:
@@ -77,6 +81,7 @@ class StatusViews:
             commit_index=view.commit_index, last_applied=view.last_applied,
             epoch_term=state.epoch_term, generation=state.generation,
             uptime_s=now - self._started, maintenance=maintenance_on(state.flags),
+            connection_sync=self._sync.status(),
         )
 
     def members_status(self) -> MembersStatus:

@@ -19,6 +19,7 @@ from hacluster.consensus.protocol import Consensus
 from hacluster.ha.decide import Act, Action
 from hacluster.ha.record import Recorder
 from hacluster.hostops.base import HostOps, HostOpsError
+from hacluster.hostops.connsync import Commit, ConnSync, NoSync
 from hacluster.model import Vip
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,13 @@ class TickNotes:
 
 class VipExecutor:
     def __init__(self, config: Config, hostops: HostOps, raft: Consensus, clock: Callable[[], float],
-                 recorder: Recorder):
+                 recorder: Recorder, sync: ConnSync | None = None):
+        """sync: the connection-state sync (conntrackd) whose flows a claim commits first."""
         self._config = config
+        self._sync: ConnSync = sync or NoSync()
+        self._holding = False  # we held a VIP at the end of the last tick
+        self._committed = False  # the synced flows were committed for the claim under way
+        self._pending: Commit | None = None  # a commit begun while the old holder still answered
         self._host = hostops
         self._raft = raft
         self._clock = clock
@@ -97,6 +103,14 @@ class VipExecutor:
                 self._act(a, notes)
             except HostOpsError as e:
                 notes.fail(f"{a.act.value} {a.vip.address if a.vip else ''}: {e}")
+        holding = bool(self.book.claimed_at)
+        if holding and not self._holding:
+            self._sync.claimed()  # our entries go to the others from now on
+        elif self._holding and not holding:
+            self._sync.released()
+        self._holding = holding
+        if not holding:
+            self._committed = False
 
     def _act(self, a: Action, notes: TickNotes) -> None:
         book = self.book
@@ -135,11 +149,28 @@ class VipExecutor:
             book.forget(vip.address)
 
     def _claim(self, vip: Vip, skip_probe: bool, notes: TickNotes) -> None:
+        # The first VIP of a claim: the flows conntrackd synced from the old holder go into
+        # the kernel before any address pulls their packets here (else the backends answer
+        # them with RST). Begun before the probe, so the two overlap; bounded either way.
+        # While the old holder's kernel still answers (it keeps syncing its flows meanwhile),
+        # a finished commit is begun again at the next try: the one the claim waits for is
+        # at most a tick old, and there is never more than one.
+        commit = None
+        if not self._holding and not self._committed:
+            if self._pending is None or self._pending.done():
+                if self._pending is not None:
+                    self._pending.wait()
+                self._pending = self._sync.begin_commit()
+            commit = self._pending
         if not skip_probe and self._host.probe(vip, self._config.timing.probe):
             # Someone still answers for it: a frozen or killed holder whose kernel keeps the
             # address until its lifetime ends. Claiming now would make two holders (I1).
             notes.notes.append(f"waiting: {vip.address} still answers ARP")
             return
+        if commit is not None:
+            self._pending, self._committed = None, True
+            if not commit.wait():
+                notes.notes.append("connection sync: claiming without the synced flows")
         # The probe waited: the lease may have ended meanwhile.
         if not self._fenced_claim(vip):
             return

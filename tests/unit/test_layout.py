@@ -54,8 +54,10 @@ MAY_IMPORT: dict[str, set[str]] = {
 # Finer rules inside a part: the HA core reaches Raft and the host only through their contracts.
 NEVER = {
     "hacluster.ha": {"hacluster.consensus.raft", "hacluster.consensus.pysyncobj_compat",
-                     "hacluster.hostops.netlink", "hacluster.hostops.arp", "grpc", "pysyncobj"},
-    "hacluster.agent": {"hacluster.consensus.raft", "hacluster.hostops.netlink", "grpc"},
+                     "hacluster.hostops.netlink", "hacluster.hostops.arp", "hacluster.hostops.conntrackd",
+                     "grpc", "pysyncobj"},
+    "hacluster.agent": {"hacluster.consensus.raft", "hacluster.hostops.netlink",
+                        "hacluster.hostops.conntrackd", "grpc"},
     "hacluster.actions": {"grpc"},
     "hacluster_cli": {"hacluster.agent", "hacluster.daemon", "hacluster.admin", "hacluster.ha",
                       "hacluster.consensus", "hacluster.hostops"},
