@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hacluster.dataplane.spec import ServiceSpec, external_checks, service_errors
 from hacluster.endpoints import parse_hostport
@@ -171,7 +171,18 @@ class ConfigSpec(_Strict):
     log_format: str = Field(default="human", pattern=r"^(human|json)$")
     # off | auto | on, or a mapping (ConntrackSyncSpec). YAML reads a bare off/on as a
     # boolean: false/true mean off/on.
-    conntrack_sync: ConntrackSyncSpec | bool | str = "auto"
+    conntrack_sync: ConntrackSyncSpec = Field(default_factory=ConntrackSyncSpec)
+
+    @field_validator("conntrack_sync", mode="before")
+    @classmethod
+    def _sync_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"mode": "on" if v else "off"}
+        if isinstance(v, str):
+            if v not in ("off", "auto", "on"):
+                raise ValueError("must be off, auto, on or a mapping")
+            return {"mode": v}
+        return v
 
 
 @dataclass(frozen=True)
@@ -428,15 +439,8 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
     )
 
 
-def _sync_spec(spec: ConfigSpec) -> ConntrackSyncSpec:
-    c = spec.conntrack_sync
-    if isinstance(c, bool):
-        c = "on" if c else "off"
-    return c if isinstance(c, ConntrackSyncSpec) else ConntrackSyncSpec(mode=c)
-
-
 def _sync_settings(spec: ConfigSpec) -> SyncSettings:
-    c = _sync_spec(spec)
+    c = spec.conntrack_sync
     me = next(m for m in spec.members if m.id == spec.node_id)
     return SyncSettings(
         mode=c.mode, interface=c.interface or (spec.vips[0].interface if spec.vips else ""),
@@ -447,9 +451,6 @@ def _sync_settings(spec: ConfigSpec) -> SyncSettings:
 
 def _check_sync(spec: ConfigSpec) -> list[str]:
     c = spec.conntrack_sync
-    if isinstance(c, str) and c not in ("off", "auto", "on"):
-        return [f"conntrack_sync: must be off, auto, on or a mapping, got {c!r}"]
-    c = _sync_spec(spec)
     if c.mode == "off":
         return []
     errs = []

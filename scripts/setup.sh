@@ -4,7 +4,7 @@
 # and its test tools. Safe to run again at any time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS=(nftables conntrack iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl
+APT_PKGS=(nftables conntrack conntrackd iproute2 arping tcpdump python3-venv python3-dev procps psmisc curl
           chromium  # chromium: the status page test renders the page headless
           # the Ansible rollout test: sshd in the lab's server namespaces, reached through
           # the client namespace with nc; python3-apt for the role's apt task on the servers

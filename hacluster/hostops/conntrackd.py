@@ -380,6 +380,7 @@ def _pids_running(binary: str, conf: str) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv if a]
-        if len(args) == 3 and os.path.basename(args[0]) == name and args[1:] == ["-C", conf]:
+        # [conntrackd, -C, conf] (or [interpreter, script, -C, conf]); a client call adds a flag
+        if args[-2:] == ["-C", conf] and any(os.path.basename(a) == name for a in args[:-2]):
             out.append(int(entry.name))
     return out

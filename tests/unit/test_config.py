@@ -3,6 +3,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hacluster.config import ConfigError, load_config, parse_config, read_secret
 
@@ -239,3 +240,48 @@ def test_two_services_on_one_vip_port_clash():
     errs = errors_of(doc(checks=[{"name": "web", "kind": "http"}],
                          services=[SERVICE, {**SERVICE, "name": "web2"}]))
     assert any(e.startswith("services[1].ports[0]: 10.0.0.100:80/tcp is already served") for e in errs)
+
+
+# ------------------------------------------------------------------ conntrack_sync
+
+def test_conntrack_sync_defaults_to_auto_on_the_first_vips_interface_with_the_members_addresses():
+    from tests.support.config import config
+
+    s = config().conntrack_sync
+    assert (s.mode, s.interface, s.address, s.peers) == ("auto", "eth0", "10.0.0.11",
+                                                        ("10.0.0.12", "10.0.0.13"))
+    assert (s.transport, s.port, s.commit_timeout) == ("auto", 3780, 0.1)
+
+
+def test_conntrack_sync_yaml_off_and_on_are_booleans_and_mean_off_and_on():
+    from tests.support.config import config
+
+    assert config(conntrack_sync=yaml.safe_load("off")).conntrack_sync.mode == "off"
+    assert config(conntrack_sync=yaml.safe_load("on")).conntrack_sync.mode == "on"
+    m = config(conntrack_sync={"mode": "on", "interface": "bond0", "commit_timeout_ms": 250}).conntrack_sync
+    assert (m.interface, m.commit_timeout) == ("bond0", 0.25)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("sometimes", "conntrack_sync: value error, must be off, auto, on or a mapping, got 'sometimes'"),
+    ({"mode": "on", "transport": "unicast"}, "unicast syncs two members"),
+    ({"mode": "auto", "multicast_group": "10.1.1.1"}, "is not an IPv4 multicast address"),
+    ({"mode": "on", "porte": 1}, "conntrack_sync"),
+])
+def test_conntrack_sync_mistakes_are_named(value, message):
+    from tests.support.config import config
+
+    with pytest.raises(ConfigError) as e:
+        config(conntrack_sync=value)
+    assert message in str(e.value)
+
+
+def test_conntrack_sync_on_refuses_the_proxy_and_a_single_member():
+    from tests.support.config import config
+
+    with pytest.raises(ConfigError, match="userspace proxy terminates TCP"):
+        config(conntrack_sync="on", dataplane="proxy")
+    one = [{"id": "n1", "address": "10.0.0.11", "raft_port": 7100, "grpc_port": 7101}]
+    with pytest.raises(ConfigError, match="at least two members"):
+        config(conntrack_sync="on", members=one)
+    assert config(members=one).conntrack_sync.mode == "auto"  # auto: the agent says off
