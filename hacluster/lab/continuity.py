@@ -33,13 +33,16 @@ def _ms(t: float | None, since: float) -> float | None:
     return None if t is None else round((t - since) * 1000, 1)
 
 
-def new_connections(probes: list[list[Any]], since: float, interval_s: float) -> dict[str, Any]:
+def new_connections(probes: list[list[Any]], since: float, interval_s: float,
+                    hold_s: float = 1.0) -> dict[str, Any]:
     """When new connections failed after `since` (the fault): each probe is [start, ok].
 
     failing_ms is the time from `since` until new connections stop failing: the start of the
-    first success after the last failure (0 when none failed, None when the run ended while
-    failing); failed_span_ms runs from the first failure to that success (one interval
-    when a single attempt failed).
+    first success after the last failure (0 when none failed). The run must have gone on
+    without a failure for `hold_s` after that last failure to say so; otherwise new
+    connections count as still failing (recovered False, failing_ms None): a share of them
+    failing until the end (a dead backend left in a table) is not a recovery.
+    failed_span_ms runs from the first failure to that success.
     """
     after = sorted((t, ok) for t, ok in probes if t >= since)
     failed = [t for t, ok in after if not ok]
@@ -48,10 +51,13 @@ def new_connections(probes: list[list[Any]], since: float, interval_s: float) ->
     if not failed:
         return out
     back = next((t for t, ok in after if ok and t > failed[-1]), None)
+    if back is None or after[-1][0] - failed[-1] < hold_s:
+        back = None
     out["recovered"] = back is not None
     out["failing_ms"] = _ms(back, since)
     out["failed_span_ms"] = None if back is None else round((back - failed[0]) * 1000, 1)
     out["first_failure_ms"] = _ms(failed[0], since)
+    out["last_failure_ms"] = _ms(failed[-1], since)
     out["interval_ms"] = round(interval_s * 1000, 1)
     return out
 

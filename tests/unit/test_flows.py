@@ -67,13 +67,21 @@ def test_read_received_keeps_this_runs_lines_only(tmp_path):
 
 def test_new_connections_fail_until_the_first_success_after_the_last_failure():
     probes = [(T - 0.5, False), (T + 0.00, True), (T + 0.02, False), (T + 0.04, True),
-              (T + 0.06, False), (T + 0.08, False), (T + 0.10, True), (T + 0.12, True)]
+              (T + 0.06, False), (T + 0.08, False), (T + 0.10, True), (T + 0.12, True), (T + 1.1, True)]
     got = new_connections([list(p) for p in probes], T, 0.02)
     assert got["failed"] == 3 and got["recovered"]  # the one before the fault does not count
     assert got["failing_ms"] == pytest.approx(100.0) and got["failed_span_ms"] == pytest.approx(80.0)
     assert new_connections([[T + 0.1, True]], T, 0.02)["failing_ms"] == 0.0
     never = new_connections([[T + 0.1, True], [T + 0.2, False]], T, 0.02)
     assert not never["recovered"] and never["failing_ms"] is None
+
+
+def test_new_connections_failing_until_the_end_are_not_recovered():
+    """A third of them failing to the end (a dead backend left in a static table): a success
+    right after the last failure is no recovery."""
+    probes = [[T + i * 0.02, i % 3 != 0] for i in range(1, 200)]
+    got = new_connections(probes, T, 0.02)
+    assert not got["recovered"] and got["failing_ms"] is None and got["failed"] == 66
 
 
 def test_flows_to_the_dead_server_do_not_count_and_a_broken_survivor_does():
