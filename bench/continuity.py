@@ -41,6 +41,7 @@ import argparse
 import inspect
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,15 +80,33 @@ def lab_has_sync_option() -> bool:
     return "conntrack_sync" in inspect.signature(Lab).parameters
 
 
-def status_says(system: System, node: LabNode, text: str) -> bool:
-    import subprocess
-    p = subprocess.run(cli_argv(node.netns, "status", "--timeout", "1", "--config", str(node.config),
+def cli(system: System, node: LabNode, *args: str) -> str | None:
+    """`hacluster ARGS` in `node`'s namespace with its config: stdout, None if it failed."""
+    p = subprocess.run(cli_argv(node.netns, *args, "--timeout", "1", "--config", str(node.config),
                                 python=system.lab.python), capture_output=True, text=True, timeout=15)
-    return p.returncode == 0 and text in p.stdout
+    return p.stdout if p.returncode == 0 else None
+
+
+def status_says(system: System, node: LabNode, text: str) -> bool:
+    return text in (cli(system, node, "status") or "")
+
+
+def all_committed_healthy(system: System, holder: LabNode) -> bool:
+    """The leader has committed every server's backend healthy: a server that came back
+    from the last trial's fault is a full member again (in gossip, Raft, and the table)."""
+    out = cli(system, holder, "checks", "--json")
+    if out is None:
+        return False
+    committed = {(c["node"], c["check"]): c["healthy"] for c in json.loads(out)["committed"]}
+    return all(committed.get((n.name, "web")) is True for n in system.lab.nodes)
 
 
 def settle(system: System, sync_on: bool) -> str:
     holder = system.settle(SETTLE_TIMEOUT_S)
+    if isinstance(system, HaclusterSystem):
+        wait_until(lambda: all_committed_healthy(system, system.lab.node(holder)), SETTLE_TIMEOUT_S,
+                   "every backend committed healthy")
+        holder = system.settle(SETTLE_TIMEOUT_S)
     names = {n.name for n in system.lab.nodes}
     wait_until(lambda: client_served(system.lab) in names, SETTLE_TIMEOUT_S, "the client served via the VIP",
                interval=0.1)
