@@ -159,7 +159,8 @@ def run_trial(system: System, fault: str, trial: int, workdir: Path, a: argparse
            "new_conn_failing_ms": nc["failing_ms"], "new_conn_recovered": nc["recovered"],
            "new_conn_failed": nc["failed"], "hl7_reconnects": h["reconnects"], "hl7_lost": h["lost"],
            "hl7_duplicates": h["duplicates"], "hl7_longest_ack_gap_ms": h["longest_ack_gap_ms"],
-           "hl7_backend": h["backend"], "ready": acc["ready"]}
+           "hl7_backend": h["backend"], "ready": acc["ready"], "new_conn_why": nc["why"],
+           "client_max_lag_ms": acc["client_max_lag_ms"]}
     holders = lab.holders()
     rec["new_holder"] = holders[0] if len(holders) == 1 else holders
     restore(system, base, target)

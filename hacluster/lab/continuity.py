@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,11 @@ def new_connections(probes: list[list[Any]], since: float, interval_s: float,
     failing until the end (a dead backend left in a table) is not a recovery.
     failed_span_ms runs from the first failure to that success.
     """
-    after = sorted((t, ok) for t, ok in probes if t >= since)
+    after = sorted((p[0], p[1]) for p in probes if p[0] >= since)
     failed = [t for t, ok in after if not ok]
+    why = Counter(p[2] for p in probes if p[0] >= since and not p[1] and len(p) > 2)
     out: dict[str, Any] = {"attempts": len(after), "failed": len(failed), "failing_ms": 0.0,
-                           "failed_span_ms": 0.0, "recovered": True}
+                           "failed_span_ms": 0.0, "recovered": True, "why": dict(why)}
     if not failed:
         return out
     back = next((t for t, ok in after if ok and t > failed[-1]), None)
@@ -101,6 +103,8 @@ def account(doc: dict[str, Any], fault_at: float | None, dead: Iterable[str] = (
             "longest_ack_gap_ms": h["max_ack_gap_ms"], "interval_ms": doc["params"]["hl7_interval"] * 1000,
         },
         "new_connections": new_connections(doc["probes"], since, doc["params"]["probe_interval"]),
+        # the client's own worst stall: a figure above far exceeding it is the network's
+        "client_max_lag_ms": doc.get("client_max_lag_ms"),
     }
 
 

@@ -282,20 +282,24 @@ def read_received(paths: dict[str, str], run_id: str) -> dict[str, list[str]]:
 
 
 async def probe(a: argparse.Namespace, end: float, out: list[list[Any]]) -> None:
-    """One GET / on a new connection every interval, started on a fixed schedule."""
+    """One GET / on a new connection every interval, started on a fixed schedule; each
+    attempt is [start, ok, why it failed ("" when ok)]."""
     async def one(t: float) -> None:
-        ok = False
+        why = "connect"
         try:
             r, w = await asyncio.wait_for(asyncio.open_connection(a.host, a.http_port), a.probe_timeout)
+            why = "answer"
             try:
                 w.write(f"GET / HTTP/1.0\r\nHost: {a.host}\r\n\r\n".encode())
                 data = await asyncio.wait_for(r.read(), a.probe_timeout)
-                ok = data.split(b"\r\n", 1)[0].endswith(b" 200 OK")
+                why = "" if data.split(b"\r\n", 1)[0].endswith(b" 200 OK") else "answer: not 200"
             finally:
                 w.close()
-        except ERRORS:
-            pass
-        out.append([round(t, 3), ok])
+        except TimeoutError:
+            why += ": timeout"
+        except ERRORS as e:
+            why += f": {type(e).__name__}"
+        out.append([round(t, 3), not why, why])
 
     loop = asyncio.get_running_loop()
     start, n, tasks = loop.time(), 0, []
@@ -304,6 +308,18 @@ async def probe(a: argparse.Namespace, end: float, out: list[list[Any]]) -> None
         n += 1
         await asyncio.sleep(max(0.0, start + n * a.probe_interval - loop.time()))
     await asyncio.gather(*tasks)
+
+
+async def loop_lag(end: float, worst: list[float]) -> None:
+    """The client's own stalls: how late a 10 ms sleep wakes up, at worst (a busy client
+    would otherwise pass for a slow network: late chunks, timed-out probes)."""
+    loop = asyncio.get_running_loop()
+    while time.time() < end:
+        t = loop.time()
+        await asyncio.sleep(0.01)
+        late = (loop.time() - t - 0.01) * 1000
+        if late > worst[0]:
+            worst[:] = [round(late, 1), round(time.time(), 3)]
 
 
 # ------------------------------------------------------------------------------- main
@@ -318,11 +334,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     sender = Hl7Sender(a, run_id, end)
     probes: list[list[Any]] = []
     tasks = [asyncio.ensure_future(run_flow(f, a, end, stop_setup)) for f in flows]
-    tasks += [asyncio.ensure_future(sender.run()), asyncio.ensure_future(probe(a, end, probes))]
+    lag = [0.0, 0.0]
+    tasks += [asyncio.ensure_future(sender.run()), asyncio.ensure_future(probe(a, end, probes)),
+              asyncio.ensure_future(loop_lag(end, lag))]
     ready_at = None
     while time.time() < t0 + a.setup:
         if (all(f.warm and f.ended is None for f in flows) and sender.warm()
-                and any(ok for _, ok in probes[-10:])):
+                and any(p[1] for p in probes[-10:])):
             ready_at = time.time()
             break
         await asyncio.sleep(0.02)
@@ -337,7 +355,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     received = read_received(dict(s.split("=", 1) for s in a.seen), run_id)
     return {
         "run": run_id, "t0": round(t0, 3), "ready_at": ready_at, "end_at": round(end, 3),
-        "unfinished_tasks": len(pending),
+        "unfinished_tasks": len(pending), "client_max_lag_ms": lag[0], "client_max_lag_at": lag[1],
         "params": {k: v for k, v in vars(a).items() if k not in ("seen", "run_id")},
         "flows": [{k: v for k, v in asdict(f).items() if k != "warm"} for f in flows],
         "hl7": {"connects": rec.connects, "sent": rec.sent, "transmissions": rec.transmissions,

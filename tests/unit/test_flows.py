@@ -76,6 +76,13 @@ def test_new_connections_fail_until_the_first_success_after_the_last_failure():
     assert not never["recovered"] and never["failing_ms"] is None
 
 
+def test_new_connections_count_why_they_failed():
+    probes = [[T + 0.1, False, "connect: timeout"], [T + 0.2, False, "connect: timeout"],
+              [T + 0.3, False, "answer: ConnectionResetError"], [T + 0.4, True, ""], [T + 1.5, True, ""]]
+    why = new_connections(probes, T, 0.1)["why"]
+    assert why == {"connect: timeout": 2, "answer: ConnectionResetError": 1}
+
+
 def test_new_connections_failing_until_the_end_are_not_recovered():
     """A third of them failing to the end (a dead backend left in a static table): a success
     right after the last failure is no recovery."""
@@ -166,6 +173,7 @@ def test_the_client_streams_acks_and_finds_every_message_once(backend):
     assert acc["hl7"]["sent"] == acc["hl7"]["acked"] > 10
     assert d["hl7"]["received"]["by_backend"] == {"n1": acc["hl7"]["sent"]}
     assert acc["new_connections"]["failed"] == 0 and acc["new_connections"]["attempts"] > 5
+    assert 0 <= acc["client_max_lag_ms"] < 1000
 
 
 def test_a_client_told_to_avoid_the_only_backend_never_settles(backend):
