@@ -192,8 +192,8 @@ class Hl7Sender:
         t0 = time.monotonic()
         w.writemessage(hl7_message(control_id, seq))
         self.rec.transmissions += 1
-        await w.drain()
         deadline = t0 + self.a.ack_timeout
+        await asyncio.wait_for(w.drain(), self.a.ack_timeout)
         while True:
             ack = await asyncio.wait_for(r.readmessage(), max(0.001, deadline - time.monotonic()))
             msa = ack.segment("MSA")
