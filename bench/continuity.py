@@ -65,7 +65,7 @@ from failover import inject, repair, restore
 
 from hacluster.lab.continuity import run_through
 from hacluster.lab.lab import Lab, LabNode, cli_argv, random_prefix
-from hacluster.lab.wait import wait_until
+from hacluster.lab.wait import WaitTimeout, wait_until
 
 FAULTS = ("poweroff", "isolate", "sigterm", "switchover", "nonholder-poweroff")
 SYSTEMS = ("hacluster", "hacluster-sync-off", "keepalived+conntrackd")
@@ -108,13 +108,28 @@ def settle(system: System, sync_on: bool) -> str:
                    "every backend committed healthy")
         holder = system.settle(SETTLE_TIMEOUT_S)
     names = {n.name for n in system.lab.nodes}
-    wait_until(lambda: client_served(system.lab) in names, SETTLE_TIMEOUT_S, "the client served via the VIP",
-               interval=0.1)
+    try:
+        wait_until(lambda: client_served(system.lab) in names, SETTLE_TIMEOUT_S,
+                   "the client served via the VIP", interval=0.1)
+    except WaitTimeout as e:
+        raise BenchError(f"{e}; {diagnose(system.lab)}") from None
     if sync_on:
         for n in system.lab.nodes:
             wait_until(lambda n=n: status_says(system, n, "connection sync: ok"), SETTLE_TIMEOUT_S,
                        f"{n.name}: connection sync: ok")
     return holder
+
+
+def diagnose(lab: Lab) -> str:
+    """What the client sees when the VIP does not answer: its neighbour entry for the VIP,
+    who holds it, and whether each backend answers directly."""
+    def run(*cmd: str) -> str:
+        p = subprocess.run(["ip", "netns", "exec", lab.client_ns, *cmd], capture_output=True, text=True,
+                           timeout=10)
+        return (p.stdout or p.stderr).strip()
+    direct = {n.name: run("curl", "-s", "-m", "0.5", f"http://{n.ip}/") or None for n in lab.nodes}
+    return (f"holders {lab.holders()}, client neighbours {run('ip', 'neigh')!r}, "
+            f"backends directly {direct}")
 
 
 def run_trial(system: System, fault: str, trial: int, workdir: Path, a: argparse.Namespace,
