@@ -30,7 +30,7 @@ from _labkit import POLL_S, BenchError, pids_by_comm
 from _systems import KeepalivedSystem
 
 from hacluster.lab.lab import Lab, LabNode
-from hacluster.lab.netns import signal_pids
+from hacluster.lab.netns import nft, signal_pids
 from hacluster.lab.wait import WaitTimeout, wait_until
 
 EXAMPLE = Path("/usr/share/doc/conntrackd/examples/sync/primary-backup.sh")
@@ -105,6 +105,7 @@ class KeepalivedConntrackdSystem(KeepalivedSystem):
         return self.lab.dir / node.name / "conntrackd"
 
     def up(self) -> None:
+        table = self.leaders_table()
         for n in self.lab.nodes:
             d = self._dir(n)
             d.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,32 @@ class KeepalivedConntrackdSystem(KeepalivedSystem):
             script = d / "primary-backup.sh"
             script.write_text(notify_script(d / "conntrackd.conf", d / "conntrackd.lock"))
             script.chmod(0o755)
-        super().up()  # stops the agents (their table stays), writes keepalived.conf, starts
+        # keepalived's own start needs the table in place: stop the agents first (their
+        # table stays in the kernel), then make every server's table the leader's
+        for n in self.lab.nodes:
+            if n.agent is not None and n.agent.poll() is None:
+                self.lab.signal_agent(n, signal.SIGKILL)
+                self.lab.wait_agent_exit(n, 5)
+        for n in self.lab.nodes:
+            has = subprocess.run(["ip", "netns", "exec", n.netns, "nft", "list", "table", "inet",
+                                  "hacluster"], capture_output=True).returncode == 0
+            nft(n.netns, ("delete table inet hacluster\n" if has else "") + table)
+        super().up()  # writes keepalived.conf, starts conntrackd and keepalived everywhere
+
+    def leaders_table(self) -> str:
+        """The balancing table as the VIP holder's agent applied it, once the leader has
+        committed every backend healthy (lab.up() returns at the first holder, possibly
+        before any table is applied: a server without one refuses every connection)."""
+        holder = self.lab.node(self.lab.wait_single_holder(30))
+
+        def listing() -> str | None:
+            p = subprocess.run(["ip", "netns", "exec", holder.netns, "nft", "list", "table", "inet",
+                                "hacluster"], capture_output=True, text=True)
+            # every backend of the web service is in the map (none left out as down)
+            ok = p.returncode == 0 and all(f": {n.ip}" in p.stdout for n in self.lab.nodes)
+            return p.stdout if ok else None
+
+        return wait_until(listing, 30, f"{holder.name}: a table with every backend", interval=POLL_S)
 
     def start_agent(self, node: LabNode) -> None:
         """conntrackd first (the notify script's `backup` would start one otherwise), then
