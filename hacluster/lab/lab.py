@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from hacluster import certs
+from hacluster.lab.backend import MLLP_PORT
 from hacluster.lab.cgroup import cpu_limited, remove_groups
 from hacluster.lab.netns import (
     LabError,
@@ -217,6 +218,11 @@ class Lab:
                     "name": "echo", "vip": self.vip, "protocol": "udp", "port": UDP_PORT,
                     "algorithm": self.algorithm,
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
+                    "backends": backends}, {
+                    # HL7 v2 over MLLP: one connection held for days (hacluster.lab.flows)
+                    "name": "hl7", "vip": self.vip, "protocol": "tcp", "port": MLLP_PORT,
+                    "algorithm": "maglev",
+                    "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
                     "backends": backends}]
                 doc["dataplane"] = self.dataplane
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -354,7 +360,8 @@ class Lab:
             "client_netns": self.client_ns, "client_ip": self.client_ip, "subnet": f"{self.net}.0/24",
             "vips": [self.vip],
             "services": [{"name": "http", "vip": self.vip, "port": HTTP_PORT, "proto": "tcp"}]
-            + ([{"name": "echo", "vip": self.vip, "port": UDP_PORT, "proto": "udp"}] if self.balance else []),
+            + ([{"name": "echo", "vip": self.vip, "port": UDP_PORT, "proto": "udp"},
+                {"name": "hl7", "vip": self.vip, "port": MLLP_PORT, "proto": "tcp"}] if self.balance else []),
             "dir": str(self.dir),
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip,
                        "agent_pid": n.agent.pid if n.agent else None,
