@@ -142,7 +142,9 @@ class ConntrackSyncSpec(_Strict):
     # address on it and sends to the other members' addresses.
     interface: str | None = Field(default=None, min_length=1, max_length=15,
                                   pattern=r"^[A-Za-z0-9_.@:-]+$")
-    # auto: UDP unicast between two members, multicast for more.
+    # auto = unicast: one FTFW pair per peer, each on its own UDP port from `port` up
+    # (port + 0 .. port + n(n-1)/2 - 1). multicast: one group for all (see docs/snat.md for
+    # why that loses updates with more than two members).
     transport: str = Field(default="auto", pattern=r"^(auto|unicast|multicast)$")
     port: int = Field(default=3780, ge=1, le=65535)
     multicast_group: str = "225.0.0.50"
@@ -461,6 +463,10 @@ def _check_sync(spec: ConfigSpec) -> list[str]:
                         f"multicast address (224.0.0.0/4)")
     except ValueError:
         errs.append(f"conntrack_sync.multicast_group: {c.multicast_group!r} is not an IP address")
+    n = len(spec.members)
+    if c.transport != "multicast" and c.port + n * (n - 1) // 2 - 1 > 65535:
+        errs.append(f"conntrack_sync.port: {c.port} leaves no room for the {n * (n - 1) // 2} "
+                    f"pair ports a {n}-member cluster uses")
     if c.mode != "on":
         return errs
     # `on` promises flows survive: what would make that impossible is an error now
@@ -468,9 +474,6 @@ def _check_sync(spec: ConfigSpec) -> list[str]:
         errs.append("conntrack_sync.interface: needed when there are no vips to take it from")
     if len(spec.members) < 2:
         errs.append("conntrack_sync: on needs at least two members to sync between")
-    if c.transport == "unicast" and len(spec.members) > 2:
-        errs.append(f"conntrack_sync.transport: unicast syncs two members (FTFW over UDP has one "
-                    f"destination); this cluster has {len(spec.members)}: use multicast or auto")
     for m in spec.members:
         try:
             if ipaddress.ip_address(m.address).version != 4:

@@ -234,7 +234,7 @@ def _make_sync(config: Config, dataplane: Any, events: Any) -> Any:
     import shutil
 
     from hacluster.hostops.connsync import NoSync
-    from hacluster.hostops.conntrackd import BINARY, Conntrackd
+    from hacluster.hostops.conntrackd import BINARY, make_sync
 
     s = config.conntrack_sync
     if s.mode == "off":
@@ -253,7 +253,7 @@ def _make_sync(config: Config, dataplane: Any, events: Any) -> Any:
     if why:
         log.info("connection sync: off (%s)", why)
         return NoSync(f"conntrack_sync: {s.mode}, off: {why}")
-    return Conntrackd(s, config.data_dir / "conntrackd", on_error=lambda line: events.add("agent", line))
+    return make_sync(s, config.data_dir / "conntrackd", on_error=lambda line: events.add("agent", line))
 
 
 def _make_raft_guard(config: Config) -> Any:

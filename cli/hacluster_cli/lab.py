@@ -42,9 +42,10 @@ def lab() -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for a VIP holder")
 @click.option("--balance", type=click.Choice(["round-robin", "weighted", "source-hash", "maglev",
                                               "none"]),
-              default="round-robin", show_default=True,
-              help="how the VIP's service balances over every server's backend; none: the "
-                   "VIP holder's own backend answers alone")
+              default="maglev", show_default=True,
+              help="how the VIP's services balance over every server's backend (maglev: every "
+                   "server maps a flow to the same backend); none: the VIP holder's own backend "
+                   "answers alone")
 def up(nodes: int, name: str, timeout: float, balance: str) -> None:
     """Build the lab, start an agent and an HTTP backend on every server, wait for a holder.
 
@@ -53,7 +54,7 @@ def up(nodes: int, name: str, timeout: float, balance: str) -> None:
     \b
     Examples:
       hacluster lab up
-      hacluster lab up --name ward --balance maglev
+      hacluster lab up --name ward --balance round-robin
     """
     _need_root()
     try:

@@ -8,7 +8,7 @@ exactly the entries that matter. Two members talk UDP unicast; more use multicas
 UDP channel has a single peer). The numbers and the reasons are in docs/snat.md.
 
 The child runs in the foreground (`conntrackd -C CONF`), dies with the agent
-(PR_SET_PDEATHSIG, set from the watcher thread that waits for it), and is restarted with
+(PR_SET_PDEATHSIG through setpriv, tied to the watcher thread that waits for it), and is restarted with
 backoff when it exits (0.5 s doubling to 30 s, reset after a minute of running). Each exit is
 an ERROR in the log and an event, and status() says "down" with conntrackd's last words.
 
@@ -21,10 +21,12 @@ flows no longer need; harmless, they are replaced by the next sync).
 
 from __future__ import annotations
 
-import ctypes
+import dataclasses
+import ipaddress
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,10 +91,32 @@ General {{
 
 
 def transport_of(settings: SyncSettings) -> str:
-    """unicast or multicast: what `auto` means for this many members."""
-    if settings.transport != "auto":
-        return settings.transport
-    return "unicast" if len(settings.peers) == 1 else "multicast"
+    """unicast (one FTFW pair per peer: what `auto` means) or multicast."""
+    return "multicast" if settings.transport == "multicast" else "unicast"
+
+
+def pair_port(base: int, me: str, peer: str, everyone: tuple[str, ...]) -> int:
+    """The UDP port of the FTFW pair (me, peer): the same on both ends (conntrackd binds and
+    sends to one Port), different for each pair on one server. Pairs are numbered over the
+    members' addresses in a fixed order, so every member computes the same numbers."""
+    order = sorted(set(everyone) | {me, peer}, key=_address_key)
+    i, j = sorted((order.index(me), order.index(peer)))
+    return base + j * (j - 1) // 2 + i
+
+
+def _address_key(address: str) -> tuple[int, int | str]:
+    try:
+        return (0, int(ipaddress.ip_address(address)))
+    except ValueError:
+        return (1, address)
+
+
+def pair_settings(settings: SyncSettings) -> list[SyncSettings]:
+    """One unicast SyncSettings per peer ("unicast to each")."""
+    everyone = (settings.address, *settings.peers)
+    return [dataclasses.replace(settings, peers=(peer,), transport="unicast",
+                                port=pair_port(settings.port, settings.address, peer, everyone))
+            for peer in settings.peers]
 
 
 def render_conf(settings: SyncSettings, workdir: Path) -> str:
@@ -102,8 +126,9 @@ def render_conf(settings: SyncSettings, workdir: Path) -> str:
     kind = transport_of(settings)
     if kind == "unicast":
         if len(settings.peers) != 1:
-            raise ValueError(f"transport: unicast syncs with one peer (FTFW over UDP has one "
-                             f"destination), this cluster has {len(settings.peers)}: use multicast")
+            raise ValueError(f"one conntrackd syncs with one peer over unicast (FTFW over UDP has "
+                             f"one destination), got {len(settings.peers)}: use one per peer "
+                             f"(ConntrackdPairs)")
         channel = _UNICAST.format(address=settings.address, peer=settings.peers[0],
                                   port=settings.port, interface=settings.interface)
     else:
@@ -112,10 +137,11 @@ def render_conf(settings: SyncSettings, workdir: Path) -> str:
     return _CONF.format(channel=channel, dir=workdir)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the thread that started us ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# SIGTERM to conntrackd when the thread that started it ends (PR_SET_PDEATHSIG, kept across
+# exec). Set by util-linux's setpriv rather than a preexec_fn: a preexec_fn makes Python fork()
+# instead of vfork(), and gRPC's fork handlers then abort the child now and then ("epoll_wait
+# error: Bad file descriptor", status -6, seen in the lab).
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -190,8 +216,8 @@ class Conntrackd:
             try:
                 with out.open("wb") as sink:
                     self._proc = subprocess.Popen(
-                        [self._binary, "-C", str(self.conf)], stdin=subprocess.DEVNULL,
-                        stdout=sink, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                        [*_DIE_WITH_PARENT, self._binary, "-C", str(self.conf)], stdin=subprocess.DEVNULL,
+                        stdout=sink, stderr=subprocess.STDOUT)
             except OSError as e:
                 self._failed(f"cannot start {self._binary}: {e}", delay)
             else:
@@ -384,3 +410,79 @@ def _pids_running(binary: str, conf: str) -> list[int]:
         if args[-2:] == ["-C", conf] and any(os.path.basename(a) == name for a in args[:-2]):
             out.append(int(entry.name))
     return out
+
+
+class ConntrackdPairs:
+    """The ConnSync of a member with peers over unicast: one supervised conntrackd per peer,
+    each an FTFW pair on its own port (pair_port), with its own config, caches and socket.
+
+    Why not one conntrackd on a multicast group: conntrackd tracks a single message sequence
+    per channel, not one per sender. On a group where more than one member sends (every
+    member's kernel has flows of its own to sync, and FTFW's acknowledgements), a receiver
+    takes interleaved messages for losses and drops some as old: in the lab, 2-12 of 20
+    established flows were missing from the standbys' caches at a power-off (docs/snat.md).
+    A pair has one sender at each end, the setup FTFW was built for.
+    """
+
+    def __init__(self, settings: SyncSettings, workdir: Path, **kw: object):
+        self.settings = settings
+        self.dir = Path(workdir)
+        self.members = [Conntrackd(one, self.dir / f"peer-{one.peers[0]}", **kw)  # type: ignore[arg-type]
+                        for one in pair_settings(settings)]
+
+    def status(self) -> SyncStatus:
+        each = [m.status() for m in self.members]
+        down = [f"{m.settings.peers[0]}: {st.detail}" for m, st in zip(self.members, each, strict=True)
+                if st.state is not SyncState.OK]
+        ms = [st.last_commit_ms for st in each if st.last_commit_ms is not None]
+        restarts = sum(st.restarts for st in each)
+        commit_ms = max(ms) if ms else None
+        if down:
+            return SyncStatus(SyncState.DOWN, "; ".join(down), restarts, commit_ms)
+        pairs = ", ".join(f"{m.settings.peers[0]}:{m.settings.port}" for m in self.members)
+        return SyncStatus(SyncState.OK, f"FTFW over unicast on {self.settings.interface} to each peer "
+                                        f"({pairs})", restarts, commit_ms)
+
+    def begin_commit(self) -> Commit:
+        return _AllCommits([m.begin_commit() for m in self.members])
+
+    def claimed(self) -> None:
+        for m in self.members:
+            m.claimed()
+
+    def released(self) -> None:
+        for m in self.members:
+            m.released()
+
+    def start(self) -> None:
+        for m in self.members:
+            m.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        for m in self.members:
+            m.stop(timeout)
+
+
+class _AllCommits:
+    """Every pair's external cache into the kernel, under way at once; one deadline each
+    (counted from their common beginning), so the claim waits at most the commit timeout."""
+
+    def __init__(self, commits: list[Commit]):
+        self._commits = commits
+
+    def done(self) -> bool:
+        return all(c.done() for c in self._commits)
+
+    def wait(self) -> bool:
+        return all([c.wait() for c in self._commits])  # a list: wait for every one
+
+
+def make_sync(settings: SyncSettings, workdir: Path, **kw: object) -> Conntrackd | ConntrackdPairs:
+    """The ConnSync for these settings: one conntrackd per peer, or one on a multicast group."""
+    if transport_of(settings) == "multicast":
+        log.warning("connection sync over multicast: conntrackd tracks one message sequence for "
+                    "the whole group, so with more than one sender some updates are dropped and "
+                    "flows may break at a failover (docs/snat.md); transport: unicast (the "
+                    "default) runs one FTFW pair per peer")
+        return Conntrackd(settings, workdir, **kw)  # type: ignore[arg-type]
+    return ConntrackdPairs(settings, workdir, **kw)

@@ -98,8 +98,8 @@ class Lab:
     def __init__(self, prefix: str = "hcl", nodes: int = 3, timing: dict[str, int] | None = None,
                  python: str = sys.executable, log_level: str = "info",
                  checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
-                 balance: bool = True, algorithm: str = "round-robin", dataplane: str = "auto",
-                 externals: int = 0):
+                 balance: bool = True, algorithm: str = "maglev", dataplane: str = "auto",
+                 externals: int = 0, conntrack_sync: str = "auto"):
         check_prefix(prefix)
         if not 1 <= nodes <= 9:
             raise LabError(f"--nodes must be 1-9, got {nodes}")
@@ -114,7 +114,9 @@ class Lab:
         # (no table: the failover benchmark measures VIP moves alone, as keepalived does).
         self.balance = balance
         self.dataplane = dataplane  # auto | nftables | proxy (the agents' data plane)
+        # maglev: every member maps a flow to the same backend, synced or not (docs/snat.md)
         self.algorithm = algorithm
+        self.conntrack_sync = conntrack_sync  # off | auto | on (conntrackd between the servers)
         self.log_level = log_level
         self.python = python
         self.dir = LAB_ROOT / prefix
@@ -225,6 +227,7 @@ class Lab:
                     "check": "web" if any(c.get("name") == "web" for c in self.checks) else None,
                     "backends": backends}]
                 doc["dataplane"] = self.dataplane
+                doc["conntrack_sync"] = self.conntrack_sync
             n.config.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     # ------------------------------------------------------------- processes

@@ -264,7 +264,7 @@ def test_conntrack_sync_yaml_off_and_on_are_booleans_and_mean_off_and_on():
 
 @pytest.mark.parametrize("value, message", [
     ("sometimes", "conntrack_sync: value error, must be off, auto, on or a mapping, got 'sometimes'"),
-    ({"mode": "on", "transport": "unicast"}, "unicast syncs two members"),
+    ({"mode": "auto", "port": 65534}, "leaves no room for the 3 pair ports"),
     ({"mode": "auto", "multicast_group": "10.1.1.1"}, "is not an IPv4 multicast address"),
     ({"mode": "on", "porte": 1}, "conntrack_sync"),
 ])

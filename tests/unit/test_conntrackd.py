@@ -7,11 +7,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from hacluster.hostops.conntrackd import Conntrackd, render_conf
+from hacluster.hostops.conntrackd import Conntrackd, ConntrackdPairs, make_sync, pair_port, render_conf
 from hacluster.model import SyncSettings, SyncState
 from tests.support.wait import wait_until
 
@@ -28,8 +29,8 @@ def test_two_members_sync_over_unicast_to_the_peer(tmp_path):
     assert f"Path {tmp_path}/conntrackd.ctl" in conf and f"LockFile {tmp_path}/conntrackd.lock" in conf
 
 
-def test_more_members_sync_over_multicast_and_nothing_filters_member_addresses(tmp_path):
-    conf = render_conf(THREE, tmp_path)
+def test_more_members_sync_over_multicast_when_asked_and_nothing_filters_member_addresses(tmp_path):
+    conf = render_conf(replace(THREE, transport="multicast"), tmp_path)
     assert "Multicast" in conf and "IPv4_address 225.0.0.50" in conf and "IPv4_interface 10.0.0.11" in conf
     assert "Interface eth1" in conf and "UDP {" not in conf
     assert "Address Ignore" not in conf and "10.0.0.12" not in conf  # a backend may be a member
@@ -39,7 +40,7 @@ def test_more_members_sync_over_multicast_and_nothing_filters_member_addresses(t
 def test_what_conntrackd_cannot_do_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at least one other member"):
         render_conf(SyncSettings(mode="on", interface="eth0", address="10.0.0.11"), tmp_path)
-    with pytest.raises(ValueError, match="use multicast"):
+    with pytest.raises(ValueError, match="use one per peer"):
         render_conf(SyncSettings(mode="on", interface="eth0", address="10.0.0.11",
                                  peers=("10.0.0.12", "10.0.0.13"), transport="unicast"), tmp_path)
 
@@ -47,7 +48,9 @@ def test_what_conntrackd_cannot_do_is_refused(tmp_path):
 @pytest.fixture
 def sync(tmp_path):
     errors: list[str] = []
-    s = Conntrackd(TWO, tmp_path / "ct", binary=STUB, on_error=errors.append, backoff=(0.05, 0.2))
+    # a stand-in in Python starts slower than conntrackd's client: 1 s, not 100 ms
+    s = Conntrackd(replace(TWO, commit_timeout=1.0), tmp_path / "ct", binary=STUB, on_error=errors.append,
+                   backoff=(0.05, 0.2))
     s.errors = errors
     yield s
     s.stop()
@@ -104,11 +107,11 @@ def test_the_commit_is_timed_and_the_steps_after_a_claim_and_a_release_run_in_or
 def test_a_commit_that_hangs_is_abandoned_at_the_timeout_with_an_error(sync):
     sync.start()
     _up(sync)
-    (sync.dir / "SLOW").write_text("3")
+    (sync.dir / "SLOW").write_text("10")
     started = time.monotonic()
     assert not sync.begin_commit().wait()
-    assert time.monotonic() - started < 1.5  # 100 ms timeout; the stub sleeps 3 s
-    assert any("did not finish within 100 ms" in e for e in sync.errors)
+    assert time.monotonic() - started < 5  # 1 s timeout; the stub sleeps 10 s
+    assert any("did not finish within 1000 ms" in e for e in sync.errors)
 
 
 def test_no_commit_while_conntrackd_is_down(sync):
@@ -148,3 +151,47 @@ def test_conntrackd_dies_with_the_agent(tmp_path):
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_every_pair_has_one_port_both_ends_agree_on():
+    everyone = ("10.0.0.13", "10.0.0.11", "10.0.0.12", "10.0.0.9")
+    ports = {}
+    for a in everyone:
+        for b in everyone:
+            if a != b:
+                ports[a, b] = pair_port(3780, a, b, everyone)
+                assert ports[a, b] == pair_port(3780, b, a, tuple(reversed(everyone)))
+    assert sorted(set(ports.values())) == list(range(3780, 3786))  # 4 members: 6 pairs
+    for a in everyone:  # on one server, one port per peer
+        mine = [p for (x, _), p in ports.items() if x == a]
+        assert len(set(mine)) == 3
+
+
+def test_by_default_one_conntrackd_per_peer_each_on_its_pair_port(tmp_path):
+    s = make_sync(THREE, tmp_path)
+    assert isinstance(s, ConntrackdPairs)
+    confs = [render_conf(m.settings, m.dir) for m in s.members]
+    assert "IPv4_Destination_Address 10.0.0.12" in confs[0] and "Port 3780" in confs[0]
+    assert "IPv4_Destination_Address 10.0.0.13" in confs[1] and "Port 3781" in confs[1]
+    assert all("Mode FTFW" in c and "Multicast" not in c for c in confs)
+    assert isinstance(make_sync(replace(THREE, transport="multicast"), tmp_path), Conntrackd)
+
+
+def test_the_pairs_are_ok_together_down_if_one_is_and_commit_together(tmp_path):
+    errors: list[str] = []
+    s = ConntrackdPairs(replace(THREE, commit_timeout=1.0), tmp_path / "ct", binary=STUB,
+                        on_error=errors.append, backoff=(0.05, 0.2))
+    try:
+        s.start()
+        wait_until(lambda: s.status().state is SyncState.OK, 10, "both pairs up")
+        assert "10.0.0.12:3780" in s.status().detail and "10.0.0.13:3781" in s.status().detail
+        assert s.begin_commit().wait()
+        for m in s.members:
+            assert (m.dir / "CALLS").read_text().split() == ["-c"]
+        (s.members[1].dir / "SLOW").write_text("10")
+        assert not s.begin_commit().wait()  # one pair late: the claim is told, not held
+        errors.clear()
+        s.members[1].stop()  # one pair's conntrackd gone: the whole sync is down, and says which
+        assert s.status().state is SyncState.DOWN and s.status().detail == "10.0.0.13: stopped"
+    finally:
+        s.stop()
