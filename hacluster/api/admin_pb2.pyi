@@ -26,7 +26,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "maintenance", "sentence")
+    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "maintenance", "sentence", "connection_sync")
     NODE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class StatusReply(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     SENTENCE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_SYNC_FIELD_NUMBER: _ClassVar[int]
     node: str
     cluster: str
     version: str
@@ -65,7 +66,20 @@ class StatusReply(_message.Message):
     generation: int
     maintenance: bool
     sentence: str
-    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., maintenance: _Optional[bool] = ..., sentence: _Optional[str] = ...) -> None: ...
+    connection_sync: SyncStatus
+    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., maintenance: _Optional[bool] = ..., sentence: _Optional[str] = ..., connection_sync: _Optional[_Union[SyncStatus, _Mapping]] = ...) -> None: ...
+
+class SyncStatus(_message.Message):
+    __slots__ = ("state", "detail", "restarts", "last_commit_ms")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_COMMIT_MS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    detail: str
+    restarts: int
+    last_commit_ms: float
+    def __init__(self, state: _Optional[str] = ..., detail: _Optional[str] = ..., restarts: _Optional[int] = ..., last_commit_ms: _Optional[float] = ...) -> None: ...
 
 class VipStatus(_message.Message):
     __slots__ = ("address", "prefixlen", "interface", "held", "claimed_at_unix_ms")
