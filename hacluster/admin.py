@@ -35,6 +35,7 @@ from hacluster.model import (
     ChecksStatus,
     MembersStatus,
     Role,
+    SyncStatus,
 )
 from hacluster.tls import ACT_ROLES, READ_ROLES, Authority
 
@@ -97,7 +98,15 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
                                connected=m.connected, admin_address=m.admin_address)
         if m.last_ack_ms is not None:
             pm.last_ack_ms = m.last_ack_ms
+    if st.connection_sync is not None:
+        _sync_to_pb(st.connection_sync, reply.connection_sync)
     return reply
+
+
+def _sync_to_pb(s: SyncStatus, out: admin_pb2.SyncStatus) -> None:
+    out.state, out.detail, out.restarts = s.state.value, s.detail, s.restarts
+    if s.last_commit_ms is not None:
+        out.last_commit_ms = s.last_commit_ms
 
 
 def members_to_pb(ms: MembersStatus) -> admin_pb2.MembersReply:

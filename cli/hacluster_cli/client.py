@@ -36,6 +36,8 @@ from hacluster.model import (
     NodeChecks,
     Role,
     ServiceStatus,
+    SyncState,
+    SyncStatus,
     VipStatus,
 )
 
@@ -103,7 +105,22 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
         sentence=reply.sentence, commit_index=reply.commit_index,
         last_applied=reply.last_applied, epoch_term=reply.epoch_term,
         generation=reply.generation, uptime_s=reply.uptime_s, maintenance=reply.maintenance,
+        connection_sync=_sync_from_pb(reply),
     )
+
+
+def _sync_from_pb(reply: admin_pb2.StatusReply) -> SyncStatus | None:
+    """None for an agent older than the field, and for a state this CLI does not know (a
+    newer agent's): the CLI cannot tell whether flows survive, so it says nothing."""
+    if not reply.HasField("connection_sync"):
+        return None
+    s = reply.connection_sync
+    try:
+        state = SyncState(s.state)
+    except ValueError:
+        return None
+    return SyncStatus(state, s.detail, s.restarts,
+                      s.last_commit_ms if s.HasField("last_commit_ms") else None)
 
 
 def status_to_dict(st: AgentStatus) -> dict[str, Any]:
@@ -112,6 +129,8 @@ def status_to_dict(st: AgentStatus) -> dict[str, Any]:
     d["role"] = st.role.value
     d["vips"] = list(d["vips"])
     d["members"] = list(d["members"])
+    if st.connection_sync is not None:
+        d["connection_sync"]["state"] = st.connection_sync.state.value
     return d
 
 

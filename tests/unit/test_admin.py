@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from hacluster.admin import AdminBindError, AdminService, start_admin, status_to_pb
 from hacluster.api import admin_pb2, admin_pb2_grpc
-from hacluster.model import AgentStatus, MemberStatus, Role, VipStatus
+from hacluster.model import AgentStatus, MemberStatus, Role, SyncState, SyncStatus, VipStatus
 from hacluster_cli.client import status_from_pb
 from hacluster_cli.main import cli
 
@@ -34,6 +34,12 @@ STATUS = AgentStatus(
     sentence="leader, lease ok, holds 10.99.0.100, table gen 42",
     commit_index=120, last_applied=119, epoch_term=7, generation=42, uptime_s=3725.0,
 )
+
+# The connection-state sync as each kind of agent reports it (STATUS itself has none: an
+# agent older than the field).
+SYNC_OK = SyncStatus(SyncState.OK, "FTFW over unicast on eth0 (10.99.0.2), port 3780", 1, 4.5)
+SYNC_DOWN = SyncStatus(SyncState.DOWN, "conntrackd exited with status 1: cannot bind", 3)
+SYNC_OFF = SyncStatus(SyncState.OFF, "conntrack_sync: off")
 
 
 def _free_port() -> int:
@@ -234,6 +240,34 @@ def test_status_survives_the_wire_unchanged() -> None:
     assert status_from_pb(status_to_pb(STATUS)) == STATUS
     lost = dataclasses.replace(STATUS, role=Role.CANDIDATE, leader=None, lease_ok=False)
     assert status_from_pb(status_to_pb(lost)) == lost
+
+
+@pytest.mark.parametrize("sync", [SYNC_OK, SYNC_DOWN, SYNC_OFF,
+                                  SyncStatus(SyncState.OK, "", 0, 0.0)],  # 0 ms is not "none"
+                         ids=["ok", "down", "off", "zero-commit"])
+def test_connection_sync_survives_the_wire_unchanged(sync: SyncStatus) -> None:
+    st = dataclasses.replace(STATUS, connection_sync=sync)
+    assert status_from_pb(status_to_pb(st)) == st
+
+
+def test_an_agent_without_connection_sync_or_with_a_state_unknown_here_shows_none() -> None:
+    pb = status_to_pb(STATUS)
+    assert not pb.HasField("connection_sync")  # an older agent's reply looks like this
+    assert status_from_pb(pb).connection_sync is None
+    pb = status_to_pb(dataclasses.replace(STATUS, connection_sync=SYNC_OK))
+    pb.connection_sync.state = "degraded"  # a newer agent's
+    assert status_from_pb(pb).connection_sync is None
+
+
+def test_status_json_carries_connection_sync(serve: Callable[..., int]) -> None:
+    port = serve(lambda: dataclasses.replace(STATUS, connection_sync=SYNC_DOWN))
+    result = _status("--agent", "--admin", f"127.0.0.1:{port}", *_as(), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["connection_sync"] == {
+        "state": "down", "detail": SYNC_DOWN.detail, "restarts": 3, "last_commit_ms": None}
+    port = serve()
+    result = _status("--agent", "--admin", f"127.0.0.1:{port}", *_as(), "--json")
+    assert json.loads(result.stdout)["connection_sync"] is None
 
 
 def test_every_admin_method_is_authenticated() -> None:
