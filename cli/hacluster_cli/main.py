@@ -196,20 +196,22 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
     The cluster view: cluster name, leader, term, the leader's lease, quorum, each VIP and who
     holds it (from the leader's own status: the asked agent fetches it when it is a
     follower), members (gossip state, Raft role and link, checks passing/total, draining),
-    services with healthy/total backends, the balancing table's generation committed vs
-    applied, the last events, then the problems (MAINTENANCE mode is one). With --cluster
-    --json: one object with the keys cluster, asked,
-    asked_role, leader, term, lease_ok, lease_remaining_ms, quorum, handoff, sentence,
-    vips, members, members_alive, services, table, events, problems, missing, healthy
-    (details: cli/hacluster_cli/overview.py). Exit 0 when healthy; 1 when there is a problem
-    (no leader or quorum, a VIP held by no one, a member DEAD or SUSPECT, a backend down,
-    the table not applied) or a part could not be seen (Members, Backends, the leader);
-    3 and 4 as for every command (the asked agent unreachable, or refusing).
+    each agent's connection sync (conntrackd: ok, DOWN or off, and why), services with
+    healthy/total backends, the balancing table's generation committed vs applied, the last
+    events, then the problems (MAINTENANCE mode is one). With --cluster --json: one object
+    with the keys cluster, asked, asked_role, leader, term, lease_ok, lease_remaining_ms,
+    quorum, handoff, sentence, vips, members, members_alive, services, table, events,
+    connection_sync, problems, missing, healthy (details: cli/hacluster_cli/overview.py).
+    Exit 0 when healthy; 1 when there is a problem (no leader or quorum, a VIP held by no
+    one, a member DEAD or SUSPECT, a backend down, the table not applied, a connection sync
+    DOWN) or a part could not be seen (Members, Backends, the leader); 3 and 4 as for every
+    command (the asked agent unreachable, or refusing).
 
     --agent: the asked agent's own view (role, term, leader, lease, quorum, the VIPs it
-    holds, its Raft links). `status --json` (without --cluster) prints this agent view's
-    object (node, role, leader, vips, handoff, maintenance, ...), so that scripts that
-    parse `status --json` go on working. Exit 0 when the agent answered.
+    holds, its connection sync, its Raft links). `status --json` (without --cluster) prints
+    this agent view's object (node, role, leader, vips, handoff, maintenance,
+    connection_sync, ...), so that scripts that parse `status --json` go on working. Exit 0
+    when the agent answered.
 
     --watch redraws every --interval (the screen is cleared on a terminal, a separator line
     is printed otherwise; with --json one JSON object per line). An agent that stops

@@ -27,6 +27,8 @@ required; anything else that fails becomes a `missing` note and the screen shows
                          draining [ids], disabled [ids], fallback (id|null)}] | null
     table              {node, committed, applied (int|null), dataplane} | null
     events             [{at_unix_ms, node, kind, text}] | null  (null: not gathered: no hook)
+    connection_sync    [{node, state (off|ok|down), detail, restarts, last_commit_ms (float|null)}]
+                       each agent asked that reports it (older agents do not: left out)
     problems           [str]  what is wrong; empty when nothing is
     missing            [str]  what could not be learned, and why
     healthy            bool  problems and missing are both empty (exit code 0)
@@ -53,9 +55,12 @@ from hacluster.model import (
     GossipState,
     MembersStatus,
     Role,
+    SyncState,
+    SyncStatus,
     VipStatus,
 )
 from hacluster_cli.client import AdminCallError, fetch_backends, fetch_members, fetch_status
+from hacluster_cli.render import SYNC_DOWN_COST, sync_detail, sync_word
 
 WIDTH = 100  # the human screen fits this many columns
 LAST_EVENTS = 5
@@ -128,6 +133,12 @@ class TableLine:
 
 
 @dataclass(frozen=True)
+class SyncLine:
+    node: str
+    sync: SyncStatus  # as that agent reports it in its own status
+
+
+@dataclass(frozen=True)
 class Overview:
     cluster: str
     asked: str
@@ -148,6 +159,7 @@ class Overview:
     problems: tuple[str, ...]
     missing: tuple[str, ...]
     events: tuple[OverviewEvent, ...] | None = None  # None: the agent does not serve events
+    syncs: tuple[SyncLine, ...] = ()  # the agents asked that report their connection sync
 
     @property
     def healthy(self) -> bool:
@@ -183,6 +195,10 @@ class Overview:
             "events": None if self.events is None else [
                 {"at_unix_ms": e.at_unix_ms, "node": e.node, "kind": e.kind, "text": e.text}
                 for e in self.events],
+            "connection_sync": [
+                {"node": x.node, "state": x.sync.state.value, "detail": x.sync.detail,
+                 "restarts": x.sync.restarts, "last_commit_ms": x.sync.last_commit_ms}
+                for x in self.syncs],
             "problems": list(self.problems), "missing": list(self.missing),
             "healthy": self.healthy,
         }
@@ -287,6 +303,7 @@ def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | No
     vips = _vips(st, leader_st, problems, others)
     members = _members(st, ms, leader_st, problems)
     services, table = _services(bs, problems)
+    syncs = _syncs(st, leader_st, others, problems)
     return Overview(
         cluster=st.cluster, asked=st.node, asked_role=st.role, leader=st.leader,
         term=view.term,
@@ -295,7 +312,8 @@ def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | No
         quorum=view.has_quorum, handoff=view.handoff, sentence=view.sentence,
         sentence_by=view.node, vips=vips, members=members,
         members_alive=None if ms is None else sum(m.state is GossipState.ALIVE for m in ms.members),
-        services=services, table=table, problems=tuple(problems), missing=missing, events=events)
+        services=services, table=table, problems=tuple(problems), missing=missing, events=events,
+        syncs=syncs)
 
 
 def _vip_key(v: VipStatus) -> str:
@@ -353,6 +371,25 @@ def _members(st: AgentStatus, ms: MembersStatus | None, leader_st: AgentStatus |
             why.append(f"unknown to gossip on {ms.node}")
         if why:
             problems.append(f"member {mid}: " + ", ".join(why))
+    return tuple(lines)
+
+
+def _syncs(st: AgentStatus, leader_st: AgentStatus | None, others: tuple[AgentStatus, ...],
+           problems: list[str]) -> tuple[SyncLine, ...]:
+    """Each answering agent's own word on its connection sync, in the members' order; a
+    sync that is down anywhere is a problem (the VIP may move to or from that agent)."""
+    answered = {s.node: s for s in (st, leader_st, *others) if s is not None}
+    order = list(dict.fromkeys([m.id for m in st.members] + list(answered)))
+    lines = []
+    for node in order:
+        s = answered.get(node)
+        if s is None or s.connection_sync is None:  # not asked, or older than the field
+            continue
+        lines.append(SyncLine(node, s.connection_sync))
+        if s.connection_sync.state is SyncState.DOWN:
+            why = f" ({s.connection_sync.detail})" if s.connection_sync.detail else ""
+            problems.append(f"connection sync DOWN on {node}{why}: {SYNC_DOWN_COST} to or from "
+                            f"{node}")
     return tuple(lines)
 
 
@@ -477,6 +514,18 @@ def _service_lines(ov: Overview) -> list[str]:
     return ["", _clip(head, WIDTH), *_columns(rows)]
 
 
+def _sync_lines(ov: Overview) -> list[str]:
+    if not ov.syncs:
+        return []
+    details = {x.sync.detail for x in ov.syncs}
+    if all(x.sync.state is SyncState.OFF for x in ov.syncs) and len(details) == 1:
+        said = f" ({details.pop()})" if ov.syncs[0].sync.detail else ""
+        return ["", _clip(f"connection sync: off on {', '.join(x.node for x in ov.syncs)}{said}",
+                          WIDTH)]
+    rows = [(_clip(x.node, 28), sync_word(x.sync), sync_detail(x.sync) or "-") for x in ov.syncs]
+    return ["", "connection sync", *(_clip(line, WIDTH) for line in _columns(rows))]
+
+
 def _event_lines(ov: Overview) -> list[str]:
     if ov.events is None:
         return []
@@ -496,7 +545,7 @@ def _wrapped(prefix: str, text: str) -> list[str]:
 def render_overview(ov: Overview) -> str:
     """The human screen of `hacluster status --cluster`: at most WIDTH columns."""
     lines = [_headline(ov), *_subhead(ov), *_vip_lines(ov), *_member_lines(ov),
-             *_service_lines(ov), *_event_lines(ov)]
+             *_sync_lines(ov), *_service_lines(ov), *_event_lines(ov)]
     if ov.missing:
         lines += ["", "not known"]
         for m in ov.missing:

@@ -11,7 +11,12 @@ from hacluster.model import (
     CheckState,
     GossipState,
     MembersStatus,
+    SyncState,
+    SyncStatus,
 )
+
+# What a connection sync that is down costs, said wherever it is shown as down.
+SYNC_DOWN_COST = "established flows through the VIP will break when it moves"
 
 
 def _columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -38,6 +43,33 @@ def _duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def sync_word(s: SyncStatus) -> str:
+    return "DOWN" if s.state is SyncState.DOWN else s.state.value
+
+
+def sync_detail(s: SyncStatus) -> str:
+    """Why it is off or down (how it runs when ok), then its restarts and the last claim's
+    commit time when there are any."""
+    extra = []
+    if s.restarts:
+        extra.append(f"restarted {s.restarts} time{'s' if s.restarts != 1 else ''}")
+    if s.last_commit_ms is not None:
+        extra.append(f"last claim's commit took {_ms(s.last_commit_ms)}")
+    return "; ".join(p for p in (s.detail, ", ".join(extra)) if p)
+
+
+def sync_text(s: SyncStatus) -> str:
+    """One agent's connection-state sync for people: `ok (how)`, `DOWN (why) — what it
+    costs`, `off (why)`."""
+    detail = sync_detail(s)
+    text = sync_word(s) + (f" ({detail})" if detail else "")
+    return text + (f" — {SYNC_DOWN_COST}" if s.state is SyncState.DOWN else "")
+
+
 def render_status(st: AgentStatus) -> str:
     lease = f"ok, {st.lease_remaining_ms:.0f} ms left" if st.lease_ok else "not held"
     held = [f"{v.address}/{v.prefixlen}" for v in st.vips if v.held]
@@ -55,6 +87,8 @@ def render_status(st: AgentStatus) -> str:
                         "(hacluster maintenance off)"))
     if st.handoff:
         head.append(("handoff", "in progress: this node releases its VIPs"))
+    if st.connection_sync is not None:  # None: an agent older than the field
+        head.append(("connection sync", sync_text(st.connection_sync)))
     head += [
         ("status", st.sentence or "-"),
         ("raft", f"commit index {st.commit_index}, applied {st.last_applied}"),

@@ -20,6 +20,7 @@ from hacluster.api import admin_pb2, admin_pb2_grpc
 from hacluster.model import AgentStatus, MemberStatus, Role, SyncState, SyncStatus, VipStatus
 from hacluster_cli.client import status_from_pb
 from hacluster_cli.main import cli
+from hacluster_cli.render import render_status
 
 from .pki import PKI
 
@@ -87,6 +88,23 @@ def test_status_table(serve: Callable[..., int]) -> None:
     assert rows["n2"][2:] == ["up", "12", "ms", "ago"]
     assert rows["n3"][2:] == ["DOWN", "-"]
     assert "10.99.0.101/24  eth0       -" in out
+
+
+@pytest.mark.parametrize("sync, line", [
+    (SYNC_OK, "connection sync  ok (FTFW over unicast on eth0 (10.99.0.2), port 3780; restarted 1 "
+              "time, last claim's commit took 4.5 ms)"),
+    (SYNC_DOWN, "connection sync  DOWN (conntrackd exited with status 1: cannot bind; restarted 3 "
+                "times) — established flows through the VIP will break when it moves"),
+    (SYNC_OFF, "connection sync  off (conntrack_sync: off)"),
+], ids=["ok", "down", "off"])
+def test_status_table_shows_the_connection_sync(sync: SyncStatus, line: str) -> None:
+    out = render_status(dataclasses.replace(STATUS, connection_sync=sync))
+    assert line in out.splitlines(), out
+    assert "VIPs held        10.99.0.100/24" in out  # the block stays aligned
+
+
+def test_status_table_of_an_agent_without_connection_sync_says_nothing_of_it() -> None:
+    assert "connection sync" not in render_status(STATUS)
 
 
 def test_status_json(serve: Callable[..., int]) -> None:

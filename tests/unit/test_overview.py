@@ -23,6 +23,8 @@ from hacluster.model import (
     MemberStatus,
     Role,
     ServiceStatus,
+    SyncState,
+    SyncStatus,
     VipStatus,
 )
 from hacluster_cli import main, overview
@@ -289,13 +291,80 @@ def test_the_events_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ov.events is None and ov.missing == () and ov.healthy  # a convenience, not a problem
 
 
+SYNC_OK = SyncStatus(SyncState.OK, "FTFW over unicast on eth0 (10.0.0.2, 10.0.0.3), port 3780",
+                     0, 4.2)
+SYNC_DOWN = SyncStatus(SyncState.DOWN, "conntrackd exited with status 1: cannot bind", 3)
+SYNC_OFF = SyncStatus(SyncState.OFF, "conntrack_sync: off")
+
+
+def _synced(answers: dict[tuple[str, str], Any], **syncs: SyncStatus) -> dict[tuple[str, str], Any]:
+    """`answers` with the connection sync each named node reports (node=SyncStatus)."""
+    for node, sync in syncs.items():
+        key = ("status", ADMIN[node])
+        answers[key] = dataclasses.replace(answers[key], connection_sync=sync)
+    return answers
+
+
+def test_each_agents_connection_sync_and_a_down_one_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    # asked at the follower n2: the leader n1 and n3 are asked for their own status too;
+    # n3 is an agent older than the field and says nothing of it
+    ov, _ = run(monkeypatch, _synced(healthy(node="n2"), n1=SYNC_OK, n2=SYNC_DOWN), node="n2")
+    assert [(x.node, x.sync) for x in ov.syncs] == [("n1", SYNC_OK), ("n2", SYNC_DOWN)]
+    assert ov.problems == ("connection sync DOWN on n2 (conntrackd exited with status 1: cannot "
+                           "bind): established flows through the VIP will break when it moves to "
+                           "or from n2",)
+    assert ov.exit_code == 1
+    screen = render_overview(ov).splitlines()
+    at = screen.index("connection sync")
+    assert screen[at + 1:at + 4] == [
+        "  n1  ok    FTFW over unicast on eth0 (10.0.0.2, 10.0.0.3), port 3780; last claim's commit "
+        "took 4.2…",
+        "  n2  DOWN  conntrackd exited with status 1: cannot bind; restarted 3 times", ""]
+    assert screen[-2:] == [
+        "  - connection sync DOWN on n2 (conntrackd exited with status 1: cannot bind): established flows",
+        "    through the VIP will break when it moves to or from n2"]
+    assert json.loads(json.dumps(ov.to_dict()))["connection_sync"] == [
+        {"node": "n1", "state": "ok", "detail": SYNC_OK.detail, "restarts": 0, "last_commit_ms": 4.2},
+        {"node": "n2", "state": "down", "detail": SYNC_DOWN.detail, "restarts": 3,
+         "last_commit_ms": None}]
+
+
+def test_connection_sync_ok_or_off_is_no_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    ov, _ = run(monkeypatch, _synced(healthy(), n1=SYNC_OK, n2=SYNC_OK, n3=SYNC_OFF))
+    assert ov.healthy and [x.sync.state for x in ov.syncs] == [SyncState.OK, SyncState.OK, SyncState.OFF]
+    assert "  n3  off  conntrack_sync: off" in render_overview(ov).splitlines()
+    # off everywhere for the same reason: one line, not one per agent
+    ov, _ = run(monkeypatch, _synced(healthy(), n1=SYNC_OFF, n2=SYNC_OFF, n3=SYNC_OFF))
+    assert ov.healthy
+    screen = render_overview(ov).splitlines()
+    assert "connection sync: off on n1, n2, n3 (conntrack_sync: off)" in screen
+    assert "connection sync" not in screen
+
+
+def test_agents_older_than_connection_sync_show_nothing_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    ov, _ = run(monkeypatch, healthy())
+    assert ov.syncs == () and ov.healthy
+    assert "connection sync" not in render_overview(ov)
+    assert ov.to_dict()["connection_sync"] == []
+
+
+def test_status_cluster_exits_1_when_a_connection_sync_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeAgents(_synced(healthy(), n1=SYNC_OK, n2=SYNC_OK, n3=SYNC_DOWN)).install(monkeypatch)
+    result = _cli()  # plain `status` is the cluster view
+    assert result.exit_code == 1, result.output
+    assert "problems (1)" in result.stdout and "connection sync DOWN on n3" in result.stdout
+    got = json.loads(_cli("--cluster", "--json").stdout)
+    assert got["healthy"] is False
+    assert [x["state"] for x in got["connection_sync"]] == ["ok", "ok", "down"]
+
+
 def test_json_keys_are_stable(monkeypatch: pytest.MonkeyPatch) -> None:
     ov, _ = run(monkeypatch, healthy())
     d = json.loads(json.dumps(ov.to_dict()))
     assert list(d) == ["cluster", "asked", "asked_role", "leader", "term", "lease_ok",
                        "lease_remaining_ms", "quorum", "handoff", "sentence", "vips", "members",
-                       "members_alive", "services", "table", "events", "problems", "missing",
-                       "healthy"]
+                       "members_alive", "services", "table", "events", "connection_sync",
+                       "problems", "missing", "healthy"]
     assert list(d["vips"][0]) == ["address", "interface", "holders", "known"]
     assert list(d["members"][0]) == ["id", "is_self", "gossip", "raft_role", "raft_link",
                                      "checks_passing", "checks_total", "draining"]
@@ -307,7 +376,7 @@ def test_json_keys_are_stable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_screen_fits_100_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     long = "n" * 60
-    st = status("n1", sentence="x" * 300)
+    st = status("n1", sentence="x" * 300, connection_sync=SyncStatus(SyncState.DOWN, "y" * 300, 9, 1e9))
     st = dataclasses.replace(st, members=st.members + (MemberStatus(long, "a:1", False, False, None),))
     ov, _ = run(monkeypatch, healthy(status__n1=st, backends__n1=table(
         states={f"ward-{i}": "down" for i in (1, 2, 3)})))
