@@ -33,6 +33,8 @@ from hacluster.model import (
     GossipState,
     MembersStatus,
     Role,
+    SyncState,
+    SyncStatus,
 )
 
 __all__ = ["AgentCollector", "FailoverHistogram", "LeaderChangeTally", "Timings"]
@@ -178,7 +180,7 @@ class AgentCollector(Collector):
         for m in st.members:
             if not m.is_self:
                 peers.add([m.id], m.connected)
-        return [*out, held.family, peers.family]
+        return [*out, held.family, peers.family, *_sync_metrics(st.connection_sync)]
 
     def _members_metrics(self) -> list[Metric]:
         assert self.members is not None
@@ -263,6 +265,27 @@ class AgentCollector(Collector):
             raise ValueError(f"extra metric name(s) not usable: {', '.join(bad)} (need "
                              "hacluster_[a-z0-9_]+, not one of the built-in names)")
         return [_gauge(name, f"{name} (agent-provided)", float(v)) for name, v in sorted(values.items())]
+
+
+def _sync_metrics(sync: SyncStatus | None) -> list[Metric]:
+    """The connection-state sync (conntrackd): none at all when it is off (nothing runs,
+    nothing to alert on) or the status has no sync; the commit time once a claim had one."""
+    if sync is None or sync.state is SyncState.OFF:
+        return []
+    restarts = CounterMetricFamily("hacluster_conntrack_sync_restarts", "Times this agent restarted "
+                                   "conntrackd after it exited")
+    restarts.add_metric([], float(sync.restarts))
+    out: list[Metric] = [
+        _gauge("hacluster_conntrack_sync_up", "1 if conntrackd runs and answers (established flows "
+               "survive a move of the VIP), 0 if it is configured but down (they break)",
+               sync.state is SyncState.OK),
+        restarts]
+    if sync.last_commit_ms is not None:
+        out.append(_gauge("hacluster_conntrack_commit_seconds", "How long this agent's last claim "
+                          "took to commit the synced flows into the kernel (a commit that ran past "
+                          "conntrack_sync.commit_timeout_ms leaves it unchanged)",
+                          sync.last_commit_ms / 1000))
+    return out
 
 
 _SUFFIXES = {"counter": ("_total", "_created"), "info": ("_info",),

@@ -34,9 +34,10 @@ from hacluster.model import (
     NodeChecks,
     Role,
     ServiceStatus,
+    SyncStatus,
 )
 
-from .test_admin import STATUS  # one canonical agent status for the tests
+from .test_admin import STATUS, SYNC_DOWN, SYNC_OFF, SYNC_OK  # one canonical agent status for the tests
 
 
 def _member(node: str, state: GossipState, is_self: bool = False) -> GossipMemberStatus:
@@ -121,6 +122,26 @@ def test_a_follower_in_maintenance_without_lease() -> None:
     v = registry.get_sample_value
     assert (v("hacluster_leader"), v("hacluster_lease_valid"), v("hacluster_maintenance"),
             v("hacluster_handoff")) == (0, 0, 1, 1)
+
+
+def _with_sync(sync: SyncStatus | None) -> CollectorRegistry:
+    return _registry(AgentCollector(lambda: dataclasses.replace(STATUS, connection_sync=sync)))
+
+
+def test_connection_sync_up_restarts_and_commit_time() -> None:
+    v = _with_sync(SYNC_OK).get_sample_value
+    assert v("hacluster_conntrack_sync_up") == 1
+    assert v("hacluster_conntrack_sync_restarts_total") == 1
+    assert v("hacluster_conntrack_commit_seconds") == pytest.approx(0.0045)
+    v = _with_sync(SYNC_DOWN).get_sample_value  # down, and no claim committed yet
+    assert v("hacluster_conntrack_sync_up") == 0
+    assert v("hacluster_conntrack_sync_restarts_total") == 3
+    assert v("hacluster_conntrack_commit_seconds") is None  # absent, not 0
+    zero = _with_sync(dataclasses.replace(SYNC_DOWN, last_commit_ms=0.0))
+    assert zero.get_sample_value("hacluster_conntrack_commit_seconds") == 0
+    for nothing in (SYNC_OFF, None):  # off: nothing runs; None: a status without the field
+        text = _text(_with_sync(nothing))
+        assert "hacluster_conntrack" not in text and "hacluster_leader 1.0" in text
 
 
 def test_members_per_gossip_state_and_member_up() -> None:
@@ -375,7 +396,8 @@ def test_a_second_listener_on_the_same_port_is_refused(served: Callable[..., Met
 
 
 def _observed_text() -> str:
-    registry, failovers, timings = _full(extra=lambda: {"hacluster_gossip_probe_rtt_last_seconds": 0.001})
+    registry, failovers, timings = _full(extra=lambda: {"hacluster_gossip_probe_rtt_last_seconds": 0.001},
+                                         status=lambda: dataclasses.replace(STATUS, connection_sync=SYNC_OK))
     failovers.observe_claim(0.12, 0.3)
     timings.observe_nft_apply(0.01)
     return _text(registry)
