@@ -194,10 +194,12 @@ small { color:#57606a; }
   <span class="kv">term <b id="term">?</b></span>
   <span class="kv">lease <b id="lease">?</b></span>
   <span class="kv">quorum <b id="quorum">?</b></span>
+  <span class="kv" id="sync-kv" hidden>connection sync <b id="sync">?</b></span>
   <span class="kv"><small id="updated"></small></span>
 </header>
 <main>
-<section><h2>Virtual IPs</h2><div id="vips"></div><p><small id="sentence"></small></p></section>
+<section><h2>Virtual IPs</h2><div id="vips"></div><p id="sync-detail" hidden></p>
+<p><small id="sentence"></small></p></section>
 <section><h2>Members</h2><div id="members"></div></section>
 <section><h2>Services and backends</h2><div id="services"></div></section>
 <section><h2>Recent events</h2><div id="events"></div></section>
@@ -210,6 +212,7 @@ const STATES = {  // colour plus a symbol plus the word: readable without colour
   disabled: ["st-off", "\\u25cb disabled"], down: ["st-bad", "\\u2716 down"],
   alive: ["st-ok", "\\u25cf alive"], suspect: ["st-warn", "\\u25d0 suspect"],
   dead: ["st-bad", "\\u2716 dead"], left: ["st-off", "\\u25cb left"]};
+const SYNC = {ok: ["st-ok", "\\u25cf ok"], down: ["st-bad", "\\u2716 DOWN"], off: ["st-off", "\\u25cb off"]};
 let lastOk = null;
 
 function el(tag, attrs, ...kids) {
@@ -242,6 +245,23 @@ function table(head, rows) {
             el("tbody", {}, ...rows));
 }
 
+// The connection-state sync (conntrackd) of this agent; hidden for a status without it.
+function renderSync(sync) {
+  document.getElementById("sync-kv").hidden = !sync;
+  const p = document.getElementById("sync-detail");
+  p.hidden = !sync;
+  if (!sync) return;
+  const [cls, label] = SYNC[sync.state] || ["st-off", "? " + sync.state];
+  fill("sync", el("span", {class: "st " + cls, "data-sync": sync.state}, label));
+  const more = [];
+  if (sync.restarts) more.push("restarted " + sync.restarts + (sync.restarts === 1 ? " time" : " times"));
+  if (sync.last_commit_ms != null) more.push("last claim's commit took " + ms(sync.last_commit_ms));
+  const why = [sync.detail, more.join(", ")].filter(x => x).join("; ");
+  p.replaceChildren(el("small", {}, "connection sync: ", el("span", {class: "st " + cls}, label),
+    why ? " (" + why + ")" : "",
+    sync.state === "down" ? " \\u2014 established flows through the VIP will break when it moves" : ""));
+}
+
 function renderStatus(st, err) {
   if (!st) {
     for (const id of ["cluster", "node", "role", "leader", "term", "lease", "quorum"]) {
@@ -249,6 +269,7 @@ function renderStatus(st, err) {
     }
     fill("vips", na("agent status (" + (err || "no data") + ")"));
     document.getElementById("maintenance").hidden = true;
+    renderSync(null);
     return;
   }
   text("cluster", st.cluster); text("node", st.node); text("role", st.role);
@@ -260,6 +281,7 @@ function renderStatus(st, err) {
   text("quorum", st.has_quorum ? "yes" : "NO");
   document.getElementById("maintenance").hidden = !st.maintenance;
   text("sentence", st.sentence);
+  renderSync(st.connection_sync);
   document.title = "hacluster " + st.cluster + " \\u00b7 " + st.node +
     (st.maintenance ? " \\u00b7 MAINTENANCE" : "");
   fill("vips", st.vips.length ? table(["VIP", "held by this agent", "holder"], st.vips.map(v =>

@@ -18,6 +18,7 @@ from hacluster.metrics import AgentCollector
 from hacluster.model import MembersStatus, Role
 from hacluster.statuspage import PAGE_HTML, status_document, status_pages
 
+from .test_admin import SYNC_DOWN
 from .test_metrics import BACKENDS, MEMBERS, STATUS, _get
 
 FOLLOWER = dataclasses.replace(STATUS, node="n2", role=Role.FOLLOWER, lease_ok=False,
@@ -67,6 +68,16 @@ def test_a_follower_names_the_leader_as_holder() -> None:
     assert vips[0]["holder_seen"] == "the leader, as this agent sees it"
     no_leader = dataclasses.replace(FOLLOWER, leader=None)
     assert status_document(no_leader, None, None, None)["status"]["vips"][0]["holder"] is None
+
+
+def test_the_connection_sync_is_in_the_document_and_on_the_page() -> None:
+    st = status_document(dataclasses.replace(STATUS, connection_sync=SYNC_DOWN), None, None, None)["status"]
+    assert st["connection_sync"] == {"state": "down", "detail": SYNC_DOWN.detail, "restarts": 3,
+                                     "last_commit_ms": None}
+    assert status_document(STATUS, None, None, None)["status"]["connection_sync"] is None  # page hides it
+    for hook in ('id="sync-kv"', 'id="sync"', 'id="sync-detail"', "renderSync(st.connection_sync)",
+                 '"data-sync"', "established flows through the VIP will break when it moves"):
+        assert hook in PAGE_HTML, hook
 
 
 def test_missing_parts_are_null() -> None:
