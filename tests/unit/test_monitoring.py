@@ -5,6 +5,7 @@ agent exports, so a renamed metric cannot leave an alert silently dead."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ from hacluster.dataplane.table import BackendState
 from hacluster.metrics import CAUSES, SECTIONS, AgentCollector, FailoverHistogram, Timings
 from hacluster.model import GossipState
 
+from .test_admin import SYNC_OK
 from .test_metrics import BACKENDS, CHECKS, MEMBERS, STATUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +152,8 @@ def _exported() -> dict[str, set[str]]:
     exposition of a collector with every provider, as daemon.py builds it."""
     extra = _extra_gauges()
     registry = CollectorRegistry()
-    registry.register(AgentCollector(lambda: STATUS, lambda: MEMBERS, lambda: CHECKS, lambda: BACKENDS,
+    synced = dataclasses.replace(STATUS, connection_sync=SYNC_OK)  # else the sync's metrics are absent
+    registry.register(AgentCollector(lambda: synced, lambda: MEMBERS, lambda: CHECKS, lambda: BACKENDS,
                                      FailoverHistogram(), lambda: dict.fromkeys(extra, 1.0),
                                      leader_changes=lambda: 3, timings=Timings()))
     names: dict[str, set[str]] = {}
