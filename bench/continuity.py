@@ -6,7 +6,7 @@
 
 A 3-server balanced lab (the lab's default algorithm for HTTP; its `hl7` service is
 Maglev). Each trial: settle (one holder, every agent agrees, the client served; for
-hacluster with the sync on, every `hacluster status` says "connection sync: ok") ->
+hacluster with the sync on, every agent reports its connection sync ok) ->
 hacluster.lab.flows in the client namespace: `--flows` HTTP downloads (a line every 50 ms)
 and one HL7 v2 MLLP connection (a message every 50 ms, each ACKed), all opened on backends
 the fault will not take away, plus a new connection every 20 ms -> the fault, at a
@@ -63,7 +63,7 @@ from _labkit import (
 from _systems import HaclusterSystem, System
 from failover import inject, repair, restore
 
-from hacluster.lab.continuity import run_through
+from hacluster.lab.continuity import run_through, sync_state
 from hacluster.lab.lab import Lab, LabNode, cli_argv, random_prefix
 from hacluster.lab.wait import WaitTimeout, wait_until
 
@@ -85,10 +85,6 @@ def cli(system: System, node: LabNode, *args: str) -> str | None:
     p = subprocess.run(cli_argv(node.netns, *args, "--timeout", "1", "--config", str(node.config),
                                 python=system.lab.python), capture_output=True, text=True, timeout=15)
     return p.stdout if p.returncode == 0 else None
-
-
-def status_says(system: System, node: LabNode, text: str) -> bool:
-    return text in (cli(system, node, "status") or "")
 
 
 def all_committed_healthy(system: System, holder: LabNode) -> bool:
@@ -115,8 +111,8 @@ def settle(system: System, sync_on: bool) -> str:
         raise BenchError(f"{e}; {diagnose(system.lab)}") from None
     if sync_on:
         for n in system.lab.nodes:
-            wait_until(lambda n=n: status_says(system, n, "connection sync: ok"), SETTLE_TIMEOUT_S,
-                       f"{n.name}: connection sync: ok")
+            wait_until(lambda n=n: sync_state(system.lab, n.name) == "ok", SETTLE_TIMEOUT_S,
+                       f"{n.name}: connection sync ok")
     return holder
 
 

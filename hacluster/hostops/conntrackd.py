@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -144,12 +145,16 @@ def render_conf(settings: SyncSettings, workdir: Path) -> str:
 _DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+_STAMP = re.compile(r"^\[[^]]*\] \(pid=\d+\) ")
+
+
+def _tail(path: Path, lines: int = 2) -> str:
+    """conntrackd's last words, without its timestamp and pid ("[ERROR] can't open ...")."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:])
+    return " | ".join(_STAMP.sub("", line.strip()) for line in text[-lines:])
 
 
 class Conntrackd:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hacluster.lab.backend import MLLP_PORT
-from hacluster.lab.lab import HTTP_PORT, Lab
+from hacluster.lab.lab import HTTP_PORT, Lab, cli_argv
 from hacluster.lab.netns import LabError
 from hacluster.lab.wait import wait_until
 
@@ -185,6 +185,20 @@ class FlowRun:
             self.proc.wait(5)
 
 
+def sync_state(lab: Lab, name: str) -> str | None:
+    """The connection sync's state on server `name` as its agent reports it (`hacluster
+    status --agent --json`): "ok", "down", "off", or None when it did not answer."""
+    node = lab.node(name)
+    try:
+        proc = subprocess.run(cli_argv(node.netns, "status", "--agent", "--json", "--timeout", "1",
+                                       "--config", str(node.config)),
+                              capture_output=True, text=True, timeout=15)
+        sync = json.loads(proc.stdout).get("connection_sync") if proc.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    return sync.get("state") if isinstance(sync, dict) else None
+
+
 def run_through(lab: Lab, fault: Any, workdir: Path, dead: Iterable[str] = (), avoid: Iterable[str] = (),
                 flows: int = 20, duration: float = 6.0, after: Any = None) -> dict[str, Any]:
     """Flows through the VIP, `fault()` once they are settled, `after()` (e.g. wait for the
@@ -205,4 +219,4 @@ def run_through(lab: Lab, fault: Any, workdir: Path, dead: Iterable[str] = (), a
     return acc
 
 
-__all__ = ["FlowRun", "account", "new_connections", "problems", "run_through"]
+__all__ = ["FlowRun", "account", "new_connections", "problems", "run_through", "sync_state"]
