@@ -43,8 +43,14 @@ What the table does, per service (VIP, tcp|udp, ports):
   commit takes the entry but NAT gives it another port, so the backend sees a stranger and
   resets the flow (measured: all of them). So raw chains `notrack` packets from a floating
   address (`floating_addresses`: every SNAT address) arriving from the wire, and packets
-  to one that is not local here (`fib daddr type != local`); on the holder, where the
-  address is local, its balanced flows are tracked as they must be.
+  to one that is not local here (`fib daddr type != local`), sent or received; on the
+  holder, where the address is local, its balanced flows are tracked as they must be.
+  Received matters at a graceful move: the old holder's backend keeps streaming to the VIP,
+  and a neighbour entry left from an earlier term can send those packets to the next
+  holder's MAC before it claims. Tracked there, each would start an entry (picked up
+  mid-stream) that the commit of the synced one then clashes with, and NAT would give
+  the client's next packet another port: the backend resets it (measured: 3 of 20 flows
+  in a `failover --to`, before this rule).
 - **Counters**: a named counter per backend (also for the fallback) counts packets and
   bytes, in both directions, of the flows DNATed to it; one map from (VIP, protocol,
   VIP port, backend address, backend port) to the counter is looked up from filter chains
@@ -277,7 +283,8 @@ def _chains(parts: _Parts) -> list[str]:
         # Before conntrack (raw): see the module docstring. Packets from a floating address
         # on the wire are a balancer's, to a backend here; on lo they are this holder's own.
         chain("raw_prerouting", "type filter hook prerouting priority raw",
-              ['iifname != "lo" ip saddr @floating_addresses notrack'])
+              ['iifname != "lo" ip saddr @floating_addresses notrack',
+               "ip daddr @floating_addresses fib daddr type != local notrack"])
         chain("raw_output", "type filter hook output priority raw",
               ["ip daddr @floating_addresses fib daddr type != local notrack"])
     lookup = ("counter name ct original ip daddr . meta l4proto . ct original proto-dst"
