@@ -257,7 +257,9 @@ def _declarations(parts: _Parts, carry: Mapping[str, tuple[int, int]]) -> list[s
                 *_elements([f"{_concat(k)} : {v}" for k, v in sorted(parts.snat.items())], "\t\t",
                            per_line=2), "\t}",
                 "", "\tset floating_addresses {", "\t\ttype ipv4_addr",
-                *_elements(sorted(set(parts.snat.values())), "\t\t"), "\t}"]
+                *_elements(sorted(set(parts.snat.values())), "\t\t"), "\t}",
+                "", "\tset service_endpoints {", f"\t\ttype {_KEY_TYPE}",
+                *_elements([_concat(k) for k in sorted(parts.snat)], "\t\t", per_line=2), "\t}"]
     for m in parts.maps:
         out += ["", *("\t" + line for line in m)]
     return out
@@ -287,6 +289,16 @@ def _chains(parts: _Parts) -> list[str]:
                "ip daddr @floating_addresses fib daddr type != local notrack"])
         chain("raw_output", "type filter hook output priority raw",
               ["ip daddr @floating_addresses fib daddr type != local notrack"])
+        # After conntrack, before NAT: a TCP packet to a floating address that starts no
+        # connection (no SYN) and is not for a service port is a backend answering a flow
+        # this holder has no entry for (not synced, or its commit still running). Tracked, it
+        # would take the flow's reply tuple and NAT would move the client's port when the
+        # client's next packet comes (the backend then resets it); dropped, the backend
+        # retransmits and its next try meets the entry the client's packet makes (picked up
+        # mid-stream and balanced to the same backend by Maglev or source-hash).
+        chain("pickup_guard", "type filter hook prerouting priority mangle",
+              ["ct state new ip daddr @floating_addresses tcp flags & syn == 0 "
+               "ip daddr . meta l4proto . tcp dport != @service_endpoints drop"])
     lookup = ("counter name ct original ip daddr . meta l4proto . ct original proto-dst"
               " . ct reply ip saddr . ct reply proto-src map @backend_counters")
     count_protos = _protocols(parts.counter_keys)
