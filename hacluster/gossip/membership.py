@@ -12,10 +12,17 @@ from an injected clock, so tests drive `probe_once()` & co. directly under a fak
 Invariant: `_lock` guards all state and is never held across a transport call, so inbound
 handlers on other threads (the transport's server) cannot deadlock with our own probes.
 
+Only a member states its own meta and its own leave, and others move its incarnation only
+so far (provenance.py, which also gives the rule for recovering from a claim at the limit):
+so each member tells every other member its own news itself. A member whose `told` is not
+our current record gets it in the next message we send it, and gossip rounds go to such
+members first; acks and push-pulls always carry it.
+
 Split by concern: the ordering of claims and the per-member record are in precedence.py,
-the lock-held merge of claims into our table in merge.py (mixin `Merger`), the background
-threads in runner.py (mixin `Runner`), out-of-turn probes when Raft has stopped hearing a
-member in urgent.py (mixin `Urgent`); this module holds the protocol exchanges and the API.
+who may say what in provenance.py, the lock-held merge of claims into our table in
+merge.py (mixin `Merger`), the background threads in runner.py (mixin `Runner`),
+out-of-turn probes when Raft has stopped hearing a member in urgent.py (mixin `Urgent`);
+this module holds the protocol exchanges and the API.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from hacluster.gossip.precedence import (
     Verdict,
     precedence,
 )
+from hacluster.gossip.provenance import hearsay
 from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
 from hacluster.gossip.types import Ack, GossipState, GossipTiming, NodeMeta, NodeRecord, Transport
 from hacluster.gossip.urgent import Urgent
@@ -59,8 +67,9 @@ PUSH_PULL_TIMEOUT_PROBES = 2.0
 # Byte budgets, against channels.MAX_MESSAGE_BYTES (1 MiB; a bigger message is refused
 # whole). Piggybacked records stop at PIGGYBACK_BUDGET_BYTES, which leaves room for an
 # ack's responder record (our own: ~60 KB with 64 checks of full ASCII texts, under 256 KB
-# even if every character took four bytes). A push-pull sends the full state within
-# FULL_STATE_BUDGET_BYTES, then bare records (see _full_state).
+# even if every character took four bytes); only our own record carries meta, the others
+# are hearsay without it. A push-pull sends the full state within FULL_STATE_BUDGET_BYTES,
+# then bare records (see _full_state).
 PIGGYBACK_BUDGET_BYTES = 256 * 1024
 FULL_STATE_BUDGET_BYTES = 512 * 1024
 
@@ -72,7 +81,11 @@ _STATS = ("pings_sent", "ping_reqs_sent", "gossips_sent", "push_pulls_sent", "pi
           "ping_reqs_received", "gossips_received", "push_pulls_received", "acks_received",
           "probe_failures", "indirect_acks", "suspicions", "confirmations", "refutations",
           "deaths", "lefts", "revivals", "unknown_records", "absurd_claims", "step_errors",
-          "urgent_probes")
+          "urgent_probes",
+          # provenance.py: claims refused for their sender, and members' words taken over
+          # claims they could not outbid
+          "forged_meta", "forged_lefts", "forged_incarnations", "unheard_claims",
+          "claims_beyond_reach", "resets")
 
 
 class Membership(Merger, Runner, Urgent):
@@ -95,13 +108,15 @@ class Membership(Merger, Runner, Urgent):
         self._members: dict[NodeId, Member] = {node_id: self._me}
         for peer, peer_address in peers.items():
             if peer != node_id:
-                self._members[peer] = Member(peer, peer_address, False, now)
+                # Nothing to tell yet: our first record reaches each in its ack or our join.
+                self._members[peer] = Member(peer, peer_address, False, now, told=self._stamp())
         self._awareness = Awareness(timing.awareness_max)
         self._queue = BroadcastQueue(timing.retransmit_mult)
         self._probe_order: list[NodeId] = []
         self._probe_index = 0
         self._stats = dict.fromkeys(_STATS, 0)
         self._unknown_logged: set[NodeId] = set()
+        self._warned: set[tuple[str, NodeId]] = set()
         self._notes = []
         self._stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -149,16 +164,17 @@ class Membership(Merger, Runner, Urgent):
                 member = self._members[node]
                 if member.state in LIVE:
                     self._merge(NodeRecord(node, member.address, member.incarnation, SUSPECT,
-                                           origin=self._id))
+                                           origin=self._id), self._id)
             notes = self._take_notes()
         self._notify(notes)
 
     def gossip_once(self) -> None:
-        """Send queued broadcasts to `gossip_nodes` random live members (none if empty)."""
+        """Send queued broadcasts to `gossip_nodes` random live members, those that have not
+        had our own current record from us first, with it (nothing if nothing is due)."""
         with self._lock:
             batches = []
-            for member in self._random_members(self._timing.gossip_nodes, LIVE):
-                updates = self._take_updates()
+            for member in self._gossip_targets():
+                updates = self._updates_for(member, buddy=False)
                 if not updates:
                     break
                 batches.append((member.address, updates))
@@ -180,6 +196,16 @@ class Membership(Merger, Runner, Urgent):
             peers = [] if self._me.state is LEFT else self._random_members(1, GONE)
         if peers:
             self._push_pull_with(peers[0].node, peers[0].address, join=False)
+
+    def _gossip_targets(self) -> list[Member]:
+        """Up to gossip_nodes live members, first those whose `told` is not our record."""
+        k, stamp = self._timing.gossip_nodes, self._stamp()
+        untold = [m for m in self._members.values()
+                  if not m.is_self and m.state in LIVE and m.told != stamp]
+        if not untold:
+            return self._random_members(k, LIVE)
+        chosen = self._rng.sample(untold, min(k, len(untold)))
+        return chosen + self._random_members(k - len(chosen), LIVE, told=stamp)
 
     def expire_suspicions(self) -> None:
         """Declare dead every suspect whose Lifeguard timeout has passed by clock()."""
@@ -215,8 +241,14 @@ class Membership(Merger, Runner, Urgent):
             if self._me.state is not LEFT:
                 self._apply_self(LEFT)
             peers = self._random_members(len(self._members), LIVE)
+            goodbye, stamp = self._me.record(), self._stamp()
+            for member in peers:
+                member.told = stamp
             notes = self._take_notes()
         self._notify(notes)
+        # Only we can say that we left (provenance.py): say it to every live member, once.
+        for member in peers:
+            self._transport.gossip(member.address, (goodbye,))
         pushed = 0
         for member in peers:
             remaining = deadline - self._clock()
@@ -224,7 +256,7 @@ class Membership(Merger, Runner, Urgent):
                 break
             if self._push_pull_with(member.node, member.address, False, remaining):
                 pushed += 1
-        log.info("left the cluster (told %d members directly)", pushed)
+        log.info("left the cluster (told %d members, %d of them by push-pull)", len(peers), pushed)
 
     def set_meta(self, meta: NodeMeta) -> None:
         """Publish new meta (checks, load, draining). An empty version gets ours."""
@@ -234,8 +266,7 @@ class Membership(Merger, Runner, Urgent):
             if meta == self._me.meta:
                 return
             self._me.meta = meta
-            self._me.meta_seq += 1
-            self._queue.queue(self._me.record())
+            self._me.meta_seq += 1  # a new record: every member is due to get it from us
 
     # ------------------------------------------------------------------ inbound handlers
 
@@ -243,10 +274,13 @@ class Membership(Merger, Runner, Urgent):
         with self._lock:
             self._stats["pings_received"] += 1
             self._touch(sender)
-            self._merge_all(updates)
+            self._merge_all(updates, sender)
             # After the merge: a refutation of a suspicion carried by this very ping is
             # already in our record, so the prober learns it from the ack.
-            ack = Ack(self._me.record(), self._updates_for(self._members.get(sender)))
+            member = self._members.get(sender)
+            ack = Ack(self._me.record(), self._updates_for(member, own=False))
+            if member is not None:
+                member.told = self._stamp()
             notes = self._take_notes()
         self._notify(notes)
         return ack
@@ -263,7 +297,7 @@ class Membership(Merger, Runner, Urgent):
             if target not in self._members:
                 self._unknown(target)
                 return False
-            updates = self._take_updates()
+            updates = self._updates_for(self._members[target], buddy=False)
             self._stats["pings_sent"] += 1
         ack = self._transport.ping(target_address, updates, timeout)
         if ack is None or not self._ack_ok(target, ack):
@@ -278,7 +312,7 @@ class Membership(Merger, Runner, Urgent):
         with self._lock:
             self._stats["gossips_received"] += 1
             self._touch(sender)
-            self._merge_all(updates)
+            self._merge_all(updates, sender)
             notes = self._take_notes()
         self._notify(notes)
 
@@ -290,8 +324,8 @@ class Membership(Merger, Runner, Urgent):
             self._touch(sender)
             if join:
                 log.info("%s is joining", sender)
-            self._merge_full_state(records)
-            answer = self._full_state()
+            self._merge_full_state(records, sender)
+            answer = self._full_state(sender)
             notes = self._take_notes()
         self._notify(notes)
         return answer
@@ -328,7 +362,7 @@ class Membership(Merger, Runner, Urgent):
         """Called without the lock. True when the other side answered."""
         limit = self._timing.probe_interval * PUSH_PULL_TIMEOUT_PROBES
         with self._lock:
-            records = self._full_state()
+            records = self._full_state(node)
             self._stats["push_pulls_sent"] += 1
         theirs = self._transport.push_pull(address, records, join,
                                            limit if timeout is None else min(timeout, limit))
@@ -337,7 +371,7 @@ class Membership(Merger, Runner, Urgent):
             return False
         with self._lock:
             self._touch(node)
-            self._merge_full_state(theirs)
+            self._merge_full_state(theirs, node)
             notes = self._take_notes()
         self._notify(notes)
         return True
@@ -357,61 +391,67 @@ class Membership(Merger, Runner, Urgent):
                 return member
         return None
 
-    def _random_members(self, k: int, states: Iterable[GossipState], exclude: NodeId = "") -> list[Member]:
+    def _random_members(self, k: int, states: Iterable[GossipState], exclude: NodeId = "",
+                        told: tuple[object, ...] | None = None) -> list[Member]:
+        """`told`: only members whose `told` is that."""
         wanted = tuple(states)
         pool = [m for m in self._members.values()
-                if not m.is_self and m.node != exclude and m.state in wanted]
-        return self._rng.sample(pool, min(k, len(pool)))
+                if not m.is_self and m.node != exclude and m.state in wanted
+                and (told is None or m.told == told)]
+        return self._rng.sample(pool, max(0, min(k, len(pool))))
 
-    def _take_updates(self, first: NodeRecord | None = None) -> tuple[NodeRecord, ...]:
-        """Queued records for one message, `first` ahead of them: at most
-        max_updates_per_message, and no more than PIGGYBACK_BUDGET_BYTES encoded. A record
-        that does not fit goes bare (_bare), so that its state still spreads; if it could
-        fit in a message of its own and this was its last turn, it is queued again, so that
-        its meta does not silently drop out of the broadcast."""
-        limit = self._timing.max_updates_per_message - (first is not None)
+    def _stamp(self) -> tuple[object, ...]:
+        """Which of our own records is current (a member's `told` is the last it got)."""
+        return (self._me.state, self._me.incarnation, self._me.meta_seq)
+
+    def _take_updates(self, *firsts: NodeRecord) -> tuple[NodeRecord, ...]:
+        """Queued records for one message, `firsts` ahead of them: at most
+        max_updates_per_message, and no more than PIGGYBACK_BUDGET_BYTES encoded. Queued
+        records are hearsay (provenance.hearsay), without meta, ~100 bytes each; only our
+        own record, one of `firsts`, carries meta, and it fits the budget (see above)."""
+        limit = self._timing.max_updates_per_message - len(firsts)
         taken = self._queue.take(limit, len(self._members)) if limit > 0 else ()
-        chosen = [] if first is None else [first]
-        used = 0 if first is None else encoded_size(first)
-        again: list[NodeRecord] = []
+        chosen = list(firsts)
+        used = sum(encoded_size(r) for r in firsts)
+        ahead = {r.node for r in firsts}
         for r in taken:
-            if first is not None and r.node == first.node:
-                continue
             size = encoded_size(r)
-            if used + size > PIGGYBACK_BUDGET_BYTES:
-                if size <= PIGGYBACK_BUDGET_BYTES:
-                    again.append(r)
-                r = _bare(r)
-                size = encoded_size(r)
-                if used + size > PIGGYBACK_BUDGET_BYTES:
-                    continue
-            chosen.append(r)
-            used += size
-        if again:
-            pending = self._queue.pending()
-            for r in again:
-                if r.node not in pending:
-                    self._queue.queue(r)
+            if r.node not in ahead and used + size <= PIGGYBACK_BUDGET_BYTES:
+                chosen.append(r)
+                used += size
         return tuple(chosen)
 
-    def _updates_for(self, member: Member | None) -> tuple[NodeRecord, ...]:
-        """Piggyback for a message exchanged with `member`. Lifeguard's buddy system,
-        extended to dead and left: a member we do not hold alive always hears our claim
-        from us when we probe it or answer its ping, so it can refute at once instead of
-        waiting for gossip, which never goes to the dead."""
-        if member is None or member.is_self or member.state is ALIVE:
+    def _updates_for(self, member: Member | None, buddy: bool = True,
+                     own: bool = True) -> tuple[NodeRecord, ...]:
+        """Piggyback for a message to `member`. `own`: our own record first when it has not
+        had it from us (and it is marked told). `buddy`: Lifeguard's buddy system, extended
+        to dead and left: a member we do not hold alive always hears our claim from us when
+        we probe it or answer its ping, so it can refute at once instead of waiting for
+        gossip, which never goes to the dead."""
+        if member is None or member.is_self:
             return self._take_updates()
-        return self._take_updates(first=member.record())
+        firsts = []
+        if own and member.told != self._stamp():
+            firsts.append(self._me.record())
+            member.told = self._stamp()
+        if buddy and member.state is not ALIVE:
+            firsts.append(member.record())
+        return self._take_updates(*firsts)
 
-    def _full_state(self) -> tuple[NodeRecord, ...]:
-        """Every member's record, ours first, within FULL_STATE_BUDGET_BYTES: past it,
-        records go bare. State and incarnation are what a push-pull repairs; bare records
-        are ~100 bytes, so those of a cluster as large as wire.MAX_RECORDS fit in what is
-        left of the message limit."""
+    def _full_state(self, to: NodeId) -> tuple[NodeRecord, ...]:
+        """Every member's record for `to`, ours first, within FULL_STATE_BUDGET_BYTES: past
+        it, records go bare. State and incarnation are what a push-pull repairs; bare
+        records are ~100 bytes, so those of a cluster as large as wire.MAX_RECORDS fit in
+        what is left of the message limit. Others' records go as hearsay, except `to`'s
+        own: what we hold of its word, meta_seq and meta included, is how a restarted `to`
+        learns that we hold an earlier run's record (precedence.from_earlier_run)."""
         out: list[NodeRecord] = []
         used = 0
+        target = self._members.get(to)
+        if target is not None and not target.is_self:
+            target.told = self._stamp()
         for m in self._members.values():
-            r = m.record()
+            r = m.record() if m.is_self or m.node == to else hearsay(m, self._id)
             size = encoded_size(r)
             if used + size > FULL_STATE_BUDGET_BYTES:
                 r = _bare(r)
@@ -429,8 +469,9 @@ class Membership(Merger, Runner, Urgent):
     def _on_ack(self, target: NodeId, ack: Ack) -> None:
         self._stats["acks_received"] += 1
         self._touch(target)
-        self._merge(ack.responder)
-        self._merge_all(ack.updates)
+        # We called the target's configured address, whose certificate names it: its word.
+        self._merge(ack.responder, target)
+        self._merge_all(ack.updates, target)
 
 
 def _bare(r: NodeRecord) -> NodeRecord:

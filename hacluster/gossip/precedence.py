@@ -21,7 +21,9 @@ GONE = (DEAD, LEFT)
 MAX_INCARNATION = 2**62  # the wire refuses anything above (wire.py)
 # Honest incarnations grow by one per refutation and never get near this; a claim above it
 # is forged or corrupt. Every member ignores it, and a member never refutes past it, so a
-# forged "suspect at 2**62" can neither stick nor push the refutation off the wire.
+# forged "suspect at 2**62" can neither stick nor push the refutation off the wire. Claims
+# below it are bounded too: nobody moves another's incarnation far from its own word
+# (provenance.py), so nobody can push a member to this limit.
 INCARNATION_LIMIT = MAX_INCARNATION // 2
 
 
@@ -78,9 +80,10 @@ def answerable(record: NodeRecord) -> bool:
     Every member drops unanswerable claims before precedence(), and the member itself
     ignores claims at or above the limit (merge.py), so no member holds a claim that its
     subject cannot refute.
-    The one value this leaves open: after a forged alive(INCARNATION_LIMIT), its subject
-    can no longer be suspected. Only a holder of the gossip token can forge that, and such
-    a holder can do worse; the limit is against runaway values, not a security boundary."""
+    The one value this leaves open, alive(INCARNATION_LIMIT) (its subject could no longer
+    be suspected), only its subject can state: hearsay never moves an incarnation far from
+    the subject's own word, and the subject's word replaces a claim it cannot outbid
+    (provenance.py, rules 2 and 4)."""
     if record.state is ALIVE:
         return record.incarnation <= INCARNATION_LIMIT
     return record.incarnation < INCARNATION_LIMIT
@@ -117,6 +120,8 @@ class Member:
     meta: NodeMeta | None = None
     last_seen: float | None = None
     suspicion: Suspicion | None = None
+    heard: int | None = None  # the incarnation of its own latest word to us (provenance.py)
+    told: tuple[object, ...] | None = None  # which of our own records it got from us
 
     def current(self) -> NodeRecord:
         """Everything we hold, meta included whatever the state (for precedence)."""
@@ -124,7 +129,8 @@ class Member:
                           self.meta_seq, self.meta)
 
     def record(self) -> NodeRecord:
-        """The claim as gossiped: only alive records carry meta."""
+        """The claim as its subject makes it (ours), or as we show it to its subject: only
+        alive records carry meta. About others, to others, see provenance.hearsay()."""
         if self.state is ALIVE:
             return NodeRecord(self.node, self.address, self.incarnation, ALIVE, "",
                               self.meta_seq, self.meta)

@@ -50,7 +50,8 @@ class NodeRecord:
     Ordering (SWIM): a record about a node supersedes another by incarnation first. Only
     the node itself raises its incarnation (to refute a suspicion, or on restart past what
     the cluster remembers). For ALIVE records of the same incarnation, a higher meta_seq
-    carries newer meta; suspect/dead/left records carry no meta.
+    carries newer meta; suspect/dead/left records carry no meta. Meta and LEFT count only
+    from the node itself, and others move its incarnation only so far (provenance.py).
     """
 
     node: NodeId

@@ -119,15 +119,15 @@ class Urgent:
                     member = self._members[node]
                     if member.state in LIVE:
                         self._merge(NodeRecord(node, member.address, member.incarnation, SUSPECT,
-                                               origin=self._id))
+                                               origin=self._id), self._id)
             notes = self._take_notes()
         self._notify(notes)
 
     # Membership's (and Merger's) own, used above.
-    _updates_for: Callable[[Member | None], tuple[NodeRecord, ...]]
+    _updates_for: Callable[..., tuple[NodeRecord, ...]]
     _random_members: Callable[..., list[Member]]
     _ack_ok: Callable[[NodeId, Ack], bool]
     _on_ack: Callable[[NodeId, Ack], None]
-    _merge: Callable[[NodeRecord], None]
+    _merge: Callable[..., None]
     _take_notes: Callable[[], list[Any]]
     _notify: Callable[[list[Any]], None]

@@ -12,6 +12,7 @@ whole message; the servicer turns that into INVALID_ARGUMENT. Nothing half-conve
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 from hacluster.api import gossip_pb2 as pb
@@ -33,6 +34,17 @@ MAX_TEXT = 256
 # own record as relayed with what they hold: cut on the way through, it would look like a
 # record of an earlier run to them, and they would refute it again and again.
 RELAY_TEXT = 1024
+# A check's name becomes half of a committed health key ("node/check", ha/verdicts.py) and
+# its kind and the agent's version are shown to operators: each must be a name, never a
+# path, a terminal escape or a page of text. The names an honest agent sends: a check's
+# name as the config takes it (health/spec.py, CHECK_NAME), or one derived for an external
+# backend, CHECK@IPV4 (dataplane/spec.py, external_check_name); a kind is a plain name. The
+# wire takes exactly those (a test holds the rules equal; gossip may not import health/ or
+# dataplane/, hence the second spelling), so refusing the rest costs nothing.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+CHECK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[0-9]{1,3}(\.[0-9]{1,3}){3})?")
+# Versions are PEP 440 strings ("0.3.1", "0.4.0.dev3+g1a2b3c"): printable ASCII, no space.
+VERSION = re.compile(r"[\x21-\x7e]{0,63}")
 
 
 class WireError(ValueError):
@@ -75,8 +87,8 @@ def check_to_pb(c: CheckReport) -> pb.CheckReport:
 
 
 def check_from_pb(c: pb.CheckReport, where: str) -> CheckReport:
-    _text(c.name, f"{where}.name", MAX_ID, empty=False)
-    _text(c.kind, f"{where}.kind", MAX_ID, empty=False)
+    _name(c.name, f"{where}.name", CHECK_NAME)
+    _name(c.kind, f"{where}.kind", NAME)
     # A state this agent does not know (a newer agent's, or none at all) says only that
     # the check's result is not known here. A version that adds a state must expect its
     # own record back with UNKNOWN in its place, and not take it for an earlier run's.
@@ -103,6 +115,9 @@ def meta_from_pb(m: pb.NodeMeta, where: str) -> NodeMeta:
         if not math.isfinite(v):
             raise WireError(f"{where}.{name}: must be finite")
     _text(m.version, f"{where}.version", MAX_ID)
+    if not VERSION.fullmatch(m.version):
+        raise WireError(f"{where}.version: {m.version!r} is not a version (printable ASCII, "
+                        "no spaces)")
     return NodeMeta(checks=tuple(check_from_pb(c, f"{where}.checks[{i}]") for i, c in enumerate(m.checks)),
                     load=Load(m.cpu_percent, m.mem_percent), draining=m.draining, version=m.version)
 
@@ -196,6 +211,14 @@ def sender_from(value: str) -> str:
 
 def _varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
+
+
+def _name(value: str, where: str, rule: re.Pattern[str]) -> None:
+    _text(value, where, MAX_ID, empty=False)
+    if not rule.fullmatch(value):
+        raise WireError(f"{where}: {value!r} is not a name (letters, digits, '_', '.', '-', "
+                        "starting with a letter or digit" + ("; @IPV4 for an external host)"
+                                                             if rule is CHECK_NAME else ")"))
 
 
 def _text(value: str, where: str, limit: int, empty: bool = True) -> None:

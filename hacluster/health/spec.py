@@ -16,14 +16,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WrapValidator, field_validator
 from pydantic_core import PydanticCustomError
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A check's name is half of its committed health key ("node/check") and gossip carries it:
+# gossip/wire.py takes these names (and CHECK@IPV4, derived for external backends) and
+# refuses any other at the wire (a test holds the rules equal; gossip may not import this
+# module).
+CHECK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _HL7_DELIMITERS = "|^~\\&\r\n"
 
 
 class _Check(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=63, pattern=_NAME)
+    name: str = Field(min_length=1, max_length=63, pattern=CHECK_NAME)
     interval_ms: int = Field(default=1000, ge=50, le=3_600_000)
     # Must stay below interval_ms (check_spec_errors), so one check never has two attempts
     # in flight and a hanging target costs one attempt per interval at most.

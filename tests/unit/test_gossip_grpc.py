@@ -492,10 +492,12 @@ def test_piggyback_and_push_pull_fit_in_a_message_however_big_the_metas() -> Non
     peers = {f"n{i}": f"127.0.0.1:{20000 + i}" for i in range(2, 40)}
     engine = Membership("n1", "127.0.0.1:1", peers, _transport("n1"), clock=FakeClock())
     engine.set_meta(_big_meta(1))  # ~100 KB: 64 checks of MAX_TEXT two-byte characters
-    # Thirty-eight such records, and one as an older agent could send it: ~400 KB alone.
-    engine.handle_gossip("n2", tuple(
-        NodeRecord(n, a, 1, GossipState.ALIVE, "", 1, _big_meta(i, 5000 if n == "n2" else 256))
-        for i, (n, a) in enumerate(peers.items())))
+    # Thirty-eight such records, each the member's own word (only a member states its own
+    # meta), and one as an older agent could send it: ~400 KB alone.
+    for i, (n, a) in enumerate(peers.items()):
+        engine.handle_gossip(n, (NodeRecord(n, a, 1, GossipState.ALIVE, "", 1,
+                                            _big_meta(i, 5000 if n == "n2" else 256)),))
+    engine.set_meta(_big_meta(2))  # news of ours, due to every member
     service = GossipService(engine, PKI.authority(), {"n1": "127.0.0.1:1", **peers})
     admin = AdminService(lambda: STATUS, PKI.authority())
     server, port = start_admin("127.0.0.1:0", admin, PKI.server("n1"), gossip=service)
@@ -505,14 +507,21 @@ def test_piggyback_and_push_pull_fit_in_a_message_however_big_the_metas() -> Non
         assert ack is not None and ack.responder.meta is not None
         assert len(ack.updates) == GossipTiming().max_updates_per_message
         assert sum(wire.encoded_size(r) for r in ack.updates) <= PIGGYBACK_BUDGET_BYTES
-        whole = {r.node for r in ack.updates if r.meta is not None}
-        assert 0 < len(whole) < len(ack.updates)  # the rest went bare: their states still spread
-        assert all((r.meta_seq, r.incarnation) == (0, 1) for r in ack.updates if r.meta is None)
+        # What we pass on about others never carries their meta: their states still spread.
+        assert all(r.meta is None and (r.meta_seq, r.incarnation) == (0, 1) for r in ack.updates)
         theirs = t.push_pull(f"127.0.0.1:{port}", (), join=False, timeout=5)
         assert theirs is not None and len(theirs) == len(peers) + 1
         assert theirs[0].node == "n1" and theirs[0].meta is not None  # its own record first, whole
-        assert any(r.meta is None for r in theirs)  # the rest went bare past the budget
+        # n2's own record as n1 holds it goes back to n2 (how a restarted n2 would see that
+        # n1 holds an earlier run's word); every other member's is bare.
+        assert {r.node for r in theirs if r.meta is not None} == {"n1", "n2"}
         assert pb.PushPullReply(records=wire.records_to_pb(theirs)).ByteSize() < MAX_MESSAGE_BYTES
+        # Our own news goes whole in a gossip to a member that has not had it, within budget.
+        sent: list[tuple[NodeRecord, ...]] = []
+        engine._transport = type("T", (), {"gossip": lambda self, a, u: sent.append(u)})()
+        engine.gossip_once()
+        assert sent and all(u[0].node == "n1" and u[0].meta is not None for u in sent)
+        assert all(sum(wire.encoded_size(r) for r in u) <= PIGGYBACK_BUDGET_BYTES for u in sent)
     finally:
         t.close()
         server.stop(None)

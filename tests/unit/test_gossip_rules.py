@@ -19,6 +19,7 @@ from hacluster.gossip.membership import (
     precedence,
 )
 from hacluster.gossip.precedence import INCARNATION_LIMIT, answerable
+from hacluster.gossip.provenance import HEARSAY_MARGIN
 from hacluster.gossip.suspicion import (
     Suspicion,
     expected_confirmations,
@@ -60,10 +61,13 @@ def engine(clock: FakeClock | None = None) -> Membership:
     ("l1", "a1", "l1"), ("l1", "a2", "a2"), ("l1", "s2", "l1"), ("l2", "d3", "d3"),
 ])
 def test_precedence(current, incoming, expected):
+    def sender(spec: str) -> str:  # only n2 itself can say that it left (provenance.py)
+        return "n2" if spec[0] == "l" else "n3"
+
     m = engine()
-    m.handle_gossip("n3", (rec("n2", current),))
+    m.handle_gossip(sender(current), (rec("n2", current),))
     assert (m.member("n2").state, m.member("n2").incarnation) == (_STATE[current[0]], int(current[1:]))
-    m.handle_gossip("n3", (rec("n2", incoming, origin="n4"),))
+    m.handle_gossip(sender(incoming), (rec("n2", incoming, origin="n4"),))
     view = m.member("n2")
     assert (view.state, view.incarnation) == (_STATE[expected[0]], int(expected[1:]))
 
@@ -190,32 +194,63 @@ def test_an_alive_record_of_ours_at_the_limit_cannot_be_outbid_and_is_ignored():
 
 
 @pytest.mark.parametrize("claim", [f"s{LIMIT - 1}", f"d{LIMIT - 1}", f"a{LIMIT - 1}"])
-def test_the_highest_refutable_claim_is_refuted_with_a_record_the_wire_takes(claim):
+def test_the_highest_refutable_claim_is_not_climbed_to(claim):
+    # Refuting it would put us at the limit, where nobody could suspect us any more: we
+    # stay, and tell every member our own word instead (provenance.py, rules 3 and 4).
+    m = engine()
+    m.handle_gossip("n2", (rec("n1", claim, origin="n2", meta=NodeMeta(version="x") if claim[0] == "a"
+                                else None, meta_seq=3),))
+    assert m.member("n1").incarnation == 0
+    assert m.stats()["claims_beyond_reach"] == 1 and m.stats()["refutations"] == 0
+    # ... and every member takes our word over such a claim, had it taken the claim at all.
+    other = engine()
+    other.handle_gossip("n3", (rec("n1", claim, origin="n2"),))
+    other.handle_gossip("n1", (m.handle_ping("n2", ()).responder,))
+    assert other.member("n1").state is ALIVE and other.member("n1").incarnation == 0
+
+
+@pytest.mark.parametrize("claim", [f"s{HEARSAY_MARGIN}", f"d{HEARSAY_MARGIN}", f"a{HEARSAY_MARGIN}"])
+def test_the_highest_claim_within_reach_is_refuted_with_a_record_the_wire_takes(claim):
     m = engine()
     m.handle_gossip("n2", (rec("n1", claim, origin="n2"),))
     me = m.member("n1")
-    assert (me.state, me.incarnation) == (ALIVE, LIMIT)
+    assert (me.state, me.incarnation) == (ALIVE, HEARSAY_MARGIN + 1)
     ack = m.handle_ping("n2", ())
     assert _through_the_wire(ack.responder) == ack.responder
-    # ... and every member takes that refutation over the claim it answers.
     other = engine()
     other.handle_gossip("n3", (rec("n1", claim, origin="n2"),))
-    other.handle_gossip("n3", (ack.responder,))
-    assert other.member("n1").state is ALIVE and other.member("n1").incarnation == LIMIT
+    other.handle_gossip("n1", (ack.responder,))
+    assert other.member("n1").state is ALIVE and other.member("n1").incarnation == HEARSAY_MARGIN + 1
 
 
 @pytest.mark.parametrize("spec, answerable_", [
     (f"a{LIMIT}", True), (f"a{LIMIT + 1}", False), (f"s{LIMIT - 1}", True), (f"s{LIMIT}", False),
     (f"d{LIMIT}", False), (f"l{LIMIT}", False), ("s0", True), (f"a{wire.MAX_INCARNATION}", False),
+    (f"s{HEARSAY_MARGIN}", True),
 ])
 def test_claims_about_others_that_their_subject_could_not_refute_are_ignored(spec, answerable_):
     assert answerable(rec("n2", spec)) is answerable_
     m = engine()
+    m.handle_gossip("n2", (rec("n2", "a0"),))  # n2's own word: incarnation 0
     m.handle_gossip("n3", (rec("n2", spec),))
     view = m.member("n2")
     applied = (view.state, view.incarnation) == (_STATE[spec[0]], int(spec[1:]))
-    assert applied is answerable_
+    # Hearsay moves n2's incarnation only so far from n2's own word (provenance.py).
+    far = int(spec[1:]) > HEARSAY_MARGIN
+    assert applied is (answerable_ and not far)
     assert m.stats()["absurd_claims"] == (0 if answerable_ else 1)
+    assert m.stats()["forged_incarnations"] == (1 if answerable_ and far else 0)
+
+
+def test_far_claims_about_a_member_not_heard_yet_wait_for_its_word_without_a_warning(caplog):
+    m = engine()  # just started, in a cluster where n2 has refuted many times
+    with caplog.at_level(logging.WARNING, logger="hacluster.gossip"):
+        m.handle_gossip("n3", (rec("n2", "a40"),))
+    assert m.member("n2").incarnation == 0 and caplog.text == ""
+    assert m.stats()["unheard_claims"] == 1 and m.stats()["forged_incarnations"] == 0
+    m.handle_gossip("n2", (rec("n2", "a40"),))  # its own word
+    m.handle_gossip("n3", (rec("n2", "s41", origin="n3"),))  # now within the margin
+    assert (m.member("n2").state, m.member("n2").incarnation) == (SUSPECT, 41)
 
 
 # ---------------------------------------------------------------- byte budgets
@@ -229,33 +264,32 @@ def _meta(kb: int) -> NodeMeta:
                                              text, text) for i in range(n)))
 
 
-def test_piggyback_stops_at_the_byte_budget_and_keeps_what_did_not_fit():
+def test_piggyback_carries_no_meta_but_our_own_and_stays_within_the_budget():
     peers = {f"n{i}": address(f"n{i}") for i in range(2, 12)}
     m = Membership("n1", address("n1"), peers, NullTransport(), clock=FakeClock())
-    m.handle_gossip("n2", tuple(rec(n, "a1", meta_seq=1, meta=_meta(50)) for n in peers))
-    updates = m.handle_ping("n2", ()).updates
+    for n in peers:  # every member's own word, with a big meta
+        m.handle_gossip(n, (rec(n, "a1", meta_seq=1, meta=_meta(50)),))
+    m.set_meta(_meta(200))
+    updates = m.handle_ping("n2", ()).updates  # the ack's responder is our own record
     assert len(updates) == len(peers)
-    whole = [r for r in updates if r.meta is not None]
-    assert sum(wire.encoded_size(r) for r in updates) <= PIGGYBACK_BUDGET_BYTES
-    assert len(whole) == PIGGYBACK_BUDGET_BYTES // wire.encoded_size(whole[0])
-    bare = [r for r in updates if r.meta is None]
-    assert bare and all(r.incarnation == 1 and r.meta_seq == 0 for r in bare)
-    # Everything that went bare is still queued whole for the next messages.
-    sent_whole = {r.node for r in whole}
-    for _ in range(20):
-        sent_whole |= {r.node for r in m.handle_ping("n2", ()).updates if r.meta is not None}
-    assert sent_whole == set(peers)
+    assert all(r.meta is None and r.incarnation == 1 and r.meta_seq == 0 for r in updates)
+    probe = m._updates_for(m._members["n3"])  # a message of ours to a member not yet told
+    assert probe[0].node == "n1" and probe[0].meta == _meta(200)
+    assert sum(wire.encoded_size(r) for r in probe) <= PIGGYBACK_BUDGET_BYTES
+    assert all(r.node != "n1" for r in m._updates_for(m._members["n3"]))  # told once is enough
 
 
 def test_a_bare_record_takes_the_state_and_leaves_the_meta_held():
     m = engine()
     m.handle_gossip("n3", (rec("n2", "s1", origin="n3"),))
-    m.handle_gossip("n3", (rec("n2", "a0", meta_seq=4, meta=NodeMeta(version="held")),))
-    m.handle_gossip("n3", (rec("n2", "a2"),))  # a refutation whose meta did not fit
+    m.handle_gossip("n2", (rec("n2", "a0", meta_seq=4, meta=NodeMeta(version="held")),))
+    m.handle_gossip("n3", (rec("n2", "a2"),))  # a refutation, passed on without meta
     view = m.member("n2")
-    assert (view.state, view.incarnation) == (ALIVE, 2)
-    m.handle_gossip("n3", (rec("n2", "a2", meta_seq=1, meta=NodeMeta(version="new")),))
-    assert m.member("n2").meta == NodeMeta(version="new")  # the next readable meta is taken
+    assert (view.state, view.incarnation, view.meta) == (ALIVE, 2, NodeMeta(version="held"))
+    m.handle_gossip("n2", (rec("n2", "a2", meta_seq=1, meta=NodeMeta(version="new")),))
+    assert m.member("n2").meta == NodeMeta(version="new")  # its own next meta is taken
+    m.handle_gossip("n2", (rec("n2", "a2", meta_seq=0, meta=NodeMeta(version="old")),))
+    assert m.member("n2").meta == NodeMeta(version="new")  # and an overtaken one is not
 
 
 # ---------------------------------------------------------------- unknown ids, set_meta
