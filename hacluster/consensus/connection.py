@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,8 @@ from hacluster.consensus.transport import (
 )
 
 log = logging.getLogger("hacluster.raft.transport")
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class Connection:
@@ -135,6 +138,13 @@ class Connection:
             self._poller.unsubscribe(self._fd)
             self._fd = None
         if self._sock is not None:
+            if not self.authenticated:
+                # reset, not FIN: the stranger's connection leaves conntrack's count (the
+                # guard's `ct count`) at once, whatever its process does with its end
+                try:
+                    self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                except OSError:
+                    pass
             self._sock.close()
             self._sock = None
         self._rbuf, self._wbuf = bytearray(), bytearray()

@@ -30,7 +30,9 @@ Here instead (`Limits` holds the figures):
   `unauthenticated_per_source` from one address (loopback too: a process on a member's host
   is as much a stranger as any). One more closes the oldest stranger of its own address (or
   of the address with the most), never the newcomer: strangers that keep every slot taken
-  cannot lock out a member, whose handshake takes one round trip.
+  cannot lock out a member, whose handshake takes one round trip. A connection closed before
+  it authenticated is reset (SO_LINGER 0): it leaves conntrack's count, on which the Raft
+  port guard's connection limit (dataplane/guard.py) relies, at once.
 - The listener backs off and retries on EMFILE/ENFILE/ENOBUFS/ENOMEM (the connections wait
   in the kernel's backlog), skips the errors of one connection (ECONNABORTED and those
   accept(2) says to treat like EAGAIN), and after any other error, a poll error or a socket
