@@ -19,6 +19,8 @@ import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from hacluster import __version__
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT_S = 0.5  # on stop: how long to spend telling the cluster we leave
 GUARD_CHECK_S = 10.0  # how often the Raft port guard is checked (and put back if gone)
+LISTENER_CHECK_S = 2.0  # how often the guard loop checks that Raft listens on its port
+LISTENER_REPEAT_S = 30.0  # while it does not: the ERROR again this often
 AUDIT_FILE = "audit.jsonl"  # in data_dir: every admin action this agent executed (audit.py)
 
 
@@ -90,8 +94,8 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - any bind error must stop start-up loudly
             raise StartupError(f"cannot serve admin API on {c.me.grpc_endpoint}: {e}", 1) from None
         self.raft_guard = _make_raft_guard(c)  # before raft.start(): Raft never listens unguarded
-        if self.raft_guard is not None:
-            _keep_raft_guard(self.raft_guard, c, self.agent.events, self.guard_stop)
+        _keep_raft_guard(self.raft_guard, c, self.agent.events, self.guard_stop,
+                         ListenerWatch(self.raft.listener_up, c.me.raft_port, self.agent.events))
         self.sync.start()  # before Raft: the flows of the holder arrive before we may claim
         self.raft.start()
         self.membership.start()  # joins (push-pull with a peer) from its own thread
@@ -99,7 +103,8 @@ class Daemon:
         self.feed.start()
         if self.dataplane is not None:
             self.dataplane.start()
-        self.metrics_server = _serve_metrics(c, self.agent, self.failovers, self.timings, self.tls)
+        self.metrics_server = _serve_metrics(c, self.agent, self.failovers, self.timings, self.tls,
+                                             self.raft)
         log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
                  __version__, c.node_id, c.cluster, len(c.members),
                  ", ".join(str(v) for v in c.vips) or "none",
@@ -278,13 +283,59 @@ def _make_raft_guard(config: Config) -> Any:
     return None
 
 
-def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Event) -> None:
-    """Every GUARD_CHECK_S, put the guard back if something removed it (a firewall reload
-    with `flush ruleset` does), loudly."""
+class ListenerWatch:
+    """The guard loop's check that Raft listens on its port (issue 15): pysyncobj alone
+    closed its listener for good on one failed accept(), and the member then stayed out of
+    the cluster without a word. The transport binds it again by itself; this says so when it
+    cannot: an ERROR and an event when the port stops listening (the ERROR again every
+    LISTENER_REPEAT_S while it does not), a WARNING and an event when it listens again.
+    `up()` is RaftNode.listener_up (None before Raft started: nothing to say yet)."""
+
+    def __init__(self, up: Callable[[], bool | None], port: int, events: Any,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.up, self.port, self.events, self.now = up, port, events, now
+        self.down_since: float | None = None
+        self._said_at = 0.0
+
+    def check(self) -> bool | None:
+        up, now = self.up(), self.now()
+        if up is None:
+            return None
+        if not up:
+            first = self.down_since is None
+            if first:
+                self.down_since = now
+                self.events.add("agent", f"raft port {self.port} not listening: peers cannot "
+                                         "connect to this member", port=self.port)
+            if first or now - self._said_at >= LISTENER_REPEAT_S:
+                self._said_at = now
+                log.error("RAFT PORT %d NOT LISTENING for %.0f s: peers cannot connect to this "
+                          "member (the agent keeps trying to bind it; see the raft transport's "
+                          "messages above)", self.port, now - self.down_since)
+        elif self.down_since is not None:
+            log.warning("raft port %d listening again after %.0f s", self.port, now - self.down_since)
+            self.events.add("agent", f"raft port {self.port} listening again", port=self.port)
+            self.down_since = None
+        return up
+
+
+def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Event,
+                     listener: ListenerWatch) -> None:
+    """Every LISTENER_CHECK_S, check that Raft listens (ListenerWatch); every GUARD_CHECK_S,
+    put the guard back (if there is one) when something removed it (a firewall reload with
+    `flush ruleset` does), loudly."""
     members = [(m.id, m.address) for m in config.members]
 
     def loop() -> None:
-        while not stop.wait(GUARD_CHECK_S):
+        guard_at = time.monotonic() + GUARD_CHECK_S
+        while not stop.wait(LISTENER_CHECK_S):
+            try:
+                listener.check()
+            except Exception:  # noqa: BLE001 - the guard below must still be kept
+                log.exception("raft listener check failed")
+            if guard is None or time.monotonic() < guard_at:
+                continue
+            guard_at = time.monotonic() + GUARD_CHECK_S
             try:
                 if guard.ensure(members, config.me.raft_port, config.me.address):
                     log.warning("raft guard was missing or changed (firewall reload?): applied again")
@@ -294,7 +345,7 @@ def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Ev
     threading.Thread(target=loop, name="raft-guard", daemon=True).start()
 
 
-def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls: Any) -> Any:
+def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls: Any, raft: Any) -> Any:
     """The Prometheus listener (config metrics.listen), or None. A taken port does not
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
@@ -311,7 +362,8 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
         views.status, views.members_status, views.checks_status, views.backends_status, failovers,
         # when this agent's certificate expires (alerts warn weeks ahead)
         extra=lambda: {"hacluster_tls_cert_expiry_timestamp_seconds": tls.not_after.timestamp()},
-        leader_changes=LeaderChangeTally(agent.events), timings=timings))
+        leader_changes=LeaderChangeTally(agent.events), timings=timings,
+        raft_listener=raft.listener_up))
     try:
         # the read-only status page on the same listener: `/` and `/status.json`
         server = serve_metrics(config.metrics_listen, registry, status_pages(

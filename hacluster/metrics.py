@@ -49,7 +49,7 @@ NFT_APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 RAFT_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PROBE_RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2)
 CAUSES = ("election", "transfer")  # how the new holder got leadership: the two differ tenfold
-SECTIONS = ("status", "members", "checks", "backends", "leader_changes", "extra")
+SECTIONS = ("status", "members", "checks", "backends", "leader_changes", "raft_listener", "extra")
 _EXTRA_NAME = re.compile(r"^hacluster_[a-z0-9_]*[a-z0-9]$")
 
 
@@ -91,10 +91,13 @@ class AgentCollector(Collector):
                  failovers: FailoverHistogram | None = None,
                  extra: Callable[[], Mapping[str, float]] | None = None, *,
                  leader_changes: Callable[[], int] | None = None,
-                 timings: Timings | None = None):
+                 timings: Timings | None = None,
+                 raft_listener: Callable[[], bool | None] | None = None):
         """extra: gauge name -> value for figures that have no model type yet; names must
         match hacluster_[a-z0-9_]+ and not clash with ours (else that section is left out).
-        leader_changes: a running count of leader changes seen (LeaderChangeTally)."""
+        leader_changes: a running count of leader changes seen (LeaderChangeTally).
+        raft_listener: whether Raft listens on its port (RaftNode.listener_up; None: not
+        started, the gauge is left out)."""
         self.status = status
         self.members = members
         self.checks = checks
@@ -103,6 +106,7 @@ class AgentCollector(Collector):
         self.extra = extra
         self.leader_changes = leader_changes
         self.timings = timings
+        self.raft_listener = raft_listener
         self._lock = threading.Lock()  # scrapes run in parallel HTTP threads
         self._errors = dict.fromkeys(SECTIONS, 0)
         self._last_error = dict.fromkeys(SECTIONS, "")
@@ -112,7 +116,8 @@ class AgentCollector(Collector):
         for name, provider, fn in (("members", self.members, self._members_metrics),
                                    ("checks", self.checks, self._checks_metrics),
                                    ("backends", self.backends, self._backends_metrics),
-                                   ("leader_changes", self.leader_changes, self._leader_metrics)):
+                                   ("leader_changes", self.leader_changes, self._leader_metrics),
+                                   ("raft_listener", self.raft_listener, self._raft_listener_metrics)):
             if provider is not None:
                 out += self._section(name, fn)
         if self.failovers is not None:
@@ -256,6 +261,15 @@ class AgentCollector(Collector):
                                   "it started (a new leader, or a new term)")
         fam.add_metric([], float(self.leader_changes()))
         return [fam]
+
+    def _raft_listener_metrics(self) -> list[Metric]:
+        assert self.raft_listener is not None
+        up = self.raft_listener()
+        if up is None:
+            return []
+        return [_gauge("hacluster_raft_listener_up", "1 if this agent's Raft port is bound and "
+                       "listening; 0 if not: peers cannot connect to this member (the agent keeps "
+                       "trying to bind it)", up)]
 
     def _extra_metrics(self, taken: set[str]) -> list[Metric]:
         assert self.extra is not None

@@ -33,6 +33,17 @@ public way to do any of this):
   fileno(). Health verdicts (ha/verdicts.py) tell a dead server from a CPU-starved one by
   whether its kernel still acknowledges our Raft traffic (TCP_INFO), and pysyncobj keeps
   its sockets to itself.
+* The hardened transport (transport.py, issue 15): `_HookedTransport` puts its Connection
+  and Listener in place of pysyncobj's TcpConnection and TcpServer, which buffer frames of any
+  length before authentication and close the listener for good on one failed accept().
+  TCPTransport._createServer is overridden to build the Listener (reading conf, _selfNode and
+  SyncObj._poller, and setting _server, which pysyncobj binds and unbinds);
+  TCPTransport.addNode, public, is extended to replace the TcpConnection it made for a peer
+  we dial, wired as pysyncobj wires its own (_onOutgoingConnected, _onMessageReceived,
+  _onDisconnected into _connections); TCPTransport._onTick is extended to sweep handshake
+  deadlines and idle connections and to keep the listener bound; the Listener hands accepted
+  connections to TCPTransport._onNewIncomingConnection. `listener_up()` and
+  `transport_stats()` read them back through SyncObj.__transport.
 * `HookedSyncObj`: overrides SyncObj._onTick (Hooks.before_tick runs the pre-vote gate
   right before pysyncobj checks its election deadline) and TCPTransport._onMessageReceived
   and send, reading TCPTransport._syncObj (Hooks.on_message / on_send: stickiness, pre-vote
@@ -59,6 +70,7 @@ them from the hooks or through call_soon.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -67,13 +79,17 @@ from typing import Any, Generic, Protocol, TypeVar
 _inet_ntop = socket.inet_ntop
 
 from pysyncobj import SyncObj, SyncObjConf, replicated  # noqa: E402
+from pysyncobj import pickle as wire_pickle  # noqa: E402
 from pysyncobj.node import Node  # noqa: E402
 from pysyncobj.transport import TCPTransport  # noqa: E402
 
 socket.inet_ntop = _inet_ntop
 
+from hacluster.consensus.connection import Connection  # noqa: E402
+from hacluster.consensus.transport import LIMITS, Gate, Limits, Listener  # noqa: E402
+
 __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRIVATES", "SUPPORTED_VERSION", "HookedSyncObj",
-           "Hooks", "Node", "SyncObjConf", "SyncObjSeam", "replicated"]
+           "Hooks", "Limits", "Node", "SyncObjConf", "SyncObjSeam", "replicated"]
 
 # The version this seam was written and tested against; pyproject.toml pins the same.
 SUPPORTED_VERSION = "0.3.17"
@@ -102,6 +118,14 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("TCPTransport", "_onMessageReceived", "method"),
     ("TCPTransport", "_syncObj", "attribute"),
     ("TCPTransport", "_connections", "attribute"),
+    ("TCPTransport", "_createServer", "method"),
+    ("TCPTransport", "_server", "attribute"),
+    ("TCPTransport", "_selfNode", "attribute"),
+    ("TCPTransport", "_onNewIncomingConnection", "method"),
+    ("TCPTransport", "_onOutgoingConnected", "method"),
+    ("TCPTransport", "_onDisconnected", "method"),
+    ("TCPTransport", "_onTick", "method"),
+    ("SyncObj", "_poller", "attribute"),
 )
 
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then 32-bit ones; tcpi_unacked is the
@@ -127,7 +151,51 @@ class Hooks(Protocol):
 
 
 class _HookedTransport(TCPTransport):
-    """TCPTransport that shows every dict message (pysyncobj's Raft traffic) to the hooks."""
+    """TCPTransport that shows every dict message (pysyncobj's Raft traffic) to the hooks, on
+    the hardened connections and listener of transport.py."""
+
+    def __init__(self, syncObj: SyncObj, selfNode: Node | None, otherNodes: Any) -> None:  # noqa: N803
+        # Before TCPTransport.__init__: it creates the connections to peers and the server.
+        self._hc_gate = Gate(getattr(syncObj, "_hc_limits", LIMITS))
+        self._hc_listener: Listener | None = None
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def make_connection(self, sock: socket.socket | None = None, source: str | None = None) -> Connection:
+        conf = self._syncObj.conf
+        return Connection(self._syncObj._poller, wire_pickle, self._hc_gate, sock=sock, source=source,
+                          timeout=conf.connectionTimeout, send_buffer=conf.sendBufferSize,
+                          recv_buffer=conf.recvBufferSize, keepalive=conf.tcp_keepalive)
+
+    def _createServer(self) -> None:  # noqa: N802 (pysyncobj API)
+        """pysyncobj's choice of address (bindAddress, else the wildcard of our own), our Listener."""
+        conf = self._syncObj.conf
+        host, port = (conf.bindAddress or self._selfNode.address).rsplit(":", 1)
+        if conf.bindAddress is None:
+            host = "::" if ":" in host else "0.0.0.0"
+        self._hc_listener = Listener(self._syncObj._poller, host.strip("[]"), int(port),
+                                     self._onNewIncomingConnection, self.make_connection, self._hc_gate,
+                                     send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize)
+        self._server = self._hc_listener
+
+    def addNode(self, node: Node) -> None:  # noqa: N802 (pysyncobj API)
+        """pysyncobj's, then our Connection in place of the TcpConnection it made for a peer we
+        dial (a fresh, never connected one), wired as pysyncobj wires its own."""
+        super().addNode(node)
+        plain = self._connections.get(node)
+        if plain is None or isinstance(plain, Connection):
+            return
+        conn = self.make_connection()
+        conn.encryptor = self._syncObj.encryptor
+        conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+        conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+        conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+        self._connections[node] = conn
+
+    def _onTick(self) -> None:  # noqa: N802 (pysyncobj API)
+        super()._onTick()
+        self._hc_gate.sweep()
+        if self._hc_listener is not None:
+            self._hc_listener.maintain()
 
     def _onMessageReceived(self, node: Node, message: Any) -> None:  # noqa: N802 (pysyncobj API)
         if not isinstance(message, dict):
@@ -168,7 +236,7 @@ class HookedSyncObj(SyncObj):
     """
 
     def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf,
-                 replicated_attrs: tuple[str, ...] = ()):
+                 replicated_attrs: tuple[str, ...] = (), limits: Limits = LIMITS):
         missing = [name for name in replicated_attrs if name not in vars(self)]
         if missing:
             raise ValueError(f"replicated state {missing} must be set before HookedSyncObj.__init__")
@@ -177,6 +245,7 @@ class HookedSyncObj(SyncObj):
         # must stay out: they are no replicated state and do not pickle).
         self._hc = hooks
         self._hc_replicated_attrs = replicated_attrs
+        self._hc_limits = limits  # the transport's (transport.Limits)
         super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
@@ -250,6 +319,15 @@ class SyncObjSeam(Generic[S]):
         finally:
             sock.detach()
         return info[_LAST_ACK_RECV] / 1000 if info[_UNACKED] else 0.0
+
+    def listener_up(self) -> bool:
+        """Whether our Raft port is bound and listening (any thread: one field)."""
+        listener = self.obj._SyncObj__transport._hc_listener  # type: ignore[attr-defined]
+        return listener is not None and listener.up
+
+    def transport_stats(self) -> dict[str, int]:
+        """The transport's counters (transport.Stats): refusals, timeouts, accept errors."""
+        return self.obj._SyncObj__transport._hc_gate.stats.as_dict()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ readers of privates
 

@@ -529,6 +529,12 @@ class RaftNode:
             return False
         return match.get(m.raft_endpoint) == last
 
+    def listener_up(self) -> bool | None:
+        """Whether our Raft port listens (the transport binds it again when it breaks: issue
+        15); None before start(). Any thread."""
+        s = self._sync
+        return None if s is None else s.listener_up()
+
     def lease_deadline(self) -> float:
         """The lease's end on the lease clock (hacluster.clock.now); -inf if none."""
         s = self._sync

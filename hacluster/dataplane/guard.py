@@ -9,16 +9,26 @@ drop) the guard, and the guard must not wait for a balancing table to exist.
 What the table does, on the input hook at priority filter - 5 (policy accept: every other
 port is left alone):
 
-- `tcp dport RAFT_PORT` from `iif lo` is accepted: this node's own tools and peers that
-  share the host (tests) arrive on loopback, whatever the address they dial.
+- `tcp dport RAFT_PORT` from `iif lo` goes on to the connection limit: this node's own
+  tools and peers that share the host (tests) arrive on loopback, whatever the address
+  they dial.
 - from a member address (named set `members` for IPv4, `members6` for IPv6; the config
-  allows both) it is accepted.
+  allows both) it goes on to the connection limit.
 - every other packet to the Raft port is counted (`counter raft_refused`) and dropped.
+- the connection limit (chain `raft_conns`; issue 15): a new connection from an address
+  that already holds `conn_limit()` connections to the Raft port is dropped (`ct count`,
+  per address in the dynamic sets `conns`/`conns6`), anything else accepted. It keeps one
+  process on a member's host (or this one) from taking the agent's descriptors or its
+  accept loop; the agent's transport caps the unauthenticated ones further (4 per
+  address) and resets those it closes, which leave conntrack's count at once. Strangers
+  never reach it: their packets are dropped first, and fill no set.
 
-Stateless on purpose, not `ct state new ... drop`: dropping every non-member packet is
-simpler and stronger. It does not depend on conntrack; a flow that a removed member (or a
-stranger, before the guard was applied) had established is cut too, not left to live on
-its conntrack entry; out-of-window and scan packets never reach the TCP stack. Replies to
+The member rules are stateless on purpose, not `ct state new ... drop`: dropping every
+non-member packet is simpler and stronger. It does not depend on conntrack; a flow that a
+removed member (or a stranger, before the guard was applied) had established is cut too,
+not left to live on its conntrack entry; out-of-window and scan packets never reach the TCP
+stack. Only the connection limit reads conntrack (`ct state new`, `ct count`): conntrack
+counts a source's connections that are not closed (not TIME_WAIT or CLOSE). Replies to
 this node's own connections to other members are untouched: their destination port is our
 ephemeral port, not the Raft port. Drop, not reject: a stranger learns nothing, and the
 balancing table's reasoning for reject (a client should fail over fast) does not apply.
@@ -55,6 +65,7 @@ TABLE = "hacluster_guard"
 FAMILY = "inet"
 COUNTER = "raft_refused"
 CHAIN = "raft_input"
+CONNS_CHAIN = "raft_conns"  # the connection limit, for what raft_input lets through
 PRIORITY = "filter - 5"
 COMMENT = "hacluster raft guard {}"
 
@@ -121,6 +132,11 @@ def _set(name: str, kind: str, members: dict[Address, list[str]]) -> list[str]:
     return [*lines, "\t}"]
 
 
+def _conn_set(name: str, kind: str) -> list[str]:
+    """A set the kernel fills: one element per source address with connections counted."""
+    return [f"\tset {name} {{", f"\t\ttype {kind}", "\t\tsize 65535", "\t\tflags dynamic", "\t}"]
+
+
 def render_guard(members: Sequence[tuple[str, str]], raft_port: int, self_address: str, *,
                  carry: tuple[int, int] | None = None) -> str:
     """The nft script that (re)creates the guard for `members` ((id, address) pairs, this
@@ -138,13 +154,20 @@ def render_guard(members: Sequence[tuple[str, str]], raft_port: int, self_addres
     v4 = {a: ids for a, ids in by_address.items() if a.version == 4}
     v6 = {a: ids for a, ids in by_address.items() if a.version == 6}
     match = f"tcp dport {raft_port}"
+    limit = conn_limit(members)
     body = [*_set("members", "ipv4_addr", v4), "", *_set("members6", "ipv6_addr", v6), "",
+            *_conn_set("conns", "ipv4_addr"), "", *_conn_set("conns6", "ipv6_addr"), "",
             f"\tchain {CHAIN} {{",
             f"\t\ttype filter hook input priority {PRIORITY}; policy accept;",
-            f"\t\t{match} iif lo accept",
-            f"\t\t{match} ip saddr @members accept",
-            f"\t\t{match} ip6 saddr @members6 accept",
+            f"\t\t{match} iif lo jump {CONNS_CHAIN}",
+            f"\t\t{match} ip saddr @members jump {CONNS_CHAIN}",
+            f"\t\t{match} ip6 saddr @members6 jump {CONNS_CHAIN}",
             f'\t\t{match} counter name "{COUNTER}" drop',
+            "\t}", "",
+            f"\tchain {CONNS_CHAIN} {{",
+            f"\t\tct state new add @conns {{ ip saddr ct count over {limit} }} counter drop",
+            f"\t\tct state new add @conns6 {{ ip6 saddr ct count over {limit} }} counter drop",
+            "\t\taccept",
             "\t}"]
     packets, nbytes = carry or (0, 0)
     ids = sorted(i for group in by_address.values() for i in group)
@@ -156,6 +179,13 @@ def render_guard(members: Sequence[tuple[str, str]], raft_port: int, self_addres
         f'\tcomment "{COMMENT.format(guard_digest(body))}"',
         f"\tcounter {COUNTER} {{ packets {packets} bytes {nbytes} }}",
         "", *body, "}"]) + "\n"
+
+
+def conn_limit(members: Sequence[tuple[str, str]]) -> int:
+    """Connections to the Raft port one address may hold: two for each member there (its
+    link to us, and the next one while a broken link is re-established), plus 8 for the
+    transport's unauthenticated ones (4 per address) and connections being closed."""
+    return 8 + 2 * max(len(ids) for ids in _members(members).values())
 
 
 def guard_digest(body: Sequence[str]) -> str:

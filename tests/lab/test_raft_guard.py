@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from hacluster.dataplane.apply import NftApplier
-from hacluster.dataplane.guard import TABLE, GuardError, RaftGuard, render_guard
+from hacluster.dataplane.guard import TABLE, GuardError, RaftGuard, conn_limit, render_guard
 from hacluster.dataplane.table import Algorithm, Backend, Protocol, Service, Table
 from hacluster.lab.lab import random_prefix
 from hacluster.lab.netns import run
@@ -76,6 +76,23 @@ print(json.dumps(out))
 """
 
 
+# n connections to host:port held open, then one more (1 s to connect each): what each got.
+HOLD = r"""
+import json, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, out = [], []
+for _ in range(n + 1):
+    try:
+        held.append(socket.create_connection((host, port), timeout=1.0))
+        out.append("ok")
+    except OSError as e:
+        out.append(type(e).__name__)
+for s in held:
+    s.close()
+print(json.dumps(out))
+"""
+
+
 @dataclass
 class Topo(BridgeTopo):
     @property
@@ -86,6 +103,12 @@ class Topo(BridgeTopo):
         """Connect from host `name` to each (address, port) in turn, `timeout` s each."""
         out = run("ip", "netns", "exec", self.ns(name), sys.executable, "-c", CLIENT, str(timeout),
                   *(f"{h},{p}" for h, p in targets))
+        return json.loads(out)
+
+    def hold(self, name: str, target: tuple[str, int], n: int) -> list[str]:
+        """From host `name`: n connections to target held open, then one more."""
+        out = run("ip", "netns", "exec", self.ns(name), sys.executable, "-c", HOLD, target[0],
+                  str(target[1]), str(n))
         return json.loads(out)
 
     def tables(self) -> str:
@@ -140,6 +163,20 @@ def test_only_members_and_loopback_reach_the_raft_port(topo, guard):
 
     # Every other port stays open to everyone.
     assert topo.connect("st", (SRV4, OTHER_PORT), (SRV6, OTHER_PORT), timeout=5) == ["ok"] * 2
+
+
+def test_one_address_holds_at_most_the_connection_limit_loopback_too(topo, guard):
+    """The server answers and closes; the client keeps its end open, so that conntrack
+    still counts each connection (CLOSE_WAIT) until the client closes it."""
+    guard.apply(MEMBERS, RAFT_PORT, SRV4)
+    limit = conn_limit(MEMBERS)
+    assert topo.hold("m1", (SRV4, RAFT_PORT), limit) == ["ok"] * limit + ["TimeoutError"]
+    assert topo.hold("srv", ("127.0.0.1", RAFT_PORT), limit) == ["ok"] * limit + ["TimeoutError"]
+    # closed by the client: no longer counted
+    assert topo.connect("m1", (SRV4, RAFT_PORT), timeout=5) == ["ok"]
+    # other ports and other addresses are not limited
+    assert topo.hold("m1", (SRV4, OTHER_PORT), limit) == ["ok"] * (limit + 1)
+    assert topo.connect("m2", (SRV6, RAFT_PORT), timeout=5) == ["ok"]
 
 
 def test_remove_leaves_no_table_and_reopens_the_port(topo, guard):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from hacluster.dataplane.guard import COUNTER, TABLE, GuardError, RaftGuard, render_guard
+from hacluster.dataplane.guard import COUNTER, TABLE, GuardError, RaftGuard, conn_limit, render_guard
 
 MEMBERS = [("n3", "10.0.0.13"), ("n1", "10.0.0.11"), ("n2", "10.0.0.12")]
 
@@ -41,17 +41,34 @@ def test_members_sorted_with_their_ids_and_a_header_comment():
     assert out[i + 1:i + 3] == ['10.0.0.12 comment "n2",', '10.0.0.13 comment "n3" }']
 
 
-def test_input_chain_accepts_loopback_and_members_then_counts_and_drops():
+def test_input_chain_lets_loopback_and_members_on_to_the_limit_then_counts_and_drops():
     out = lines(render_guard(MEMBERS, 7100, "10.0.0.11"))
     chain = out[out.index("chain raft_input {") + 1:]
     assert chain[:6] == ["type filter hook input priority filter - 5; policy accept;",
-                         "tcp dport 7100 iif lo accept",
-                         "tcp dport 7100 ip saddr @members accept",
-                         "tcp dport 7100 ip6 saddr @members6 accept",
+                         "tcp dport 7100 iif lo jump raft_conns",
+                         "tcp dport 7100 ip saddr @members jump raft_conns",
+                         "tcp dport 7100 ip6 saddr @members6 jump raft_conns",
                          f'tcp dport 7100 counter name "{COUNTER}" drop',
                          "}"]
-    # Stateless on purpose: no rule depends on conntrack (see the module docstring).
-    assert not any(" ct " in f" {line} " for line in out)
+    # Stateless on purpose: only the connection limit reads conntrack (the module docstring).
+    assert not any(" ct " in f" {line} " for line in chain[:6])
+
+
+def test_the_connection_limit_counts_per_source_what_the_input_chain_let_through():
+    out = lines(render_guard(MEMBERS, 7100, "10.0.0.11"))
+    limit = conn_limit(MEMBERS)
+    assert limit == 10  # 2 for the one member at an address, 8 for strangers and closing ones
+    chain = out[out.index("chain raft_conns {") + 1:]
+    assert chain[:4] == [f"ct state new add @conns {{ ip saddr ct count over {limit} }} counter drop",
+                         f"ct state new add @conns6 {{ ip6 saddr ct count over {limit} }} counter drop",
+                         "accept", "}"]
+    for name, kind in (("conns", "ipv4_addr"), ("conns6", "ipv6_addr")):
+        i = out.index(f"set {name} {{")
+        assert out[i + 1:i + 5] == [f"type {kind}", "size 65535", "flags dynamic", "}"]
+    # several members on one address (a test host): room for each of them
+    shared = lines(render_guard([("a", "10.0.0.1"), ("b", "10.0.0.1"), ("c", "10.0.0.2")], 7100,
+                                "10.0.0.1"))
+    assert "ct state new add @conns { ip saddr ct count over 12 } counter drop" in shared
 
 
 def test_ipv6_members_go_to_their_own_set():

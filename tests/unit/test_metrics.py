@@ -288,6 +288,16 @@ def test_leader_changes_through_the_collector() -> None:
     assert registry.get_sample_value("hacluster_leader_changes_total") == 2
 
 
+def test_raft_listener_up_as_raft_says_and_absent_before_it_started() -> None:
+    up: list[bool | None] = [None]
+    registry = _registry(AgentCollector(lambda: STATUS, raft_listener=lambda: up[0]))
+    assert registry.get_sample_value("hacluster_raft_listener_up") is None
+    up[0] = True
+    assert registry.get_sample_value("hacluster_raft_listener_up") == 1
+    up[0] = False
+    assert registry.get_sample_value("hacluster_raft_listener_up") == 0
+
+
 # ------------------------------------------------------------------ histograms
 
 

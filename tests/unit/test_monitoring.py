@@ -155,7 +155,8 @@ def _exported() -> dict[str, set[str]]:
     synced = dataclasses.replace(STATUS, connection_sync=SYNC_OK)  # else the sync's metrics are absent
     registry.register(AgentCollector(lambda: synced, lambda: MEMBERS, lambda: CHECKS, lambda: BACKENDS,
                                      FailoverHistogram(), lambda: dict.fromkeys(extra, 1.0),
-                                     leader_changes=lambda: 3, timings=Timings()))
+                                     leader_changes=lambda: 3, timings=Timings(),
+                                     raft_listener=lambda: True))
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:

@@ -334,3 +334,74 @@ def test_tcp_silence_reads_the_kernel_acks_of_a_peer_connection(members):
     b.seam.destroy()  # its port closes: no connection, nothing to read
     tick_until([a], lambda: a.seam.tcp_silence(node_b) is None, "the connection gone")
     assert a.seam.tcp_silence(Node("127.0.0.1:1")) is None  # never a member
+
+
+# ---------------------------------------------------------------- the hardened transport
+
+def test_the_transport_speaks_pysyncobjs_constants_and_replaces_its_classes(members):
+    from pysyncobj.poller import POLL_EVENT_TYPE
+    from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+
+    from hacluster.consensus import transport
+    from hacluster.consensus.connection import Connection
+
+    assert (transport.READ, transport.WRITE, transport.ERROR) == \
+        (POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE, POLL_EVENT_TYPE.ERROR)
+    assert (transport.DISCONNECTED, transport.CONNECTING, transport.CONNECTED) == \
+        (CONNECTION_STATE.DISCONNECTED, CONNECTION_STATE.CONNECTING, CONNECTION_STATE.CONNECTED)
+    # what TCPTransport calls on a TcpConnection, Connection has
+    wanted = {n for n in vars(TcpConnection) if not n.startswith("_")} - {"setSockoptKeepalive"}
+    assert wanted <= set(dir(Connection))
+    a, b = members(2)
+    _elect_first(a, b)
+    for m in (a, b):
+        t = getattr(m.seam.obj, _mangled("transport"))
+        assert isinstance(t._server, transport.Listener)
+        assert t._connections and all(isinstance(c, Connection) for c in t._connections.values())
+        assert m.seam.listener_up()
+        stats = m.seam.transport_stats()
+        assert stats["refused_frames"] == stats["bad_frames"] == stats["over_caps"] == 0
+
+
+class Plain(compat.SyncObj):
+    """pysyncobj as it comes: its own TCPTransport, TcpConnection and TcpServer."""
+
+    def __init__(self, addr: str, others: list[str], conf: SyncObjConf) -> None:
+        super().__init__(addr, others, conf)
+        self.total = 0
+
+    @replicated
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+
+@pytest.mark.parametrize("plain_dials", [True, False])
+def test_the_hardened_transport_talks_with_pysyncobjs_own(plain_dials):
+    """The wire format is pysyncobj's, byte for byte: a member still on pysyncobj's transport
+    (a rolling upgrade) and one on ours elect, replicate and commit, whichever side dials
+    (pysyncobj: the greater address)."""
+    lo_addr, hi_addr = (f"{LO}:{p}" for p in sorted(free_tcp_ports(2)))
+    plain_addr, ours_addr = (hi_addr, lo_addr) if plain_dials else (lo_addr, hi_addr)
+    conf = dict(password=SECRET, autoTick=False, appendEntriesPeriod=0.02, raftMinTimeout=0.15,
+                raftMaxTimeout=MAX_TIMEOUT, connectionRetryTime=0.05, dynamicMembershipChange=False)
+    plain = Plain(plain_addr, [ours_addr], SyncObjConf(**conf))
+    ours = Counter(Recorder(), ours_addr, [plain_addr], SyncObjConf(**conf))
+    try:
+        done: list[int] = []
+
+        def tick_both(cond: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + 30
+            while not cond():
+                assert time.monotonic() < deadline, f"not within 30 s: {what}"
+                plain.doTick(0.002)
+                ours.doTick(0.002)
+
+        tick_both(lambda: plain._getLeader() is not None and ours._getLeader() is not None, "a leader")
+        plain.add(2, callback=lambda r, err: done.append(err))
+        ours.add(3, callback=lambda r, err: done.append(err))
+        tick_both(lambda: len(done) == 2 and plain.total == ours.total == 5, "both commands on both")
+        assert done == [0, 0]
+    finally:
+        plain.destroy()
+        ours.destroy()
