@@ -521,7 +521,9 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs += _check_metrics(spec)
     errs += _check_sync(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
-                           {v.address for v in spec.vips}, {c.name for c in spec.checks})
+                           {v.address for v in spec.vips}, {c.name for c in spec.checks},
+                           {getattr(m, k): f"members[{i}].{k} ({m.id})" for i, m in
+                            reversed(list(enumerate(spec.members))) for k in ("grpc_port", "raft_port")})
     errs += _path_errors(spec)
     if errs:
         raise ConfigError(source, errs)

@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 
 from hacluster.dataplane.algorithms import slots_for
 from hacluster.dataplane.table import Backend, Service, Table
+from hacluster.dataplane.validate import table_errors
 
 TABLE = "hacluster"
 FAMILY = "inet"
@@ -219,7 +220,13 @@ def _protocols(keys: Iterable[tuple[str | int, ...]]) -> list[str]:
 
 def render(table: Table, counters: Mapping[str, tuple[int, int]] | None = None) -> str:
     """The nft script for `table` (see the module docstring). `counters` (name -> packets,
-    bytes) seeds the counters that exist in this generation too."""
+    bytes) seeds the counters that exist in this generation too. ValueError for a table
+    that fails validate.table_errors: nothing from outside is written into rule text
+    unchecked."""
+    errors = table_errors(table)
+    if errors:
+        raise ValueError(f"refusing to render table generation {table.generation}: "
+                         + "; ".join(errors))
     parts = _Parts()
     for s in sorted(table.services, key=lambda s: s.name):
         _service(s, parts)

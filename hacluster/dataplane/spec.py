@@ -32,7 +32,7 @@ marks the host down when most members' committed verdicts say so (build.py).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -99,9 +99,10 @@ def _ipv4(value: str) -> bool:
 
 
 def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[str],
-                   checks: set[str]) -> list[str]:
-    """Rules that span the config, as 'services[i].field: message' lines."""
-    errs: list[str] = []
+                   checks: set[str], cluster_ports: Mapping[int, str] | None = None) -> list[str]:
+    """Rules that span the config, as 'services[i].field: message' lines. cluster_ports:
+    the members' Raft and gRPC ports, port -> where it is configured ('members[0].raft_port')."""
+    errs: list[str] = _port_clashes(services, cluster_ports or {})
     names: dict[str, int] = {}
     endpoints: dict[tuple[str, str, int], str] = {}
     for i, s in enumerate(services):
@@ -151,6 +152,23 @@ def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[
                         f"({s.backend_port or 'the VIP port'}) too")
         if s.fallback is not None and not _ipv4(s.fallback.address):
             errs.append(f"{p}.fallback.address: must be an IPv4 address, got {s.fallback.address!r}")
+    return errs
+
+
+def _port_clashes(services: list[ServiceSpec], cluster_ports: Mapping[int, str]) -> list[str]:
+    """A service or backend port that is a member's Raft or gRPC port: the balancer would
+    carry clients to the cluster's own listeners (a backend on a member at its Raft port),
+    or cluster traffic to the backends, and the Raft port guard would be beside the point."""
+    errs = []
+    for i, s in enumerate(services):
+        ports = [(f"services[{i}].ports[{j}]", port) for j, port in enumerate(s.ports)]
+        ports.append((f"services[{i}].backend_port", s.backend_port))
+        ports += [(f"services[{i}].backends[{j}].port", b.port) for j, b in enumerate(s.backends)]
+        if s.fallback is not None:
+            ports.append((f"services[{i}].fallback.port", s.fallback.port))
+        errs += [f"{where}: {port} is also {cluster_ports[port]}; a service must not use the "
+                 "members' Raft or gRPC ports, pick another port"
+                 for where, port in ports if port is not None and port in cluster_ports]
     return errs
 
 

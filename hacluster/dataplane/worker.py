@@ -4,7 +4,9 @@
 VIP every 10 ms and must never wait for it. The agent hands over the latest committed
 table with want(); this thread applies the newest one it has, skipping generations that
 were superseded meanwhile (each table is complete, so only the last one matters), and
-retries a failed apply after a pause.
+retries a failed apply after a pause. A table that fails validation (validate.py) is
+refused once, with an ERROR, and never retried: the last good generation stays in force
+until a newer one arrives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hacluster.dataplane.table import Backend, BackendState, Service, Table
+from hacluster.dataplane.validate import table_errors
 
 log = logging.getLogger("hacluster.dataplane")
 
@@ -40,6 +43,8 @@ class DataplaneWorker:
         self.last_error = ""
         self._want: Table | None = None
         self._applied: int | None = None  # what we applied last (cheap to read every tick)
+        self._refused: int | None = None  # a generation that failed validation: not retried
+        self._good: Table | None = None  # the last table applied
         self._drains = DrainTimer(time.monotonic)
         self._cond = threading.Condition()
         self._stop = False
@@ -109,30 +114,40 @@ class DataplaneWorker:
                         self.name, actual, self._applied)
             self._applied = None
 
+    def _next(self) -> Table | None:
+        """The table to apply now: the wanted one, or the last good one while the wanted
+        one is refused (so a flushed ruleset is repaired with it); None: nothing to do."""
+        table = self._want
+        if table is not None and table.generation == self._refused:
+            table = self._good
+        return None if table is None or table.generation == self._applied else table
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and (self._want is None or
-                                          self._want.generation == self._applied):
+                while not self._stop and (table := self._next()) is None:
                     self._flush_due()
                     if not self._cond.wait(min(VERIFY_S, self._drains.next_in())) \
                             and self._want is not None:
                         self._verify()
                 if self._stop:
                     return
-                table = self._want
             assert table is not None
+            if self._refuse(table):
+                continue
             started = time.monotonic()
             try:
                 self.dataplane.apply(table)
                 if self.timings is not None:
                     self.timings.observe_nft_apply(time.monotonic() - started, ok=True)
                 self._applied = table.generation
+                self._good = table
                 self._drains.update(table)
-                if self.last_error:
+                refused = self._want is not None and self._want.generation == self._refused
+                if self.last_error and not refused:  # a refusal stands until a newer table
                     log.warning("%s: applying works again (generation %d)", self.name,
                                 table.generation)
-                self.last_error = ""
+                    self.last_error = ""
                 log.info("%s: table generation %d applied", self.name, table.generation)
             except Exception as e:  # noqa: BLE001 - any failure: report, retry later
                 if self.timings is not None:
@@ -143,6 +158,19 @@ class DataplaneWorker:
                 self.last_error = str(e)
                 with self._cond:
                     self._cond.wait(RETRY_S)
+
+    def _refuse(self, table: Table) -> bool:
+        """Refuse a table that is not fit to render (names, addresses, ports): Raft
+        carried it, so it is the cluster's, but not one the renderer may turn into rules."""
+        errors = table_errors(table)
+        if not errors:
+            return False
+        shown = "; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+        self.last_error = (f"table generation {table.generation} refused, generation "
+                           f"{self._applied} stays in force: {shown}")
+        log.error("%s: %s", self.name, self.last_error)
+        self._refused = table.generation
+        return True
 
 
 class DrainTimer:

@@ -220,6 +220,23 @@ def test_bad_services_name_the_field(change, path, words):
     assert any(e.startswith(path) and words in e for e in errs), errs
 
 
+@pytest.mark.parametrize("change, path, member_port", [
+    ({"port": 7100}, "services[0].ports[0]", "members[0].raft_port (n1)"),
+    ({"ports": [80, 7101]}, "services[0].ports[1]", "members[0].grpc_port (n1)"),
+    ({"backend_port": 7100, "backends": [{"node": "n2"}]}, "services[0].backend_port",
+     "members[0].raft_port (n1)"),
+    ({"backend_port": 7201, "backends": [{"node": "n2"}], "fallback": {"address": "10.0.0.60"}},
+     "services[0].backend_port", "members[2].grpc_port (n3)"),
+])
+def test_a_service_on_the_members_raft_or_grpc_port_is_an_error_naming_both(change, path, member_port):
+    """Issue 15, finding 9: the balancer must never carry clients to the cluster's own ports."""
+    members = [MEMBERS[0], MEMBERS[1], {**MEMBERS[2], "raft_port": 7200, "grpc_port": 7201}]
+    svc = {k: v for k, v in SERVICE.items() if not (k == "port" and "ports" in change)}
+    errs = errors_of(doc(members=members, checks=[{"name": "web", "kind": "http"}],
+                         services=[{**svc, **change}]))
+    assert any(e.startswith(path + ":") and f"is also {member_port}" in e for e in errs), errs
+
+
 def test_external_backends_get_a_derived_check_aimed_at_them():
     c = parse_config(doc(checks=[{"name": "web", "kind": "http", "port": 8080}],
                          services=[SERVICE, {**SERVICE, "name": "web2", "port": 81}]))
