@@ -12,17 +12,12 @@ from typing import Any
 import click
 
 from hacluster.audit import tail, verify
+from hacluster_cli.safe_text import CliError, json_text, printable, scrub
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
 
 
-class AuditCliError(click.ClickException):
-    """Like main.CliError (printed as 'Error: ...', exits with `exit_code`); kept here so that
-    main.py can import this module without an import cycle."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+AuditCliError = CliError  # printed as 'Error: ...' (escaped); exits with `exit_code`
 
 
 @click.group("audit")
@@ -70,14 +65,14 @@ def verify_cmd(file: str, as_json: bool) -> None:
         click.echo(f"{file}: intact, {_plural(res.records, 'record')}, last seq {res.last_seq}, "
                    f"head {res.head}")
         for note in res.notes:
-            click.echo(f"  note: {note}")
+            click.echo(printable(f"  note: {note}"))
     else:
         click.echo(f"{file}: TAMPERED or damaged: {_plural(len(res.problems), 'problem')} in "
                    f"{_plural(res.records, 'record')}", err=True)
-        for msg in res.problems:
-            click.echo(f"  {msg}", err=True)
+        for msg in res.problems:  # they may quote a damaged line: escaped
+            click.echo(printable(f"  {msg}"), err=True)
         for note in res.notes:
-            click.echo(f"  note: {note}", err=True)
+            click.echo(printable(f"  note: {note}"), err=True)
     if not res.ok:
         click.get_current_context().exit(EXIT_TAMPERED)
 
@@ -101,13 +96,13 @@ def show_cmd(file: str, last: int, as_json: bool) -> None:
     except OSError as e:
         raise AuditCliError(f"{file}: cannot read: {e.strerror or e}", EXIT_USAGE) from None
     if as_json:
-        click.echo(json.dumps({"file": file, "records": records}, ensure_ascii=False))
+        click.echo(json_text({"file": file, "records": records}))
         return
     if not records:
         click.echo(f"{file}: no records")
         return
     rows = [("SEQ", "AT", "WHO", "ACTION", "OK", "ARGS", "RESULT")]
-    rows += [_row(r) for r in records]
+    rows += [scrub(_row(r)) for r in records]  # who, args, result: what clients sent
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join([c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]))

@@ -1,7 +1,7 @@
 """`hacluster certs init|issue|show`: the cluster CA and the mutual-TLS certificates.
 
 Registered in main.py with `cli.add_command(certs)`. It must not import hacluster_cli.main
-(main imports this module), so it has its own ClickException carrying an exit code.
+(main imports this module); its errors are safe_text.CliError, as main's are.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from typing import Any
 import click
 
 from hacluster import certs as lib
+from hacluster_cli.safe_text import CliError, scrub
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-class CertsCliError(click.ClickException):
-    """Printed as 'Error: ...' on stderr; the process exits with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+CertsCliError = CliError  # printed as 'Error: ...' (escaped); exits with `exit_code`
 
 
 def _cli_error(e: lib.CertError) -> CertsCliError:
@@ -175,7 +171,8 @@ def show(file: Path, ca_file: Path | None, as_json: bool) -> None:
         except lib.CertError as e:
             chain_error = str(e)
         info["chain"] = {"ca": str(ca_file), "ok": chain_error is None, "error": chain_error}
-    click.echo(json.dumps(info) if as_json else _render(file, info))
+    # a certificate's subject and names are whatever its maker wrote: escaped for people
+    click.echo(json.dumps(info) if as_json else _render(file, scrub(info)))
     if chain_error is not None:
         raise CertsCliError(f"{file}: {chain_error}", EXIT_INVALID)
 

@@ -44,16 +44,9 @@ from hacluster_cli.client import (
 )
 from hacluster_cli.lab import lab
 from hacluster_cli.render import render_backends, render_checks, render_members, render_status
+from hacluster_cli.safe_text import CliError, printable, scrub
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(click.ClickException):
-    """Printed as 'Error: ...' on stderr; the process exits with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _config_error(e: ConfigError) -> CliError:
@@ -319,7 +312,7 @@ def backends(service: str | None, conn: dict[str, Any], as_json: bool, timeout: 
 
 def _action_output(detail: str, generation: int, as_json: bool) -> None:
     click.echo(json.dumps({"ok": True, "detail": detail, "generation": generation})
-               if as_json else f"{detail} (committed, state generation {generation})")
+               if as_json else printable(f"{detail} (committed, state generation {generation})"))
 
 
 @cli.command("drain")
@@ -453,17 +446,17 @@ def failover_cmd(to: str | None, dry_run: bool, wait_s: float, conn: dict[str, A
     """
     def progress(msg: str) -> None:
         if not as_json:
-            click.echo(msg, err=True)
+            click.echo(printable(msg), err=True)
     out = _ask(conn,
                lambda t, k: failover(t, k, to, dry_run, wait_s, timeout, progress))
     if as_json:
         click.echo(json.dumps(out))
     elif out["dry_run"]:
-        click.echo(f"dry run: {out['detail']} (nothing changed)")
+        click.echo(printable(f"dry run: {out['detail']} (nothing changed)"))
     else:
         switch = "" if out["switch_ms"] is None else f": switch {out['switch_ms']:.0f} ms " \
             "(release to claim)"
-        click.echo(f"{out['detail']}{switch}")
+        click.echo(printable(f"{out['detail']}{switch}"))
 
 
 @cli.command("maintenance")
@@ -493,6 +486,7 @@ def _last_events(target: str, creds: Any, timeout: float) -> list[Any]:
 
 
 def _event_line(e: dict[str, Any]) -> str:
+    e = scrub(e)  # node and text come from the agents (safe_text.py)
     at = datetime.fromtimestamp(e["at_unix_ms"] / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return f"{at}  {e['node']:<8} {e['kind']:<8} {e['text']}"
 
@@ -537,7 +531,7 @@ def events_cmd(follow: bool, all_members: bool, last: int, conn: dict[str, Any],
     if all_members:
         evs, missing = _ask(conn, lambda t, k: fetch_cluster_events(t, k, last, timeout))
         for m in missing:
-            click.echo(f"warning: no events from {m}", err=True)
+            click.echo(printable(f"warning: no events from {m}"), err=True)
     else:
         evs = _ask(conn, lambda t, k: fetch_events(t, k, 0, last, timeout))
     for e in evs:

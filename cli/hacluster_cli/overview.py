@@ -61,6 +61,7 @@ from hacluster.model import (
 )
 from hacluster_cli.client import AdminCallError, fetch_backends, fetch_members, fetch_status
 from hacluster_cli.render import SYNC_DOWN_COST, sync_detail, sync_word
+from hacluster_cli.safe_text import printable, scrub
 
 WIDTH = 100  # the human screen fits this many columns
 LAST_EVENTS = 5
@@ -544,6 +545,7 @@ def _wrapped(prefix: str, text: str) -> list[str]:
 
 def render_overview(ov: Overview) -> str:
     """The human screen of `hacluster status --cluster`: at most WIDTH columns."""
+    ov = scrub(ov)  # agents' and gossip's text, shown to a terminal (safe_text.py)
     lines = [_headline(ov), *_subhead(ov), *_vip_lines(ov), *_member_lines(ov),
              *_sync_lines(ov), *_service_lines(ov), *_event_lines(ov)]
     if ov.missing:
@@ -582,7 +584,7 @@ def watch(draw: Callable[[], str], interval: float, echo: Callable[[str], None],
                 screen = draw()
             except AdminCallError as e:
                 screen = json.dumps({"error": str(e), "exit_code": e.exit_code}) if as_json else \
-                    f"error: {e}\n(trying again every {interval:g} s)"
+                    f"error: {printable(str(e))}\n(trying again every {interval:g} s)"
             stamp = time.strftime("%H:%M:%S")
             if as_json:
                 echo(screen)

@@ -1,4 +1,8 @@
-"""Human-readable rendering of an AgentStatus for `hacluster status`."""
+"""Human-readable rendering of an AgentStatus for `hacluster status` (and of members,
+checks, backends). Every render_* function scrubs what it is given first (safe_text.py):
+the values come from agents and gossip, and a control character in them must not reach
+the operator's terminal as a command.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from hacluster.model import (
     SyncState,
     SyncStatus,
 )
+from hacluster_cli.safe_text import scrub
 
 # What a connection sync that is down costs, said wherever it is shown as down.
 SYNC_DOWN_COST = "established flows through the VIP will break when it moves"
@@ -71,6 +76,7 @@ def sync_text(s: SyncStatus) -> str:
 
 
 def render_status(st: AgentStatus) -> str:
+    st = scrub(st)
     lease = f"ok, {st.lease_remaining_ms:.0f} ms left" if st.lease_ok else "not held"
     held = [f"{v.address}/{v.prefixlen}" for v in st.vips if v.held]
     head = [
@@ -117,6 +123,7 @@ def _seen(seconds: float | None) -> str:
 
 
 def render_members(ms: MembersStatus) -> str:
+    ms = scrub(ms)
     rows: list[tuple[str, ...]] = [("ID", "ADDRESS", "GOSSIP", "INC", "RAFT", "CHECKS", "LOAD",
                                     "LAST SEEN")]
     for m in ms.members:
@@ -141,6 +148,7 @@ def render_members(ms: MembersStatus) -> str:
 
 
 def render_checks(cs: ChecksStatus) -> str:
+    cs = scrub(cs)
     committed = {(c.node, c.check): c.healthy for c in cs.committed}
     rows: list[tuple[str, ...]] = [("NODE", "CHECK", "KIND", "STATE", "LATENCY", "COMMITTED",
                                     "TARGET", "LAST ERROR")]
@@ -168,6 +176,7 @@ def render_checks(cs: ChecksStatus) -> str:
 
 
 def render_backends(bs: BackendsStatus) -> str:
+    bs = scrub(bs)
     applied = "none" if bs.applied_generation is None else str(bs.applied_generation)
     lag = "" if bs.applied_generation == bs.table_generation else "  (NOT YET APPLIED HERE)"
     lines = [f"balancing table as seen by {bs.node}: generation {bs.table_generation} committed, "
