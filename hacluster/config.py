@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,6 +131,9 @@ class MetricsSpec(_Strict):
     # HTTPS with this node's certificate; a client certificate of the cluster CA required
     # (admin, reader or node: Prometheus gets a reader one). Off: plain HTTP.
     tls: bool = False
+    # Host names the listener answers besides its address and this host's name (listener.py)
+    allowed_hosts: list[Annotated[str, Field(max_length=253, pattern=r"^[A-Za-z0-9._:-]+$")]] = Field(
+        default_factory=list, max_length=64)
 
 
 class ConntrackSyncSpec(_Strict):
@@ -226,6 +229,7 @@ class Config:
     cli_tls: TlsFiles | None = None  # the CLI's certificate on this server, if configured
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus metrics listener, or None
     metrics_tls: bool = False  # the metrics/status listener is HTTPS with client certificates
+    metrics_allowed_hosts: tuple[str, ...] = ()  # more names its Host header may carry
     log_format: str = "human"  # human | json (logs.py)
     conntrack_sync: SyncSettings = SyncSettings()
 
@@ -436,6 +440,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
         dataplane=spec.dataplane,
         metrics_listen=spec.metrics.listen,
         metrics_tls=spec.metrics.tls,
+        metrics_allowed_hosts=tuple(spec.metrics.allowed_hosts),
         log_format=spec.log_format,
         conntrack_sync=_sync_settings(spec),
     )

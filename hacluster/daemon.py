@@ -369,7 +369,7 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
         server = serve_metrics(config.metrics_listen, registry, status_pages(
             views.status, views.members_status, views.backends_status,
             lambda: agent.events.after(0, EVENTS_SHOWN)),
-            tls=tls if config.metrics_tls else None)
+            tls=tls if config.metrics_tls else None, allowed_hosts=config.metrics_allowed_hosts)
     except MetricsBindError as e:
         log.error("%s; running without metrics", e)
         agent.events.add("agent", f"no metrics: {e}")

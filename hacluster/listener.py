@@ -2,6 +2,12 @@
 (config metrics.listen): /metrics from a collector registry, `/` and `/status.json` from the
 status page, and, with metrics.tls, only clients whose certificate tls.refusal_for lets read.
 
+Only requests whose Host header names this listener are answered (421 otherwise): a web
+page on another site can make an operator's browser fetch http://evil.example:9464/ after
+pointing evil.example at this server (DNS rebinding), and read the answer as its own. Its
+names: the bound address, this host's name, `localhost` on loopback or wildcard binds, any
+IP address on a wildcard bind (an IP literal cannot be rebound), and metrics.allowed_hosts.
+
 One thread per request (a hung scrape never holds up the agent, REQUEST_TIMEOUT_S gives an
 idle client's thread back); nothing here touches the HA loop.
 """
@@ -9,6 +15,7 @@ idle client's thread back); nothing here touches the HA loop.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -24,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from hacluster.endpoints import parse_hostport
 
-__all__ = ["MetricsBindError", "MetricsServer", "Page", "serve_metrics"]
+__all__ = ["HostCheck", "MetricsBindError", "MetricsServer", "Page", "serve_metrics"]
 
 log = logging.getLogger("hacluster.metrics")
 
@@ -80,11 +87,78 @@ def _reply(start_response: Callable[..., Any], status: str, ctype: str, body: by
     return [body]
 
 
+def _canonical(host: str) -> str:
+    """A host name lower-cased without its trailing dot; an IP address in its usual form."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def _host_of(header: str) -> str | None:
+    """The host part of a Host header (`name`, `name:port`, `[v6]:port`), or None when it
+    is malformed."""
+    host, port = header, ""
+    if header.startswith("["):
+        host, sep, port = header[1:].partition("]")
+        if not sep or (port and not port.startswith(":")):
+            return None
+        port = port[1:]
+    elif ":" in header:
+        host, _, port = header.partition(":")
+    if not host or (port and not port.isdigit()) or not all(c.isalnum() or c in ".-_:" for c in host):
+        return None
+    return _canonical(host)
+
+
+class HostCheck:
+    """Which Host headers the listener answers (see the module docstring)."""
+
+    def __init__(self, bound: Iterable[str], allowed: Iterable[str] = ()):
+        """bound: the address the listener was given and the one it bound (they differ
+        for a name such as `localhost`); allowed: metrics.allowed_hosts."""
+        hosts = {_canonical(h) for h in bound if h}
+        self.wildcard = bool(hosts & {"0.0.0.0", "::"}) or not hosts
+        loopback = any(ipaddress.ip_address(h).is_loopback for h in hosts if _is_ip(h))
+        names = (hosts - {"0.0.0.0", "::"}) | {_canonical(socket.gethostname())}
+        names |= {_canonical(h) for h in allowed}
+        if self.wildcard or loopback or "localhost" in hosts:
+            names |= {"localhost", "127.0.0.1", "::1"}
+        self.names = frozenset(names)
+
+    def refusal(self, header: str | None) -> str | None:
+        """None if a request with this Host header may be answered, else why not."""
+        if header is None:
+            return None  # HTTP/1.0 without Host: not a browser (every browser sends one)
+        host = _host_of(header)
+        if host is None:
+            return f"malformed Host header {header!r}"
+        if host in self.names or (self.wildcard and _is_ip(host)):
+            return None
+        return (f"Host {header!r} is not a name of this listener ({', '.join(sorted(self.names))}); "
+                "if it is this server's, add it to metrics.allowed_hosts")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _routes(metrics: Callable[..., Any], pages: Mapping[str, Page],
-            cluster: str | None = None) -> Callable[..., Any]:
-    """cluster: with TLS, the cluster whose admin, reader or node certificates may read."""
+            cluster: str | None = None, hosts: HostCheck | None = None) -> Callable[..., Any]:
+    """cluster: with TLS, the cluster whose admin, reader or node certificates may read.
+    hosts: the Host headers answered (None: any)."""
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        misdirected = hosts.refusal(environ.get("HTTP_HOST")) if hosts is not None else None
+        if misdirected is not None:
+            log.warning("metrics listener: %s from %s refused: %s", path,
+                        environ.get("REMOTE_ADDR"), misdirected)
+            return _reply(start_response, "421 Misdirected Request", "text/plain; charset=utf-8",
+                          f"refused: {misdirected}\n".encode())
         if cluster is not None:
             refusal = _reader_refusal(environ.get("hacluster.peer_cert"), cluster)
             if refusal is not None:
@@ -164,7 +238,7 @@ class MetricsServer:
 
 
 def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | None = None,
-                  tls: Any = None) -> MetricsServer:
+                  tls: Any = None, allowed_hosts: Iterable[str] = ()) -> MetricsServer:
     """Serve `registry` on http://bind/metrics from a daemon thread (one thread per request).
     bind: HOST:PORT or [V6]:PORT; port 0 picks a free one. pages: extra routes, path ->
     function returning (content type, body), served with Cache-Control: no-store (the
@@ -172,7 +246,8 @@ def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | No
     pointer to /metrics. Raises ValueError for a malformed address and MetricsBindError when
     it cannot be bound. tls: a tls.TlsMaterial: HTTPS with a client certificate of the
     cluster CA required, and read only by admin, reader or node certificates (403
-    otherwise, logged)."""
+    otherwise, logged). allowed_hosts: more names the Host header may carry (HostCheck;
+    421 for any other, logged)."""
     host, port = parse_hostport(bind)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -183,7 +258,8 @@ def serve_metrics(bind: str, registry: Collector, pages: Mapping[str, Page] | No
     try:
         httpd = make_server(str(sockaddr[0]), port,
                             _routes(make_wsgi_app(registry), dict(pages or {}),
-                                    tls.identity.cluster if tls is not None else None),
+                                    tls.identity.cluster if tls is not None else None,
+                                    HostCheck((host, str(sockaddr[0])), allowed_hosts)),
                             server_class, handler_class=_QuietHandler)
         if tls is not None:
             httpd.socket = _tls_context(tls).wrap_socket(httpd.socket, server_side=True,

@@ -63,7 +63,8 @@ def test_every_default_is_documented_and_every_documented_variable_exists():
     assert documented - defaults == required == {"hacluster_address", "hacluster_secret"}
 
 
-def check_inventory(tmp_path: Path, hosts: dict, **group_vars) -> subprocess.CompletedProcess[str]:
+def check_inventory(tmp_path: Path, hosts: dict, playbook: str = PLAYBOOK,
+                    **group_vars) -> subprocess.CompletedProcess[str]:
     inv = {"all": {"children": {"hacluster_servers": {"hosts": hosts, "vars": {
         "hacluster_secret": "s" * 32, "hacluster_vips": [{"address": "10.0.0.100", "prefix": 24}],
         **group_vars}}}}}
@@ -72,7 +73,7 @@ def check_inventory(tmp_path: Path, hosts: dict, **group_vars) -> subprocess.Com
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible" / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
                ANSIBLE_DEPRECATION_WARNINGS="0")
-    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(path), PLAYBOOK],
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(path), playbook],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -103,3 +104,29 @@ def test_a_bad_inventory_fails_with_what_to_fix(tmp_path, hosts, group_vars, mes
     assert run.returncode != 0 and re.search(r"failed=[1-9]", out), out[-2000:]
     assert message in out, out[-2000:]
     assert "s" * 32 not in out  # the secret never shows, even in a failure
+
+
+def test_the_role_default_metrics_listener_is_tls_and_names_its_hosts(tmp_path):
+    """Issue 15, finding 7: by default the role serves metrics and the status page over
+    HTTPS to cluster certificates only, and answers only its own names in the Host header.
+    The config template is rendered with the role's own defaults (loaded by include_role,
+    as the role runs) and the result read by the agent's config parser."""
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+    assert defaults["hacluster_metrics_tls"] is True
+    assert spec["options"]["hacluster_metrics_tls"]["default"] is True
+    play = [{"hosts": "hacluster_servers", "gather_facts": False, "connection": "local",
+             "vars": {"_hacluster_interface": "eth0", "ansible_python_interpreter": sys.executable},
+             "tasks": [{"ansible.builtin.include_role": {"name": "hacluster", "public": True,
+                                                          "tasks_from": "preflight_inventory.yml"}},
+                       {"ansible.builtin.template": {"src": str(ROLE / "templates" / "hacluster.yaml.j2"),
+                                                     "dest": f"{tmp_path}/{{{{ inventory_hostname }}}}.yaml",
+                                                     "mode": "0600"}}]}]
+    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
+    run = check_inventory(tmp_path, THREE, playbook=str(tmp_path / "render.yml"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    from hacluster.config import parse_config
+    for node in THREE:
+        c = parse_config(yaml.safe_load((tmp_path / f"{node}.yaml").read_text()))
+        assert c.metrics_listen == f"{THREE[node]['hacluster_address']}:9464"
+        assert c.metrics_tls is True and c.metrics_allowed_hosts == (node,)

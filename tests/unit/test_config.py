@@ -302,3 +302,11 @@ def test_conntrack_sync_on_refuses_the_proxy_and_a_single_member():
     with pytest.raises(ConfigError, match="at least two members"):
         config(conntrack_sync="on", members=one)
     assert config(members=one).conntrack_sync.mode == "auto"  # auto: the agent says off
+
+
+def test_metrics_allowed_hosts_are_names_or_addresses():
+    c = parse_config(doc(metrics={"listen": "10.0.0.11:9464", "allowed_hosts": ["n1.ward-a.example", "n1"]}))
+    assert c.metrics_listen == "10.0.0.11:9464" and c.metrics_allowed_hosts == ("n1.ward-a.example", "n1")
+    assert parse_config(doc()).metrics_allowed_hosts == ()
+    errs = errors_of(doc(metrics={"listen": "10.0.0.11:9464", "allowed_hosts": ["ok", "evil.example/x"]}))
+    assert any(e.startswith("metrics.allowed_hosts[1]:") for e in errs), errs

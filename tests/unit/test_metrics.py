@@ -402,6 +402,53 @@ def test_a_second_listener_on_the_same_port_is_refused(served: Callable[..., Met
         served(f"127.0.0.1:{first.port}")
 
 
+def _get_as(port: int, host: str | None, bind: str = "127.0.0.1") -> tuple[int, str]:
+    """GET /metrics with this Host header (None: none at all, as an HTTP/1.0 client may)."""
+    with socket.create_connection((bind, port), timeout=5) as s:
+        head = "GET /metrics HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+        s.sendall((head + "\r\n").encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.decode().partition("\r\n")
+    return int(status_line.split()[1]), rest.partition("\r\n\r\n")[2]
+
+
+def test_a_foreign_host_header_is_refused_421(served: Callable[..., MetricsServer],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15, finding 7: DNS rebinding. A page on evil.example that made a browser fetch
+    this listener under its own name must not read the answer."""
+    port = served().port
+    for ok in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST.", f"[::1]:{port}",
+               f"{socket.gethostname()}:{port}", None):
+        assert _get_as(port, ok)[0] == 200, ok
+    status, body = _get_as(port, f"evil.example:{port}")
+    assert status == 421
+    assert body.startswith(f"refused: Host 'evil.example:{port}' is not a name of this listener (")
+    assert "127.0.0.1" in body and "metrics.allowed_hosts" in body
+    assert "hacluster_leader" not in body
+    for bad in ("10.0.0.5", "127.0.0.1.nip.io", "a b", "[::1", "host:port"):
+        assert _get_as(port, bad)[0] == 421, bad
+    assert any("refused: Host 'evil.example" in r.getMessage() for r in caplog.records)
+
+
+def test_allowed_hosts_and_wildcard_binds() -> None:
+    server = serve_metrics("127.0.0.1:0", _full()[0], allowed_hosts=["metrics.ward-a.example"])
+    try:
+        assert _get_as(server.port, "Metrics.Ward-A.example.:443")[0] == 200
+        assert _get_as(server.port, "other.ward-a.example")[0] == 421
+    finally:
+        server.stop()
+    server = serve_metrics("0.0.0.0:0", _full()[0])
+    try:  # bound to every address: any IP literal may be ours, and none can be rebound
+        assert _get_as(server.port, "192.0.2.7:9464")[0] == 200
+        assert _get_as(server.port, "[2001:db8::1]:9464")[0] == 200
+        assert _get_as(server.port, "localhost")[0] == 200
+        assert _get_as(server.port, "evil.example")[0] == 421
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------ conventions
 
 
