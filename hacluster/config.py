@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hacluster.dataplane.spec import ServiceSpec, external_checks, service_errors
 from hacluster.endpoints import parse_hostport
 from hacluster.gossip.types import GossipTiming
-from hacluster.health.spec import AnyCheck, CheckSpec, check_spec_errors
+from hacluster.health.spec import USER_NAME, AnyCheck, CheckSpec, check_spec_errors, with_default_user
 from hacluster.model import Member, SyncSettings, TlsFiles, Vip
 
 SECRET_MIN_LEN = 16
@@ -164,6 +164,8 @@ class ConfigSpec(_Strict):
     gossip: GossipSpec = Field(default_factory=GossipSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     checks: list[CheckSpec] = Field(default_factory=list)
+    # exec checks run as this user unless they name their own (health/exec_check.py)
+    checks_user: str | None = Field(default=None, pattern=USER_NAME)
     services: list[ServiceSpec] = Field(default_factory=list)
     # auto: nftables when usable, else the userspace proxy with a loud log line.
     dataplane: str = Field(default="auto", pattern=r"^(auto|nftables|proxy)$")
@@ -431,7 +433,8 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
             k.removesuffix("_ms"): (v / 1000 if k.endswith("_ms") else v)
             for k, v in spec.gossip.model_dump().items()}),
         # the configured checks, then those derived for external backends (spec.py)
-        checks=tuple(spec.checks) + tuple(external_checks(spec.services, spec.checks)),
+        checks=with_default_user(tuple(spec.checks) + tuple(external_checks(spec.services, spec.checks)),
+                                 spec.checks_user),
         health_settle=spec.health.settle_ms / 1000,
         health_rejoin=spec.health.rejoin_ms / 1000,
         health_corroborate=spec.health.corroborate_ms / 1000,
@@ -526,9 +529,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     errs += _check_metrics(spec)
     errs += _check_sync(spec)
     errs += service_errors(spec.services, {m.id for m in spec.members},
-                           {v.address for v in spec.vips}, {c.name for c in spec.checks},
-                           {getattr(m, k): f"members[{i}].{k} ({m.id})" for i, m in
-                            reversed(list(enumerate(spec.members))) for k in ("grpc_port", "raft_port")})
+                           {v.address for v in spec.vips}, {c.name for c in spec.checks}, spec.members)
     errs += _path_errors(spec)
     if errs:
         raise ConfigError(source, errs)

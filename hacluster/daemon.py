@@ -390,7 +390,26 @@ def _make_health(config: Config, raft: Any, membership: Any) -> tuple[Any, Any]:
     feed = HealthFeed(membership, lambda: runner.reports(), sampler.sample,
                       draining=lambda: is_draining(raft.state.flags, config.node_id), version=__version__)
     runner = HealthRunner(config.checks, default_host=config.me.address, on_change=feed.checks_changed)
+    _say_how_exec_checks_run(config.checks)
     return runner, feed
+
+
+def _say_how_exec_checks_run(checks: Any) -> None:
+    """At start-up rather than at each failed attempt: an exec check that cannot start (no
+    setpriv, no such user, no CAP_SETUID), and those that run as the agent's own user."""
+    from hacluster.health.exec_check import launch
+    from hacluster.health.spec import ExecCheck
+
+    execs = [k for k in checks if isinstance(k, ExecCheck)]
+    for k in execs:
+        why = launch(k)
+        if isinstance(why, str):
+            log.error("exec check %s cannot run: %s", k.name, why)
+    own = [k.name for k in execs if k.user is None]
+    if own:
+        log.warning("exec checks %s run as the agent's own user, without its capabilities, but "
+                    "able to read its files (the cluster secret too); set checks_user "
+                    "(docs/health.md)", ", ".join(own))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ marks the host down when most members' committed verdicts say so (build.py).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -99,10 +99,10 @@ def _ipv4(value: str) -> bool:
 
 
 def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[str],
-                   checks: set[str], cluster_ports: Mapping[int, str] | None = None) -> list[str]:
-    """Rules that span the config, as 'services[i].field: message' lines. cluster_ports:
-    the members' Raft and gRPC ports, port -> where it is configured ('members[0].raft_port')."""
-    errs: list[str] = _port_clashes(services, cluster_ports or {})
+                   checks: set[str], members: Sequence[Any] = ()) -> list[str]:
+    """Rules that span the config, as 'services[i].field: message' lines. members: the
+    config's members (id, raft_port, grpc_port), whose ports no service may use."""
+    errs: list[str] = _port_clashes(services, members)
     names: dict[str, int] = {}
     endpoints: dict[tuple[str, str, int], str] = {}
     for i, s in enumerate(services):
@@ -155,10 +155,14 @@ def service_errors(services: list[ServiceSpec], member_ids: set[str], vips: set[
     return errs
 
 
-def _port_clashes(services: list[ServiceSpec], cluster_ports: Mapping[int, str]) -> list[str]:
+def _port_clashes(services: list[ServiceSpec], members: Sequence[Any]) -> list[str]:
     """A service or backend port that is a member's Raft or gRPC port: the balancer would
     carry clients to the cluster's own listeners (a backend on a member at its Raft port),
     or cluster traffic to the backends, and the Raft port guard would be beside the point."""
+    cluster_ports: dict[int, str] = {}
+    for i, m in enumerate(members):
+        for name in ("raft_port", "grpc_port"):
+            cluster_ports.setdefault(getattr(m, name), f"members[{i}].{name} ({m.id})")
     errs = []
     for i, s in enumerate(services):
         ports = [(f"services[{i}].ports[{j}]", port) for j, port in enumerate(s.ports)]

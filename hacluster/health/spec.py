@@ -77,12 +77,37 @@ class HttpsCheck(HttpCheck):
     server_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9.:_-]+$")
 
 
+# A login name as useradd takes it (or a numeric uid): it goes to setpriv as an argument.
+USER_NAME = r"^([a-z_][a-z0-9_-]{0,31}[$]?|[0-9]{1,10})$"
+
+
 class ExecCheck(_Check):
-    """Healthy when the command exits with expect_exit. argv, never a shell."""
+    """Healthy when the command exits with expect_exit. argv, never a shell.
+
+    It runs without the agent's capabilities, with an allow-listed environment, and as
+    `user` when one is set (exec_check.py)."""
 
     kind: Literal["exec"]
     command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     expect_exit: int = Field(default=0, ge=0, le=255)
+    # Run as this user and its groups, not as the agent's user (who can read the cluster
+    # secret and the node key). None: the config's checks_user, else the agent's user.
+    user: str | None = Field(default=None, pattern=USER_NAME)
+    # The check's own environment variables, added to PATH, LANG, LC_*, TZ and
+    # HACLUSTER_CHECK_NAME/HOST: nothing else of the agent's environment reaches it.
+    env: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("env")
+    @classmethod
+    def _plain_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key):
+                raise ValueError(f"{key!r} is not a variable name (letters, digits, _)")
+            if key.upper().startswith("HACLUSTER_"):
+                raise ValueError(f"{key!r}: HACLUSTER_* names are the agent's")
+            if "\0" in value or len(value) > 4096:
+                raise ValueError(f"{key}: a value without NUL, at most 4096 characters")
+        return v
 
 
 class MllpCheck(_Check):
@@ -181,6 +206,12 @@ def _validate(value: Any, _handler: Any) -> AnyCheck:
 # The wrap validator never calls the inner (tagged union) validator; the union stays for
 # serialisation and JSON schema.
 CheckSpec = Annotated[AnyCheck, Field(discriminator="kind"), WrapValidator(_validate)]
+
+
+def with_default_user(specs: Iterable[AnyCheck], user: str | None) -> tuple[AnyCheck, ...]:
+    """The checks, exec ones without a `user` of their own given `user` (config checks_user)."""
+    return tuple(s.model_copy(update={"user": user}) if isinstance(s, ExecCheck) and s.user is None
+                 and user is not None else s for s in specs)
 
 
 def check_spec_errors(specs: Iterable[AnyCheck], path: str = "checks") -> list[str]:

@@ -106,27 +106,57 @@ def test_a_bad_inventory_fails_with_what_to_fix(tmp_path, hosts, group_vars, mes
     assert "s" * 32 not in out  # the secret never shows, even in a failure
 
 
+def render_templates(tmp_path: Path, templates: list[str], **group_vars) -> None:
+    """Render the role's templates for THREE with its own defaults (loaded by include_role,
+    as the role runs), to tmp_path/NODE.TEMPLATE (without .j2)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    tasks: list[dict] = [{"ansible.builtin.include_role": {"name": "hacluster", "public": True,
+                                                           "tasks_from": "preflight_inventory.yml"}}]
+    tasks += [{"ansible.builtin.template": {"src": str(ROLE / "templates" / t), "mode": "0600",
+                                            "dest": f"{tmp_path}/{{{{ inventory_hostname }}}}.{t[:-3]}"}}
+              for t in templates]
+    play = [{"hosts": "hacluster_servers", "gather_facts": False, "connection": "local",
+             "vars": {"_hacluster_interface": "eth0", "ansible_python_interpreter": sys.executable},
+             "tasks": tasks}]
+    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
+    run = check_inventory(tmp_path, THREE, playbook=str(tmp_path / "render.yml"), **group_vars)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 def test_the_role_default_metrics_listener_is_tls_and_names_its_hosts(tmp_path):
     """Issue 15, finding 7: by default the role serves metrics and the status page over
     HTTPS to cluster certificates only, and answers only its own names in the Host header.
-    The config template is rendered with the role's own defaults (loaded by include_role,
-    as the role runs) and the result read by the agent's config parser."""
+    The config template is rendered with the role's defaults and read by the agent's
+    config parser."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
     assert defaults["hacluster_metrics_tls"] is True
     assert spec["options"]["hacluster_metrics_tls"]["default"] is True
-    play = [{"hosts": "hacluster_servers", "gather_facts": False, "connection": "local",
-             "vars": {"_hacluster_interface": "eth0", "ansible_python_interpreter": sys.executable},
-             "tasks": [{"ansible.builtin.include_role": {"name": "hacluster", "public": True,
-                                                          "tasks_from": "preflight_inventory.yml"}},
-                       {"ansible.builtin.template": {"src": str(ROLE / "templates" / "hacluster.yaml.j2"),
-                                                     "dest": f"{tmp_path}/{{{{ inventory_hostname }}}}.yaml",
-                                                     "mode": "0600"}}]}]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
-    run = check_inventory(tmp_path, THREE, playbook=str(tmp_path / "render.yml"))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    render_templates(tmp_path, ["hacluster.yaml.j2"])
     from hacluster.config import parse_config
     for node in THREE:
-        c = parse_config(yaml.safe_load((tmp_path / f"{node}.yaml").read_text()))
+        c = parse_config(yaml.safe_load((tmp_path / f"{node}.hacluster.yaml").read_text()))
         assert c.metrics_listen == f"{THREE[node]['hacluster_address']}:9464"
         assert c.metrics_tls is True and c.metrics_allowed_hosts == (node,)
+        assert all(getattr(x, "user", None) is None for x in c.checks)
+
+
+def test_a_checks_user_reaches_the_config_and_the_unit_gets_what_switching_takes(tmp_path):
+    """Issue 15, finding 6: with hacluster_checks_user, exec checks run as that user, and the
+    unit (and the daemon-mode start) give the agent CAP_SETUID and CAP_SETGID; without it,
+    neither."""
+    exec_check = {"name": "disk", "kind": "exec", "command": ["/usr/local/bin/check-disk"]}
+    templates = ["hacluster.yaml.j2", "hacluster-agent.service.j2", "hacluster-ctl.j2"]
+    render_templates(tmp_path / "with", templates, hacluster_checks_user="hacluster-check",
+                     hacluster_checks=[exec_check])
+    render_templates(tmp_path / "without", templates, hacluster_checks=[exec_check])
+    from hacluster.config import parse_config
+    for how, user in (("with", "hacluster-check"), ("without", None)):
+        d = tmp_path / how
+        c = parse_config(yaml.safe_load((d / "n1.hacluster.yaml").read_text()))
+        assert c.checks[0].user == user
+        unit = (d / "n1.hacluster-agent.service").read_text()
+        ctl = (d / "n1.hacluster-ctl").read_text()
+        assert ("AmbientCapabilities=CAP_SETUID CAP_SETGID" in unit) is (user is not None)
+        assert ("+setuid,+setgid" in ctl) is (user is not None)
+        assert "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW" in unit and "NoNewPrivileges=yes" in unit

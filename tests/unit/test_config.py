@@ -310,3 +310,18 @@ def test_metrics_allowed_hosts_are_names_or_addresses():
     assert parse_config(doc()).metrics_allowed_hosts == ()
     errs = errors_of(doc(metrics={"listen": "10.0.0.11:9464", "allowed_hosts": ["ok", "evil.example/x"]}))
     assert any(e.startswith("metrics.allowed_hosts[1]:") for e in errs), errs
+
+
+def test_checks_user_is_the_default_user_of_exec_checks():
+    run = {"kind": "exec", "command": ["/usr/local/bin/check-disk"]}
+    c = parse_config(doc(checks_user="hacluster-check", checks=[
+        {"name": "a", **run}, {"name": "b", **run, "user": "nobody", "env": {"WARD": "a"}},
+        {"name": "t", "kind": "tcp", "port": 80}]))
+    assert [getattr(x, "user", "-") for x in c.checks] == ["hacluster-check", "nobody", "-"]
+    assert c.checks[1].env == {"WARD": "a"}
+    assert parse_config(doc(checks=[{"name": "a", **run}])).checks[0].user is None
+    errs = errors_of(doc(checks_user="root; id", checks=[
+        {"name": "a", **run, "env": {"HACLUSTER_SECRET_FILE": "x"}}, {"name": "b", **run, "env": {"1X": "y"}},
+        {"name": "c", **run, "user": "-rf"}]))
+    for path in ("checks_user:", "checks[0].env:", "checks[1].env:", "checks[2].user:"):
+        assert any(e.startswith(path) for e in errs), (path, errs)
