@@ -43,9 +43,10 @@ What the table does, per service (VIP, tcp|udp, ports):
   commit takes the entry but NAT gives it another port, so the backend sees a stranger and
   resets the flow (measured: all of them). So raw chains `notrack` packets from a floating
   address (`floating_addresses`: every SNAT address) arriving from the wire, and packets
-  to one that is not local here (`fib daddr type != local`), sent or received; on the
-  holder, where the address is local, its balanced flows are tracked as they must be.
-  Received matters at a graceful move: the old holder's backend keeps streaming to the VIP,
+  to one that is not local here (`fib daddr type != local`): sent, and received when they
+  are TCP segments that open nothing (a SYN through a standby is still balanced by its copy
+  of the table, the same way as by the holder); on the holder, where the address is local,
+  its balanced flows are tracked as they must be. Received matters at a graceful move: the old holder's backend keeps streaming to the VIP,
   and a neighbour entry left from an earlier term can send those packets to the next
   holder's MAC before it claims. Tracked there, each would start an entry (picked up
   mid-stream) that the commit of the synced one then clashes with, and NAT would give
@@ -293,7 +294,7 @@ def _chains(parts: _Parts) -> list[str]:
         # on the wire are a balancer's, to a backend here; on lo they are this holder's own.
         chain("raw_prerouting", "type filter hook prerouting priority raw",
               ['iifname != "lo" ip saddr @floating_addresses notrack',
-               "ip daddr @floating_addresses fib daddr type != local notrack"])
+               "ip daddr @floating_addresses fib daddr type != local tcp flags & syn == 0 notrack"])
         chain("raw_output", "type filter hook output priority raw",
               ["ip daddr @floating_addresses fib daddr type != local notrack"])
         # After conntrack, before NAT: a TCP packet to a floating address that starts no
