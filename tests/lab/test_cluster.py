@@ -154,7 +154,11 @@ def test_whole_cluster_restart_keeps_state_and_terms_go_forward(lab):
     after = wait_until(new_leader, 15, "a new leader with its epoch applied")
     lab.wait_single_holder(5)
     assert after["term"] > before["term"]
-    assert after["generation"] == before["generation"] + 1  # nothing lost, one new epoch
+    # nothing lost: the generation goes on from where it was. One new epoch, plus, when the
+    # new leader's election followed the old holder's silence (every agent was killed), its
+    # suspicion by election and the rejoin that clears it (docs/health.md): up to +4.
+    assert before["generation"] + 1 <= after["generation"] <= before["generation"] + 4, (before, after)
+    wait_until(lambda: all_healthy(lab), 30, "every backend committed up again")
     for n in lab.nodes:
         s = wait_until(lambda n=n: agent_status(lab, n.name), 5, f"{n.name} status")
         assert s["term"] >= after["term"] - 0 and s["commit_index"] >= before["commit_index"]
