@@ -48,6 +48,13 @@ public way to do any of this):
   right before pysyncobj checks its election deadline) and TCPTransport._onMessageReceived
   and send, reading TCPTransport._syncObj (Hooks.on_message / on_send: stickiness, pre-vote
   messages, heartbeat send times for the lease).
+* `HookedSyncObj(journal=...)`: pysyncobj.syncobj.createJournal (a module function, not a
+  private; swapped for the duration of SyncObj.__init__, under a lock), so that SyncObj
+  keeps its log in journal.DurableJournal instead of its sparse, never-flushed mmap; and
+  `Hooks.after_tick`, registered with the public addOnTickCallback: the leader flushes the
+  entries it just sent while its followers flush theirs.
+* `resign()`: SyncObj.__setState (method) and __raftLeader (attribute). A leader whose disk
+  fails becomes a follower in the same term, its vote kept (see step_down for the other).
 * `HookedSyncObj(replicated_attrs=...)`: SyncObj.__properies (attribute), the names
   pysyncobj leaves out of its full dump: every attribute that exists when its __init__ ends.
   The replicated state must exist before that (the tick thread starts inside __init__ and
@@ -73,6 +80,7 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -80,6 +88,8 @@ _inet_ntop = socket.inet_ntop
 
 from pysyncobj import SyncObj, SyncObjConf, replicated  # noqa: E402
 from pysyncobj import pickle as wire_pickle  # noqa: E402
+from pysyncobj import syncobj as _syncobj_module  # noqa: E402
+from pysyncobj.journal import Journal  # noqa: E402
 from pysyncobj.node import Node  # noqa: E402
 from pysyncobj.transport import TCPTransport  # noqa: E402
 
@@ -89,7 +99,7 @@ from hacluster.consensus.connection import Connection  # noqa: E402
 from hacluster.consensus.transport import LIMITS, Gate, Limits, Listener  # noqa: E402
 
 __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRIVATES", "SUPPORTED_VERSION", "HookedSyncObj",
-           "Hooks", "Limits", "Node", "SyncObjConf", "SyncObjSeam", "replicated"]
+           "Hooks", "Journal", "Limits", "Node", "SyncObjConf", "SyncObjSeam", "replicated"]
 
 # The version this seam was written and tested against; pyproject.toml pins the same.
 SUPPORTED_VERSION = "0.3.17"
@@ -148,6 +158,9 @@ class Hooks(Protocol):
 
     def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """The message to send instead of `message`, or None to drop it."""
+
+    def after_tick(self) -> None:
+        """Optional: after pysyncobj handled new commands and sent them, before it waits."""
 
 
 class _HookedTransport(TCPTransport):
@@ -236,7 +249,8 @@ class HookedSyncObj(SyncObj):
     """
 
     def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf,
-                 replicated_attrs: tuple[str, ...] = (), limits: Limits = LIMITS):
+                 replicated_attrs: tuple[str, ...] = (), limits: Limits = LIMITS,
+                 journal: Journal | None = None):
         missing = [name for name in replicated_attrs if name not in vars(self)]
         if missing:
             raise ValueError(f"replicated state {missing} must be set before HookedSyncObj.__init__")
@@ -246,7 +260,18 @@ class HookedSyncObj(SyncObj):
         self._hc = hooks
         self._hc_replicated_attrs = replicated_attrs
         self._hc_limits = limits  # the transport's (transport.Limits)
-        super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
+        if journal is None:
+            super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
+        else:  # SyncObj.__init__ creates its log through the module's createJournal
+            with _JOURNAL_SWAP:
+                _syncobj_module.createJournal = lambda _path: journal
+                try:
+                    super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
+                finally:
+                    _syncobj_module.createJournal = _create_journal
+        after = getattr(hooks, "after_tick", None)
+        if after is not None:
+            self.addOnTickCallback(after)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj API)
         if self._hc_replicated_attrs:  # the first tick: no dump loaded or written yet
@@ -255,6 +280,9 @@ class HookedSyncObj(SyncObj):
         self._hc.before_tick()
         super()._onTick(timeToWait)
 
+
+_create_journal = _syncobj_module.createJournal
+_JOURNAL_SWAP = threading.Lock()  # two SyncObjs built at once must each get their own journal
 
 S = TypeVar("S", bound=SyncObj)
 
@@ -373,6 +401,13 @@ class SyncObjSeam(Generic[S]):
     def send(self, node: Node, message: dict[str, Any]) -> None:
         """Send one of our own messages to a peer over pysyncobj's (authenticated) transport."""
         self.obj._SyncObj__transport.send(node, message)  # type: ignore[attr-defined]
+
+    def resign(self) -> None:
+        """Become a follower in the same term, keeping the vote cast in it (a second vote in
+        the term could elect a second leader), as pysyncobj's own leaderFallbackTimeout does;
+        onStateChanged fires. The next leader is elected in a later term."""
+        self.obj._SyncObj__raftLeader = None  # type: ignore[attr-defined]
+        self.obj._SyncObj__setState(FOLLOWER)  # type: ignore[attr-defined]
 
     def step_down(self, term: int) -> None:
         """Become a follower at `term`, with no vote cast and no leader known, as Raft

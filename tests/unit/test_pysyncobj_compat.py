@@ -30,6 +30,7 @@ from hacluster.consensus.pysyncobj_compat import (
     FOLLOWER,
     LEADER,
     HookedSyncObj,
+    Journal,
     Node,
     SyncObjConf,
     SyncObjSeam,
@@ -54,6 +55,7 @@ class Recorder:
         self.ticks = 0
         self.received: list[dict[str, Any]] = []
         self.sent_types: list[str] = []
+        self.events: list[str] = []  # sends (type, "+" with entries) and after_tick, in order
         self.drop: set[str] = set()
 
     def before_tick(self) -> None:
@@ -66,15 +68,20 @@ class Recorder:
 
     def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         self.sent_types.append(message.get("type"))
+        self.events.append(f"{message.get('type')}{'+' if message.get('entries') else ''}")
         if message.get("type") in self.drop:
             return None
         return {**message, "hc_seen": True}
 
+    def after_tick(self) -> None:
+        self.events.append("after_tick")
+
 
 class Counter(HookedSyncObj):
-    def __init__(self, hooks: Recorder, addr: str, others: list[str], conf: SyncObjConf) -> None:
+    def __init__(self, hooks: Recorder, addr: str, others: list[str], conf: SyncObjConf,
+                 journal: Journal | None = None) -> None:
         self.total = 0
-        super().__init__(hooks, addr, others, conf, replicated_attrs=("total",))
+        super().__init__(hooks, addr, others, conf, replicated_attrs=("total",), journal=journal)
 
     @replicated
     def add(self, n: int) -> int:
@@ -85,10 +92,12 @@ class Counter(HookedSyncObj):
 class Member:
     """A Counter on `addr`; with `data`, its journal and full dump are files in that dir."""
 
-    def __init__(self, addr: str, others: list[str], data: Path | None = None) -> None:
+    def __init__(self, addr: str, others: list[str], data: Path | None = None,
+                 journal: Journal | None = None) -> None:
         self.addr = addr
         self.others = others
         self.data = data
+        self.journal = journal
         self.hooks = Recorder()
         self.states: list[tuple[int, int]] = []
         self.created_at = clock.now()
@@ -102,7 +111,7 @@ class Member:
                            connectionRetryTime=0.05, dynamicMembershipChange=False,
                            onStateChanged=lambda old, new: self.states.append((old, new)),
                            **files)
-        return SyncObjSeam(Counter(self.hooks, self.addr, self.others, conf))
+        return SyncObjSeam(Counter(self.hooks, self.addr, self.others, conf, self.journal))
 
     def restart(self) -> None:
         """As a process restart would: a new SyncObj on the same address and files."""
@@ -127,14 +136,15 @@ def tick_until(members: list[Member], cond: Callable[[], bool], what: str,
 def members() -> Iterator[Callable[..., list[Member]]]:
     made: list[Member] = []
 
-    def build(n: int, data: Path | None = None) -> list[Member]:
+    def build(n: int, data: Path | None = None, journal: type[Journal] | None = None) -> list[Member]:
         addrs = [f"{LO}:{p}" for p in free_tcp_ports(n)]
         for i, addr in enumerate(addrs):
             files = None
             if data is not None:
                 files = data / f"m{i}"
                 files.mkdir()
-            made.append(Member(addr, [a for a in addrs if a != addr], files))
+            made.append(Member(addr, [a for a in addrs if a != addr], files,
+                               journal() if journal else None))
         return made[-n:]
 
     yield build
@@ -258,6 +268,72 @@ def test_replicated_attrs_go_into_the_dump_and_come_back_from_it(members, tmp_pa
     assert m.seam.obj.total == 0  # pysyncobj loads its dump at the first tick, not in __init__
     tick_until([m], lambda: m.seam.last_applied == 3, "the dump loaded")
     assert m.seam.obj.total == 5
+
+
+def test_resign_makes_a_follower_in_the_same_term_with_its_vote_kept(members):
+    (m,) = members(1)
+    s = m.seam
+    s.set_election_deadline(0)
+    tick_until([m], s.is_leader, "leadership")
+    term = s.term
+    s.resign()
+    assert not s.is_leader() and s.raft_state() == FOLLOWER and s.leader_address() is None
+    assert m.states[-1] == (LEADER, FOLLOWER)  # onStateChanged fired
+    # the same term, and the vote cast in it (for itself) kept: no second vote in this term
+    assert s.term == term and getattr(s.obj, _mangled("votedForNodeId")) == m.addr
+
+
+class ListJournal(Journal):
+    """A journal in a list that remembers which indexes pysyncobj added."""
+
+    def __init__(self) -> None:
+        from pysyncobj.journal import MemoryJournal
+        self.inner = MemoryJournal()
+        self.added: list[int] = []
+
+    def add(self, command, idx, term):
+        self.added.append(idx)
+        self.inner.add(command, idx, term)
+
+    def __getattribute__(self, name: str) -> Any:  # everything else: the memory journal's
+        if name in ("inner", "added", "add"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "inner"), name)
+
+    def __getitem__(self, item):
+        return self.inner[item]
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def test_a_journal_handed_over_is_the_one_pysyncobj_keeps_its_log_in(members):
+    from pysyncobj import syncobj
+    stock = syncobj.createJournal
+    (m,) = members(1, journal=ListJournal)
+    assert isinstance(m.journal, ListJournal) and m.journal.added == [1]  # pysyncobj's first no-op
+    assert syncobj.createJournal is stock  # swapped for SyncObj.__init__ only
+    m.seam.set_election_deadline(0)
+    tick_until([m], m.seam.is_leader, "leadership")
+    done: list[int] = []
+    m.seam.obj.add(2, callback=lambda r, err: done.append(err))
+    tick_until([m], lambda: bool(done), "the command applied")
+    assert m.journal.added == [1, 2, 3]  # the term's no-op, then the command
+
+
+def test_after_tick_runs_once_new_commands_went_out_before_the_wait(members):
+    """The leader's flush runs there: while its followers write the same entries."""
+    a, b = members(2)
+    _elect_first(a, b)
+    a.seam.obj.add(1)
+    for _ in range(100):  # this conf batches appends: they go out at a tick soon after
+        a.hooks.events.clear()
+        a.seam.obj.doTick(0.005)
+        if "append_entries+" in a.hooks.events:
+            break
+    events = a.hooks.events
+    assert "append_entries+" in events, events
+    assert events.index("append_entries+") < events.index("after_tick")  # in the same tick
 
 
 def test_replicated_attrs_must_exist_before_pysyncobj_starts():
