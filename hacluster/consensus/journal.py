@@ -1,0 +1,555 @@
+"""pysyncobj's Raft journal, on disk for real (DESIGN.md §4; issue 15, findings 3 and 4).
+
+pysyncobj 0.3.17's FileJournal writes the log into a sparse mmap that it never flushes and
+stores the term and vote with a rename that it never fsyncs: a power cut can lose a change
+the cluster acknowledged, or a vote (two leaders in one term); a full disk kills the process
+with SIGBUS at the first write into a page the filesystem cannot back. DurableJournal takes
+its place (pysyncobj_compat hands it to SyncObj) and keeps these promises:
+
+* **Nothing is promised before it is on disk.** sync() writes what is pending and flushes it
+  with one fdatasync for every entry added since the last one (group commit). raft.py calls
+  it before every message that promises entries or a term (`may_send`: a follower's
+  next_node_idx ack, a vote, a vote request) and on the leader once per tick, before
+  pysyncobj moves its commit index; setRaftCommitIndex() calls it too. A command is thus
+  acknowledged only once a majority holds it on disk.
+* **Term and vote are durable before they are acted on.** setCurrentTerm() writes the meta
+  file (same pickled format as pysyncobj's) to a temporary file, fsyncs it, renames it into
+  place and fsyncs the directory before it returns; pysyncobj sends the vote right after.
+* **A full disk is an error, never a signal.** Records go in with pwrite() into space
+  reserved ahead with posix_fallocate (RESERVE bytes past the end). When the disk refuses,
+  the entries stay in memory only, `durable` turns False and `full` says why; raft.py then
+  withholds every promise and a leader steps down. check() (once a second) notices a disk
+  with less than MIN_FREE bytes left before any write fails, and writes what is pending
+  once there is room again.
+* **A compaction is never half done on disk.** deleteEntriesTo() fsyncs the dump it relies
+  on, writes the kept entries to a new file and renames it over the old one; if that fails,
+  the journal stays whole (a later compaction tries again). At start, a journal that begins
+  before the dump's last two entries (a compaction cut by a crash) is cut to them, so that
+  pysyncobj keeps the entries after them instead of clearing the log.
+
+The file formats are pysyncobj's own (its journal records and its `.meta` pickle), so that a
+data dir carries over from, and back to, pysyncobj's FileJournal. Threading: pysyncobj's
+tick thread calls every method; other threads only read `problem`, `full`, `durable` and
+`write_errors` (one field each).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import logging
+import os
+import pickle
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from hacluster.consensus.pysyncobj_compat import SUPPORTED_VERSION, Journal
+
+log = logging.getLogger("hacluster.journal")
+
+# pysyncobj/journal.py's layout: app name (24 B), app version (8 B), format version (4 B),
+# offset after the last record (4 B); then records: size, (index, term, command), size.
+_HEADER = struct.Struct("<24s8sII")
+_END = struct.Struct("<I")
+_END_AT = 36  # where the header keeps the offset after the last record
+FIRST = _HEADER.size  # the first record's offset
+_SIZE = struct.Struct("<I")
+_IDX_TERM = struct.Struct("<QQ")
+_APP = b"PYSYNCOBJ"
+_FORMAT = 1
+
+# Space reserved past the end of the log, so that the next entries are written into blocks
+# the filesystem already gave us; regrown when less than LOW_WATER is left. A leader whose
+# disk fills keeps writing into it while it hands over (a few thousand entries).
+RESERVE = 1 << 20
+LOW_WATER = RESERVE // 2
+# Less free space than this on the data dir's filesystem is "full": what is left belongs to
+# the meta file, the dump and a compaction, not to new entries.
+MIN_FREE = 1 << 20
+CHECK_S = 1.0  # how often check() looks at the free space and retries what failed
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Disk:
+    """The journal's system calls, named once: tests subclass it to record the order of
+    writes and flushes or to fail them. fsync=False flushes nothing (the benchmark's
+    baseline, pysyncobj's own behaviour); the agent always flushes."""
+
+    def __init__(self, fsync: bool = True):
+        self.fsync = fsync
+
+    def open(self, path: Path, truncate: bool = False) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
+        return os.open(path, flags, 0o600)
+
+    def read(self, fd: int) -> bytes:
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+
+    def write(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def allocate(self, fd: int, offset: int, length: int) -> None:
+        os.posix_fallocate(fd, offset, length)
+
+    def flush(self, fd: int) -> None:
+        if self.fsync:
+            os.fdatasync(fd)
+
+    def flush_path(self, path: Path) -> None:
+        """fsync a file or a directory (a rename is durable once its directory is)."""
+        if not self.fsync:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+
+    def free_bytes(self, path: Path) -> int:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+
+def _record(command: bytes, idx: int, term: int) -> bytes:
+    body = _IDX_TERM.pack(idx, term) + command
+    size = _SIZE.pack(len(body))
+    return size + body + size
+
+
+def _header(end: int) -> bytes:
+    return _HEADER.pack(_APP, SUPPORTED_VERSION.encode(), _FORMAT, end)
+
+
+Entry = tuple[bytes, int, int]  # (command, index, term), as pysyncobj reads them
+
+
+class DurableJournal(Journal):
+    """pysyncobj's Journal interface over a file that is flushed before anything is promised.
+
+    `path`: the journal (its meta is `path` + ".meta", as pysyncobj names it); `dump`:
+    pysyncobj's fullDumpFile, flushed before a compaction or a snapshot relies on it."""
+
+    def __init__(self, path: Path, dump: Path | None = None, disk: Disk | None = None):
+        self._path = Path(path)
+        self.directory = self._path.parent
+        self._dump = dump
+        self._meta_path = Path(f"{path}.meta")
+        self._disk = disk or Disk()
+        self._entries: list[Entry] = []
+        self._ends: list[int] = []  # offset after each entry's record
+        self._written = 0  # entries [0, _written) are in the file (maybe not flushed)
+        self._on_disk_end = FIRST  # the end the file's header says
+        self._synced = True  # everything written is flushed
+        self._broken = ""  # why the file can no longer be trusted (a flush failed): rewrite it
+        self._dump_dirty = False  # the dump must be flushed before the journal relies on it
+        self._allocated = 0
+        self._checked = 0.0
+        self.full = ""  # why the disk counts as full; "" while it has room
+        self.error = ""  # the last failure, for the status problem
+        self.write_errors = 0  # failed allocations, writes and flushes since start
+        self._meta: dict[str, Any] = self._load_meta()
+        self._stored = self._term_vote()  # the term and vote the meta file holds
+        self._meta_lazy = False  # the commit index changed since the meta was stored
+        self._fd = self._open()
+
+    # ------------------------------------------------------------ pysyncobj's interface
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        command = command if isinstance(command, bytes) else bytes(command, "utf-8")
+        self._entries.append((command, idx, term))
+        self._ends.append(self._end() + len(command) + 24)
+        self._write_pending()
+
+    def clear(self) -> None:
+        # pysyncobj clears the log only to load a dump it has just renamed into place (a
+        # snapshot from the leader): that dump must be on disk before the journal drops
+        # what it replaces.
+        self._dump_dirty = True
+        self._entries, self._ends, self._written = [], [], 0
+        if not self._flush_dump():
+            self._broken = self.error  # the file keeps the old log until check() rewrites it
+        self._write_pending()
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803 (pysyncobj API)
+        del self._entries[entryFrom:]
+        del self._ends[entryFrom:]
+        self._written = min(self._written, entryFrom)
+        self._write_pending()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803 (pysyncobj API)
+        """Log compaction, right after pysyncobj renamed a new dump into place."""
+        self._dump_dirty = True
+        if self._rewrite(self._entries[entryTo:]):
+            return
+        log.error("Raft journal: log compaction not written (%s); the journal stays whole and a "
+                  "later compaction tries again", self.error)
+
+    def __getitem__(self, item: int | slice) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _destroy(self) -> None:
+        self.sync()
+        if self._meta_lazy:
+            self._store_meta()
+        self._disk.close(self._fd)
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
+        # pysyncobj moves its commit index right before it applies entries and answers the
+        # commands waiting for them: the leader's own copy must be on disk by then.
+        self._meta["raftCommitIndex"] = raftCommitIndex
+        self._meta_lazy = True
+        if not self._synced or self._written < len(self._entries):
+            self.sync()
+
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return self._meta.get("raftCommitIndex", 1)
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802,N803
+        self._meta["currentTerm"] = term
+        self._meta["votedForNodeId"] = votedForNodeId
+        self._store_meta()  # on failure, `durable` is False: may_send withholds the vote
+
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return self._meta.get("currentTerm", 0)
+
+    def getVotedForNodeId(self) -> Any:  # noqa: N802
+        return self._meta.get("votedForNodeId")
+
+    def onOneSecondTimer(self) -> None:  # noqa: N802
+        if self._meta_lazy:  # the commit index: needed by no promise, stored once a second
+            self._store_meta()
+
+    # ------------------------------------------------------------ durability
+
+    @property
+    def durable(self) -> bool:
+        """Every entry, and the term and vote, are on disk (nothing promised can be lost)."""
+        return (not self._broken and self._written == len(self._entries) and self._synced
+                and not self._dump_dirty and self._stored == self._term_vote())
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with the data disk, for `hacluster status`; "" when nothing."""
+        if self.full:
+            writes = ("entries go into the space reserved ahead" if self.durable
+                      else "new entries are in memory only")
+            return (f"Raft data disk full ({self.directory}): {self.full}; {writes}; this node "
+                    "steps down and stands for election last until space is freed")
+        if not self.durable:
+            return f"Raft journal not on disk ({self.directory}): {self.error or 'pending'}"
+        return ""
+
+    def sync(self) -> bool:
+        """Write and flush everything pending (one fdatasync for all of it); True when
+        `durable`. Cheap when nothing changed since the last call."""
+        if self._broken:
+            return False  # check() rewrites the whole file, once a second at most
+        self._write_pending()
+        if self._written < len(self._entries) or not self._flush_dump():
+            return False
+        if not self._synced:
+            try:
+                self._disk.flush(self._fd)
+            except OSError as e:
+                # After a failed fdatasync the kernel may have dropped the pages it could not
+                # write: only a new file written from memory can be trusted again.
+                self._failed("flush the journal (fdatasync)", e)
+                self._broken = self.error
+                return False
+            self._synced = True
+        if self._stored != self._term_vote():
+            self._store_meta()
+        return self.durable
+
+    def may_send(self, message: dict[str, Any]) -> bool:
+        """False for a message that promises what is not on disk (raft.py drops it): an ack
+        of entries, a vote, a vote request (Raft's rule: persist, then answer)."""
+        kind = message.get("type")
+        if kind in ("request_vote", "response_vote") or (kind == "next_node_idx"
+                                                          and message.get("success")):
+            return self.sync()
+        return True
+
+    def check(self, now: float) -> None:
+        """Once every CHECK_S (the tick thread calls it each tick): count the disk as full
+        when little is left on it, and when there is room again, write what is pending."""
+        if now - self._checked < CHECK_S:
+            return
+        self._checked = now
+        try:
+            free = self._disk.free_bytes(self.directory)
+        except OSError:
+            free = MIN_FREE
+        if free < MIN_FREE:
+            self._set_full(f"{free // 1024} KiB free, the journal needs {MIN_FREE // 1024} KiB")
+            return
+        if not self.full and self.durable:
+            self.error = ""  # a failure since put right (a vote stored at the next try)
+            return
+        if self._broken and not self._rewrite(self._entries):
+            return
+        try:
+            self._reserve(self._end(), force=True)
+        except OSError as e:
+            self._failed("reserve journal space (posix_fallocate)", e)
+            return
+        if self.sync():
+            if self.full or self.error:
+                log.warning("Raft journal: the data disk (%s) has room again; every entry is "
+                            "on disk", self.directory)
+            self.full = self.error = ""
+
+    # ------------------------------------------------------------ files
+
+    def _end(self) -> int:
+        return self._ends[-1] if self._ends else FIRST
+
+    def _term_vote(self) -> tuple[Any, Any]:
+        return self._meta.get("currentTerm", 0), self._meta.get("votedForNodeId")
+
+    def _open(self) -> int:
+        fresh = not self._path.exists()
+        fd = self._disk.open(self._path)
+        data = b"" if fresh else self._disk.read(fd)
+        if not data.strip(b"\0"):  # new, or created by a start that did not get further
+            self._disk.write(fd, _header(FIRST), 0)
+            self._reserve_on(fd, FIRST)
+            self._disk.flush(fd)
+            self._disk.flush_path(self.directory)
+            return fd
+        if not data.startswith(_APP):
+            self._disk.close(fd)
+            raise ValueError(f"{self._path} is not a pysyncobj journal (move it away to start "
+                             "this member from its peers' copy)")
+        self._on_disk_end = _END.unpack_from(data, _END_AT)[0]
+        self._entries = self._parse(data, self._on_disk_end)
+        self._ends = []
+        for command, _idx, _term in self._entries:
+            self._ends.append(self._end() + len(command) + 24)
+        self._written = len(self._entries)
+        self._fd = fd
+        self._align_with_dump()
+        self._reserve_on(self._fd, self._end())  # also fills the holes a sparse (mmap) journal has
+        self._write_pending()  # a header cut by a crash points to the last whole record
+        self._synced = False
+        self.sync()
+        return self._fd
+
+    def _parse(self, data: bytes, end: int) -> list[Entry]:
+        entries: list[Entry] = []
+        off = FIRST
+        while off < end:
+            size = _SIZE.unpack_from(data, off)[0] if off + 4 <= len(data) else 0
+            tail = off + 4 + size
+            if size < _IDX_TERM.size or tail + 4 > len(data) or \
+                    _SIZE.unpack_from(data, tail)[0] != size:
+                break
+            idx, term = _IDX_TERM.unpack_from(data, off + 4)
+            if entries and idx != entries[-1][1] + 1:
+                break
+            entries.append((data[off + 4 + _IDX_TERM.size:tail], idx, term))
+            off = tail + 4
+        if off != end:
+            log.warning("Raft journal %s: records end at byte %d, its header says %d (a write "
+                        "cut by a crash before it was acknowledged): the rest is ignored",
+                        self._path, off, end)
+        return entries
+
+    def _align_with_dump(self) -> None:
+        """Start the log at the dump's last two entries when it holds them further on (a
+        compaction that a crash cut between the dump and the journal): pysyncobj would
+        otherwise clear the log, entries after the dump included."""
+        anchor = _dump_anchor(self._dump)
+        if anchor is None or self._entries[:2] == list(anchor):
+            return
+        for i in range(1, len(self._entries) - 1):
+            if (self._entries[i], self._entries[i + 1]) == anchor:
+                log.warning("Raft journal %s: starts %d entries before the dump (a compaction "
+                            "cut short): cut to the dump", self._path, i)
+                if not self._rewrite(self._entries[i:]):
+                    self._entries = self._entries[i:]  # in memory; check() writes it
+                    self._broken = self.error
+                return
+
+    def _reserve_on(self, fd: int, end: int) -> None:
+        """At start: reserve [0, end + RESERVE); on a full disk, start anyway (full)."""
+        try:
+            self._disk.allocate(fd, 0, end + RESERVE)
+            self._allocated = end + RESERVE
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            self._failed("reserve journal space (posix_fallocate)", e)
+
+    def _reserve(self, end: int, force: bool = False) -> None:
+        """Make sure blocks up to `end` exist; grow the reservation when it runs low.
+        Raises OSError when `end` itself cannot be had."""
+        if end + LOW_WATER <= self._allocated or (self.full and not force and end <= self._allocated):
+            return
+        if self.full and not force:  # check() retries once a second, not every write
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        try:
+            self._disk.allocate(self._fd, self._allocated, end + RESERVE - self._allocated)
+            self._allocated = end + RESERVE
+        except OSError as e:
+            if e.errno not in _FULL or end > self._allocated:
+                raise
+            self._failed("grow the journal's reserved space (posix_fallocate)", e)
+
+    def _write_pending(self) -> None:
+        """pwrite the entries not yet in the file, then the header's end (not flushed)."""
+        end = self._end()
+        if self._broken or (self._written == len(self._entries) and self._on_disk_end == end):
+            return
+        start = self._ends[self._written - 1] if self._written else FIRST
+        data = b"".join(_record(*e) for e in self._entries[self._written:])
+        try:
+            self._reserve(end)
+            if data:
+                self._disk.write(self._fd, data, start)
+            self._disk.write(self._fd, _END.pack(end), _END_AT)
+        except OSError as e:
+            if not self.full or e.errno not in _FULL:  # while full: counted once, not per entry
+                self._failed("write the journal", e)
+            return
+        self._written, self._on_disk_end, self._synced = len(self._entries), end, False
+
+    def _rewrite(self, entries: list[Entry]) -> bool:
+        """Replace the file by one holding `entries`: the dump flushed first (the new file
+        may rely on it), the new file written and flushed before the rename."""
+        if not self._flush_dump():
+            return False
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        records = b"".join(_record(*e) for e in entries)
+        end = FIRST + len(records)
+        try:
+            fd = self._disk.open(tmp, truncate=True)
+        except OSError as e:
+            self._failed("write a new journal file", e)
+            return False
+        try:
+            try:
+                self._disk.allocate(fd, 0, end + RESERVE)
+                allocated = end + RESERVE
+            except OSError as e:
+                if e.errno not in _FULL:
+                    raise
+                self._disk.allocate(fd, 0, end)
+                allocated = end
+            self._disk.write(fd, _header(end) + records, 0)
+            self._disk.flush(fd)
+            self._disk.replace(tmp, self._path)
+        except OSError as e:
+            self._disk.close(fd)
+            tmp.unlink(missing_ok=True)  # give its blocks back
+            self._failed("write a new journal file", e)
+            return False
+        # The new file is in place: from here on it is the journal, whatever happens next.
+        self._disk.close(self._fd)
+        self._fd, self._allocated = fd, allocated
+        self._entries = list(entries)
+        self._ends = []
+        for command, _idx, _term in self._entries:
+            self._ends.append(self._end() + len(command) + 24)
+        self._written, self._on_disk_end, self._synced, self._broken = len(entries), end, True, ""
+        try:
+            self._disk.flush_path(self.directory)
+        except OSError as e:  # the rename may not be durable yet: check() writes it again
+            self._failed("flush the data directory", e)
+            self._broken = self.error
+            return False
+        return True
+
+    def _flush_dump(self) -> bool:
+        if not self._dump_dirty:
+            return True
+        try:
+            if self._dump is not None and self._dump.exists():
+                self._disk.flush_path(self._dump)
+            self._disk.flush_path(self.directory)
+        except OSError as e:
+            self._failed("flush the full dump", e)
+            return False
+        self._dump_dirty = False
+        return True
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            data = self._meta_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            meta = pickle.loads(data)
+            assert isinstance(meta, dict)
+            return meta
+        except Exception:  # noqa: BLE001 - whatever the file holds, say so and start from 0
+            log.error("Raft journal: %s is unreadable: starting with term 0 and no vote",
+                      self._meta_path)
+            return {}
+
+    def _store_meta(self) -> bool:
+        """Term, vote and commit index in pysyncobj's format: flushed, renamed, and the
+        rename flushed (the directory) before this returns True."""
+        tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
+        term_vote = self._term_vote()
+        try:
+            fd = self._disk.open(tmp, truncate=True)
+            try:
+                self._disk.write(fd, pickle.dumps(self._meta, protocol=2), 0)
+                self._disk.flush(fd)
+            finally:
+                self._disk.close(fd)
+            self._disk.replace(tmp, self._meta_path)
+            self._disk.flush_path(self.directory)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self._failed("store the term and vote", e)
+            return False
+        self._stored, self._meta_lazy = term_vote, False
+        return True
+
+    def _set_full(self, why: str) -> None:
+        if not self.full:
+            log.error("Raft journal: the data disk (%s) is full: %s", self.directory, why)
+        self.full = why
+
+    def _failed(self, what: str, e: OSError) -> None:
+        self.write_errors += 1
+        error = f"could not {what}: {e.strerror or e}"
+        if e.errno in _FULL:
+            self._set_full(error)
+        if error != self.error:  # once per distinct error, not once per attempt
+            log.error("Raft journal %s: %s", self._path, error)
+        self.error = error
+
+
+def _dump_anchor(dump: Path | None) -> tuple[Entry, Entry] | None:
+    """The last two entries pysyncobj's full dump was taken at, None without a dump.
+
+    Its format (pysyncobj/serializer.py, syncobj.__tryLogCompaction): a gzip'd pickle of
+    (state, last applied entry, the entry before it, cluster)."""
+    if dump is None or not dump.exists():
+        return None
+    started = time.monotonic()
+    try:
+        with gzip.open(dump) as f:
+            data = pickle.load(f)
+        anchor = (tuple(data[2]), tuple(data[1]))
+    except Exception:  # noqa: BLE001 - pysyncobj reports a bad dump itself when it loads it
+        return None
+    log.debug("Raft journal: dump anchor read in %.1f ms", (time.monotonic() - started) * 1000)
+    return anchor  # type: ignore[return-value]
