@@ -106,6 +106,8 @@ class ConsensusView:
     commit_index: int
     last_applied: int
     peers: tuple[PeerLink, ...] = ()
+    disk_problem: str = ""  # what keeps the Raft journal off its disk (full, failing); "" if none
+    journal_write_errors: int = 0  # failed journal allocations, writes and flushes since start
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ says why each private is needed and is tested against the installed library.
 * **Idle links kept open**: small `hc_ping` messages between every pair, so that the first
   election round after a crash is not lost to a follower-to-follower link that pysyncobj's
   connectionTimeout closed while idle.
+* **Acknowledged means on disk** (diskguard.py, journal.py); a leader whose disk fills steps down.
 
 Threading: pysyncobj runs callbacks and the hooks (before_tick, on_message, on_send) on its
 own tick thread. The agent reads `view()` from its own thread; the fields it reads are single
@@ -44,6 +45,7 @@ from typing import Any
 from hacluster import clock
 from hacluster.config import Config
 from hacluster.consensus.acklag import AckLag
+from hacluster.consensus.diskguard import Disk, DiskGuard, DurableJournal
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
     FOLLOWER,
@@ -86,11 +88,12 @@ class _Syncer(HookedSyncObj):
     one in a dump that pysyncobj loads (at its first tick, or from a leader's snapshot).
     """
 
-    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
+    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf,
+                 journal: DurableJournal | None = None):
         # Before SyncObj.__init__: its tick thread may replay the journal into apply() at once.
         # Declared as replicated state, or a log compaction would lose it (invariant I2).
         self._state = ReplicatedState()
-        super().__init__(hooks, self_addr, others, conf, replicated_attrs=("_state",))
+        super().__init__(hooks, self_addr, others, conf, replicated_attrs=("_state",), journal=journal)
 
     @replicated
     def apply(self, payload: bytes) -> Result:
@@ -104,7 +107,7 @@ class RaftNode:
     pysyncobj_compat.Hooks (what pysyncobj's tick thread calls)."""
 
     def __init__(self, config: Config, secret: str,
-                 on_role_change: Callable[[Role, int], None] | None = None):
+                 on_role_change: Callable[[Role, int], None] | None = None, disk: Disk | None = None):
         if not secret:
             raise ValueError("a cluster secret is required (pysyncobj without a password "
                              "unpickles whatever reaches its port)")
@@ -142,6 +145,8 @@ class RaftNode:
         self.mute_heartbeats = False
         self._epoch_term_applied = 0
         self._sync: SyncObjSeam[_Syncer] | None = None
+        self._disk = DiskGuard(disk)  # the data disk's rules; disk: its syscalls (tests fake them)
+        self.after_tick = self._disk.after_tick  # Hooks.after_tick
         self._started = threading.Event()
 
     # ---------------------------------------------------------------- lifecycle
@@ -171,8 +176,9 @@ class RaftNode:
         # the chance to hear the current one, and must not hand out (pre-)votes against it.
         self._last_leader_contact = _now()
         self.agent_beat = _now()
+        journal = self._disk.open(data, t.election_max)
         self._sync = SyncObjSeam(_Syncer(self, self.config.me.raft_endpoint,
-                                         [m.raft_endpoint for m in self.config.peers], conf))
+                                         [m.raft_endpoint for m in self.config.peers], conf, journal))
         self._started.set()
 
     def stop(self) -> None:
@@ -193,6 +199,7 @@ class RaftNode:
                 log.exception("tick-thread call failed")
         now = _now()
         self._check_agent(now)
+        self._disk.before_tick(self._sync, now)
         self._read_tcp_silence(now)
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
@@ -248,7 +255,7 @@ class RaftNode:
             return
         deadline = s.election_deadline()
         if deadline != HELD:  # pysyncobj (re)armed its timer since the last tick
-            self._election_due = deadline
+            self._election_due = deadline + self._disk.holdback()
             s.set_election_deadline(HELD)
         if self._election_due > now:
             return
@@ -274,8 +281,8 @@ class RaftNode:
             s.set_election_deadline(0)
             return
         # Not yet: push the deadline forward and ask for pre-votes instead.
-        self._election_due = now + random.uniform(self.election_min,
-                                                  self.config.timing.election_max)
+        self._election_due = now + self._disk.holdback() + random.uniform(
+            self.election_min, self.config.timing.election_max)
         self._prevote_round += 1
         self._prevote_grants = set()
         self._prevote_term = s.term + 1
@@ -311,6 +318,8 @@ class RaftNode:
         """Hooks.on_send: stamp outgoing Raft messages; None drops one."""
         if self.mute_heartbeats and message.get("type") == "append_entries":
             return None  # a leader whose agent loop is stuck must let others take over
+        if not self._disk.may_send(message):
+            return None  # it promises what is not on disk yet: as if lost (Raft resends)
         return self.stamp(message)
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -581,7 +590,7 @@ class RaftNode:
             has_quorum=(is_leader and now < self.lease_expiry) or connected > self._n // 2,
             commit_index=s.commit_index,
             last_applied=s.last_applied,
-            peers=peers,
+            peers=peers, disk_problem=self._disk.problem, journal_write_errors=self._disk.write_errors,
         )
 
     def _connected(self, endpoint: str) -> bool:

@@ -1,8 +1,9 @@
 """DurableJournal on its own: pysyncobj's file formats, flushed before anything is promised,
 a full or failing disk as a state (never a signal), a crash's leftovers read back sanely.
 
-Files under tmp_path; the system calls go through journal.Disk, which RecordingDisk records
-(the order of writes and flushes) and can fail (ENOSPC, EIO) without a full filesystem. The
+Files under tmp_path; the system calls go through journal.Disk, which tests/support/disk.py's
+RecordingDisk records (the order of writes and flushes) and fails (ENOSPC, EIO) without a
+full filesystem. The
 tests with a really full filesystem and a real cluster are in test_raft_durability.py and
 tests/lab/test_disk_full.py.
 """
@@ -19,54 +20,7 @@ import pytest
 
 from hacluster.consensus import journal as jmod
 from hacluster.consensus.journal import FIRST, Disk, DurableJournal
-
-
-class RecordingDisk(Disk):
-    """The real system calls, each recorded as (op, file name); `fail` maps an op to the
-    errno it raises instead (allocate, write, flush, open)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[tuple[str, str]] = []
-        self.names: dict[int, str] = {}
-        self.fail: dict[str, int] = {}
-        self.free = 1 << 30
-
-    def _maybe_fail(self, op: str) -> None:
-        if op in self.fail:
-            raise OSError(self.fail[op], f"injected {op}")
-
-    def open(self, path: Path, truncate: bool = False) -> int:
-        self._maybe_fail("open")
-        fd = super().open(path, truncate)
-        self.names[fd] = Path(path).name
-        return fd
-
-    def write(self, fd: int, data: bytes, offset: int) -> None:
-        self._maybe_fail("write")
-        self.ops.append(("write", self.names[fd]))
-        super().write(fd, data, offset)
-
-    def allocate(self, fd: int, offset: int, length: int) -> None:
-        self._maybe_fail("allocate")
-        self.ops.append(("allocate", self.names[fd]))
-        super().allocate(fd, offset, length)
-
-    def flush(self, fd: int) -> None:
-        self._maybe_fail("flush")
-        self.ops.append(("flush", self.names[fd]))
-        super().flush(fd)
-
-    def flush_path(self, path: Path) -> None:
-        self.ops.append(("flush_path", Path(path).name))
-        super().flush_path(path)
-
-    def replace(self, src: Path, dst: Path) -> None:
-        self.ops.append(("replace", f"{Path(src).name}>{Path(dst).name}"))
-        super().replace(src, dst)
-
-    def free_bytes(self, path: Path) -> int:
-        return self.free
+from tests.support.disk import RecordingDisk
 
 
 def entries(n: int, start: int = 1, term: int = 1) -> list[tuple[bytes, int, int]]:
@@ -110,7 +64,7 @@ def test_pysyncobj_reads_what_the_journal_writes_and_the_other_way_round(tmp_pat
 
 def test_a_new_journal_is_on_disk_with_its_directory_before_it_is_used(tmp_path, disk):
     open_journal(tmp_path, disk)
-    assert disk.ops == [("write", "raft.journal"), ("allocate", "raft.journal"),
+    assert disk.pairs() == [("write", "raft.journal"), ("allocate", "raft.journal"),
                         ("flush", "raft.journal"), ("flush_path", tmp_path.name)]
 
 
@@ -123,9 +77,9 @@ def test_entries_are_written_at_once_and_flushed_together_by_sync(tmp_path, disk
     for e in entries(5):
         j.add(*e)
     assert not j.durable
-    assert ("flush", "raft.journal") not in disk.ops
+    assert ("flush", "raft.journal") not in disk.pairs()
     assert j.sync() and j.durable
-    assert disk.ops.count(("flush", "raft.journal")) == 1  # one fdatasync for the five
+    assert disk.pairs().count(("flush", "raft.journal")) == 1  # one fdatasync for the five
     n = len(disk.ops)
     assert j.sync() and len(disk.ops) == n  # nothing new: no system call
 
@@ -135,14 +89,14 @@ def test_the_commit_index_moves_only_once_the_entries_are_flushed(tmp_path, disk
     j.add(*entries(1)[0])
     disk.ops.clear()
     j.setRaftCommitIndex(1)  # pysyncobj applies and acknowledges right after this
-    assert disk.ops == [("flush", "raft.journal")] and j.durable
+    assert disk.pairs() == [("flush", "raft.journal")] and j.durable
 
 
 def test_term_and_vote_are_flushed_renamed_and_the_rename_flushed_before_returning(tmp_path, disk):
     j = open_journal(tmp_path, disk)
     disk.ops.clear()
     j.setCurrentTerm(7, "n2")
-    assert disk.ops == [("write", "raft.journal.meta.tmp"), ("flush", "raft.journal.meta.tmp"),
+    assert disk.pairs() == [("write", "raft.journal.meta.tmp"), ("flush", "raft.journal.meta.tmp"),
                         ("replace", "raft.journal.meta.tmp>raft.journal.meta"),
                         ("flush_path", tmp_path.name)]
     assert pickle.loads((tmp_path / "raft.journal.meta").read_bytes())["votedForNodeId"] == "n2"
@@ -219,7 +173,7 @@ def test_a_failed_flush_is_never_retried_on_the_same_file(tmp_path, disk):
     assert not j.sync()  # not the same file again
     disk.ops.clear()
     j.check(50.0)
-    assert ("replace", "raft.journal.tmp>raft.journal") in disk.ops
+    assert ("replace", "raft.journal.tmp>raft.journal") in disk.pairs()
     assert j.durable and not j.problem
     j._destroy()
     assert open_journal(tmp_path)[:] == entries(3)
@@ -252,9 +206,11 @@ def test_a_compaction_flushes_the_dump_then_renames_a_new_journal_in(tmp_path, d
     _dump(tmp_path / "raft.dump", entries(1, 7)[0], entries(1, 8)[0])
     disk.ops.clear()
     j.deleteEntriesTo(6)  # keep from index 7 on
-    assert disk.ops.index(("flush_path", "raft.dump")) < disk.ops.index(("flush", "raft.journal.tmp")) \
-        < disk.ops.index(("replace", "raft.journal.tmp>raft.journal")) \
-        < disk.ops.index(("flush_path", tmp_path.name), disk.ops.index(("flush", "raft.journal.tmp")))
+    ops = disk.pairs()
+    flushed = ops.index(("flush", "raft.journal.tmp"))
+    assert ops.index(("flush_path", "raft.dump")) < flushed \
+        < ops.index(("replace", "raft.journal.tmp>raft.journal")) \
+        < ops.index(("flush_path", tmp_path.name), flushed)
     assert j[:] == entries(4, 7) and j.durable
     j._destroy()
     assert open_journal(tmp_path)[:] == entries(4, 7)

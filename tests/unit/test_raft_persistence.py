@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hacluster.consensus import raft
+from hacluster.consensus.journal import Disk
 from hacluster.consensus.pysyncobj_compat import HookedSyncObj, SyncObjConf, replicated
 from hacluster.consensus.raft import RaftNode
 from hacluster.consensus.state import ReplicatedState, Result
@@ -54,8 +55,12 @@ class Cluster:
     def data_dir(self, node_id: str) -> Path:
         return self.configs[node_id].data_dir
 
-    def start(self, node_id: str) -> RaftNode:
-        node = RaftNode(self.configs[node_id], SECRET)
+    def start(self, node_id: str, disk: Disk | None = None,
+              prepare: Callable[[RaftNode], None] | None = None) -> RaftNode:
+        """disk: the journal's system calls (a recording one); prepare(node) runs before start."""
+        node = RaftNode(self.configs[node_id], SECRET, disk=disk)
+        if prepare is not None:
+            prepare(node)
         node.start()
         self.nodes[node_id] = node
         return node
@@ -211,9 +216,10 @@ class _SyncerBeforeTheFix(HookedSyncObj):
     """raft._Syncer as it was: its state created before SyncObj.__init__ and not declared as
     replicated state, so that pysyncobj left it out of every full dump."""
 
-    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf):
+    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf,
+                 journal: Any = None):
         self._state = ReplicatedState()
-        super().__init__(hooks, self_addr, others, conf)
+        super().__init__(hooks, self_addr, others, conf, journal=journal)
 
     @replicated
     def apply(self, payload: bytes) -> Result:

@@ -1,0 +1,163 @@
+"""What a real 3-member Raft acknowledges is on disk (issue 15, finding 3), without strace.
+
+* The order of system calls, recorded through the journal's Disk seam on one timeline for
+  the three members: a command is acknowledged only after the leader and a follower wrote
+  and flushed its entry; a vote and a vote request go out only after the term and vote were
+  flushed, renamed into place and the directory flushed.
+* The page cache itself, with the real Disk: at the moment pysyncobj acknowledges the
+  command, no page of the leader's journal (nor of a follower's) waits for writeback
+  (/proc/kpageflags, tests/support/pagecache.py), and another process reads the entry back
+  with pysyncobj's own FileJournal. Before the fix the journal was a sparse mmap that
+  nothing ever flushed: its pages were still dirty at the ack.
+
+Real RaftNodes on 127.0.0.1 (test_raft_persistence's Cluster), data dirs under tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacluster.consensus.raft import RaftNode
+from tests.support import pagecache
+from tests.support.disk import Op, RecordingDisk
+from tests.support.wait import wait_until
+from tests.unit.test_raft_persistence import FAST, cluster  # noqa: F401 - the fixture
+
+JOURNAL, META = "raft.journal", "raft.journal.meta"
+
+
+def _submit_marked(leader: RaftNode, on_ack: Any) -> str:
+    """Commit a flag whose name is unique (it appears verbatim in the journal's record)."""
+    marker = f"durable-{uuid.uuid4().hex[:12]}"
+    got: list[int] = []
+
+    def ack(result: Any, err: int) -> None:
+        on_ack()
+        got.append(err)
+    leader.submit({"type": "set_flag", "name": marker, "value": "x",
+                   "expect_generation": leader.state.generation}, ack)
+    assert wait_until(lambda: got, 10, "the command acknowledged", FAST) == [0]
+    return marker
+
+
+def _leader_id(c: Any, leader: RaftNode) -> str:
+    return next(i for i, n in c.nodes.items() if n is leader)
+
+
+def test_a_command_is_acknowledged_only_after_a_majority_wrote_and_flushed_it(cluster):  # noqa: F811
+    ops: list[Op] = []
+    lock = threading.Lock()
+    c = cluster(3)
+    for node_id in c.configs:
+        c.start(node_id, disk=RecordingDisk(ops, node_id, lock))
+    leader = c.leader()
+    lid = _leader_id(c, leader)
+
+    def ack() -> None:
+        with lock:
+            ops.append(Op("ack", lid, ""))
+    marker = _submit_marked(leader, ack).encode()
+    with lock:
+        timeline = list(ops)
+    acked = timeline.index(Op("ack", lid, ""))
+
+    def flushed_before_ack(node: str) -> bool:
+        wrote = next((i for i, o in enumerate(timeline) if o.node == node and o.op == "write"
+                      and o.name == JOURNAL and marker in o.data), None)
+        if wrote is None:
+            return False
+        flushed = next((i for i, o in enumerate(timeline[wrote:], wrote)
+                        if o.node == node and o.op == "flush" and o.name == JOURNAL), None)
+        return flushed is not None and flushed < acked
+
+    assert flushed_before_ack(lid), "the leader acknowledged before its own copy was flushed"
+    followers = [n for n in c.configs if n != lid]
+    assert any(flushed_before_ack(f) for f in followers), \
+        "acknowledged before any follower had flushed the entry: not on a majority's disks"
+
+
+def test_votes_and_vote_requests_go_out_only_once_term_and_vote_are_durable(cluster):  # noqa: F811
+    ops: list[Op] = []
+    lock = threading.Lock()
+    c = cluster(3)
+
+    def record_sends(node_id: str) -> Any:
+        def prepare(node: RaftNode) -> None:
+            send = node.on_send
+
+            def on_send(message: dict[str, Any]) -> dict[str, Any] | None:
+                out = send(message)
+                if out is not None and out.get("type") in ("request_vote", "response_vote"):
+                    with lock:
+                        ops.append(Op(f"send {out['type']}", node_id, "", pickle.dumps(out["term"])))
+                return out
+            node.on_send = on_send  # type: ignore[method-assign] - the hook pysyncobj calls
+        return prepare
+
+    for node_id in c.configs:
+        c.start(node_id, disk=RecordingDisk(ops, node_id, lock), prepare=record_sends(node_id))
+    c.leader()
+    with lock:
+        timeline = list(ops)
+    sends = [(i, o) for i, o in enumerate(timeline) if o.op.startswith("send ")]
+    assert {o.op for _, o in sends} == {"send request_vote", "send response_vote"}, sends
+    for at, send in sends:
+        term = pickle.loads(send.data)
+        mine = [(i, o) for i, o in enumerate(timeline[:at]) if o.node == send.node]
+        # the last meta written before the send holds this term and a vote
+        wrote = max(i for i, o in mine if o.op == "write" and o.name == f"{META}.tmp")
+        meta = pickle.loads(timeline[wrote].data)
+        assert meta["currentTerm"] == term and meta["votedForNodeId"] is not None, (send, meta)
+        if send.op == "send request_vote":
+            assert meta["votedForNodeId"] == c.configs[send.node].me.raft_endpoint
+        after = [(o.op, o.name) for i, o in mine if i > wrote]
+        assert after[:3] == [("flush", f"{META}.tmp"), ("replace", f"{META}.tmp>{META}"),
+                             ("flush_path", c.data_dir(send.node).name)], (send, after)
+
+
+_READ_BACK = """
+import json, sys
+from pysyncobj.journal import FileJournal
+marker = sys.argv[1].encode()
+found = {}
+for path in sys.argv[2:]:
+    j = FileJournal(path)
+    found[path] = any(marker in j[i][0] for i in range(len(j)))
+print(json.dumps(found))
+"""
+
+
+def test_at_the_ack_the_entry_is_on_the_disks_and_another_process_reads_it(cluster, tmp_path):  # noqa: F811
+    why_not = pagecache.supported(tmp_path)
+    if why_not:
+        pytest.skip(why_not)
+    c = cluster(3)
+    for node_id in c.configs:
+        c.start(node_id)
+    leader = c.leader()
+    lid = _leader_id(c, leader)
+    journals = {n: c.data_dir(n) / JOURNAL for n in c.configs}
+    dirty_at_ack: dict[str, list[int]] = {}
+
+    def ack() -> None:  # on the leader's tick thread, right when pysyncobj acknowledges
+        for node_id, path in journals.items():
+            dirty_at_ack[node_id] = pagecache.dirty_pages(path)
+    marker = _submit_marked(leader, ack)
+    assert dirty_at_ack[lid] == [], f"the leader's journal had pages not yet on disk: {dirty_at_ack}"
+    followers = [n for n in c.configs if n != lid]
+    assert any(dirty_at_ack[f] == [] for f in followers), \
+        f"no follower's journal was on disk at the ack: {dirty_at_ack}"
+
+    proc = subprocess.run([sys.executable, "-c", _READ_BACK, marker, *map(str, journals.values())],
+                          capture_output=True, text=True, timeout=60, check=True)
+    found = {Path(p).parent.name: ok for p, ok in json.loads(proc.stdout).items()}
+    assert found[lid] and sum(found.values()) >= 2, found
