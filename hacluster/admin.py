@@ -84,7 +84,8 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
         has_quorum=st.has_quorum, commit_index=st.commit_index, last_applied=st.last_applied,
         lease_ok=st.lease_ok, lease_remaining_ms=st.lease_remaining_ms, handoff=st.handoff,
         epoch_term=st.epoch_term, generation=st.generation, sentence=st.sentence,
-        maintenance=st.maintenance,
+        maintenance=st.maintenance, raft_disk_problem=st.raft_disk_problem,
+        journal_write_errors=st.journal_write_errors,
     )
     if st.leader is not None:
         reply.leader = st.leader

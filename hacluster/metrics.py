@@ -174,6 +174,12 @@ class AgentCollector(Collector):
             _gauge("hacluster_handoff", "1 while this agent releases its VIPs for a failover or a "
                    "stop, else 0", st.handoff),
             _gauge("hacluster_agent_uptime_seconds", "Time since this agent started", st.uptime_s),
+            _gauge("hacluster_raft_disk_full", "1 while this agent cannot keep its Raft journal on "
+                   "its data disk (full, or a write or flush failed): it does not lead", bool(
+                       st.raft_disk_problem)),
+            CounterMetricFamily("hacluster_journal_write_errors", "Raft journal allocations, writes "
+                                "and flushes that failed since the agent started",
+                                value=st.journal_write_errors),
             InfoMetricFamily("hacluster_build", "The hacluster version this agent runs",
                              value={"version": st.version}),
         ]

@@ -174,6 +174,8 @@ class AgentStatus:
     uptime_s: float
     maintenance: bool = False  # cluster-wide maintenance mode (table frozen)
     connection_sync: SyncStatus | None = None  # None: an agent without the field (older)
+    raft_disk_problem: str = ""  # why the Raft journal cannot be kept on disk (full, failing)
+    journal_write_errors: int = 0  # failed journal allocations, writes, flushes since start
 
 
 # ------------------------------------------------------------------ connection-state sync

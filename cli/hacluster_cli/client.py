@@ -105,7 +105,8 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
         sentence=reply.sentence, commit_index=reply.commit_index,
         last_applied=reply.last_applied, epoch_term=reply.epoch_term,
         generation=reply.generation, uptime_s=reply.uptime_s, maintenance=reply.maintenance,
-        connection_sync=_sync_from_pb(reply),
+        connection_sync=_sync_from_pb(reply), raft_disk_problem=reply.raft_disk_problem,
+        journal_write_errors=reply.journal_write_errors,
     )
 
 

@@ -305,6 +305,7 @@ def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | No
     members = _members(st, ms, leader_st, problems)
     services, table = _services(bs, problems)
     syncs = _syncs(st, leader_st, others, problems)
+    _disks(st, leader_st, others, problems)
     return Overview(
         cluster=st.cluster, asked=st.node, asked_role=st.role, leader=st.leader,
         term=view.term,
@@ -392,6 +393,15 @@ def _syncs(st: AgentStatus, leader_st: AgentStatus | None, others: tuple[AgentSt
             problems.append(f"connection sync DOWN on {node}{why}: {SYNC_DOWN_COST} to or from "
                             f"{node}")
     return tuple(lines)
+
+
+def _disks(st: AgentStatus, leader_st: AgentStatus | None, others: tuple[AgentStatus, ...],
+           problems: list[str]) -> None:
+    """An agent that cannot keep its Raft journal on disk says so itself (it does not lead)."""
+    answered = {s.node: s for s in (st, leader_st, *others) if s is not None}
+    for node, s in answered.items():
+        if s.raft_disk_problem:
+            problems.append(f"{node}: {s.raft_disk_problem}")
 
 
 def _services(bs: BackendsStatus | None,

@@ -95,6 +95,8 @@ def render_status(st: AgentStatus) -> str:
         head.append(("handoff", "in progress: this node releases its VIPs"))
     if st.connection_sync is not None:  # None: an agent older than the field
         head.append(("connection sync", sync_text(st.connection_sync)))
+    if st.raft_disk_problem:
+        head.insert(0, ("RAFT DISK", st.raft_disk_problem))
     head += [
         ("status", st.sentence or "-"),
         ("raft", f"commit index {st.commit_index}, applied {st.last_applied}"),

@@ -26,7 +26,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "maintenance", "sentence", "connection_sync")
+    __slots__ = ("node", "cluster", "version", "uptime_s", "role", "term", "leader", "has_quorum", "commit_index", "last_applied", "raft_disk_problem", "journal_write_errors", "lease_ok", "lease_remaining_ms", "handoff", "vips", "members", "epoch_term", "generation", "maintenance", "sentence", "connection_sync")
     NODE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class StatusReply(_message.Message):
     HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    RAFT_DISK_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_WRITE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     LEASE_OK_FIELD_NUMBER: _ClassVar[int]
     LEASE_REMAINING_MS_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,8 @@ class StatusReply(_message.Message):
     has_quorum: bool
     commit_index: int
     last_applied: int
+    raft_disk_problem: str
+    journal_write_errors: int
     lease_ok: bool
     lease_remaining_ms: float
     handoff: bool
@@ -67,7 +71,7 @@ class StatusReply(_message.Message):
     maintenance: bool
     sentence: str
     connection_sync: SyncStatus
-    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., maintenance: _Optional[bool] = ..., sentence: _Optional[str] = ..., connection_sync: _Optional[_Union[SyncStatus, _Mapping]] = ...) -> None: ...
+    def __init__(self, node: _Optional[str] = ..., cluster: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., raft_disk_problem: _Optional[str] = ..., journal_write_errors: _Optional[int] = ..., lease_ok: _Optional[bool] = ..., lease_remaining_ms: _Optional[float] = ..., handoff: _Optional[bool] = ..., vips: _Optional[_Iterable[_Union[VipStatus, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., epoch_term: _Optional[int] = ..., generation: _Optional[int] = ..., maintenance: _Optional[bool] = ..., sentence: _Optional[str] = ..., connection_sync: _Optional[_Union[SyncStatus, _Mapping]] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
     __slots__ = ("state", "detail", "restarts", "last_commit_ms")

@@ -82,6 +82,7 @@ class StatusViews:
             epoch_term=state.epoch_term, generation=state.generation,
             uptime_s=now - self._started, maintenance=maintenance_on(state.flags),
             connection_sync=self._sync.status(),
+            raft_disk_problem=view.disk_problem, journal_write_errors=view.journal_write_errors,
         )
 
     def members_status(self) -> MembersStatus:

@@ -330,3 +330,17 @@ def test_every_domain_refusal_has_a_grpc_status() -> None:
     from hacluster.errors import Refusal
     assert set(REFUSAL_CODES) == set(Refusal)
     assert len(set(REFUSAL_CODES.values())) == len(Refusal)  # the CLI tells them apart
+
+
+DISK_PROBLEM = ("Raft data disk full (/var/lib/hacluster): 512 KiB free, the journal needs 1024 KiB; "
+                "entries go into the space reserved ahead; this node steps down and stands for "
+                "election last until space is freed")
+
+
+def test_a_raft_disk_problem_survives_the_wire_and_leads_the_status_screen() -> None:
+    st = dataclasses.replace(STATUS, raft_disk_problem=DISK_PROBLEM, journal_write_errors=2)
+    assert status_from_pb(status_to_pb(st)) == st
+    assert status_from_pb(status_to_pb(STATUS)).raft_disk_problem == ""  # and an older agent's
+    first = render_status(st).splitlines()[0]
+    assert first.startswith("RAFT DISK") and "512 KiB free" in first
+    assert "RAFT DISK" not in render_status(STATUS)

@@ -537,3 +537,12 @@ def test_the_reader_check_of_the_tls_listener() -> None:
     assert _reader_refusal(der("alice", "other"), "ward") == \
         "certificate of cluster 'elsewhere', this is 'ward'"
     assert _reader_refusal(None, "ward") == "no client certificate"
+
+
+def test_raft_disk_full_and_journal_write_errors() -> None:
+    v = _registry(AgentCollector(lambda: STATUS)).get_sample_value
+    assert (v("hacluster_raft_disk_full"), v("hacluster_journal_write_errors_total")) == (0, 0)
+    full = dataclasses.replace(STATUS, raft_disk_problem="Raft data disk full (/d): ...",
+                               journal_write_errors=4)
+    v = _registry(AgentCollector(lambda: full)).get_sample_value
+    assert (v("hacluster_raft_disk_full"), v("hacluster_journal_write_errors_total")) == (1, 4)

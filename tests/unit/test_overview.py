@@ -553,3 +553,14 @@ def test_a_second_holder_only_that_member_reports_is_a_problem(monkeypatch: pyte
     ov, _ = run(monkeypatch, healthy(status__n3=status("n3", held=(True, False))))
     assert any("10.0.0.100/24 is held by n1 and n3 at once" in p for p in ov.problems), ov.problems
     assert ov.exit_code == 1
+
+
+def test_a_member_whose_raft_disk_is_full_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = ("Raft data disk full (/var/lib/hacluster): 512 KiB free, the journal needs 1024 KiB; "
+                "entries go into the space reserved ahead; this node steps down and stands for "
+                "election last until space is freed")
+    answers = healthy(node="n2")
+    key = ("status", ADMIN["n3"])
+    answers[key] = dataclasses.replace(answers[key], raft_disk_problem=problem)
+    ov, _ = run(monkeypatch, answers, node="n2")
+    assert ov.problems == (f"n3: {problem}",) and ov.exit_code == 1
