@@ -69,6 +69,9 @@ LOW_WATER = RESERVE // 2
 # the meta file, the dump and a compaction, not to new entries.
 MIN_FREE = 1 << 20
 CHECK_S = 1.0  # how often check() looks at the free space and retries what failed
+# The next meta file is prepared ahead with this much space (pysyncobj's pickle of term, vote
+# and commit index is ~100 bytes): a vote can be stored on a full disk.
+META_SPACE = 4096
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -95,6 +98,9 @@ class Disk:
 
     def allocate(self, fd: int, offset: int, length: int) -> None:
         os.posix_fallocate(fd, offset, length)
+
+    def truncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
 
     def flush(self, fd: int) -> None:
         if self.fsync:
@@ -145,6 +151,7 @@ class DurableJournal(Journal):
         self.directory = self._path.parent
         self._dump = dump
         self._meta_path = Path(f"{path}.meta")
+        self._meta_next = Path(f"{path}.meta.tmp")  # written, flushed, renamed over the meta
         self._disk = disk or Disk()
         self._entries: list[Entry] = []
         self._ends: list[int] = []  # offset after each entry's record
@@ -162,6 +169,7 @@ class DurableJournal(Journal):
         self._stored = self._term_vote()  # the term and vote the meta file holds
         self._meta_lazy = False  # the commit index changed since the meta was stored
         self._fd = self._open()
+        self._prepare_meta()
 
     # ------------------------------------------------------------ pysyncobj's interface
 
@@ -271,7 +279,7 @@ class DurableJournal(Journal):
                 self._broken = self.error
                 return False
             self._synced = True
-        if self._stored != self._term_vote():
+        if self._stored != self._term_vote() and not self.full:  # while full: check() retries
             self._store_meta()
         return self.durable
 
@@ -306,6 +314,8 @@ class DurableJournal(Journal):
             self._reserve(self._end(), force=True)
         except OSError as e:
             self._failed("reserve journal space (posix_fallocate)", e)
+            return
+        if self._stored != self._term_vote() and not self._store_meta():
             return
         if self.sync():
             if self.full or self.error:
@@ -501,25 +511,41 @@ class DurableJournal(Journal):
                       self._meta_path)
             return {}
 
+    def _prepare_meta(self) -> None:
+        """Reserve the space of the next meta file, so that storing a vote needs no new
+        block: the rename of each meta file frees the previous one's for the next."""
+        try:
+            fd = self._disk.open(self._meta_next)
+            try:
+                self._disk.allocate(fd, 0, META_SPACE)
+            finally:
+                self._disk.close(fd)
+        except OSError as e:
+            if e.errno not in _FULL:
+                self._failed("prepare the next meta file", e)
+            # on a full disk: the next store tries to allocate it again
+
     def _store_meta(self) -> bool:
-        """Term, vote and commit index in pysyncobj's format: flushed, renamed, and the
-        rename flushed (the directory) before this returns True."""
-        tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
+        """Term, vote and commit index in pysyncobj's format: written into the prepared
+        file, flushed, renamed over the meta file, and the rename flushed (the directory)
+        before this returns True."""
+        data = pickle.dumps(self._meta, protocol=2)
         term_vote = self._term_vote()
         try:
-            fd = self._disk.open(tmp, truncate=True)
+            fd = self._disk.open(self._meta_next)
             try:
-                self._disk.write(fd, pickle.dumps(self._meta, protocol=2), 0)
+                self._disk.write(fd, data, 0)
+                self._disk.truncate(fd, len(data))  # within its first block: frees nothing
                 self._disk.flush(fd)
             finally:
                 self._disk.close(fd)
-            self._disk.replace(tmp, self._meta_path)
+            self._disk.replace(self._meta_next, self._meta_path)
             self._disk.flush_path(self.directory)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             self._failed("store the term and vote", e)
             return False
         self._stored, self._meta_lazy = term_vote, False
+        self._prepare_meta()
         return True
 
     def _set_full(self, why: str) -> None:

@@ -65,7 +65,8 @@ def test_pysyncobj_reads_what_the_journal_writes_and_the_other_way_round(tmp_pat
 def test_a_new_journal_is_on_disk_with_its_directory_before_it_is_used(tmp_path, disk):
     open_journal(tmp_path, disk)
     assert disk.pairs() == [("write", "raft.journal"), ("allocate", "raft.journal"),
-                        ("flush", "raft.journal"), ("flush_path", tmp_path.name)]
+                            ("flush", "raft.journal"), ("flush_path", tmp_path.name),
+                            ("allocate", "raft.journal.meta.tmp")]  # the next meta's space
 
 
 # ---------------------------------------------------------------- flushed before promised
@@ -97,8 +98,9 @@ def test_term_and_vote_are_flushed_renamed_and_the_rename_flushed_before_returni
     disk.ops.clear()
     j.setCurrentTerm(7, "n2")
     assert disk.pairs() == [("write", "raft.journal.meta.tmp"), ("flush", "raft.journal.meta.tmp"),
-                        ("replace", "raft.journal.meta.tmp>raft.journal.meta"),
-                        ("flush_path", tmp_path.name)]
+                            ("replace", "raft.journal.meta.tmp>raft.journal.meta"),
+                            ("flush_path", tmp_path.name),
+                            ("allocate", "raft.journal.meta.tmp")]  # the next one's space
     assert pickle.loads((tmp_path / "raft.journal.meta").read_bytes())["votedForNodeId"] == "n2"
 
 
@@ -185,9 +187,20 @@ def test_a_vote_that_cannot_be_stored_is_not_sent(tmp_path, disk):
     j.setCurrentTerm(5, "n3")
     assert j.getCurrentTerm() == 5  # pysyncobj's view: it will not vote twice in term 5
     assert not j.may_send({"type": "response_vote", "term": 5})
-    assert not (tmp_path / "raft.journal.meta.tmp").exists()
     del disk.fail["open"]
+    assert not j.may_send({"type": "response_vote", "term": 5})  # while full: not per message
+    j.check(10.0)  # once a second, it tries again
     assert j.may_send({"type": "response_vote", "term": 5})  # stored now, then sent
+    assert pickle.loads((tmp_path / "raft.journal.meta").read_bytes())["votedForNodeId"] == "n3"
+
+
+def test_a_vote_is_stored_on_a_full_disk_into_the_space_prepared_for_it(tmp_path, disk):
+    j = open_journal(tmp_path, disk)
+    disk.fail["allocate"] = errno.ENOSPC  # nothing new can be had from now on
+    j.setCurrentTerm(6, "n2")
+    assert j.may_send({"type": "response_vote", "term": 6}) and j.write_errors == 0
+    meta = pickle.loads((tmp_path / "raft.journal.meta").read_bytes())
+    assert (meta["currentTerm"], meta["votedForNodeId"]) == (6, "n2")
 
 
 # ---------------------------------------------------------------- compaction and crashes
