@@ -305,7 +305,9 @@ def summarize(st: AgentStatus, ms: MembersStatus | None, bs: BackendsStatus | No
     members = _members(st, ms, leader_st, problems)
     services, table = _services(bs, problems)
     syncs = _syncs(st, leader_st, others, problems)
-    _disks(st, leader_st, others, problems)
+    for s in {s.node: s for s in (st, leader_st, *others) if s is not None}.values():
+        if s.raft_disk_problem:  # it cannot keep its Raft journal on disk: it does not lead
+            problems.append(f"{s.node}: {s.raft_disk_problem}")
     return Overview(
         cluster=st.cluster, asked=st.node, asked_role=st.role, leader=st.leader,
         term=view.term,
@@ -393,15 +395,6 @@ def _syncs(st: AgentStatus, leader_st: AgentStatus | None, others: tuple[AgentSt
             problems.append(f"connection sync DOWN on {node}{why}: {SYNC_DOWN_COST} to or from "
                             f"{node}")
     return tuple(lines)
-
-
-def _disks(st: AgentStatus, leader_st: AgentStatus | None, others: tuple[AgentStatus, ...],
-           problems: list[str]) -> None:
-    """An agent that cannot keep its Raft journal on disk says so itself (it does not lead)."""
-    answered = {s.node: s for s in (st, leader_st, *others) if s is not None}
-    for node, s in answered.items():
-        if s.raft_disk_problem:
-            problems.append(f"{node}: {s.raft_disk_problem}")
 
 
 def _services(bs: BackendsStatus | None,
