@@ -1,8 +1,13 @@
 """What Raft does about its data disk (issue 15, findings 3 and 4): raft.RaftNode's rules,
 kept beside journal.py so that raft.py only calls them.
 
-* Promises wait for the disk: `may_send` drops a follower's ack, a vote or a vote request
-  while what it promises is not flushed (Raft treats it as lost and retries).
+* Promises wait for the disk: a follower's ack, a vote or a vote request goes out only once
+  what it promises is flushed. The answers pysyncobj sends while it handles an incoming
+  message (`peer` is set meanwhile) are held when the journal has something to flush, and
+  sent by the next before_tick after one fdatasync for all of them: pysyncobj sends one
+  append_entries per command, and the acks of all that arrived together share one flush
+  (the next tick starts as soon as pysyncobj has handled what its sockets had). When the
+  disk cannot take them, they are dropped (Raft treats them as lost and resends).
 * The leader flushes its new entries once per tick (`after_tick`, right after pysyncobj sent
   them, while the followers flush theirs), and `before_tick` checks that they are on disk
   before pysyncobj counts the leader's own copy towards a commit, in the same tick.
@@ -39,6 +44,8 @@ class DiskGuard:
         self.journal: DurableJournal | None = None
         self._holdback_s = 0.0
         self._was_full = False
+        self.peer: Any = None  # the member whose message pysyncobj is handling right now
+        self._held: list[tuple[Any, dict[str, Any]]] = []  # (member, promise) awaiting a flush
 
     def open(self, data_dir: Path, election_max: float) -> DurableJournal:
         """The journal pysyncobj is to use, opened (raft.RaftNode.start)."""
@@ -59,6 +66,11 @@ class DiskGuard:
         if j is None or seam is None:
             return
         j.check(now)
+        if self._held:  # one flush for every promise held since the last tick
+            held, self._held = self._held, []
+            if j.sync():
+                for node, message in held:
+                    seam.send(node, message)
         became_full = bool(j.full) and not self._was_full
         self._was_full = bool(j.full)
         if seam.is_leader() and (became_full or not j.sync()):
@@ -72,7 +84,14 @@ class DiskGuard:
             self.journal.sync()
 
     def may_send(self, message: dict[str, Any]) -> bool:
-        return self.journal is None or self.journal.may_send(message)
+        """True: send it now; False: held for before_tick's flush, or dropped."""
+        j = self.journal
+        if j is None or not j.promises(message):
+            return True
+        if self.peer is not None and (self._held or j.dirty):
+            self._held.append((self.peer, message))
+            return False
+        return j.sync()
 
     def holdback(self) -> float:
         """How much later than usual this node may stand for election."""

@@ -8,10 +8,10 @@ its place (pysyncobj_compat hands it to SyncObj) and keeps these promises:
 
 * **Nothing is promised before it is on disk.** sync() writes what is pending and flushes it
   with one fdatasync for every entry added since the last one (group commit). raft.py calls
-  it before every message that promises entries or a term (`may_send`: a follower's
+  it before every message that promises entries or a term (`promises`: a follower's
   next_node_idx ack, a vote, a vote request) and on the leader once per tick, before
-  pysyncobj moves its commit index; setRaftCommitIndex() calls it too. A command is thus
-  acknowledged only once a majority holds it on disk.
+  pysyncobj counts the leader's own copy towards a commit (diskguard.py). A command is
+  thus acknowledged only once a majority holds it on disk.
 * **Term and vote are durable before they are acted on.** setCurrentTerm() writes the meta
   file (same pickled format as pysyncobj's) to a temporary file, fsyncs it, renames it into
   place and fsyncs the directory before it returns; pysyncobj sends the vote right after.
@@ -190,10 +190,13 @@ class DurableJournal(Journal):
         self._write_pending()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803 (pysyncobj API)
+        # Nothing is written here: pysyncobj adds the leader's entries right after (often
+        # the very same ones again: it resends after a late ack), and a header moved back
+        # on disk in between could lose entries this member already acknowledged. The next
+        # add() or sync() writes the header.
         del self._entries[entryFrom:]
         del self._ends[entryFrom:]
         self._written = min(self._written, entryFrom)
-        self._write_pending()
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803 (pysyncobj API)
         """Log compaction, right after pysyncobj renamed a new dump into place."""
@@ -216,12 +219,11 @@ class DurableJournal(Journal):
         self._disk.close(self._fd)
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
-        # pysyncobj moves its commit index right before it applies entries and answers the
-        # commands waiting for them: the leader's own copy must be on disk by then.
+        # No flush here: a follower's commit index acknowledges nothing (the leader's commit
+        # rests on the acks, each sent after its flush), and the leader's own entries were
+        # flushed by raft.py before pysyncobj could count them (diskguard.py).
         self._meta["raftCommitIndex"] = raftCommitIndex
         self._meta_lazy = True
-        if not self._synced or self._written < len(self._entries):
-            self.sync()
 
     def getRaftCommitIndex(self) -> int:  # noqa: N802
         return self._meta.get("raftCommitIndex", 1)
@@ -283,14 +285,23 @@ class DurableJournal(Journal):
             self._store_meta()
         return self.durable
 
-    def may_send(self, message: dict[str, Any]) -> bool:
-        """False for a message that promises what is not on disk (raft.py drops it): an ack
-        of entries, a vote, a vote request (Raft's rule: persist, then answer)."""
+    @staticmethod
+    def promises(message: dict[str, Any]) -> bool:
+        """The message promises what this member holds: an ack of entries, a vote, a vote
+        request (Raft's rule: persist, then answer)."""
         kind = message.get("type")
-        if kind in ("request_vote", "response_vote") or (kind == "next_node_idx"
-                                                          and message.get("success")):
-            return self.sync()
-        return True
+        return kind in ("request_vote", "response_vote") or (kind == "next_node_idx"
+                                                              and bool(message.get("success")))
+
+    @property
+    def dirty(self) -> bool:
+        """sync() has something to write or flush."""
+        return (not self._synced or self._written < len(self._entries) or self._dump_dirty
+                or self._stored != self._term_vote())
+
+    def may_send(self, message: dict[str, Any]) -> bool:
+        """False for a message that promises what is not on disk, after trying to flush it."""
+        return not self.promises(message) or self.sync()
 
     def check(self, now: float) -> None:
         """Once every CHECK_S (the tick thread calls it each tick): count the disk as full

@@ -309,18 +309,19 @@ class RaftNode:
         if self.intercept(node, message):
             return
         self.echo_ts = message.get("hc_ts") if message.get("type") == "append_entries" else None
+        self._disk.peer = node  # pysyncobj's answers go to it: an ack may wait for the flush
         try:
             deliver()
         finally:
-            self.echo_ts = None
+            self.echo_ts = self._disk.peer = None
 
     def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """Hooks.on_send: stamp outgoing Raft messages; None drops one."""
         if self.mute_heartbeats and message.get("type") == "append_entries":
             return None  # a leader whose agent loop is stuck must let others take over
-        if not self._disk.may_send(message):
-            return None  # it promises what is not on disk yet: as if lost (Raft resends)
-        return self.stamp(message)
+        message = self.stamp(message)
+        # a promise (ack, vote) waits for its flush, or is dropped if the disk fails
+        return message if self._disk.may_send(message) else None
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         """Outgoing: add send times to heartbeats, echo them in replies, flag transfers."""

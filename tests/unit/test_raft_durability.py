@@ -161,3 +161,31 @@ def test_at_the_ack_the_entry_is_on_the_disks_and_another_process_reads_it(clust
                           capture_output=True, text=True, timeout=60, check=True)
     found = {Path(p).parent.name: ok for p, ok in json.loads(proc.stdout).items()}
     assert found[lid] and sum(found.values()) >= 2, found
+
+
+def test_commands_that_arrive_together_share_one_flush_on_every_member(cluster):  # noqa: F811
+    """Group commit: the leader flushes once per tick for the commands of the tick, and a
+    follower once for the acks of every append_entries that arrived together (pysyncobj
+    sends one per command)."""
+    ops: list[Op] = []
+    lock = threading.Lock()
+    c = cluster(3)
+    for node_id in c.configs:
+        c.start(node_id, disk=RecordingDisk(ops, node_id, lock))
+    leader = c.leader()
+    n = 40
+    done: list[int] = []
+    with lock:
+        ops.clear()
+
+    def propose() -> None:  # all of them on the tick thread at once, as a burst would come
+        for i in range(n):
+            leader.submit({"type": "bench_noop", "ignorable": True, "n": i},
+                          lambda result, err: done.append(err))
+    leader.call_soon(propose)
+    wait_until(lambda: len(done) == n, 10, f"{n} commands acknowledged", FAST)
+    assert done == [0] * n
+    with lock:
+        flushes = {node: sum(1 for o in ops if o.node == node and o == Op("flush", node, JOURNAL))
+                   for node in c.configs}
+    assert all(0 < f <= n // 4 for f in flushes.values()), flushes
