@@ -17,7 +17,9 @@ kept beside journal.py so that raft.py only calls them.
   election DISK_FULL_HOLDBACK election timeouts later than the others: with a member that
   has room, that member wins; with every disk full, a full one still leads (the VIPs stay
   up on the committed table; it writes into its reserved space). Once the journal has room
-  again (journal.check, once a second), the node is an ordinary member again.
+  again (journal.check, once a second), the node is an ordinary member again. While the
+  disk is full pysyncobj starts no log compaction: its dump could not be written, and it
+  would try at every tick.
 
 Every method runs on pysyncobj's tick thread; `problem` and `write_errors` are read from
 any thread (one field each).
@@ -72,6 +74,8 @@ class DiskGuard:
                 for node, message in held:
                     seam.send(node, message)
         became_full = bool(j.full) and not self._was_full
+        if bool(j.full) != self._was_full:  # no dump can be written meanwhile: no compaction
+            seam.hold_compaction(bool(j.full))
         self._was_full = bool(j.full)
         if seam.is_leader() and (became_full or not j.sync()):
             log.error("Raft data disk: %s. Stepping down from leadership (term %d) so that a "

@@ -55,6 +55,8 @@ public way to do any of this):
   entries it just sent while its followers flush theirs.
 * `resign()`: SyncObj.__setState (method) and __raftLeader (attribute). A leader whose disk
   fails becomes a follower in the same term, its vote kept (see step_down for the other).
+* `hold_compaction(held)`: no private, SyncObj.conf's logCompaction* settings (read at every
+  tick). On a full disk pysyncobj's dump cannot be written and it would retry every tick.
 * `HookedSyncObj(replicated_attrs=...)`: SyncObj.__properies (attribute), the names
   pysyncobj leaves out of its full dump: every attribute that exists when its __init__ ends.
   The replicated state must exist before that (the tick thread starts inside __init__ and
@@ -324,6 +326,18 @@ class SyncObjSeam(Generic[S]):
 
     def destroy(self) -> None:
         self.obj.destroy()
+
+    def hold_compaction(self, held: bool) -> None:
+        """While held, pysyncobj starts no log compaction (through its public conf, read at
+        every tick). On a full disk its full dump cannot be written, and it would try again
+        at every tick (logging a WARNING each time: 50 a second) once one is due."""
+        conf = self.obj.conf
+        if held and not hasattr(self, "_hc_compaction"):
+            self._hc_compaction = (conf.logCompactionMinEntries, conf.logCompactionMinTime)
+            conf.logCompactionMinEntries, conf.logCompactionMinTime = 2**62, float("inf")
+        elif not held and hasattr(self, "_hc_compaction"):
+            conf.logCompactionMinEntries, conf.logCompactionMinTime = self._hc_compaction
+            del self._hc_compaction
 
     def tcp_silence(self, node: Node) -> float | None:
         """Seconds that data we sent `node` on our Raft connection has waited for an ACK from

@@ -283,6 +283,25 @@ def test_resign_makes_a_follower_in_the_same_term_with_its_vote_kept(members):
     assert s.term == term and getattr(s.obj, _mangled("votedForNodeId")) == m.addr
 
 
+def test_hold_compaction_keeps_pysyncobj_from_writing_a_dump_until_released(members, tmp_path):
+    (m,) = members(1, tmp_path)
+    s = m.seam
+    s.obj.conf.logCompactionMinEntries = 2  # compact as soon as there are entries to
+    s.set_election_deadline(0)
+    tick_until([m], s.is_leader, "leadership")
+    s.hold_compaction(True)
+    done: list[int] = []
+    for i in range(5):
+        s.obj.add(i, callback=lambda r, err: done.append(err))
+    tick_until([m], lambda: len(done) == 5, "the commands applied")
+    for _ in range(50):
+        s.obj.doTick(0.002)
+    assert not (m.data / "dump").exists() and s.obj.getStatus()["log_len"] > 2
+    s.hold_compaction(False)
+    assert s.obj.conf.logCompactionMinEntries == 2  # as it was
+    tick_until([m], lambda: (m.data / "dump").exists(), "the dump written once released")
+
+
 class ListJournal(Journal):
     """A journal in a list that remembers which indexes pysyncobj added."""
 
