@@ -13,8 +13,9 @@ its place (pysyncobj_compat hands it to SyncObj) and keeps these promises:
   pysyncobj counts the leader's own copy towards a commit (diskguard.py). A command is
   thus acknowledged only once a majority holds it on disk.
 * **Term and vote are durable before they are acted on.** setCurrentTerm() writes the meta
-  file (same pickled format as pysyncobj's) to a temporary file, fsyncs it, renames it into
-  place and fsyncs the directory before it returns; pysyncobj sends the vote right after.
+  (same pickled format as pysyncobj's) into the next meta file, whose space was reserved
+  ahead (so that a vote can be stored on a full disk), flushes it, renames it into place
+  and fsyncs the directory before it returns; pysyncobj sends the vote right after.
 * **A full disk is an error, never a signal.** Records go in with pwrite() into space
   reserved ahead with posix_fallocate (RESERVE bytes past the end). When the disk refuses,
   the entries stay in memory only, `durable` turns False and `full` says why; raft.py then
