@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _labkit import log, machine  # noqa: E402
 
-from hacluster.consensus.journal import Disk  # noqa: E402
+from hacluster.consensus.disk import Disk  # noqa: E402
 
 MODES = ("fsync", "nofsync", "stock")
 SECRET = "commit-latency-bench-secret"

@@ -31,7 +31,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hacluster.consensus.journal import Disk, DurableJournal
+from hacluster.consensus.disk import Disk
+from hacluster.consensus.journal import DurableJournal
 from hacluster.consensus.pysyncobj_compat import SyncObjSeam
 
 log = logging.getLogger("hacluster.raft")

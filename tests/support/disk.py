@@ -1,4 +1,4 @@
-"""A journal.Disk that records what it does, in order, and can be told to fail.
+"""A consensus.disk.Disk that records what it does, in order, and can be told to fail.
 
     disk = RecordingDisk()                    # one journal
     disk = RecordingDisk(shared, "n2", lock)  # several nodes, one timeline
@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-from hacluster.consensus.journal import Disk
+from hacluster.consensus.disk import Disk
 
 
 class Op(NamedTuple):

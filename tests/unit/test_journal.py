@@ -1,7 +1,7 @@
 """DurableJournal on its own: pysyncobj's file formats, flushed before anything is promised,
 a full or failing disk as a state (never a signal), a crash's leftovers read back sanely.
 
-Files under tmp_path; the system calls go through journal.Disk, which tests/support/disk.py's
+Files under tmp_path; the system calls go through consensus.disk.Disk, which tests/support/disk.py's
 RecordingDisk records (the order of writes and flushes) and fails (ENOSPC, EIO) without a
 full filesystem. The
 tests with a really full filesystem and a real cluster are in test_raft_durability.py and
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from hacluster.consensus import journal as jmod
-from hacluster.consensus.journal import FIRST, Disk, DurableJournal
+from hacluster.consensus.disk import Disk
+from hacluster.consensus.journal import FIRST, DurableJournal
 from tests.support.disk import RecordingDisk
 
 

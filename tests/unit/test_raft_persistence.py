@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from hacluster.consensus import raft
-from hacluster.consensus.journal import Disk
+from hacluster.consensus.disk import Disk
 from hacluster.consensus.pysyncobj_compat import HookedSyncObj, SyncObjConf, replicated
 from hacluster.consensus.raft import RaftNode
 from hacluster.consensus.state import ReplicatedState, Result
