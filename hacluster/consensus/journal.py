@@ -204,13 +204,16 @@ class DurableJournal(Journal):
     @property
     def problem(self) -> str:
         """What is wrong with the data disk, for `hacluster status`; "" when nothing."""
+        # Not `durable`: between an add() and its flush the journal is never durable, and
+        # that is no problem. A write that failed (entries left in memory) is.
+        in_memory = self._broken or self._written < len(self._entries)
         if self.full:
-            writes = ("entries go into the space reserved ahead" if self.durable
-                      else "new entries are in memory only")
+            writes = ("new entries are in memory only" if in_memory
+                      else "entries go into the space reserved ahead")
             return (f"Raft data disk full ({self.directory}): {self.full}; {writes}; this node "
                     "steps down and stands for election last until space is freed")
-        if not self.durable:
-            return f"Raft journal not on disk ({self.directory}): {self.error or 'pending'}"
+        if self._broken or (self.error and not self.durable):
+            return f"Raft journal not on disk ({self.directory}): {self.error}"
         return ""
 
     def sync(self) -> bool:
