@@ -8,14 +8,23 @@ import sys
 import time
 
 from hacluster.lab.lab import random_prefix
-from hacluster.lab.netns import ip, netns_list
+from hacluster.lab.netns import LabError, ip, netns_list
 from tests.support.wait import wait_until
 
 from .conftest import assert_no_overlap
 
 
+def _served(lab) -> str | None:
+    try:
+        return lab.in_client("curl", "-s", "--max-time", "2", f"http://{lab.vip}/").strip() or None
+    except LabError:
+        return None
+
+
 def test_holder_restores_a_vip_deleted_behind_its_back(lab, monitor):
     holder = lab.wait_single_holder(10)
+    # The lab is up as soon as the VIP is held; the balancing table is applied ~0.1 s later.
+    wait_until(lambda: _served(lab), 10, "the VIP to serve (the committed table applied)")
     ip("addr", "del", f"{lab.vip}/24", "dev", "eth0", ns=lab.node(holder).netns)
     wait_until(lambda: lab.holders() == [holder], 2, f"{holder} to restore the VIP")
     served = lab.in_client("curl", "-s", "--max-time", "2", f"http://{lab.vip}/").strip()
