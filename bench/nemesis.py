@@ -11,7 +11,9 @@ events) and a systemd-like supervisor (an agent that exits by itself is a crash,
 again 2 s later, as Restart=on-failure does) -> the fault, with up to three more weight
 changes through a majority-side node's CLI while it lasts -> the fault undone -> settle
 again (60 s at most) -> every acknowledged change looked for in every node's committed
-table (`hacluster backends --json`, 20 s at most), each node's Raft port still listening.
+table (`hacluster backends --json`, 20 s at most), each node's Raft port still listening
+(an agent whose port stays closed is restarted after the trial, as an operator would, so
+that one fault's lasting damage is not charged to the next).
 
 Faults (the target is the VIP holder, which is the Raft leader, unless said otherwise):
   raft-flood      from a follower's namespace (a member address: the Raft guard lets it
@@ -56,6 +58,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -291,6 +294,10 @@ def run_lab(lab: Lab, faults: list[str], trials: int, rng: random.Random,
                 except Exception as e2:  # noqa: BLE001 - give up on this lab only
                     log(f"cannot repair the lab ({e2}); skipping its remaining trials")
                     broken = True
+            closed = [n for n, up in rec.get("listening", {}).items() if not up]
+            if closed and not broken:  # lasting damage: restart those agents, as an operator
+                rec["restarted_after_trial"] = closed  # would, so the next fault starts clean
+                broken = not restart_agents(system, closed)
             if fault == "cold-start" and not broken:
                 drained = [m["target"] for m in rec.get("markers", []) if m["kind"] == "drain"]
                 undrain(system, drained if "markers" in rec else [n.name for n in lab.nodes])
@@ -300,6 +307,29 @@ def run_lab(lab: Lab, faults: list[str], trials: int, rng: random.Random,
                 f"commits lost {rec.get('commits_lost')} ({time.monotonic() - t0:.0f} s)")
             results[fault].append(rec)
     return results
+
+
+def restart_agents(system: HaclusterSystem, names: list[str]) -> bool:
+    """`systemctl restart` of these agents (SIGTERM, SIGKILL after 15 s, start), then settle;
+    False if the lab does not settle."""
+    lab = system.lab
+    for name in names:
+        node = lab.node(name)
+        log(f"{name}: Raft port closed after the trial: restarting its agent")
+        if system.agent_running(node):
+            lab.signal_agent(node, signal.SIGTERM)
+            try:
+                lab.wait_agent_exit(node, 15)
+            except subprocess.TimeoutExpired:
+                lab.signal_agent(node, signal.SIGKILL)
+                lab.wait_agent_exit(node, 10)
+        lab.start_agent(node)
+    try:
+        system.settle(SETTLE_TIMEOUT_S)
+    except BenchError as e:
+        log(f"the lab did not settle after the restart: {e}")
+        return False
+    return True
 
 
 def undrain(system: HaclusterSystem, names: list[str]) -> None:
