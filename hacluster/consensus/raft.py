@@ -14,21 +14,17 @@ says why each private is needed and is tested against the installed library.
   no vote). With L < minimum election timeout, no new leader can be elected while a lease
   is live, so a new leader may claim the VIP at once.
 * **Pre-vote** (thesis §9.6): before pysyncobj may start an election, a majority must say
-  it would vote. A node cut off from the cluster therefore never inflates its term, and
-  when it comes back it rejoins without deposing the healthy leader (without pre-vote,
-  stickiness would leave such a node stranded forever at a higher term).
-* **Graceful transfer**: a `timeout_now` from the leader skips pre-vote and marks the
-  vote requests `hc_transfer`, which followers honour despite stickiness; the old leader
-  has released its VIPs before it sends timeout_now.
-* **Idle links kept open**: small `hc_ping` messages between every pair, so that the first
-  election round after a crash is not lost to a follower-to-follower link that pysyncobj's
-  connectionTimeout closed while idle.
+  it would vote: a cut-off node never inflates its term and rejoins without deposing the
+  healthy leader (without it, stickiness would strand such a node at a higher term).
+* **Graceful transfer**: a `timeout_now` from the leader (sent after it released its VIPs)
+  skips pre-vote and marks the vote requests `hc_transfer`, honoured despite stickiness.
+* **Idle links kept open**: `hc_ping` between every pair, so the first election round after
+  a crash is not lost to a link pysyncobj's connectionTimeout closed while idle.
 * **Acknowledged means on disk** (diskguard.py, journal.py); a leader whose disk fills steps down.
 
-Threading: pysyncobj runs callbacks and the hooks (before_tick, on_message, on_send) on its
-own tick thread. The agent reads `view()` from its own thread; the fields it reads are single
-floats/ints/bools written by the tick thread (atomic under the GIL). Anything that must run
-on the tick thread goes through `call_soon()`. protocol.Consensus states the agent's side.
+Threading: callbacks and hooks (before_tick, on_message, on_send) run on pysyncobj's tick
+thread; the agent reads `view()` (single floats/ints/bools, atomic under the GIL) from its
+own. What must run on the tick thread goes through `call_soon()` (protocol.Consensus).
 
 Time: every deadline here is on the lease clock (hacluster.clock.now), read through `_now`.
 """

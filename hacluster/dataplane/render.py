@@ -46,8 +46,9 @@ What the table does, per service (VIP, tcp|udp, ports):
   to one that is not local here (`fib daddr type != local`): sent, and received when they
   are TCP segments that open nothing (a SYN through a standby is still balanced by its copy
   of the table, the same way as by the holder); on the holder, where the address is local,
-  its balanced flows are tracked as they must be. Received matters at a graceful move: the old holder's backend keeps streaming to the VIP,
-  and a neighbour entry left from an earlier term can send those packets to the next
+  its balanced flows are tracked as they must be. Received matters at a graceful move:
+  the old holder's backend keeps streaming to the VIP, and a neighbour entry left from an
+  earlier term can send those packets to the next
   holder's MAC before it claims. Tracked there, each would start an entry (picked up
   mid-stream) that the commit of the synced one then clashes with, and NAT would give
   the client's next packet another port: the backend resets it (measured: 3 of 20 flows
