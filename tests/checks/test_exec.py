@@ -4,9 +4,11 @@ command run without the agent's capabilities, environment or (with `user`) ident
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,25 @@ def _caps(output: str) -> dict[str, int]:
     return {k: int(v, 16) for k, _, v in (ln.partition(":\t") for ln in output.splitlines()) if k in CAPS}
 
 
+@contextlib.contextmanager
+def traversable_by_others(*paths: Path) -> Iterator[None]:
+    """Let another user reach the code and the venv: a clean clone may sit in a directory
+    only root can enter (mktemp -d makes 0700). Adds the search bit (not read) to each
+    ancestor that lacks it, for the duration; puts the modes back after."""
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            for d in [path, *path.parents]:
+                mode = d.stat().st_mode
+                if d.is_dir() and not mode & stat.S_IXOTH:
+                    d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+                    changed.append((d, stat.S_IMODE(mode)))
+        yield
+    finally:
+        for d, mode in reversed(changed):
+            d.chmod(mode)
+
+
 def probe_as_agent(check: ExecCheck, caps: str = "+net_admin,+net_raw") -> dict[str, object]:
     """Run the probe in an agent as the role runs it: its own user (uid 1 here), with `caps`
     ambient (systemd's AmbientCapabilities), no root. Returns the Outcome as a dict."""
@@ -113,11 +134,12 @@ def probe_as_agent(check: ExecCheck, caps: str = "+net_admin,+net_raw") -> dict[
             "from hacluster.health.spec import ExecCheck\n"
             "o = asyncio.run(exec_check.probe(ExecCheck.model_validate_json(sys.argv[1]), '10.1.2.3'))\n"
             "print(json.dumps({'ok': o.ok, 'error': o.error, 'output': o.output}))\n")
-    proc = subprocess.run(["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
-                           f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
-                           sys.executable, "-c", code, check.model_dump_json()],
-                          capture_output=True, text=True, timeout=60, cwd="/",
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)})
+    with traversable_by_others(ROOT, Path(sys.executable).parent, Path(sys.executable).resolve().parent):
+        proc = subprocess.run(["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
+                               f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
+                               sys.executable, "-c", code, check.model_dump_json()],
+                              capture_output=True, text=True, timeout=60, cwd="/",
+                              env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
