@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from hacluster.lab.lab import METRICS_PORT, cli_argv
@@ -86,10 +85,16 @@ def test_a_full_disk_on_the_leader_moves_leadership_once_and_clears_when_freed(l
         # A backend fails and recovers: health verdicts are committed into every journal. On
         # main, the leader's agent died of SIGBUS at the first one (exit -7).
         flaky = lab.node(others[1])
+
+        def committed_web(healthy: bool) -> bool:
+            doc = cli_json(lab, others[0], "checks") or {"committed": []}
+            return any(c["node"] == flaky.name and c["check"] == "web" and c["healthy"] is healthy
+                       for c in doc["committed"])
+
         lab.stop_backend(flaky)
-        time.sleep(2.5)
+        wait_until(lambda: committed_web(False), 20, f"{flaky.name}'s backend committed down")
         lab.start_backend(flaky)
-        time.sleep(2.5)
+        wait_until(lambda: committed_web(True), 20, f"{flaky.name}'s backend committed up again")
         assert node.agent is not None and node.agent.poll() is None, \
             f"{old}'s agent exited with {node.agent.returncode if node.agent else None}"
 

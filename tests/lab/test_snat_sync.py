@@ -38,7 +38,9 @@ import pytest
 
 from hacluster.dataplane.apply import NftApplier
 from hacluster.dataplane.table import Algorithm, Backend, Protocol, Service, Table
+from hacluster.hostops.conntrackd import render_conf
 from hacluster.lab.netns import ip, kill_netns_processes, nft, run
+from hacluster.model import SyncSettings
 from tests.support.wait import wait_until
 
 from .bridge import BridgeTopo
@@ -55,51 +57,9 @@ BPORT = 8080
 FLOWS = 24
 SYNC_PORT = 3780
 
-# What conntrackd needs here, and why (see docs/snat.md, "conntrackd"):
-# - no `Address Ignore` of member addresses: a balanced flow's reply comes from its
-#   backend, a member, so such a filter would hide exactly the entries that matter;
-# - TCP only: the sync's own UDP would otherwise be synced too;
-# - two members: UDP unicast to the peer; more: multicast (FTFW's UDP has one peer).
-UDP = """\
-\tUDP {{
-\t\tIPv4_address {me}
-\t\tIPv4_Destination_Address {peer}
-\t\tPort {port}
-\t\tInterface eth0
-\t\tChecksum on
-\t}}"""
-MULTICAST = """\
-\tMulticast {{
-\t\tIPv4_address 225.0.0.50
-\t\tGroup {port}
-\t\tIPv4_interface {me}
-\t\tInterface eth0
-\t\tChecksum on
-\t}}"""
-CONNTRACKD_CONF = """\
-Sync {{
-\tMode FTFW {{
-\t}}
-{transport}
-}}
-General {{
-\tHashSize 8192
-\tHashLimit 65536
-\tSyslog off
-\tLogFile {dir}/conntrackd.log
-\tLockFile {dir}/conntrackd.lock
-\tUNIX {{
-\t\tPath {dir}/conntrackd.ctl
-\t}}
-\tNetlinkBufferSize 2097152
-\tNetlinkBufferSizeMaxGrowth 8388608
-\tFilter From Userspace {{
-\t\tProtocol Accept {{
-\t\t\tTCP
-\t\t}}
-\t}}
-}}
-"""
+# conntrackd's config is the product's (hostops/conntrackd.render_conf): FTFW, TCP only, no
+# address filter (a balanced flow's reply comes from a member); two balancers sync over UDP
+# unicast, the three-balancer case over one multicast group, as run by hand here.
 
 
 # Every host runs a stateful firewall, as production hosts do: it keeps conntrack on in its
@@ -157,10 +117,10 @@ class Rig:
     def _start_conntrackd(self, name: str) -> None:
         d = self.dir / name
         d.mkdir()
-        peers = [HOSTS[b] for b in self.balancers if b != name]
-        transport = (UDP if len(peers) == 1 else MULTICAST).format(me=HOSTS[name], peer=peers[0],
-                                                                   port=SYNC_PORT)
-        (d / "conntrackd.conf").write_text(CONNTRACKD_CONF.format(transport=transport, dir=d))
+        peers = tuple(HOSTS[b] for b in self.balancers if b != name)
+        settings = SyncSettings(mode="on", interface="eth0", address=HOSTS[name], peers=peers,
+                                transport="unicast" if len(peers) == 1 else "multicast", port=SYNC_PORT)
+        (d / "conntrackd.conf").write_text(render_conf(settings, d))
         self.syncd[name] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(name), "conntrackd", "-C", str(d / "conntrackd.conf")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
