@@ -48,6 +48,16 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def emit(doc: dict[str, Any], json_out: str | None) -> int:
+    """The end of every benchmark: the JSON document to --json-out (if given) and as the last
+    line of stdout; the exit status (130 when it was interrupted)."""
+    if json_out:
+        Path(json_out).write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"JSON written to {json_out}")
+    print(json.dumps(doc))
+    return 130 if doc.get("interrupted") else 0
+
+
 def interrupt_on_sigterm() -> None:
     """SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` tears the labs
     down."""

@@ -52,6 +52,7 @@ from _labkit import (
     FAILURES,
     BenchError,
     client_served,
+    emit,
     foreign_labs,
     interrupt_on_sigterm,
     log,
@@ -330,11 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(doc, faults), file=sys.stderr)
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"JSON written to {a.json_out}")
-    print(json.dumps(doc))
-    return 130 if doc.get("interrupted") else 0
+    return emit(doc, a.json_out)
 
 
 if __name__ == "__main__":

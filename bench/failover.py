@@ -38,7 +38,6 @@ Prints a table on stderr and the JSON document as the last line of stdout (and t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -53,6 +52,7 @@ from _labkit import (
     POLL_S,
     BenchError,
     FileProber,
+    emit,
     foreign_labs,
     interrupt_on_sigterm,
     log,
@@ -540,11 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["targets"] = targets(doc) if doc["systems"].get("hacluster") else {}
     print(table({**doc, "ratios": doc["ratios"]["keepalived_tuned_over_hacluster_median"]},
                 faults), file=sys.stderr)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"JSON written to {a.json_out}")
-    print(json.dumps(doc))
-    return 130 if doc.get("interrupted") else 0
+    return emit(doc, a.json_out)
 
 
 if __name__ == "__main__":

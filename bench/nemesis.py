@@ -54,7 +54,6 @@ Prints the table on stderr and the JSON document as the last line of stdout (and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -68,6 +67,7 @@ from typing import Any
 from _labkit import (
     FAILURES,
     BenchError,
+    emit,
     foreign_labs,
     interrupt_on_sigterm,
     log,
@@ -438,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["faults"] = {f: summarize(raw[f]) for f in faults if f in raw}
     doc["duration_s"] = round(time.monotonic() - t0, 1)
     print(table(doc["faults"]), file=sys.stderr)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"JSON written to {a.json_out}")
-    print(json.dumps(doc))
-    return 130 if doc.get("interrupted") else 0
+    return emit(doc, a.json_out)
 
 
 if __name__ == "__main__":
