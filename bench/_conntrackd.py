@@ -26,7 +26,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from _labkit import POLL_S, BenchError, pids_by_comm
+from _labkit import POLL_S, BenchError, kill_and_reap, pids_by_comm
 from _systems import KeepalivedSystem
 
 from hacluster.lab.lab import Lab, LabNode
@@ -184,11 +184,5 @@ class KeepalivedConntrackdSystem(KeepalivedSystem):
         super().stop()
         for n in self.lab.nodes:
             signal_pids(pids_by_comm(n.netns, "conntrackd"), signal.SIGKILL)
-        for p in self.syncd.values():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_and_reap(self.syncd.values())
         self.syncd.clear()

@@ -58,6 +58,17 @@ def emit(doc: dict[str, Any], json_out: str | None) -> int:
     return 130 if doc.get("interrupted") else 0
 
 
+def kill_and_reap(procs: Any) -> None:
+    """SIGKILL each Popen still running and wait for it (at most 5 s each)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def interrupt_on_sigterm() -> None:
     """SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` tears the labs
     down."""

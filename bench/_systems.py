@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _labkit import POLL_S, BenchError, pids_by_comm
+from _labkit import POLL_S, BenchError, kill_and_reap, pids_by_comm
 
 from hacluster.ha.loop import log as _loop_log
 from hacluster.lab.lab import Lab, LabNode, cli_argv
@@ -325,13 +325,7 @@ class KeepalivedSystem(System):
         """SIGKILL every keepalived of the lab (it would leave its VIP behind: delete it)."""
         for n in self.lab.nodes:
             signal_pids(self.pids(n), signal.SIGKILL)
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_and_reap(self.procs.values())
         for n in self.lab.nodes:
             try:
                 wait_until(lambda n=n: not self.pids(n), 5, f"{n.name}: keepalived gone",
