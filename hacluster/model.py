@@ -67,6 +67,7 @@ class Member:
     address: str
     raft_port: int
     grpc_port: int
+    voter: bool = True  # False: a non-voting member (pysyncobj read-only node)
 
     @property
     def raft_endpoint(self) -> str:
