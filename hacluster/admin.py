@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import functools
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ from hacluster.model import (
     SyncStatus,
 )
 from hacluster.tls import ACT_ROLES, READ_ROLES, Authority
+
+_MEMBER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # config_spec.MemberSpec.id
 
 __all__ = ["AdminBindError", "AdminService", "serve_admin", "start_admin", "status_to_pb"]
 
@@ -96,7 +99,8 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
             pv.claimed_at_unix_ms = v.claimed_at_unix_ms
     for m in st.members:
         pm = reply.members.add(id=m.id, address=m.address, is_self=m.is_self,
-                               connected=m.connected, admin_address=m.admin_address)
+                               connected=m.connected, admin_address=m.admin_address,
+                               non_voter=m.non_voter)
         if m.last_ack_ms is not None:
             pm.last_ack_ms = m.last_ack_ms
     if st.connection_sync is not None:
@@ -219,9 +223,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  backends_provider: Callable[[str | None], BackendsStatus] | None = None,
                  actions: Any = None,
                  failover: Callable[[str | None, bool, float], Any] | None = None,
-                 events: EventLog | None = None, audit: Any = None):
+                 events: EventLog | None = None, audit: Any = None, membership: Any = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
-        weight), each returning (detail, generation) or raising errors.Refused."""
+        weight), each returning (detail, generation) or raising errors.Refused. membership: a
+        ha.members.MembershipChanges (add, remove, replace, set_voter)."""
+        self._membership = membership
         self._status_provider = status_provider
         self._members_provider = members_provider
         self._checks_provider = checks_provider
@@ -316,6 +322,36 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         detail, gen = self._act(context, action, {"on": request.on},
                                 lambda: self._actions.maintenance(request.on))
         return admin_pb2.MaintenanceReply(detail=detail, generation=gen)
+
+    @_guarded(ACT_ROLES)
+    def ChangeMembers(self, request: admin_pb2.ChangeMembersRequest,
+                      context: grpc.ServicerContext) -> admin_pb2.ChangeMembersReply:
+        if self._membership is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not change membership")
+        m, r, steps = self._membership, request, []
+        say = steps.append
+        ops: dict[str, Callable[[], str]] = {
+            "add": lambda: m.add(r.node, r.address, r.raft_port, r.grpc_port, not r.non_voter,
+                                 r.allow_even, say),
+            "remove": lambda: m.remove(r.node, r.allow_even, say),
+            "replace": lambda: m.replace(r.node, r.new_node, r.address, r.raft_port, r.grpc_port,
+                                         r.allow_even, say),
+            "promote": lambda: m.set_voter(r.node, True, r.allow_even, say),
+            "demote": lambda: m.set_voter(r.node, False, r.allow_even, say),
+        }
+        if r.op not in ops:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"op must be one of {', '.join(ops)}, got {r.op[:32]!r}")
+        for name in ("node", "new_node") if r.op == "replace" else ("node",):
+            if not _MEMBER_ID.fullmatch(getattr(r, name)):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a member id (1-63 of "
+                              f"A-Z a-z 0-9 _ . -), got {getattr(r, name)[:64]!r}")
+        args = {k: v for k, v in (("node", r.node), ("new_node", r.new_node), ("address", r.address),
+                                  ("raft_port", r.raft_port), ("grpc_port", r.grpc_port),
+                                  ("non_voter", r.non_voter), ("allow_even", r.allow_even)) if v}
+        detail = self._act(context, f"members {r.op}", args, ops[r.op], describe=str)
+        return admin_pb2.ChangeMembersReply(detail=detail, steps=steps,
+                                            members_generation=m.raft.state.members_generation)
 
     @_guarded(READ_ROLES)
     def Events(self, request: admin_pb2.EventsRequest,

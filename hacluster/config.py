@@ -330,7 +330,9 @@ def _sync_settings(spec: ConfigSpec) -> SyncSettings:
     me = next(m for m in spec.members if m.id == spec.node_id)
     return SyncSettings(
         mode=c.mode, interface=c.interface or (spec.vips[0].interface if spec.vips else ""),
-        address=me.address, peers=tuple(m.address for m in spec.members if m.id != spec.node_id),
+        # among voters only: only a voter can ever hold the VIPs and need the flows
+        address=me.address, peers=tuple(m.address for m in spec.members
+                                         if m.id != spec.node_id and m.voter) if me.voter else (),
         transport=c.transport, port=c.port, multicast_group=c.multicast_group,
         commit_timeout=c.commit_timeout_ms / 1000)
 

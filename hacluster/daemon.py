@@ -47,12 +47,13 @@ class StartupError(Exception):
 
 class Daemon:
     def __init__(self, config: Config, secret: str, notifier: Notifier):
-        from hacluster import clock
+        from hacluster import clock, roster
         from hacluster.actions import AdminActions
         from hacluster.admin import AdminService
         from hacluster.agent import Agent
         from hacluster.consensus.raft import RaftNode
         from hacluster.events import EventLog
+        from hacluster.ha.members import MembershipChanges
         from hacluster.hostops.netlink import NetlinkHostOps
         from hacluster.metrics import FailoverHistogram, Timings
         from hacluster.sdnotify import WatchdogPinger
@@ -60,6 +61,12 @@ class Daemon:
 
         self.config = config
         self.notifier = notifier
+        try:  # the membership last seen committed replaces the file's (the file only seeds)
+            said = roster.load(config)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        if said:
+            log.info("%s", said)
         self.tls = _load_tls(config)
         self.audit = _open_audit(config)
         self.failovers, self.timings = FailoverHistogram(), Timings()
@@ -74,11 +81,17 @@ class Daemon:
                            watchdog=WatchdogPinger(notifier, clock.now), events=events, sync=self.sync)
         self.runner, self.feed = _make_health(config, self.raft, self.membership)
         views = self.agent.views
+        actions = AdminActions(config, self.raft)
+        self.changes = MembershipChanges(config, self.raft,
+                                         drain=lambda node, undo: actions.drain(node, undo, False))
         self.admin = AdminService(
             views.status, Authority(config.cluster), members_provider=views.members_status,
             checks_provider=views.checks_status, backends_provider=views.backends_status,
-            actions=AdminActions(config, self.raft), failover=self.agent.failover.run,
-            events=self.agent.events, audit=self.audit)
+            actions=actions, failover=self.agent.failover.run,
+            events=self.agent.events, audit=self.audit, membership=self.changes)
+        self.roster = roster.Roster(config, self.raft, events, self._membership_listeners(),
+                                    on_self_change=self._self_changed)
+        self.restart_reason: str | None = None  # set when our own role changed (roster)
         self.guard_stop = threading.Event()
         self.server: Any = None
         self.raft_guard: Any = None
@@ -98,6 +111,7 @@ class Daemon:
                          ListenerWatch(self.raft.listener_up, c.me.raft_port, self.agent.events))
         self.sync.start()  # before Raft: the flows of the holder arrive before we may claim
         self.raft.start()
+        self.roster.start()  # follows (and first seeds) the committed membership
         self.membership.start()  # joins (push-pull with a peer) from its own thread
         self.runner.start()
         self.feed.start()
@@ -125,10 +139,41 @@ class Daemon:
         loop.run()
         loop.shutdown()
 
+    def _membership_listeners(self) -> list[Callable[[Any], None]]:
+        """The parts that keep their own copy of the membership, told when it changes."""
+        c = self.config
+
+        def gossip(members: Any) -> None:
+            endpoints = {m.id: m.grpc_endpoint for m in members}
+            self.membership.set_peers(endpoints)
+            self.gossip_service.set_members(endpoints)
+
+        def guard(members: Any) -> None:
+            if self.raft_guard is not None:
+                self.raft_guard.apply([(m.id, m.address) for m in members], c.me.raft_port, c.me.address)
+                log.info("raft guard: port %d accepts %d member address(es)", c.me.raft_port,
+                         len({m.address for m in members}))
+
+        def sync(members: Any) -> None:
+            me = next((m for m in members if m.id == c.node_id), None)
+            if hasattr(self.sync, "set_peers") and me is not None and me.voter:
+                self.sync.set_peers(tuple(m.address for m in members if m.voter and m.id != c.node_id))
+
+        return [gossip, guard, sync]
+
+    def _self_changed(self, why: str) -> None:
+        """Removed, promoted or demoted: stop the loop (it releases what it holds); main()
+        restarts the agent in its new role, or exits when removed."""
+        log.warning("membership: %s: the agent %s", why,
+                    "stops" if "removed" in why else "restarts its Raft in the new role")
+        self.restart_reason = why
+        self.agent.loop.stop()
+
     def stop(self) -> None:
         """Stop every part after run(): listeners first, the data plane (which carries the
         clients' flows) and the host last. One step failing does not stop the rest."""
-        for step, fn in (("metrics", lambda: self.metrics_server and self.metrics_server.stop()),
+        for step, fn in (("roster", self.roster.stop),
+                         ("metrics", lambda: self.metrics_server and self.metrics_server.stop()),
                          ("health feed", self.feed.stop), ("checks", self.runner.stop),
                          # peers mark us LEFT: our backends go down at once
                          ("gossip leave", lambda: self.membership.leave(LEAVE_TIMEOUT_S)),
@@ -249,8 +294,10 @@ def _make_sync(config: Config, dataplane: Any, events: Any) -> Any:
         why = "conntrackd is not installed (Debian: apt install conntrackd)"
         if s.mode == "on":
             raise StartupError(str(ConfigError(config.source, [f"conntrack_sync: on, but {why}"])))
+    elif not config.me.voter:
+        why = "a non-voter never holds the VIPs"
     elif not s.peers:
-        why = "no other member to sync with"
+        why = "no other voter to sync with"
     elif s.mode == "auto" and not config.services:
         why = "no services are balanced here"
     elif s.mode == "auto" and dataplane is not None and dataplane.name != "nftables":
@@ -324,8 +371,6 @@ def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Ev
     """Every LISTENER_CHECK_S, check that Raft listens (ListenerWatch); every GUARD_CHECK_S,
     put the guard back (if there is one) when something removed it (a firewall reload with
     `flush ruleset` does), loudly."""
-    members = [(m.id, m.address) for m in config.members]
-
     def loop() -> None:
         guard_at = time.monotonic() + GUARD_CHECK_S
         while not stop.wait(LISTENER_CHECK_S):
@@ -337,6 +382,7 @@ def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Ev
                 continue
             guard_at = time.monotonic() + GUARD_CHECK_S
             try:
+                members = [(m.id, m.address) for m in config.members]  # the committed ones, now
                 if guard.ensure(members, config.me.raft_port, config.me.address):
                     log.warning("raft guard was missing or changed (firewall reload?): applied again")
                     events.add("agent", "raft port guard was missing: applied again")
@@ -443,7 +489,14 @@ def main(argv: list[str] | None = None) -> int:
         daemon.run()
     finally:
         daemon.stop()
-    log.info("stopped")
+    why = daemon.restart_reason
+    if why is not None and "removed" not in why:
+        import os
+
+        log.warning("restarting: %s", why)
+        os.execv(sys.executable, [sys.executable, "-m", "hacluster.daemon",
+                                  *(sys.argv[1:] if argv is None else argv)])
+    log.info("stopped%s", f" ({why})" if why else "")
     return 0
 
 

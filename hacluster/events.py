@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CAPACITY = 1000
-KINDS = ("leader", "vip", "health", "table", "failover", "admin", "agent")
+KINDS = ("leader", "vip", "health", "table", "failover", "admin", "agent", "members")
 
 
 @dataclass(frozen=True)

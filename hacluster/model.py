@@ -149,6 +149,7 @@ class MemberStatus:
     connected: bool  # Raft TCP link up (always True for self)
     last_ack_ms: float | None  # leader only: age of the newest acknowledged heartbeat
     admin_address: str = ""  # its admin API host:port
+    non_voter: bool = False  # a non-voting member (issue 16); connected = gossip sees it alive
 
 
 @dataclass(frozen=True)

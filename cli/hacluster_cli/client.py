@@ -100,7 +100,8 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
                    for v in reply.vips),
         members=tuple(
             MemberStatus(m.id, m.address, m.is_self, m.connected,
-                         m.last_ack_ms if m.HasField("last_ack_ms") else None, m.admin_address)
+                         m.last_ack_ms if m.HasField("last_ack_ms") else None, m.admin_address,
+                         m.non_voter)
             for m in reply.members),
         sentence=reply.sentence, commit_index=reply.commit_index,
         last_applied=reply.last_applied, epoch_term=reply.epoch_term,

@@ -1,4 +1,4 @@
-"""`hacluster lab up|status|down|demo`: the network-namespace lab on this machine (root)."""
+"""`hacluster lab up|add|remove|status|down|demo`: the network-namespace lab on this machine (root)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 
 import click
 
-from hacluster.lab.lab import Lab, LabError, cli_argv, load_description, teardown
+from hacluster.lab.grow import add_server, remove_server
+from hacluster.lab.lab import MAX_NODES, Lab, LabError, cli_argv, load_description, teardown
 
 NAME_HELP = "lab name: prefix of every namespace and file (1-8 letters/digits)"
 
@@ -36,7 +37,7 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9),
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, MAX_NODES),
               help="number of servers")
 @click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
 @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for a VIP holder")
@@ -46,7 +47,10 @@ def lab() -> None:
               help="how the VIP's services balance over every server's backend (maglev: every "
                    "server maps a flow to the same backend); none: the VIP holder's own backend "
                    "answers alone")
-def up(nodes: int, name: str, timeout: float, balance: str) -> None:
+@click.option("--voters", type=click.IntRange(1, MAX_NODES), default=None, metavar="K",
+              help="only the first K servers vote in Raft; the others are non-voting members "
+                   "(default: all vote)")
+def up(nodes: int, name: str, timeout: float, balance: str, voters: int | None) -> None:
     """Build the lab, start an agent and an HTTP backend on every server, wait for a holder.
 
     The last line of stdout is the lab's JSON description (DESIGN.md §7).
@@ -55,11 +59,12 @@ def up(nodes: int, name: str, timeout: float, balance: str) -> None:
     Examples:
       hacluster lab up
       hacluster lab up --name ward --balance round-robin
+      hacluster lab up --nodes 9 --voters 3
     """
     _need_root()
     try:
         lab_ = Lab(name, nodes, balance=balance != "none",
-                   algorithm=balance if balance != "none" else "round-robin")
+                   algorithm=balance if balance != "none" else "round-robin", voters=voters)
         _progress(f"lab {name}: {nodes} servers on {lab_.net}.0/24, VIP {lab_.vip}; building...")
         desc = lab_.up(wait_s=timeout)
     except LabError as e:
@@ -123,6 +128,51 @@ def _agent_status(node: dict) -> dict | None:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
         return None
+
+
+@lab.command("add")
+@click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
+@click.option("--non-voter", is_flag=True, help="join as a non-voting member")
+def add_cmd(name: str, non_voter: bool) -> None:
+    """Add a server to the running lab: its namespace, backend and agent, joined with the
+    real `hacluster members add` (then every agent reloads its config: the services gain
+    its backend). The last line of stdout is the lab's JSON description.
+
+    \b
+    Examples:
+      hacluster lab add
+      hacluster lab add --name ward --non-voter
+    """
+    _need_root()
+    try:
+        lab_ = Lab.from_description(load_description(name))
+        node = add_server(lab_, non_voter=non_voter, say=_progress)
+    except LabError as e:
+        raise click.ClickException(str(e)) from None
+    _progress(f"lab {name}: {node.name} ({node.ip}) joined as a {'voter' if node.voter else 'non-voter'}")
+    click.echo(json.dumps(lab_.describe()))
+
+
+@lab.command("remove")
+@click.argument("node", metavar="NODE")
+@click.option("--name", default="hcl", show_default=True, help=NAME_HELP)
+def remove_cmd(node: str, name: str) -> None:
+    """Retire a server of the running lab with the real `hacluster members remove` (drained
+    first; the VIPs move away first if it holds them), then stop it and remove its namespace.
+    The last line of stdout is the lab's JSON description.
+
+    \b
+    Example:
+      hacluster lab remove n2 --name ward
+    """
+    _need_root()
+    try:
+        lab_ = Lab.from_description(load_description(name))
+        remove_server(lab_, node, say=_progress)
+    except LabError as e:
+        raise click.ClickException(str(e)) from None
+    _progress(f"lab {name}: {node} removed")
+    click.echo(json.dumps(lab_.describe()))
 
 
 @lab.command()

@@ -21,6 +21,7 @@ from hacluster.config import ConfigError, load_config
 from hacluster.endpoints import parse_hostport
 from hacluster.model import TlsFiles
 from hacluster.tls import TlsError, load_tls
+from hacluster_cli import members_cmd
 from hacluster_cli.audit_cmd import audit
 from hacluster_cli.certs_cmd import certs
 from hacluster_cli.client import (
@@ -250,11 +251,12 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
                         tty=sys.stdout.isatty(), as_json=as_json))
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @_agent_options
 def members(conn: dict[str, Any],
             as_json: bool, timeout: float) -> None:
-    """List the members as the agent's health gossip sees them.
+    """List the members as the agent's health gossip sees them; change them (add, remove,
+    replace, promote, demote: see `hacluster members add --help`).
 
     One line per member: gossip state (alive, SUSPECT, DEAD, LEFT) and incarnation, its Raft
     role as this agent sees it, how many of its health checks pass, its load, and when this
@@ -266,8 +268,13 @@ def members(conn: dict[str, Any],
       hacluster members --config /etc/hacluster/hacluster.yaml
       hacluster members --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
     """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     ms = _ask(conn, lambda t, k: fetch_members(t, k, timeout))
     click.echo(json.dumps(to_dict(ms)) if as_json else render_members(ms))
+
+
+members_cmd.register(members, _agent_options, _ask)
 
 
 @cli.command()

@@ -100,20 +100,22 @@ class VipStatus(_message.Message):
     def __init__(self, address: _Optional[str] = ..., prefixlen: _Optional[int] = ..., interface: _Optional[str] = ..., held: _Optional[bool] = ..., claimed_at_unix_ms: _Optional[float] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
-    __slots__ = ("id", "address", "is_self", "connected", "last_ack_ms", "admin_address")
+    __slots__ = ("id", "address", "is_self", "connected", "last_ack_ms", "admin_address", "non_voter")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IS_SELF_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_ACK_MS_FIELD_NUMBER: _ClassVar[int]
     ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NON_VOTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     is_self: bool
     connected: bool
     last_ack_ms: float
     admin_address: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ..., last_ack_ms: _Optional[float] = ..., admin_address: _Optional[str] = ...) -> None: ...
+    non_voter: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ..., last_ack_ms: _Optional[float] = ..., admin_address: _Optional[str] = ..., non_voter: _Optional[bool] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()
@@ -355,6 +357,36 @@ class Event(_message.Message):
     text: str
     fields: _containers.ScalarMap[str, str]
     def __init__(self, seq: _Optional[int] = ..., at_unix_ms: _Optional[float] = ..., node: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ChangeMembersRequest(_message.Message):
+    __slots__ = ("op", "node", "new_node", "address", "raft_port", "grpc_port", "non_voter", "allow_even")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NEW_NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_PORT_FIELD_NUMBER: _ClassVar[int]
+    GRPC_PORT_FIELD_NUMBER: _ClassVar[int]
+    NON_VOTER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_EVEN_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    node: str
+    new_node: str
+    address: str
+    raft_port: int
+    grpc_port: int
+    non_voter: bool
+    allow_even: bool
+    def __init__(self, op: _Optional[str] = ..., node: _Optional[str] = ..., new_node: _Optional[str] = ..., address: _Optional[str] = ..., raft_port: _Optional[int] = ..., grpc_port: _Optional[int] = ..., non_voter: _Optional[bool] = ..., allow_even: _Optional[bool] = ...) -> None: ...
+
+class ChangeMembersReply(_message.Message):
+    __slots__ = ("detail", "steps", "members_generation")
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    steps: _containers.RepeatedScalarFieldContainer[str]
+    members_generation: int
+    def __init__(self, detail: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., members_generation: _Optional[int] = ...) -> None: ...
 
 class MaintenanceRequest(_message.Message):
     __slots__ = ("on",)

@@ -77,6 +77,11 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.FromString,
                 _registered_method=True)
+        self.ChangeMembers = channel.unary_unary(
+                '/hacluster.v1.Admin/ChangeMembers',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.ChangeMembersRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.ChangeMembersReply.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/hacluster.v1.Admin/Events',
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
@@ -155,6 +160,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeMembers(self, request, context):
+        """Change the committed membership (issue 16): add, remove, replace, promote, demote.
+        Served by the leader only (FAILED_PRECONDITION names the leader otherwise; the CLI
+        sends it there, and moves leadership first when the leader itself is removed). One
+        change at a time; refused with the reason when there is no quorum, the voter count
+        would be even without allow_even, or a removal would lose quorum.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """This agent's event timeline (leader changes, VIP claims and releases with durations,
         health verdicts, table generations, failovers, admin actions): the events after
@@ -207,6 +223,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Maintenance,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.SerializeToString,
+            ),
+            'ChangeMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembers,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.ChangeMembersRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.ChangeMembersReply.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -433,6 +454,33 @@ class Admin:
             '/hacluster.v1.Admin/Maintenance',
             hacluster_dot_v1_dot_admin__pb2.MaintenanceRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.MaintenanceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/ChangeMembers',
+            hacluster_dot_v1_dot_admin__pb2.ChangeMembersRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.ChangeMembersReply.FromString,
             options,
             channel_credentials,
             insecure,

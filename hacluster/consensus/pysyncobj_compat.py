@@ -250,7 +250,7 @@ class HookedSyncObj(SyncObj):
     pickled, and loading one sets them, replacing the objects.
     """
 
-    def __init__(self, hooks: Hooks, self_addr: str, others: list[str], conf: SyncObjConf,
+    def __init__(self, hooks: Hooks, self_addr: str | None, others: list[str], conf: SyncObjConf,
                  replicated_attrs: tuple[str, ...] = (), limits: Limits = LIMITS,
                  journal: Journal | None = None):
         missing = [name for name in replicated_attrs if name not in vars(self)]
@@ -319,6 +319,20 @@ class SyncObjSeam(Generic[S]):
 
     def is_connected(self, node: Node) -> bool:
         return self.obj.isNodeConnected(node)
+
+    def readonly_count(self) -> int:
+        """How many non-voting (read-only) members are connected to us (public readonlyNodes)."""
+        return len(self.obj.readonlyNodes)
+
+    def add_voter(self, address: str, callback: Callable[[Any, int], None]) -> None:
+        """Leader: append the Raft membership entry that adds `address` as a voter (public
+        addNodeToCluster; pysyncobj takes one change at a time and applies it when appended,
+        Raft's single-server change). callback(_, err) on the tick thread, err 0 = committed."""
+        self.obj.addNodeToCluster(address, callback=callback)
+
+    def remove_voter(self, address: str, callback: Callable[[Any, int], None]) -> None:
+        """Leader: the membership entry that removes voter `address` (removeNodeFromCluster)."""
+        self.obj.removeNodeFromCluster(address, callback=callback)
 
     def transfer_leadership(self, address: str | None, callback: Callable[[Any, int], None]) -> None:
         """Leader only: send timeout_now to `address` (or the best follower); callback(_, err)."""

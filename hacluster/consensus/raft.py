@@ -42,6 +42,7 @@ from hacluster import clock
 from hacluster.config import Config
 from hacluster.consensus.acklag import AckLag
 from hacluster.consensus.diskguard import Disk, DiskGuard, DurableJournal
+from hacluster.consensus.members import change_voters
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
     FOLLOWER,
@@ -52,8 +53,9 @@ from hacluster.consensus.pysyncobj_compat import (
     SyncObjSeam,
     replicated,
 )
+from hacluster.consensus.raftview import consensus_view
 from hacluster.consensus.state import ReplicatedState, Result, encode
-from hacluster.model import ConsensusView, PeerLink, Role
+from hacluster.model import ConsensusView, Role
 
 log = logging.getLogger("hacluster.raft")
 
@@ -84,7 +86,7 @@ class _Syncer(HookedSyncObj):
     one in a dump that pysyncobj loads (at its first tick, or from a leader's snapshot).
     """
 
-    def __init__(self, hooks: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf,
+    def __init__(self, hooks: RaftNode, self_addr: str | None, others: list[str], conf: SyncObjConf,
                  journal: DurableJournal | None = None):
         # Before SyncObj.__init__: its tick thread may replay the journal into apply() at once.
         # Declared as replicated state, or a log compaction would lose it (invariant I2).
@@ -113,8 +115,7 @@ class RaftNode:
         t = config.timing
         self.lease_s = t.lease
         self.election_min = t.election_min
-        self._by_addr = {m.raft_endpoint: m.id for m in config.members}
-        self._n = len(config.members)
+        self._addr_of: tuple[Any, dict[str, str]] = ((), {})  # _by_addr's cache
         # written on the tick thread, read anywhere
         self.echo_ts: float | None = None
         self.lease_expiry = 0.0
@@ -145,6 +146,38 @@ class RaftNode:
         self.after_tick = self._disk.after_tick  # Hooks.after_tick
         self._started = threading.Event()
 
+    # ------------------------------------------------------------ membership (issue 16)
+
+    @property
+    def _by_addr(self) -> dict[str, str]:
+        """Raft endpoint -> member id, of the committed membership (config.members, which the
+        roster replaces whole when it changes: rebuilt only then)."""
+        members = self.config.members
+        if self._addr_of[0] is not members:
+            self._addr_of = (members, {m.raft_endpoint: m.id for m in members})
+        return self._addr_of[1]
+
+    @property
+    def readonly(self) -> bool:
+        """A non-voting member: pysyncobj's read-only node (it never votes, elects or leads)."""
+        me = self.config.member(self.config.node_id)
+        return me is not None and not me.voter
+
+    @property
+    def _n(self) -> int:
+        """The voters in Raft's current configuration: pysyncobj's, which follows membership
+        entries as they are appended (Raft's single-server change), us included."""
+        s = self._sync
+        if s is None:
+            return len(self.config.voters)
+        return len(s.other_nodes()) + (0 if self.readonly else 1)
+
+    def _voter(self, peer: str) -> bool:
+        m = self.config.member(peer) if peer else None
+        return m is not None and m.voter
+
+    change_voters = change_voters  # (add, member, address, done): consensus/members.py
+
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
@@ -164,7 +197,7 @@ class RaftNode:
             journalFile=str(data / "raft.journal"),
             fullDumpFile=str(data / "raft.dump"),
             useFork=False,  # forking beside gRPC threads is unsafe
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,  # members add/remove (issue 16)
             onStateChanged=self._on_state_changed,
             bindAddress=f"{self.config.me.address}:{self.config.me.raft_port}",
         )
@@ -173,8 +206,9 @@ class RaftNode:
         self._last_leader_contact = _now()
         self.agent_beat = _now()
         journal = self._disk.open(data, t.election_max)
-        self._sync = SyncObjSeam(_Syncer(self, self.config.me.raft_endpoint,
-                                         [m.raft_endpoint for m in self.config.peers], conf, journal))
+        me = None if self.readonly else self.config.me.raft_endpoint  # None: read-only node
+        self._sync = SyncObjSeam(_Syncer(self, me, [m.raft_endpoint for m in self.config.peers if m.voter],
+                                         conf, journal))
         self._started.set()
 
     def stop(self) -> None:
@@ -247,7 +281,7 @@ class RaftNode:
         election sets pysyncobj's deadline to 0.
         """
         s = self._sync
-        if s is None or s.is_leader():
+        if s is None or s.is_leader() or self.readonly:
             return
         deadline = s.election_deadline()
         if deadline != HELD:  # pysyncobj (re)armed its timer since the last tick
@@ -355,7 +389,8 @@ class RaftNode:
             return True
         if kind == "next_node_idx":
             ts = message.get("hc_ts")
-            if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since:
+            # only a voter's ack counts for the lease (a read-only node's is no vote)
+            if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since and self._voter(peer):
                 if ts > self._acks.get(peer, 0.0):
                     self._ack_lag.ack(peer, now - self._acks.get(peer, self.leader_since), now)
                     self._acks[peer] = ts
@@ -374,7 +409,8 @@ class RaftNode:
             self._answer_prevote(node, message, now)
             return True
         if kind == "hc_prevote_resp":
-            if message.get("round") == self._prevote_round and message.get("granted"):
+            if message.get("round") == self._prevote_round and message.get("granted") \
+                    and self._voter(peer):
                 self._prevote_grants.add(peer)
                 if len(self._prevote_grants) + 1 > self._n // 2:
                     self._prevote_passed = True
@@ -557,44 +593,5 @@ class RaftNode:
         return self._sync.obj._state
 
     def view(self) -> ConsensusView:
-        s = self._sync
-        now = _now()
-        if s is None:
-            return ConsensusView(Role.STOPPED, 0, None, False, 0.0, False, False, False, 0, 0)
-        is_leader = s.is_leader()
-        state = s.raft_state()
-        term = s.term
-        leader = self._by_addr.get(s.leader_address() or "", None)
-        remaining = max(0.0, self.lease_expiry - now) if is_leader else 0.0
-        # A peer that has not acked since we became leader has been silent at least that
-        # long: a dead old leader's backends need not wait for gossip's dead verdict.
-        tcp = self._tcp_silence
-        peers = tuple(
-            PeerLink(m.id, m.raft_endpoint, self._connected(m.raft_endpoint),
-                     (now - self._acks.get(m.id, self.leader_since)) if is_leader else None,
-                     tcp.get(m.id) if is_leader else None)
-            for m in self.config.peers
-        )
-        connected = sum(1 for p in peers if p.connected) + 1
-        return ConsensusView(
-            role=self._role_of(state),
-            term=term,
-            leader=leader,
-            lease_ok=is_leader and now < self.lease_expiry,
-            lease_remaining_s=min(remaining, 3600.0),
-            epoch_applied=is_leader and self._epoch_term_applied >= term,
-            won_by_transfer=self.won_by_transfer,
-            has_quorum=(is_leader and now < self.lease_expiry) or connected > self._n // 2,
-            commit_index=s.commit_index,
-            last_applied=s.last_applied,
-            peers=peers, disk_problem=self._disk.problem, journal_write_errors=self._disk.write_errors,
-        )
-
-    def _connected(self, endpoint: str) -> bool:
-        s = self._sync
-        assert s is not None
-        for node in s.other_nodes():
-            if getattr(node, "address", None) == endpoint:
-                return s.is_connected(node)
-        return False
+        return consensus_view(self)
 

@@ -21,7 +21,9 @@ lagged cannot name the wrong server.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ COMMAND_VERSION = 1
 MAX_PAYLOAD = 64 * 1024
 MAX_HEALTH_KEYS = 1024
 MAX_REJOINED = 64
+_MEMBER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # config_spec.MemberSpec.id
 
 
 class CommandError(ValueError):
@@ -86,6 +89,11 @@ class ReplicatedState:
     # Members suspected by election -> the term whose epoch suspected them: their backends
     # are DOWN in every table until a health command lists them as rejoined.
     suspects: dict[str, int] = field(default_factory=dict)
+    # The committed membership (issue 16): id -> {address, raft_port, grpc_port, voter}.
+    # Empty until the first leader seeds it from its config file (members_seed); from then on
+    # only member_set / member_del change it. members_generation counts those changes.
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members_generation: int = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A dump written by an older version lacks the newer fields: give them defaults
@@ -97,7 +105,9 @@ class ReplicatedState:
         return {"epoch_term": self.epoch_term, "epoch_node": self.epoch_node,
                 "epochs": self.epochs, "generation": self.generation,
                 "flags": dict(self.flags), "refused": self.refused, "health": dict(self.health),
-                "table_generation": self.table_generation, "suspects": dict(self.suspects)}
+                "table_generation": self.table_generation, "suspects": dict(self.suspects),
+                "members": {k: dict(v) for k, v in self.members.items()},
+                "members_generation": self.members_generation}
 
     def apply(self, payload: bytes) -> Result:
         try:
@@ -237,6 +247,96 @@ class ReplicatedState:
         return Result(True, f"table generation {self.table_generation}", self.generation)
 
 
+    def _members_seed(self, cmd: dict[str, Any]) -> Result:
+        """The config file's members, once: only while no membership was ever committed."""
+        members = cmd.get("members")
+        if self.members_generation:
+            return Result(True, "membership already seeded", self.generation)
+        if not isinstance(members, dict) or not members or len(members) > MAX_MEMBERS:
+            raise CommandError(f"members_seed.members must be an object of 1-{MAX_MEMBERS} members")
+        checked = {node: member_record(node, m) for node, m in members.items()}
+        no_clash(checked)
+        self.members = checked
+        self.members_generation += 1
+        self.generation += 1
+        return Result(True, f"membership seeded: {', '.join(sorted(checked))}", self.generation)
+
+    def _member_set(self, cmd: dict[str, Any]) -> Result:
+        """Add a member or change one (its voter flag), compare-and-set on members_generation."""
+        node, expect = _str(cmd, "node"), _int(cmd, "expect_members_generation")
+        if expect != self.members_generation:
+            raise CommandError(f"stale membership generation {expect}, current is "
+                               f"{self.members_generation}")
+        record = member_record(node, cmd.get("member"))
+        if node not in self.members and len(self.members) >= MAX_MEMBERS:
+            raise CommandError(f"a cluster has at most {MAX_MEMBERS} members")
+        no_clash({**self.members, node: record})
+        old = self.members.get(node)
+        self.members = {**self.members, node: record}
+        self.members_generation += 1
+        self.generation += 1
+        what = "added" if old is None else ("changed" if old != record else "unchanged")
+        kind = "voter" if record["voter"] else "non-voter"
+        return Result(True, f"member {node} {what} ({kind}, {record['address']})", self.generation)
+
+    def _member_del(self, cmd: dict[str, Any]) -> Result:
+        node, expect = _str(cmd, "node"), _int(cmd, "expect_members_generation")
+        if expect != self.members_generation:
+            raise CommandError(f"stale membership generation {expect}, current is "
+                               f"{self.members_generation}")
+        if node not in self.members:
+            raise CommandError(f"{node!r} is not a member")
+        if sum(1 for n, m in self.members.items() if m["voter"] and n != node) == 0:
+            raise CommandError(f"{node} is the last voter")
+        self.members = {n: m for n, m in self.members.items() if n != node}
+        # its verdicts and suspicion go with it
+        self.health = {k: v for k, v in self.health.items() if not k.startswith(node + "/")}
+        self.suspects.pop(node, None)
+        self.members_generation += 1
+        self.generation += 1
+        return Result(True, f"member {node} removed", self.generation)
+
+
+MAX_MEMBERS = 256
+
+
+def member_record(node: str, m: Any) -> dict[str, Any]:
+    """One member's committed record, checked: {address, raft_port, grpc_port, voter}."""
+    if not isinstance(node, str) or not _MEMBER_ID.fullmatch(node):
+        raise CommandError(f"member id {node!r} must be 1-63 of A-Z a-z 0-9 _ . - (not first)")
+    if not isinstance(m, dict):
+        raise CommandError(f"member {node}: must be an object")
+    address, voter = m.get("address"), m.get("voter", True)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise CommandError(f"member {node}: address must be an IP address, got {address!r}") from None
+    ports = []
+    for key in ("raft_port", "grpc_port"):
+        v = m.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
+            raise CommandError(f"member {node}: {key} must be 1-65535, got {v!r}")
+        ports.append(v)
+    if ports[0] == ports[1]:
+        raise CommandError(f"member {node}: raft_port and grpc_port must differ")
+    if not isinstance(voter, bool):
+        raise CommandError(f"member {node}: voter must be true or false")
+    return {"address": address, "raft_port": ports[0], "grpc_port": ports[1], "voter": voter}
+
+
+def no_clash(members: Mapping[str, Mapping[str, Any]]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for node, m in sorted(members.items()):
+        for key in ("raft_port", "grpc_port"):
+            endpoint = (str(ipaddress.ip_address(m["address"])), m[key])
+            if endpoint in seen and seen[endpoint] != node:
+                raise CommandError(f"{endpoint[0]}:{endpoint[1]} is already used by member "
+                                   f"{seen[endpoint]}")
+            seen[endpoint] = node
+    if not any(m["voter"] for m in members.values()):
+        raise CommandError("a cluster needs at least one voter")
+
+
 def suspects_down(table: dict[str, Any], suspects: Mapping[str, Any]) -> dict[str, Any]:
     """The table document (dataplane.table.table_to_doc form) with every ACTIVE backend of a
     suspected member DOWN, in every service, whether or not it has a health check. A member's
@@ -276,4 +376,7 @@ _HANDLERS: dict[str, Callable[[ReplicatedState, dict[str, Any]], Result]] = {
     "set_flag": ReplicatedState._set_flag,
     "health": ReplicatedState._health,
     "table": ReplicatedState._table,
+    "members_seed": ReplicatedState._members_seed,
+    "member_set": ReplicatedState._member_set,
+    "member_del": ReplicatedState._member_del,
 }

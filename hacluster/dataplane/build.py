@@ -60,6 +60,8 @@ def build_table(services: Sequence[ServiceSpec], member_addresses: Mapping[str, 
     for svc in services:
         backends = []
         for b in svc.backends:
+            if b.node is not None and b.node not in member_addresses:
+                continue  # not a member (yet, or any more): no backend (issue 16)
             bid = backend_id(b, svc.backend_port)
             address = member_addresses[b.node] if b.node is not None else str(b.address)
             port = b.port or svc.backend_port or 0  # 0: the port the client used

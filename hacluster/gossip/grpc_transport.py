@@ -310,6 +310,11 @@ class GossipService(pb_grpc.GossipServicer):
         self._ping_reqs = threading.BoundedSemaphore(PING_REQ_CONCURRENCY)
         self._tally = _Tally(clock)
 
+    def set_members(self, members: Mapping[NodeId, str]) -> None:
+        """The committed membership changed (issue 16): who may gossip with us, and where a
+        ping-req goes. Replaced whole (one store: handlers read it from gRPC's threads)."""
+        self._members = dict(members)
+
     def stats(self) -> dict[str, int]:
         """records_dropped, metas_dropped, ping_reqs_shed (nacked because too many ran)."""
         return self._tally.counts()

@@ -123,6 +123,25 @@ class Membership(Merger, Runner, Urgent):
         self._joined = False
         self._init_urgent()
 
+    def set_peers(self, peers: dict[NodeId, str]) -> None:
+        """The committed membership changed (issue 16): a new member is known from now on (not
+        yet alive: its first ack or join says so), a removed one is forgotten (no probes, its
+        records refused as from a stranger); a member whose address changed is probed there."""
+        with self._lock:
+            now = self._clock()
+            for node in [n for n in self._members if n != self._id and n not in peers]:
+                del self._members[node]
+                log.info("gossip: %s is no longer a member", node)
+            for node, address in peers.items():
+                if node == self._id:
+                    continue
+                known = self._members.get(node)
+                if known is None:
+                    self._members[node] = Member(node, address, False, now, told=self._stamp())
+                    log.info("gossip: %s (%s) is a member", node, address)
+                elif known.address != address:
+                    self._members[node] = replace(known, address=address)
+
     # ------------------------------------------------------------------ driven steps
 
     def probe_once(self) -> None:
@@ -385,9 +404,9 @@ class Membership(Merger, Runner, Urgent):
                 self._probe_index = 0
                 if not self._probe_order:
                     return None
-            member = self._members[self._probe_order[self._probe_index]]
+            member = self._members.get(self._probe_order[self._probe_index])
             self._probe_index += 1
-            if member.state in LIVE:
+            if member is not None and member.state in LIVE:
                 return member
         return None
 

@@ -95,7 +95,6 @@ class LeaderDuties:
         self._table = Proposer(clock, "table", timings)
         self._table_seen = -1  # the state generation the table was last compared at
         self._contradicted: frozenset[str] = frozenset()
-        self._members_addr = {m.id: m.address for m in config.members}
         self._drained_next_try = 0.0
         self._drained_failures = 0
         self._drained_seen_at: float | None = None  # when this leader was first seen drained
@@ -195,7 +194,7 @@ class LeaderDuties:
         current = state.table_generation
         if maintenance_on(state.flags) and state.table is not None:
             return  # frozen: health is still committed, the table follows it afterwards
-        desired = table_to_doc(build_table(self._config.services, self._members_addr, state.health,
+        desired = table_to_doc(build_table(self._config.services, self._member_addresses(), state.health,
                                            state.flags, current + 1))
         # a member suspected by election is out of every service (state.py's one rule)
         desired = suspects_down(desired, state.suspects)
@@ -203,6 +202,11 @@ class LeaderDuties:
             return
         self._table.submit(self._raft, snap.now, view.term, {
             "type": "table", "term": view.term, "expect_generation": current, "table": desired})
+
+    def _member_addresses(self) -> dict[str, str]:
+        """The committed members' addresses: a backend on a server that is not (or no longer)
+        a member is left out of the table (issue 16)."""
+        return {m.id: m.address for m in self._config.members}
 
     # ----------------------------------------------------------------- drained leader
 

@@ -27,6 +27,7 @@ from hacluster.model import (
     CommittedHealth,
     ConsensusView,
     GossipMemberStatus,
+    GossipState,
     MembersStatus,
     MemberStatus,
     NodeChecks,
@@ -57,11 +58,16 @@ class StatusViews:
         cfg, view, state, rep = self._config, self._raft.view(), self._raft.state, self._report()
         me = cfg.me
         admin = {m.id: m.grpc_endpoint for m in cfg.members}
-        members = [MemberStatus(me.id, me.raft_endpoint, True, True, None, admin[me.id])]
+        members = [MemberStatus(me.id, me.raft_endpoint, True, True, None, admin[me.id], not me.voter)]
         members += [MemberStatus(p.id, p.address, False, p.connected,
                                  None if p.last_ack_age_s is None else p.last_ack_age_s * 1000,
                                  admin.get(p.id, ""))
                     for p in view.peers]
+        # non-voters carry no Raft link of their own (read-only nodes): gossip says if they live
+        alive = {m.node for m in self._gossip.members() if m.state is GossipState.ALIVE} \
+            if self._gossip else set()
+        members += [MemberStatus(m.id, m.raft_endpoint, False, m.id in alive, None, m.grpc_endpoint, True)
+                    for m in cfg.members if not m.voter and m.id != me.id]
         now = self._clock()
         wall_offset = time.time() - now
         claimed = rep.claimed_at
@@ -109,6 +115,9 @@ class StatusViews:
         its heartbeats; a follower knows who leads and whose Raft link is up."""
         if node == view.leader:
             return "leader"
+        m = self._config.member(node)
+        if m is not None and not m.voter:
+            return "non-voter"  # a read-only node: no Raft link of its own to judge by
         if view.leader is None:
             return "unknown"
         if node == self._config.node_id:

@@ -432,8 +432,33 @@ class ConntrackdPairs:
     def __init__(self, settings: SyncSettings, workdir: Path, **kw: object):
         self.settings = settings
         self.dir = Path(workdir)
-        self.members = [Conntrackd(one, self.dir / f"peer-{one.peers[0]}", **kw)  # type: ignore[arg-type]
-                        for one in pair_settings(settings)]
+        self._kw = kw
+        self._started = False
+        self.members = [self._pair(one) for one in pair_settings(settings)]
+
+    def _pair(self, one: SyncSettings) -> Conntrackd:
+        return Conntrackd(one, self.dir / f"peer-{one.peers[0]}", **self._kw)  # type: ignore[arg-type]
+
+    def set_peers(self, peers: tuple[str, ...]) -> None:
+        """The voters changed (issue 16): start a pair for each new peer, stop the pairs of
+        those gone, and restart a pair whose port moved (pair_port numbers the addresses in
+        order: an address that sorts before others shifts their ports). Pairs that did not
+        change keep running and keep their caches."""
+        self.settings = dataclasses.replace(self.settings, peers=tuple(peers))
+        wanted = {one.peers[0]: one for one in pair_settings(self.settings)}
+        keep, stop = [], []
+        for m in self.members:
+            same = wanted.get(m.settings.peers[0]) == m.settings
+            (keep if same else stop).append(m)
+        for m in stop:
+            m.stop()
+        kept = {m.settings.peers[0] for m in keep}
+        new = [self._pair(one) for peer, one in wanted.items() if peer not in kept]
+        if self._started:
+            for m in new:
+                m.start()
+        self.members = keep + new
+        log.info("connection sync: pairs with %s", ", ".join(sorted(wanted)) or "no one")
 
     def status(self) -> SyncStatus:
         each = [m.status() for m in self.members]
@@ -460,10 +485,12 @@ class ConntrackdPairs:
             m.released()
 
     def start(self) -> None:
+        self._started = True
         for m in self.members:
             m.start()
 
     def stop(self, timeout: float = 3.0) -> None:
+        self._started = False
         for m in self.members:
             m.stop(timeout)
 

@@ -44,6 +44,7 @@ from hacluster.lab.netns import (
 
 LAB_ROOT = Path(os.environ.get("HACLUSTER_LAB_ROOT", "/run/hacluster-lab"))
 RAFT_PORT, GRPC_PORT, HTTP_PORT = 7100, 7101, 80
+MAX_NODES = 25  # n1..n25 at NET.11-35 (externals at NET.51-59)
 METRICS_PORT = 9464  # each server's Prometheus metrics, on its own address
 UDP_PORT = 5300  # balanced labs: the UDP service "echo" (each backend answers its name)
 DEFAULT_CHECKS: list[dict[str, Any]] = [
@@ -88,6 +89,8 @@ class LabNode:
     log: Path
     agent: subprocess.Popen[bytes] | None = None
     backend: subprocess.Popen[bytes] | None = None
+    voter: bool = True  # False: a non-voting member (issue 16)
+    agent_pid: int | None = None  # an agent another process started (a lab read from lab.json)
 
     @property
     def admin(self) -> str:
@@ -99,10 +102,12 @@ class Lab:
                  python: str = sys.executable, log_level: str = "info",
                  checks: list[dict[str, Any]] | None = None, gossip: dict[str, int] | None = None,
                  balance: bool = True, algorithm: str = "maglev", dataplane: str = "auto",
-                 externals: int = 0, conntrack_sync: str = "auto"):
+                 externals: int = 0, conntrack_sync: str = "auto", voters: int | None = None):
         check_prefix(prefix)
-        if not 1 <= nodes <= 9:
-            raise LabError(f"--nodes must be 1-9, got {nodes}")
+        if not 1 <= nodes <= MAX_NODES:
+            raise LabError(f"--nodes must be 1-{MAX_NODES}, got {nodes}")
+        if voters is not None and not 1 <= voters <= nodes:
+            raise LabError(f"--voters must be 1-{nodes} (the number of servers), got {voters}")
         self.prefix = prefix
         self.n = nodes
         self.timing = timing or {}
@@ -141,6 +146,38 @@ class Lab:
                     data_dir=self.dir / f"n{i}" / "data", log=self.dir / f"n{i}" / "agent.log")
             for i in range(1, nodes + 1)
         ]
+        for node in self.nodes[voters or nodes:]:  # the first `voters` servers vote
+            node.voter = False
+
+    def params(self) -> dict[str, Any]:
+        """What Lab() was built with (lab.json keeps it: `lab add` builds its server alike)."""
+        return {"timing": self.timing, "log_level": self.log_level, "checks": self.checks,
+                "gossip": self.gossip, "balance": self.balance, "algorithm": self.algorithm,
+                "dataplane": self.dataplane, "conntrack_sync": self.conntrack_sync,
+                "externals": len(self.externals)}
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], python: str = sys.executable) -> Lab:
+        """The Lab of a running lab (lab.json), its agents known by pid."""
+        lab = cls(desc["name"], len(desc["nodes"]), python=python, **desc["params"])
+        lab.nodes = [LabNode(name=n["name"], netns=n["netns"], ip=n["ip"], port=f"v-{n['name']}",
+                             config=Path(n["config"]), data_dir=Path(n["data_dir"]), log=Path(n["log"]),
+                             voter=n.get("voter", True), agent_pid=n.get("agent_pid"))
+                     for n in desc["nodes"]]
+        return lab
+
+    def new_node(self) -> LabNode:
+        i = max(int(n.name[1:]) for n in self.nodes) + 1 if self.nodes else 1
+        if i > MAX_NODES:
+            raise LabError(f"a lab has at most {MAX_NODES} servers (n1..n{MAX_NODES})")
+        return LabNode(name=f"n{i}", netns=f"{self.prefix}-n{i}", ip=f"{self.net}.{10 + i}",
+                       port=f"v-n{i}", config=self.dir / f"n{i}" / "hacluster.yaml",
+                       data_dir=self.dir / f"n{i}" / "data", log=self.dir / f"n{i}" / "agent.log")
+
+    def save_description(self) -> dict[str, Any]:
+        desc = self.describe()
+        (self.dir / "lab.json").write_text(json.dumps(desc, indent=2))
+        return desc
 
     # ------------------------------------------------------------------ build
 
@@ -160,9 +197,7 @@ class Lab:
         except BaseException:
             self.down()
             raise
-        desc = self.describe()
-        (self.dir / "lab.json").write_text(json.dumps(desc, indent=2))
-        return desc
+        return self.save_description()
 
     def _build_network(self) -> None:
         ip("netns", "add", self.sw)
@@ -172,14 +207,18 @@ class Lab:
         hosts = [(n.netns, n.port, n.ip) for n in self.nodes + self.externals]
         hosts.append((self.client_ns, "v-client", self.client_ip))
         for ns, port, addr in hosts:
-            ip("netns", "add", ns)
-            ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.sw)
-            ip("link", "set", port, "master", "br0", "up", ns=self.sw)
-            ip("link", "set", "lo", "up", ns=ns)
-            ip("addr", "add", f"{addr}/24", "dev", "eth0", ns=ns)
-            ip("link", "set", "eth0", "up", ns=ns)
-            # The VIP holder forwards balanced flows to the other servers' backends.
-            run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            self.add_host(ns, port, addr)
+
+    def add_host(self, ns: str, port: str, addr: str) -> None:
+        """A namespace with eth0 at `addr`, plugged into the lab's switch as `port`."""
+        ip("netns", "add", ns)
+        ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.sw)
+        ip("link", "set", port, "master", "br0", "up", ns=self.sw)
+        ip("link", "set", "lo", "up", ns=ns)
+        ip("addr", "add", f"{addr}/24", "dev", "eth0", ns=ns)
+        ip("link", "set", "eth0", "up", ns=ns)
+        # The VIP holder forwards balanced flows to the other servers' backends.
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
     def _write_files(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -194,8 +233,14 @@ class Lab:
         certs.issue(pki, pki, "reader", "lab-reader")
         for n in self.nodes:
             certs.issue(pki, pki, "node", n.name, [n.ip])
-        members = [{"id": n.name, "address": n.ip, "raft_port": RAFT_PORT, "grpc_port": GRPC_PORT}
-                   for n in self.nodes]
+        self.write_configs()
+
+    def write_configs(self) -> None:
+        """Every server's config file, for the servers the lab has now (`lab add` and `lab
+        remove` rewrite them: the members (which only seed a new cluster) and the backends)."""
+        secret, pki = self.dir / "secret", self.pki
+        members = [{"id": n.name, "address": n.ip, "raft_port": RAFT_PORT, "grpc_port": GRPC_PORT,
+                    **({} if n.voter else {"voter": False})} for n in self.nodes]
         backends = [{"node": m.name} for m in self.nodes] + [{"address": x.ip} for x in self.externals]
         for n in self.nodes:
             n.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -367,11 +412,12 @@ class Lab:
                 {"name": "hl7", "vip": self.vip, "port": MLLP_PORT, "proto": "tcp"}] if self.balance else []),
             "dir": str(self.dir),
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip,
-                       "agent_pid": n.agent.pid if n.agent else None,
+                       "agent_pid": n.agent.pid if n.agent else n.agent_pid, "voter": n.voter,
                        "config": str(n.config), "data_dir": str(n.data_dir), "admin": n.admin,
                        "metrics": f"http://{n.ip}:{METRICS_PORT}/metrics", "log": str(n.log)}
                       for n in self.nodes],
             "externals": [{"name": x.name, "netns": x.netns, "ip": x.ip} for x in self.externals],
+            "params": self.params(),
         }
 
     # ------------------------------------------------------------------ down

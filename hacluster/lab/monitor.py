@@ -57,17 +57,28 @@ class HolderMonitor:
         for name, present in initial.items():
             self.events.append((now, name, present))
         for name, ns in self.netns.items():
-            # Real-time priority: `ip -ts` stamps an event when it reads it, so a monitor left
-            # waiting for a CPU would misdate events and invent (or hide) overlaps.
-            rt = ["chrt", "-f", "20"] if shutil.which("chrt") else []
-            cmd = [*rt, "ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev", "eth0"]
-            p = subprocess.Popen(cmd,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            OBSERVER_PIDS.add(p.pid)
-            t = threading.Thread(target=self._read, args=(name, p), daemon=True)
-            t.start()
-            self._procs.append(p)
-            self._threads.append(t)
+            self._watch(name, ns)
+
+    def watch(self, name: str, ns: str) -> None:
+        """Watch one more server from now on (a server added while the monitor runs: it
+        holds nothing when it joins)."""
+        self.netns[name] = ns
+        with self._lock:
+            self.events.append((time.time(), name, False))
+        self._watch(name, ns)
+
+    def _watch(self, name: str, ns: str) -> None:
+        # Real-time priority: `ip -ts` stamps an event when it reads it, so a monitor left
+        # waiting for a CPU would misdate events and invent (or hide) overlaps.
+        rt = ["chrt", "-f", "20"] if shutil.which("chrt") else []
+        cmd = [*rt, "ip", "-n", ns, "-o", "-ts", "monitor", "address", "dev", "eth0"]
+        p = subprocess.Popen(cmd,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        OBSERVER_PIDS.add(p.pid)
+        t = threading.Thread(target=self._read, args=(name, p), daemon=True)
+        t.start()
+        self._procs.append(p)
+        self._threads.append(t)
 
     def _read(self, name: str, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None

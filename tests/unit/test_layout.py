@@ -46,6 +46,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hacluster.listener": {"hacluster.certs", "hacluster.endpoints", "hacluster.tls", "prometheus_client"},
     "hacluster.statuspage": {"hacluster.events", "hacluster.model"},
     "hacluster.audit": LEAF,
+    "hacluster.roster": {"hacluster.config", "hacluster.model"},
     "hacluster.lab": {"hacluster", "hacluster.certs", "yaml", "hl7"},  # it runs agents; it imports none
     "hacluster.daemon": {"*"},  # the wiring: everything
     "hacluster_cli": {"hacluster", "hacluster.api", "hacluster.audit", "hacluster.certs",

@@ -1,0 +1,46 @@
+"""Voters change through pysyncobj's membership entries (issue 16), on the tick thread.
+
+pysyncobj (dynamicMembershipChange) takes one change at a time and applies it to its
+configuration as soon as the entry is appended, on every member (Raft's single-server
+change, thesis §4.1): the quorum a leader needs follows the newest configuration, and
+a second change is refused until the first is committed. RaftNode.change_voters is this
+function; ha/members.py orders the steps around it (the replicated member record first,
+so that every member's Raft guard and gossip admit a new voter before it is dialled).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hacluster.consensus.raft import RaftNode
+
+log = logging.getLogger("hacluster.raft")
+
+# pysyncobj's FAIL_REASON, in words
+CHANGE_FAIL = {1: "pysyncobj's queue is full", 2: "no leader", 3: "discarded (leadership changed)",
+               4: "this member no longer leads", 5: "leadership changed",
+               6: "refused: another membership change is not committed yet", 7: "outcome unknown"}
+
+
+def change_voters(raft: RaftNode, add: bool, member: str, address: str,
+                  done: Callable[[bool, str], None]) -> None:
+    """Leader: add or remove `address` (the member's Raft endpoint) as a voter; done(ok, why)
+    on the tick thread once the entry is committed or refused."""
+    def callback(_result: Any, err: int) -> None:
+        done(err == 0, "committed" if err == 0 else CHANGE_FAIL.get(err, f"pysyncobj error {err}"))
+
+    def run() -> None:
+        s = raft._sync
+        if s is None or not s.is_leader():
+            done(False, "this member no longer leads")
+            return
+        try:
+            (s.add_voter if add else s.remove_voter)(address, callback)
+        except Exception as e:  # noqa: BLE001 - pysyncobj refuses with a bare Exception
+            done(False, str(e))
+
+    log.info("membership: %s voter %s (%s)", "adding" if add else "removing", member, address)
+    raft.call_soon(run)

@@ -1,0 +1,92 @@
+"""Membership changes in a running lab (issue 16): add, remove, non-voters, through the real
+`hacluster members` commands, with a client going through the VIP all along."""
+
+from __future__ import annotations
+
+import json
+
+from hacluster.lab.grow import add_server, remove_server
+from hacluster.lab.monitor import HolderMonitor
+from hacluster.lab.traffic import Prober
+from tests.lab.conftest import agent_status, assert_no_overlap, cli_json
+from tests.support.wait import wait_until
+
+
+def committed_members(lab, name: str) -> dict[str, bool]:
+    """id -> voter, as server `name` saved the committed membership (roster.py)."""
+    doc = json.loads((lab.node(name).data_dir / "members.json").read_text())
+    return {k: v["voter"] for k, v in doc["members"].items()}
+
+
+def table_backends(lab, name: str, service: str = "web") -> set[str]:
+    view = cli_json(lab, name, "backends", service)
+    assert view is not None
+    return {b["id"] for s in view["services"] if s["name"] == service for b in s["backends"]}
+
+
+def test_add_twice_then_remove_the_holder_without_a_failed_request(lab):
+    monitor = HolderMonitor.for_lab(lab)
+    prober = Prober(lab, duration=240, interval=0.02, timeout=1.0)
+    try:
+        n4 = add_server(lab)
+        monitor.watch(n4.name, n4.netns)
+        n5 = add_server(lab)
+        monitor.watch(n5.name, n5.netns)
+        everyone = {n.name for n in lab.nodes}
+        assert everyone == {"n1", "n2", "n3", "n4", "n5"}
+        wait_until(lambda: all(set(committed_members(lab, n)) == everyone for n in everyone), 10,
+                   "every server follows the 5-member membership")
+        # Raft counts the new voters: the leader's status lists five voters, all linked
+        holder = lab.wait_single_holder(10)
+        st = agent_status(lab, holder)
+        assert st is not None and {m["id"] for m in st["members"] if not m.get("non_voter")} == everyone
+
+        remove_server(lab, holder)
+        rest = everyone - {holder}
+        new_holder = lab.wait_single_holder(10)
+        assert new_holder in rest
+        wait_until(lambda: all(set(committed_members(lab, n)) == rest for n in rest), 10,
+                   "every server follows the membership without the old holder")
+        # the table follows: the removed server's backend is no longer in it
+        wait_until(lambda: holder not in table_backends(lab, new_holder), 10,
+                   f"{holder}'s backend leaves the table")
+    finally:
+        prober.proc.terminate()
+        out, _ = prober.proc.communicate(timeout=30)
+        monitor.stop()
+    attempts = [json.loads(line) for line in out.splitlines() if line.strip()]
+    failed = [a for a in attempts if not a["ok"]]
+    assert len(attempts) > 100
+    assert not failed, f"{len(failed)} of {len(attempts)} requests failed, first at {failed[0]['t']}"
+    assert_no_overlap(monitor)
+
+
+def test_nine_servers_three_voters_elect_fail_over_and_commit(lab_factory):
+    lab = lab_factory(9, voters=3, checks=[], balance=False)
+    voters = {"n1", "n2", "n3"}
+    monitor = HolderMonitor.for_lab(lab)
+    try:
+        holder = lab.wait_single_holder(10)
+        assert holder in voters
+        st = agent_status(lab, "n7")  # a non-voter follows the leader
+        assert st is not None and st["leader"] == holder
+        kinds = {m["id"]: m.get("non_voter", False) for m in st["members"]}
+        assert {k for k, nv in kinds.items() if not nv} == voters and len(kinds) == 9
+        # a commit asked on a non-voter reaches the others (the replicated state)
+        before = generation(lab, "n5")
+        assert cli_json(lab, "n9", "drain", "n8") is not None
+        wait_until(lambda: generation(lab, "n5") > before, 10, "the drain is seen by a non-voter")
+        # the holder dies: another voter takes over, never a non-voter
+        lab.power_off(lab.node(holder))
+        new_holder = lab.wait_single_holder(15, exclude=(holder,))
+        assert new_holder in voters - {holder}
+        wait_until(lambda: (agent_status(lab, "n8") or {}).get("leader") == new_holder, 10,
+                   "the non-voters follow the new leader")
+    finally:
+        monitor.stop()
+    assert_no_overlap(monitor)
+    assert monitor.holders_ever() <= voters
+
+
+def generation(lab, name: str) -> int:
+    return (cli_json(lab, name, "status", "--agent") or {}).get("generation", -1)
