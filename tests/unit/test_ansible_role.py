@@ -50,8 +50,9 @@ def test_members_default_to_inventory_names_and_role_ports():
                 "b": {"hacluster_address": "10.0.0.2", "hacluster_node_id": "ward-b",
                       "hacluster_raft_port": 8100}}
     assert _filters().hacluster_members(["a", "b"], hostvars, 7100, 7101) == [
-        {"name": "a", "id": "a", "address": "10.0.0.1", "raft_port": 7100, "grpc_port": 7101},
-        {"name": "b", "id": "ward-b", "address": "10.0.0.2", "raft_port": 8100, "grpc_port": 7101}]
+        {"name": "a", "id": "a", "address": "10.0.0.1", "raft_port": 7100, "grpc_port": 7101, "voter": True},
+        {"name": "b", "id": "ward-b", "address": "10.0.0.2", "raft_port": 8100, "grpc_port": 7101,
+         "voter": True}]
 
 
 def test_every_default_is_documented_and_every_documented_variable_exists():

@@ -60,6 +60,7 @@ def hacluster_members(names, hostvars, raft_port=7100, grpc_port=7101):
             "address": str(hv.get("hacluster_address") or ""),
             "raft_port": int(hv.get("hacluster_raft_port") or raft_port),
             "grpc_port": int(hv.get("hacluster_grpc_port") or grpc_port),
+            "voter": bool(hv.get("hacluster_voter", True)),
         })
     return out
 
