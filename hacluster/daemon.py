@@ -350,14 +350,12 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
         return None
-    from prometheus_client import CollectorRegistry
-
     from hacluster.listener import MetricsBindError, serve_metrics
-    from hacluster.metrics import AgentCollector, LeaderChangeTally
+    from hacluster.metrics import AgentCollector, LeaderChangeTally, agent_registry
     from hacluster.statuspage import EVENTS_SHOWN, status_pages
 
     views = agent.views
-    registry = CollectorRegistry()
+    registry = agent_registry()  # with the process_* metrics
     registry.register(AgentCollector(
         views.status, views.members_status, views.checks_status, views.backends_status, failovers,
         # when this agent's certificate expires (alerts warn weeks ahead)
