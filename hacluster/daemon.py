@@ -25,7 +25,7 @@ from typing import Any
 
 from hacluster import __version__
 from hacluster.config import Config, ConfigError, load_config
-from hacluster.logs import setup_logging
+from hacluster.logs import print_error, setup_logging
 from hacluster.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         secret = config.read_secret()
     except ConfigError as e:
-        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: refusing to start: {e}")
         return 2
     setup_logging(config.log_level, config.log_format)
     notifier = Notifier.from_env(unset_environment=True)  # before any thread starts (putenv)
@@ -430,12 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = Daemon(config, secret, notifier)
     except StartupError as e:
-        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: refusing to start: {e}")
         return e.code
     try:
         daemon.start()
     except StartupError as e:  # nothing runs yet but the data plane's proxy: exit ends it
-        print(f"hacluster-agent: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: {e}")
         return e.code
     try:
         daemon.run()
