@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from hacluster.config_hints import did_you_mean
 from hacluster.config_spec import (  # noqa: F401 (re-exported: the schema lives there)
     ConfigSpec,
     ConntrackSyncSpec,
@@ -142,12 +143,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _pydantic_errors(err: ValidationError) -> list[str]:
+def _pydantic_errors(err: ValidationError, doc: Any = None) -> list[str]:
     msgs = []
     for e in err.errors():
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f", got {_shown(got)}"
-        msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}")
+        hint = did_you_mean(doc, e["loc"]) if e["type"] == "extra_forbidden" else ""
+        msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}{'; ' + hint if hint else ''}")
     return msgs
 
 
@@ -397,7 +399,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     try:
         spec = ConfigSpec.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(source, _pydantic_errors(e) + _timing_errors_alone(doc)) from None
+        raise ConfigError(source, _pydantic_errors(e, doc) + _timing_errors_alone(doc)) from None
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
