@@ -466,10 +466,20 @@ def read_secret(path: Path) -> str:
     except OSError as e:
         raise ConfigError(str(path), [f"secret_file: cannot read {path}: {e.strerror or e}; "
                                       "the agent refuses to start without a cluster secret"]) from None
+    refuse = "the agent refuses to start without a cluster secret"
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(str(path), [f"secret_file: {path} is {what}; {refuse}"])
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(str(path), [f"secret_file: {path} is readable by group or others "
                                       f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"])
-    secret = path.read_text(encoding="utf-8").strip()
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as e:  # not readable by this user (the agent's: check the file's owner)
+        raise ConfigError(str(path), [f"secret_file: cannot read {path}: {e.strerror or e}; "
+                                      f"{refuse}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [f"secret_file: {path} is not UTF-8 text; {refuse}"]) from None
     if len(secret) < SECRET_MIN_LEN:
         raise ConfigError(str(path), [f"secret_file: {path} holds {len(secret)} characters; "
                                       f"the cluster secret needs at least {SECRET_MIN_LEN}"])
