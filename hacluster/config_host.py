@@ -157,7 +157,10 @@ def _exec_commands(cfg: Config, out: HostFindings) -> None:
         if not isinstance(check, ExecCheck):
             continue
         where, command = f"checks[{i}].command[0]", check.command[0]
-        if "/" in command:
+        if "/" in command and not command.startswith("/"):
+            out.warnings.append(f"{where}: {command} is a relative path: the agent runs it from its own "
+                                f"working directory (/ under systemd), not this one; give it in full")
+        elif "/" in command:
             path = Path(command)
             problem = file_problem(path)
             if problem is None and not os.access(path, os.X_OK):

@@ -157,7 +157,8 @@ def test_exec_check_commands(tmp_path: Path) -> None:
               {"name": "noexec", "kind": "exec", "command": [str(script)]},
               {"name": "noname", "kind": "exec", "command": ["hacluster-no-such-check"]},
               {"name": "ownpath", "kind": "exec", "command": ["ward-probe"], "env": {"PATH": str(bin_dir)}},
-              {"name": "dir", "kind": "exec", "command": [str(tmp_path)]}]
+              {"name": "dir", "kind": "exec", "command": [str(tmp_path)]},
+              {"name": "rel", "kind": "exec", "command": ["./check-pacs"]}]
     found = _find(tmp_path, _ready(tmp_path, checks=checks))
     assert found.warnings == [
         "checks[3].command[0]: /opt/nowhere/check is missing: check gone fails until it is",
@@ -166,6 +167,8 @@ def test_exec_check_commands(tmp_path: Path) -> None:
         "(/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin): check noname fails until "
         "it is installed",
         f"checks[7].command[0]: {tmp_path} is a directory: check dir fails until it is",
+        "checks[8].command[0]: ./check-pacs is a relative path: the agent runs it from its own working "
+        "directory (/ under systemd), not this one; give it in full",
     ]
 
 
