@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from hacluster.config_hints import did_you_mean
 from hacluster.config_spec import (  # noqa: F401 (re-exported: the schema lives there)
     ConfigSpec,
     ConntrackSyncSpec,
@@ -142,12 +143,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _pydantic_errors(err: ValidationError) -> list[str]:
+def _pydantic_errors(err: ValidationError, doc: Any = None) -> list[str]:
     msgs = []
     for e in err.errors():
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f", got {_shown(got)}"
-        msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}")
+        hint = did_you_mean(doc, e["loc"]) if e["type"] == "extra_forbidden" else ""
+        msgs.append(f"{_loc(e['loc'])}: {e['msg'].lower()}{shown}{'; ' + hint if hint else ''}")
     return msgs
 
 
@@ -399,7 +401,7 @@ def parse_config(doc: Any, source: str = "<config>", base: Path | None = None) -
     try:
         spec = ConfigSpec.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(source, _pydantic_errors(e) + _timing_errors_alone(doc)) from None
+        raise ConfigError(source, _pydantic_errors(e, doc) + _timing_errors_alone(doc)) from None
     errs = _check_timing(spec.timing)
     member_errs, warns = _check_members(spec)
     errs += member_errs + _check_vips(spec) + _check_gossip(spec.gossip) + _check_checks(spec)
@@ -466,10 +468,20 @@ def read_secret(path: Path) -> str:
     except OSError as e:
         raise ConfigError(str(path), [f"secret_file: cannot read {path}: {e.strerror or e}; "
                                       "the agent refuses to start without a cluster secret"]) from None
+    refuse = "the agent refuses to start without a cluster secret"
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(str(path), [f"secret_file: {path} is {what}; {refuse}"])
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(str(path), [f"secret_file: {path} is readable by group or others "
                                       f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"])
-    secret = path.read_text(encoding="utf-8").strip()
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as e:  # not readable by this user (the agent's: check the file's owner)
+        raise ConfigError(str(path), [f"secret_file: cannot read {path}: {e.strerror or e}; "
+                                      f"{refuse}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [f"secret_file: {path} is not UTF-8 text; {refuse}"]) from None
     if len(secret) < SECRET_MIN_LEN:
         raise ConfigError(str(path), [f"secret_file: {path} holds {len(secret)} characters; "
                                       f"the cluster secret needs at least {SECRET_MIN_LEN}"])

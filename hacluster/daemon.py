@@ -25,7 +25,7 @@ from typing import Any
 
 from hacluster import __version__
 from hacluster.config import Config, ConfigError, load_config
-from hacluster.logs import setup_logging
+from hacluster.logs import print_error, setup_logging
 from hacluster.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -396,14 +396,12 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
         return None
-    from prometheus_client import CollectorRegistry
-
     from hacluster.listener import MetricsBindError, serve_metrics
-    from hacluster.metrics import AgentCollector, LeaderChangeTally
+    from hacluster.metrics import AgentCollector, LeaderChangeTally, agent_registry
     from hacluster.statuspage import EVENTS_SHOWN, status_pages
 
     views = agent.views
-    registry = CollectorRegistry()
+    registry = agent_registry()  # with the process_* metrics
     registry.register(AgentCollector(
         views.status, views.members_status, views.checks_status, views.backends_status, failovers,
         # when this agent's certificate expires (alerts warn weeks ahead)
@@ -468,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         secret = config.read_secret()
     except ConfigError as e:
-        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: refusing to start: {e}")
         return 2
     setup_logging(config.log_level, config.log_format)
     notifier = Notifier.from_env(unset_environment=True)  # before any thread starts (putenv)
@@ -478,12 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = Daemon(config, secret, notifier)
     except StartupError as e:
-        print(f"hacluster-agent: refusing to start: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: refusing to start: {e}")
         return e.code
     try:
         daemon.start()
     except StartupError as e:  # nothing runs yet but the data plane's proxy: exit ends it
-        print(f"hacluster-agent: {e}", file=sys.stderr)
+        print_error(f"hacluster-agent: {e}")
         return e.code
     try:
         daemon.run()

@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import Histogram
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,7 +37,7 @@ from hacluster.model import (
     SyncStatus,
 )
 
-__all__ = ["AgentCollector", "FailoverHistogram", "LeaderChangeTally", "Timings"]
+__all__ = ["AgentCollector", "FailoverHistogram", "LeaderChangeTally", "Timings", "agent_registry"]
 
 log = logging.getLogger("hacluster.metrics")
 
@@ -51,6 +51,32 @@ PROBE_RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 CAUSES = ("election", "transfer")  # how the new holder got leadership: the two differ tenfold
 SECTIONS = ("status", "members", "checks", "backends", "leader_changes", "raft_listener", "extra")
 _EXTRA_NAME = re.compile(r"^hacluster_[a-z0-9_]*[a-z0-9]$")
+
+
+def agent_registry() -> CollectorRegistry:
+    """The registry the listener serves, with the standard `process_*` metrics already in it
+    (CPU seconds, resident and virtual memory, open and maximum fds, start time, threads:
+    prometheus_client's ProcessCollector, read from /proc at scrape time). A registry of our
+    own leaves out the global one's collectors, so they are added here; an agent leaking fds
+    or memory then shows on the dashboard before it runs out. Absent off Linux (no /proc)."""
+    registry = CollectorRegistry()
+    process = ProcessCollector(registry=registry)
+    if "process_threads" not in _names(process.collect()):  # a later prometheus_client may have it
+        registry.register(_ThreadsCollector())
+    return registry
+
+
+class _ThreadsCollector(Collector):
+    """process_threads: every thread of the process (gRPC's C-core pool included, which
+    threading.active_count() does not see), field 20 of /proc/self/stat."""
+
+    def collect(self) -> list[Metric]:
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                threads = float(f.read().rsplit(b")", 1)[-1].split()[17])
+        except (OSError, IndexError, ValueError):
+            return []
+        return [GaugeMetricFamily("process_threads", "Threads of this process.", value=threads)]
 
 
 def _gauge(name: str, doc: str, value: float | bool) -> GaugeMetricFamily:

@@ -18,6 +18,7 @@ import click
 
 from hacluster import __version__
 from hacluster.config import ConfigError, load_config
+from hacluster.config_host import host_findings
 from hacluster.endpoints import parse_hostport
 from hacluster.model import TlsFiles
 from hacluster.tls import TlsError, load_tls
@@ -392,15 +393,23 @@ def config_group() -> None:
 @click.argument("file", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: file, ok, cluster, node_id, members, vips, "
-                   "warnings, errors.")
-def config_validate(file: str, as_json: bool) -> None:
+                   "warnings, notes, errors.")
+@click.option("--strict", is_flag=True,
+              help="Warnings fail too (exit 1): for the server the file is for, where its files "
+                   "and interfaces must be in place.")
+def config_validate(file: str, as_json: bool, strict: bool) -> None:
     """Check FILE and list every problem with its path; exit 0 if usable, 1 if not.
 
-    The secret file is not read here (a template may be validated away from its server).
+    Errors are the file's own (a wrong key gets the nearest right one). Warnings are about
+    this host, and do not fail the check without --strict: a referenced file (secret,
+    certificates and keys, exec check commands) that is missing, a directory or not
+    readable by the user running this, a certificate the agent would refuse, a VIP outside
+    its interface's subnets. Notes say what could not be checked here (an interface this
+    host does not have).
 
     \b
     Examples:
-      hacluster config validate /etc/hacluster/hacluster.yaml
+      hacluster config validate /etc/hacluster/hacluster.yaml --strict
       hacluster config validate new.yaml --json
     """
     try:
@@ -408,22 +417,30 @@ def config_validate(file: str, as_json: bool) -> None:
     except ConfigError as e:
         if as_json:
             click.echo(json.dumps({"file": file, "ok": False, "errors": e.errors,
-                                   "warnings": []}))
+                                   "warnings": [], "notes": []}))
         else:
             click.echo(f"{file}: {_plural(len(e.errors), 'error')}", err=True)
             for msg in e.errors:
                 click.echo(f"  {msg}", err=True)
         click.get_current_context().exit(EXIT_INVALID)
+    host = host_findings(cfg)
+    warnings = [*cfg.warnings, *host.warnings]
+    failed = strict and bool(warnings)
     if as_json:
-        click.echo(json.dumps({"file": file, "ok": True, "cluster": cfg.cluster,
+        click.echo(json.dumps({"file": file, "ok": not failed, "cluster": cfg.cluster,
                                "node_id": cfg.node_id, "members": len(cfg.members),
-                               "vips": len(cfg.vips), "warnings": list(cfg.warnings),
+                               "vips": len(cfg.vips), "warnings": warnings, "notes": host.notes,
                                "errors": []}))
-        return
-    click.echo(f"{file}: ok (cluster {cfg.cluster}, node {cfg.node_id}, "
-               f"{_plural(len(cfg.members), 'member')}, {_plural(len(cfg.vips), 'VIP')})")
-    for w in cfg.warnings:
-        click.echo(f"  warning: {w}")
+    else:
+        click.echo(f"{file}: {'not ok with --strict' if failed else 'ok'} (cluster {cfg.cluster}, "
+                   f"node {cfg.node_id}, {_plural(len(cfg.members), 'member')}, "
+                   f"{_plural(len(cfg.vips), 'VIP')})")
+        for w in warnings:
+            click.echo(f"  warning: {w}")
+        for n in host.notes:
+            click.echo(f"  note: {n}")
+    if failed:
+        click.get_current_context().exit(EXIT_INVALID)
 
 
 @cli.command("failover")

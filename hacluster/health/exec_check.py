@@ -72,7 +72,8 @@ def _exit_error(code: int, expected: int) -> str:
 
 
 _KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")  # and LC_*; with no user, also HOME
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# PATH of a check whose env and the agent's environment have none (config validate looks there too)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 6, 7, 8
 # setpriv's exit codes when it cannot exec the command (util-linux EX_EXEC_*)
 _EXEC_NOT_FOUND, _EXEC_FAILED = 127, 126
@@ -94,7 +95,7 @@ def environment(spec: ExecCheck, host: str, account: pwd.struct_passwd | None) -
     """The check's whole environment: the allow-list, its own `env`, its name and host."""
     env = {k: v for k, v in os.environ.items()
            if k in _KEPT_ENV or k.startswith("LC_") or (k == "HOME" and account is None)}
-    env.setdefault("PATH", _DEFAULT_PATH)
+    env.setdefault("PATH", DEFAULT_PATH)
     if account is not None:
         env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
     env.update(spec.env)
@@ -105,7 +106,7 @@ def environment(spec: ExecCheck, host: str, account: pwd.struct_passwd | None) -
 def launch(spec: ExecCheck) -> tuple[list[str], pwd.struct_passwd | None] | str:
     """The argv that runs the command without the agent's privileges, and the account it
     runs as (None: the agent's); or why it cannot run."""
-    setpriv = shutil.which("setpriv", path=_DEFAULT_PATH)
+    setpriv = shutil.which("setpriv", path=DEFAULT_PATH)
     if setpriv is None:
         return ("setpriv (util-linux) is not installed; exec checks run only through it, "
                 "without the agent's capabilities")

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from hacluster_cli.main import cli
 
+from .pki import PKI
+
 GOOD = """\
 cluster: lab
 node_id: n1
@@ -65,12 +67,68 @@ def _validate(tmp_path: Path, text: str, *extra: str) -> tuple[str, object]:
     return str(path), CliRunner().invoke(cli, ["config", "validate", str(path), *extra])
 
 
+def _on_this_host(tmp_path: Path, text: str = GOOD) -> str:
+    """GOOD as on its server: the test PKI's certificates (cluster ward), the secret in place,
+    the VIP on loopback's subnet."""
+    secret = tmp_path / "secret"
+    secret.write_text("a-secret-of-thirty-two-characters\n")
+    secret.chmod(0o600)
+    tls = PKI.tls_doc(cli=None)
+    return (text.replace("cluster: lab", "cluster: ward")
+            .replace("10.99.0.100, prefix: 24, interface: eth0", "127.0.0.100, prefix: 8, interface: lo")
+            .replace("{ca_file: pki/ca.crt, cert_file: pki/n1.crt, key_file: pki/n1.key}",
+                     json.dumps(tls)))
+
+
 def test_good_file(tmp_path: Path) -> None:
-    path, result = _validate(tmp_path, GOOD)
+    path, result = _validate(tmp_path, _on_this_host(tmp_path), "--strict")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == (
-        f"{path}: ok (cluster lab, node n1, 3 members, 1 VIP)")
-    assert "warning" not in result.output
+    assert result.stdout.splitlines() == [f"{path}: ok (cluster ward, node n1, 3 members, 1 VIP)"]
+
+
+def test_host_findings_are_warnings_unless_strict(tmp_path: Path) -> None:
+    """Away from its server (no secret, no certificates, no such interface) a file is still
+    valid: warnings and a note, exit 0; --strict fails on the warnings."""
+    text = GOOD.replace("interface: eth0", "interface: hacl-nosuch0")
+    path, result = _validate(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{path}: ok (cluster lab, node n1, 3 members, 1 VIP)",
+        f"  warning: secret_file: {tmp_path / 'secret'} is missing: the agent refuses to start "
+        "without the cluster secret",
+        *[f"  warning: tls.{k}: {tmp_path / 'pki' / f} is missing: the agent refuses to start without it"
+          for k, f in (("ca_file", "ca.crt"), ("cert_file", "n1.crt"), ("key_file", "n1.key"))],
+        "  note: vips[0].interface: interface hacl-nosuch0 not present here: subnet not checked",
+    ]
+    _, strict = _validate(tmp_path, text, "--strict")
+    assert strict.exit_code == 1
+    assert strict.stdout.startswith(f"{path}: not ok with --strict (cluster lab")
+    _, as_json = _validate(tmp_path, text, "--strict", "--json")
+    got = json.loads(as_json.stdout)
+    assert as_json.exit_code == 1 and got["ok"] is False and got["errors"] == []
+    assert [w.split(":")[0] for w in got["warnings"]] == ["secret_file", "tls.ca_file", "tls.cert_file",
+                                                          "tls.key_file"]
+    assert got["notes"] == ["vips[0].interface: interface hacl-nosuch0 not present here: subnet not checked"]
+
+
+def test_a_vip_outside_its_interfaces_subnet(tmp_path: Path) -> None:
+    text = _on_this_host(tmp_path).replace("127.0.0.100, prefix: 8", "10.99.0.100, prefix: 24")
+    path, result = _validate(tmp_path, text)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[1].startswith(
+        "  warning: vips[0].address: 10.99.0.100 is outside lo's subnets here (127.0.0.0/8")
+
+
+def test_a_typo_gets_the_nearest_key(tmp_path: Path) -> None:
+    _, result = _validate(tmp_path, GOOD.replace("node_id: n1", "nodeid: n1"))
+    assert result.exit_code == 1
+    assert "  nodeid: extra inputs are not permitted, got 'n1'; did you mean `node_id`?" in (
+        result.output.splitlines())
+    typo = GOOD.replace("raft_port: 17100, grpc_port: 17101}\n  - {id: n2",
+                        "raft_prot: 17100, grpc_port: 17101}\n  - {id: n2")
+    _, result = _validate(tmp_path, typo, "--json")
+    assert "members[0].raft_prot: extra inputs are not permitted, got 17100; did you mean `raft_port`?" in (
+        json.loads(result.stdout)["errors"])
 
 
 def test_good_file_with_warning(tmp_path: Path) -> None:
@@ -101,11 +159,11 @@ def test_semantic_errors_all_listed(tmp_path: Path) -> None:
 
 
 def test_json(tmp_path: Path) -> None:
-    path, result = _validate(tmp_path, GOOD, "--json")
+    path, result = _validate(tmp_path, _on_this_host(tmp_path), "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
-        "file": path, "ok": True, "cluster": "lab", "node_id": "n1", "members": 3, "vips": 1,
-        "warnings": [], "errors": []}
+        "file": path, "ok": True, "cluster": "ward", "node_id": "n1", "members": 3, "vips": 1,
+        "warnings": [], "notes": [], "errors": []}
     _, result = _validate(tmp_path, SEMANTIC_ERRORS, "--json")
     assert result.exit_code == 1
     got = json.loads(result.stdout)

@@ -325,3 +325,20 @@ def test_checks_user_is_the_default_user_of_exec_checks():
         {"name": "c", **run, "user": "-rf"}]))
     for path in ("checks_user:", "checks[0].env:", "checks[1].env:", "checks[2].user:"):
         assert any(e.startswith(path) for e in errs), (path, errs)
+
+
+def test_read_secret_refuses_a_directory_an_unreadable_and_a_binary_file(tmp_path):
+    """At start the agent says why, with the path, instead of a traceback."""
+    d = tmp_path / "secretdir"
+    d.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match=r"secret_file: .*secretdir is a directory; the agent refuses"):
+        read_secret(d)
+    b = tmp_path / "binary"
+    b.write_bytes(b"\xff\xfe" * 20)
+    os.chmod(b, 0o600)
+    with pytest.raises(ConfigError, match="is not UTF-8 text; the agent refuses"):
+        read_secret(b)
+    if os.geteuid() != 0:
+        os.chmod(b, 0o200)
+        with pytest.raises(ConfigError, match="cannot read .*binary: Permission denied"):
+            read_secret(b)

@@ -24,7 +24,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hacluster.sdnotify": LEAF,
     "hacluster.certs": {"cryptography"},
     "hacluster.config": {"hacluster.model", "hacluster.endpoints", "hacluster.dataplane", "hacluster.gossip",
-                         "hacluster.health", "hacluster.config_spec", "pydantic", "yaml"},
+                         "hacluster.health", "hacluster.config_spec", "hacluster.config_hints", "pydantic",
+                         "yaml"},
+    "hacluster.config_hints": {"hacluster.config_spec", "pydantic"},
+    "hacluster.config_host": {"hacluster.config", "hacluster.health", "hacluster.tls"},
     "hacluster.config_spec": {"hacluster.dataplane", "hacluster.health", "pydantic"},
     "hacluster.consensus": {"hacluster.model", "hacluster.config", "hacluster.clock", "pysyncobj"},
     "hacluster.gossip": {"hacluster.model", "hacluster.api", "hacluster.endpoints", "hacluster.tls", "grpc"},
@@ -50,8 +53,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hacluster.lab": {"hacluster", "hacluster.certs", "yaml", "hl7"},  # it runs agents; it imports none
     "hacluster.daemon": {"*"},  # the wiring: everything
     "hacluster_cli": {"hacluster", "hacluster.api", "hacluster.audit", "hacluster.certs",
-                      "hacluster.channels", "hacluster.config", "hacluster.endpoints", "hacluster.gossip",
-                      "hacluster.lab", "hacluster.model", "hacluster.tls", "click", "grpc"},
+                      "hacluster.channels", "hacluster.config", "hacluster.config_host",
+                      "hacluster.endpoints", "hacluster.gossip", "hacluster.lab", "hacluster.model",
+                      "hacluster.tls", "click", "grpc"},
 }
 # Finer rules inside a part: the HA core reaches Raft and the host only through their contracts.
 NEVER = {

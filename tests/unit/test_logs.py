@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from hacluster.logs import JsonFormatter, setup_logging
+from hacluster.logs import JsonFormatter, is_journal, setup_logging
 
 # The format _setup_logging in agent.py has always used: the human format must not change.
 OLD_HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -172,3 +176,126 @@ def test_setting_up_again_replaces_our_handler_only(restore_logging):
     logging.getLogger("hacluster.agent").info("once")
     assert first.getvalue() == ""
     assert _lines(second)[0]["msg"] == "once"
+
+
+# ------------------------------------------------------------------ under systemd's journal
+
+JOURNAL_LINE = re.compile(r"^<(\d)>")
+
+
+def _journal_env(f) -> dict[str, str]:
+    """JOURNAL_STREAM as systemd sets it for a unit whose stderr is the journal: the
+    device:inode of that descriptor (here a plain file standing in for the socket)."""
+    st = os.fstat(f.fileno())
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def test_journal_lines_carry_the_priority_and_no_timestamp(restore_logging):
+    out = io.StringIO()
+    setup_logging("debug", "human", stream=out, environ={}, journal=True)
+    log = logging.getLogger("hacluster.agent")
+    log.debug("tick")
+    log.info("leader, lease ok, holds %s", "10.0.0.100")
+    log.warning("peer n2 suspect")
+    log.error("nft apply failed")
+    log.critical("two holders")
+    log.log(logging.INFO + 5, "between info and warning")  # a level of its own: the lower one's
+    assert out.getvalue().splitlines() == [
+        "<7>DEBUG hacluster.agent: tick",
+        "<6>INFO hacluster.agent: leader, lease ok, holds 10.0.0.100",
+        "<4>WARNING hacluster.agent: peer n2 suspect",
+        "<3>ERROR hacluster.agent: nft apply failed",
+        "<2>CRITICAL hacluster.agent: two holders",
+        "<6>Level 25 hacluster.agent: between info and warning",
+    ]
+
+
+def test_journal_every_line_of_a_traceback_keeps_the_priority(restore_logging):
+    out = io.StringIO()
+    setup_logging("info", "human", stream=out, environ={}, journal=True)
+    try:
+        raise ValueError("nft said no\nline two of the error")
+    except ValueError:
+        logging.getLogger("hacluster.dataplane").exception("apply failed")
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 4 and lines[0] == "<3>ERROR hacluster.dataplane: apply failed"
+    assert all(line.startswith("<3>") for line in lines), lines
+    assert "<3>Traceback (most recent call last):" in lines
+    assert "<3>ValueError: nft said no" in lines and "<3>line two of the error" in lines
+
+
+def test_journal_a_message_cannot_choose_its_own_priority(restore_logging):
+    out = io.StringIO()
+    setup_logging("info", "human", stream=out, environ={}, journal=True)
+    logging.getLogger("hacluster.gossip").info("member %s joined", "evil\n<0>EMERG: fake")
+    assert out.getvalue().splitlines() == ["<6>INFO hacluster.gossip: member evil",
+                                           "<6><0>EMERG: fake joined"]
+
+
+def test_journal_json_is_prefixed_and_otherwise_the_same(restore_logging):
+    out = io.StringIO()
+    setup_logging("info", "json", stream=out, environ={}, journal=True)
+    logging.getLogger("hacluster.raft").warning("term %d", 7)
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("<4>{")
+    doc = json.loads(line[3:])  # what journald keeps as MESSAGE
+    assert doc["level"] == "WARNING" and doc["msg"] == "term 7" and TS.match(doc["ts"])
+
+
+def test_the_journal_is_recognised_by_device_and_inode(restore_logging, tmp_path):
+    with open(tmp_path / "stderr", "w") as f, open(tmp_path / "other", "w") as other:
+        assert is_journal(f, _journal_env(f))
+        assert not is_journal(f, _journal_env(other))  # inherited, but not this descriptor
+        assert not is_journal(f, {})
+        assert not is_journal(f, {"JOURNAL_STREAM": "garbage"})
+        assert not is_journal(io.StringIO(), _journal_env(f))  # no descriptor at all
+        # INVOCATION_ID alone (StandardError=file:...) is not the journal: today's format
+        assert not is_journal(f, {"INVOCATION_ID": "0123456789abcdef"})
+        setup_logging("info", "human", stream=f, environ=_journal_env(f))
+        logging.getLogger("hacluster.agent").warning("auto")
+        setup_logging("info", "human", stream=f, environ=_journal_env(other))
+        logging.getLogger("hacluster.agent").warning("not the journal")
+    first, second = (tmp_path / "stderr").read_text().splitlines()
+    assert first == "<4>WARNING hacluster.agent: auto"
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING hacluster.agent: not the journal$",
+                    second)
+
+
+def _run_with_journal_stderr(tmp_path, code: list[str]) -> tuple[int, list[str]]:
+    """Run a Python process whose stderr is a file that JOURNAL_STREAM names, as systemd does."""
+    root = Path(__file__).resolve().parents[2]
+    with open(tmp_path / "journal", "w") as err:
+        env = {**os.environ, **_journal_env(err),
+               "PYTHONPATH": os.pathsep.join([str(root), str(root / "cli")])}
+        env.pop("HACLUSTER_LOG_FORMAT", None)
+        proc = subprocess.run([sys.executable, *code], stderr=err, stdout=subprocess.DEVNULL, env=env,
+                              cwd=tmp_path, timeout=60, check=False)
+    return proc.returncode, (tmp_path / "journal").read_text().splitlines()
+
+
+def test_a_process_started_like_a_unit_logs_with_priorities(tmp_path):
+    code, lines = _run_with_journal_stderr(tmp_path, ["-c", (
+        "import logging\n"
+        "from hacluster.logs import setup_logging\n"
+        "setup_logging('info', 'human')\n"
+        "log = logging.getLogger('hacluster.agent')\n"
+        "log.info('started')\n"
+        "log.warning('lease lost')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    log.exception('tick failed')\n")])
+    assert code == 0
+    assert lines[:3] == ["<6>INFO hacluster.agent: started", "<4>WARNING hacluster.agent: lease lost",
+                         "<3>ERROR hacluster.agent: tick failed"]
+    assert all(JOURNAL_LINE.match(line) for line in lines), lines
+    assert lines[-1] == "<3>ZeroDivisionError: division by zero"
+
+
+def test_an_agent_refusing_to_start_says_why_at_priority_error(tmp_path):
+    code, lines = _run_with_journal_stderr(tmp_path, ["-m", "hacluster.daemon", "--config",
+                                                      str(tmp_path / "missing.yaml")])
+    assert code == 2
+    assert lines and all(line.startswith("<3>") for line in lines), lines
+    assert lines[0].startswith("<3>hacluster-agent: refusing to start:")
+    assert any("cannot read" in line for line in lines)

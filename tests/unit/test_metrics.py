@@ -546,3 +546,47 @@ def test_raft_disk_full_and_journal_write_errors() -> None:
                                journal_write_errors=4)
     v = _registry(AgentCollector(lambda: full)).get_sample_value
     assert (v("hacluster_raft_disk_full"), v("hacluster_journal_write_errors_total")) == (1, 4)
+
+
+# ------------------------------------------------------------------ process_* metrics
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process_* metrics read /proc")
+def test_the_served_registry_has_process_metrics_with_plausible_values(
+        served: Callable[..., MetricsServer]) -> None:
+    """The registry the agent serves (daemon._serve_metrics: agent_registry() + AgentCollector)
+    exports the standard process_* metrics next to the agent's own, scraped over HTTP."""
+    import os
+    import time
+
+    from hacluster.metrics import agent_registry
+
+    registry = agent_registry()
+    registry.register(AgentCollector(lambda: STATUS, lambda: MEMBERS, lambda: CHECKS, lambda: BACKENDS,
+                                     FailoverHistogram(), leader_changes=lambda: 3, timings=Timings()))
+    sum(i * i for i in range(300_000))  # some CPU time of our own, whatever ran before
+    server = served(registry=registry)
+    status, _, text = _get(f"http://127.0.0.1:{server.port}/metrics")
+    assert status == 200
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["hacluster_leader"] == 1  # the agent's own metrics are still there
+    assert 0 < samples["process_cpu_seconds_total"] < time.process_time() + 1
+    assert 4 * 2**20 < samples["process_resident_memory_bytes"] <= samples["process_virtual_memory_bytes"]
+    assert 3 <= samples["process_open_fds"] <= samples["process_max_fds"]
+    assert samples["process_max_fds"] == os.sysconf("SC_OPEN_MAX")
+    assert time.time() - 86_400 < samples["process_start_time_seconds"] <= time.time()
+    assert samples["process_threads"] >= 2  # this one and the listener's
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="process_* metrics read /proc")
+def test_process_open_fds_follows_the_process() -> None:
+    from hacluster.metrics import agent_registry
+
+    registry = agent_registry()
+    before = registry.get_sample_value("process_open_fds")
+    files = [open(__file__, "rb") for _ in range(5)]  # noqa: SIM115 - held open on purpose
+    try:
+        assert registry.get_sample_value("process_open_fds") == before + 5
+    finally:
+        for f in files:
+            f.close()
