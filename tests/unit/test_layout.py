@@ -47,6 +47,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hacluster.statuspage": {"hacluster.events", "hacluster.model"},
     "hacluster.audit": LEAF,
     "hacluster.lab": {"hacluster", "hacluster.certs", "yaml", "hl7"},  # it runs agents; it imports none
+    "hacluster.reload": {"hacluster.config", "hacluster.dataplane", "hacluster.events", "hacluster.logs"},
     "hacluster.daemon": {"*"},  # the wiring: everything
     "hacluster_cli": {"hacluster", "hacluster.api", "hacluster.audit", "hacluster.certs",
                       "hacluster.channels", "hacluster.config", "hacluster.endpoints", "hacluster.gossip",
