@@ -109,6 +109,8 @@ class Daemon:
         self.metrics_server = _serve_metrics(c, self.agent, self.failovers, self.timings, self.tls,
                                              self.raft)
         self.reloader.start()
+        # systemctl reload: the reload runs on the reloader's thread, never in the handler
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.reloader.request("SIGHUP"))
         log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
                  __version__, c.node_id, c.cluster, len(c.members),
                  ", ".join(str(v) for v in c.vips) or "none",
@@ -125,8 +127,6 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        # systemctl reload: the reload runs on the reloader's thread, never in the handler
-        signal.signal(signal.SIGHUP, lambda _s, _f: self.reloader.request("SIGHUP"))
         self.notifier.ready(loop.report().sentence)  # admin gRPC serves, Raft started
         loop.run()
         loop.shutdown()
