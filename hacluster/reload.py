@@ -244,15 +244,21 @@ class Reloader:
                                 f"{' (nothing applied)' if dry_run else ''}", **common)
         try:
             self._apply(new, p)
-        except Exception as e:  # noqa: BLE001 - the listener refused: nothing else changed
+        except Exception as e:  # noqa: BLE001 - the listener or the runner refused: undone
             return ReloadResult(False, f"refused: {e}; nothing changed", **common)
         return ReloadResult(True, f"applied {len(p.changes)} change(s)", **common)
 
     def _apply(self, new: Config, p: ReloadPlan) -> None:
-        if self.on_metrics is not None and any(k in p.live for k in _METRICS):
+        rebind = self.on_metrics is not None and any(k in p.live for k in _METRICS)
+        if rebind:
             self.on_metrics(new)  # first: it may refuse (a taken port), and can be undone
         if self.on_checks is not None and "checks" in p.live:
-            self.on_checks(new.checks)
+            try:
+                self.on_checks(new.checks)
+            except Exception:
+                if rebind:  # back to the running config's listener: nothing half-applied
+                    self.on_metrics(self.config)
+                raise
         self.config.update_live(**p.live)
         if "log_level" in p.live or "log_format" in p.live:
             setup_logging(new.log_level, new.log_format)

@@ -201,6 +201,21 @@ def test_a_metrics_port_that_cannot_be_bound_refuses_before_anything_changes(tmp
     assert config.metrics_listen == "10.0.0.11:9464" and config.log_level == "info"
 
 
+def test_checks_that_cannot_start_put_the_old_metrics_listener_back(tmp_path):
+    parts = _Parts()
+
+    def broken(checks):
+        raise RuntimeError("the check runner did not answer")
+    config, r, _, _, path = _reloader(tmp_path, parts)
+    r.on_checks = broken
+    _write(path, _doc(metrics={"listen": "10.0.0.11:9465"}, checks=[{"name": "web", "kind": "tcp",
+                                                                     "port": 80}]))
+    result = r.reload()
+    assert not result.applied and "did not answer" in result.detail
+    assert parts.metrics == ["10.0.0.11:9465", "10.0.0.11:9464"]  # rebound, then back
+    assert config.metrics_listen == "10.0.0.11:9464" and config.checks[0].kind == "http"
+
+
 def test_a_dry_run_says_and_applies_nothing(tmp_path):
     config, r, parts, events, path = _reloader(tmp_path)
     _write(path, _doc(log_level="debug"))
