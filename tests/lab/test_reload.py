@@ -8,10 +8,11 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
+import sys
 import time
 from typing import Any
 
-from hacluster.lab.lab import Lab, cli_argv
+from hacluster.lab.lab import METRICS_PORT, Lab, cli_argv
 from hacluster.lab.monitor import HolderMonitor
 from hacluster.lab.traffic import Prober
 from tests.lab.conftest import assert_no_overlap, events
@@ -45,6 +46,14 @@ def web_backends(lab: Lab, with_x1: bool, n2_weight: int = 1):
         web["backends"] = [{"node": "n1"}, {"node": "n2", "weight": n2_weight}, {"node": "n3"}] \
             + ([{"address": lab.externals[0].ip}] if with_x1 else [])
     return change
+
+
+def metrics_answer(lab: Lab, name: str, port: int) -> bool:
+    node = lab.node(name)
+    get = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2).read()"
+    proc = subprocess.run(["ip", "netns", "exec", node.netns, sys.executable, "-c", get,
+                           f"http://{node.ip}:{port}/metrics"], capture_output=True, timeout=20)
+    return proc.returncode == 0
 
 
 def reload_cli(lab: Lab, name: str) -> tuple[int, dict[str, Any]]:
@@ -103,7 +112,7 @@ def test_reload_adds_a_backend_and_a_weight_with_no_failed_request_and_no_vip_mo
                    for e in events(lab, name)), name
 
 
-def test_a_reload_with_a_restart_only_key_is_refused_and_changes_nothing(lab_factory):
+def test_a_restart_only_key_is_refused_and_changes_nothing_then_the_metrics_listener_moves(lab_factory):
     lab = lab_factory(algorithm="weighted")
     holder = lab.wait_single_holder(10)
     ips = {n.ip for n in lab.nodes}
@@ -123,4 +132,17 @@ def test_a_reload_with_a_restart_only_key_is_refused_and_changes_nothing(lab_fac
     wait_until(lambda: any("config reload (SIGHUP): refused: timing" in e["text"]
                            for e in events(lab, holder)), 10, "the SIGHUP refusal event")
     assert web_slots(lab, holder) == {ip: 1 for ip in ips}
+    assert lab.holders() == [holder]
+
+    # the same file without the timing change: applied, and the metrics listener moves
+    def fix(doc: dict[str, Any]) -> None:
+        doc["timing"].pop("heartbeat_ms")
+        doc["metrics"]["listen"] = f"{node.ip}:{METRICS_PORT + 1}"
+    lab.edit_config(node, fix)
+    code, out = reload_cli(lab, holder)
+    assert code == 0 and out["applied"], out
+    assert f"metrics.listen: {node.ip}:{METRICS_PORT} -> {node.ip}:{METRICS_PORT + 1}" in out["changes"]
+    assert metrics_answer(lab, holder, METRICS_PORT + 1) and not metrics_answer(lab, holder, METRICS_PORT)
+    wait_until(lambda: web_slots(lab, holder) == {**{ip: 1 for ip in ips}, lab.node("n2").ip: 5}, 15,
+               "the holder's own file's weight in its table")
     assert lab.holders() == [holder]
