@@ -223,10 +223,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  backends_provider: Callable[[str | None], BackendsStatus] | None = None,
                  actions: Any = None,
                  failover: Callable[[str | None, bool, float], Any] | None = None,
-                 events: EventLog | None = None, audit: Any = None, membership: Any = None):
+                 events: EventLog | None = None, audit: Any = None, membership: Any = None,
+                 reload: Callable[[bool, str], Any] | None = None):
         """actions: an object with drain(target, undo, disable) and weight(service, backend,
         weight), each returning (detail, generation) or raising errors.Refused. membership: a
-        ha.members.MembershipChanges (add, remove, replace, set_voter)."""
+        ha.members.MembershipChanges (add, remove, replace, set_voter).
+        reload(dry_run, by): re-read the config file (reload.Reloader.reload), returning a
+        reload.ReloadResult."""
         self._membership = membership
         self._status_provider = status_provider
         self._members_provider = members_provider
@@ -237,6 +240,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._authority = authority
         self._events = events
         self._audit = audit  # an audit.AuditLog: every action is appended before and after
+        self._reload = reload
         self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
         self._caller = threading.local()  # the identity _guard authorized, for this call
 
@@ -378,11 +382,30 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         finally:
             self._followers.release()
 
+    @_guarded(ACT_ROLES)
+    def Reload(self, request: admin_pb2.ReloadRequest,
+               context: grpc.ServicerContext) -> admin_pb2.ReloadReply:
+        if self._reload is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not reload its config")
+        reload, by = self._reload, f"admin {self._caller.identity}"
+        if request.dry_run:  # changes nothing: not an action to audit
+            r = self._run(context, "reload", lambda: reload(True, by))
+        else:
+            r = self._act(context, "reload", {}, lambda: reload(False, by),
+                          describe=lambda o: "; ".join(
+                              [o.detail, *o.changes, *(f"{k}: restart needed" for k, _ in o.restart),
+                               *o.errors]), succeeded=lambda o: o.applied)
+        return admin_pb2.ReloadReply(
+            applied=r.applied, dry_run=r.dry_run, detail=r.detail, source=r.source,
+            changes=list(r.changes), ignored=list(r.ignored), errors=list(r.errors),
+            warnings=list(r.warnings),
+            restart_keys=[admin_pb2.RestartKey(key=k, reason=why) for k, why in r.restart])
+
     # ------------------------------------------------------------------ actions
 
     def _run(self, context: grpc.ServicerContext, action: str, fn: Callable[[], _T]) -> _T:
         """A read-only action (a dry run): no audit, no event."""
-        if self._failover is None:
+        if self._failover is None and action == "failover":
             context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
         try:
             return fn()
@@ -391,13 +414,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise  # not reached: abort raises
 
     def _act(self, context: grpc.ServicerContext, action: str, args: dict[str, Any],
-             fn: Callable[[], Any], describe: Callable[[Any], str] | None = None) -> Any:
+             fn: Callable[[], Any], describe: Callable[[Any], str] | None = None,
+             succeeded: Callable[[Any], bool] | None = None) -> Any:
         """Run an admin action: audit it before (no audit, no action) and after, record an
-        event, log it with who asked."""
+        event, log it with who asked. succeeded(out): whether it did what was asked (a
+        refusal that is an answer, not an error: a reload that changed nothing)."""
         who = str(self._caller.identity)
         where = f"{who} ({context.peer()})"
         if (action == "failover" and self._failover is None) or \
-                (action != "failover" and self._actions is None):
+                (action not in ("failover", "reload") and self._actions is None):
             context.abort(grpc.StatusCode.UNAVAILABLE, "this agent does not take admin actions")
         if self._audit is not None:
             try:
@@ -417,8 +442,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             self._trace(who, action, args, f"failed: {e}", False)
             raise
         detail = describe(out) if describe else str(out[0])
-        log.info("admin %s %s from %s: %s", action, args, where, detail)
-        self._trace(who, action, args, detail, True)
+        ok = succeeded(out) if succeeded else True
+        log.log(logging.INFO if ok else logging.WARNING, "admin %s %s from %s: %s", action, args,
+                where, detail)
+        self._trace(who, action, args, detail, ok)
         return out
 
     def _trace(self, who: str, action: str, args: dict[str, Any], result: str, ok: bool) -> None:

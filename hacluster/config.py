@@ -65,9 +65,11 @@ class Timing:
 
 
 # Config fields that may change while the agent runs (Config.update_live)
+# (reload.py: log_format, metrics_tls and cli_tls too; the CLI reads cli_tls itself)
 LIVE_FIELDS = frozenset({"members", "services", "checks", "log_level", "metrics_listen",
                          "metrics_allowed_hosts", "health_settle", "health_rejoin",
-                         "health_corroborate", "health_silence_probe", "warnings"})
+                         "health_corroborate", "health_silence_probe", "warnings",
+                         "log_format", "metrics_tls", "cli_tls"})
 
 
 @dataclass(frozen=True)

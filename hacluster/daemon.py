@@ -56,6 +56,7 @@ class Daemon:
         from hacluster.ha.members import MembershipChanges
         from hacluster.hostops.netlink import NetlinkHostOps
         from hacluster.metrics import FailoverHistogram, Timings
+        from hacluster.reload import Reloader
         from hacluster.sdnotify import WatchdogPinger
         from hacluster.tls import Authority
 
@@ -80,6 +81,8 @@ class Daemon:
                            dataplane=self.dataplane, failovers=self.failovers, timings=self.timings,
                            watchdog=WatchdogPinger(notifier, clock.now), events=events, sync=self.sync)
         self.runner, self.feed = _make_health(config, self.raft, self.membership)
+        self.reloader = Reloader(config, events=events, audit=self.audit,
+                                 on_metrics=self._rebind_metrics, on_checks=self._run_checks)
         views = self.agent.views
         actions = AdminActions(config, self.raft)
         self.changes = MembershipChanges(config, self.raft,
@@ -88,7 +91,8 @@ class Daemon:
             views.status, Authority(config.cluster), members_provider=views.members_status,
             checks_provider=views.checks_status, backends_provider=views.backends_status,
             actions=actions, failover=self.agent.failover.run,
-            events=self.agent.events, audit=self.audit, membership=self.changes)
+            events=self.agent.events, audit=self.audit, membership=self.changes,
+            reload=self.reloader.reload)
         self.roster = roster.Roster(config, self.raft, events, self._membership_listeners(),
                                     on_self_change=self._self_changed)
         self.restart_reason: str | None = None  # set when our own role changed (roster)
@@ -119,6 +123,9 @@ class Daemon:
             self.dataplane.start()
         self.metrics_server = _serve_metrics(c, self.agent, self.failovers, self.timings, self.tls,
                                              self.raft)
+        self.reloader.start()
+        # systemctl reload: the reload runs on the reloader's thread, never in the handler
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.reloader.request("SIGHUP"))
         log.info("hacluster-agent %s: node %s of cluster %s, %d member(s), VIPs: %s, checks: %s",
                  __version__, c.node_id, c.cluster, len(c.members),
                  ", ".join(str(v) for v in c.vips) or "none",
@@ -172,7 +179,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop every part after run(): listeners first, the data plane (which carries the
         clients' flows) and the host last. One step failing does not stop the rest."""
-        for step, fn in (("roster", self.roster.stop),
+        for step, fn in (("roster", self.roster.stop), ("config reload", self.reloader.stop),
                          ("metrics", lambda: self.metrics_server and self.metrics_server.stop()),
                          ("health feed", self.feed.stop), ("checks", self.runner.stop),
                          # peers mark us LEFT: our backends go down at once
@@ -189,6 +196,29 @@ class Daemon:
                 fn()
             except Exception:  # noqa: BLE001 - stopping the rest matters more
                 log.exception("stopping %s failed", step)
+
+    def _run_checks(self, checks: Any) -> None:
+        """A reload's new check set (HealthRunner.update: unchanged checks keep running)."""
+        self.runner.update(checks)
+        _say_how_exec_checks_run(checks)
+
+    def _rebind_metrics(self, new: Config) -> None:
+        """A reload's metrics listener: the new address bound before the old one stops, so
+        that a taken port refuses the reload (MetricsBindError) with the old one still up."""
+        old = self.metrics_server
+        same = old is not None and new.metrics_listen == self.config.metrics_listen
+        if same:
+            old.stop()
+        args = (self.agent, self.failovers, self.timings, self.tls, self.raft)
+        try:
+            server = _bind_metrics(new, *args) if new.metrics_listen else None
+        except Exception:
+            if same:
+                self.metrics_server = _bind_metrics(self.config, *args)
+            raise
+        if old is not None and not same:
+            old.stop()
+        self.metrics_server = server
 
 
 def _load_tls(config: Config) -> Any:
@@ -396,7 +426,19 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
     stop the agent (metrics are not worth an outage): it runs on, loudly."""
     if config.metrics_listen is None:
         return None
-    from hacluster.listener import MetricsBindError, serve_metrics
+    from hacluster.listener import MetricsBindError
+
+    try:
+        return _bind_metrics(config, agent, failovers, timings, tls, raft)
+    except MetricsBindError as e:
+        log.error("%s; running without metrics", e)
+        agent.events.add("agent", f"no metrics: {e}")
+        return None
+
+
+def _bind_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls: Any, raft: Any) -> Any:
+    """The metrics listener of `config`; raises listener.MetricsBindError."""
+    from hacluster.listener import serve_metrics
     from hacluster.metrics import AgentCollector, LeaderChangeTally, agent_registry
     from hacluster.statuspage import EVENTS_SHOWN, status_pages
 
@@ -408,16 +450,11 @@ def _serve_metrics(config: Config, agent: Any, failovers: Any, timings: Any, tls
         extra=lambda: {"hacluster_tls_cert_expiry_timestamp_seconds": tls.not_after.timestamp()},
         leader_changes=LeaderChangeTally(agent.events), timings=timings,
         raft_listener=raft.listener_up))
-    try:
-        # the read-only status page on the same listener: `/` and `/status.json`
-        server = serve_metrics(config.metrics_listen, registry, status_pages(
-            views.status, views.members_status, views.backends_status,
-            lambda: agent.events.after(0, EVENTS_SHOWN)),
-            tls=tls if config.metrics_tls else None, allowed_hosts=config.metrics_allowed_hosts)
-    except MetricsBindError as e:
-        log.error("%s; running without metrics", e)
-        agent.events.add("agent", f"no metrics: {e}")
-        return None
+    # the read-only status page on the same listener: `/` and `/status.json`
+    server = serve_metrics(config.metrics_listen, registry, status_pages(
+        views.status, views.members_status, views.backends_status,
+        lambda: agent.events.after(0, EVENTS_SHOWN)),
+        tls=tls if config.metrics_tls else None, allowed_hosts=config.metrics_allowed_hosts)
     log.info("metrics and status page: %s://%s/ (%s)", "https" if config.metrics_tls else "http",
              config.metrics_listen, "client certificates of the cluster CA only" if config.metrics_tls
              else "plain HTTP, no authentication: keep it on a management network")

@@ -45,6 +45,7 @@ from hacluster_cli.client import (
     to_dict,
 )
 from hacluster_cli.lab import lab
+from hacluster_cli.reload_cmd import register as register_reload
 from hacluster_cli.render import render_backends, render_checks, render_members, render_status
 from hacluster_cli.safe_text import CliError, printable, scrub
 
@@ -578,6 +579,7 @@ def version() -> None:
 cli.add_command(lab)
 cli.add_command(certs)
 cli.add_command(audit)
+register_reload(cli, _agent_options, _ask)
 
 
 def main() -> None:

@@ -401,3 +401,39 @@ class MaintenanceReply(_message.Message):
     detail: str
     generation: int
     def __init__(self, detail: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class ReloadReply(_message.Message):
+    __slots__ = ("applied", "dry_run", "detail", "source", "changes", "restart_keys", "ignored", "errors", "warnings")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    RESTART_KEYS_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    dry_run: bool
+    detail: str
+    source: str
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    restart_keys: _containers.RepeatedCompositeFieldContainer[RestartKey]
+    ignored: _containers.RepeatedScalarFieldContainer[str]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, applied: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., detail: _Optional[str] = ..., source: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., restart_keys: _Optional[_Iterable[_Union[RestartKey, _Mapping]]] = ..., ignored: _Optional[_Iterable[str]] = ..., errors: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RestartKey(_message.Message):
+    __slots__ = ("key", "reason")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    reason: str
+    def __init__(self, key: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -87,6 +87,11 @@ class AdminStub:
                 request_serializer=hacluster_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
                 response_deserializer=hacluster_dot_v1_dot_admin__pb2.Event.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/hacluster.v1.Admin/Reload',
+                request_serializer=hacluster_dot_v1_dot_admin__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=hacluster_dot_v1_dot_admin__pb2.ReloadReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -181,6 +186,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Re-read this agent's config file and apply what may change while it runs: services,
+        backends, weights, algorithms, checks, log level and format, the metrics listener,
+        health timings. All or nothing: an invalid file (every error listed) or a changed key
+        that needs a restart (each listed with the reason) changes nothing, and the reply says
+        applied = false. The leader's balancing table follows the leader's file: reload every
+        member. Same as SIGHUP (`systemctl reload hacluster`), but answered and audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +250,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=hacluster_dot_v1_dot_admin__pb2.EventsRequest.FromString,
                     response_serializer=hacluster_dot_v1_dot_admin__pb2.Event.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=hacluster_dot_v1_dot_admin__pb2.ReloadRequest.FromString,
+                    response_serializer=hacluster_dot_v1_dot_admin__pb2.ReloadReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -508,6 +530,33 @@ class Admin:
             '/hacluster.v1.Admin/Events',
             hacluster_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
             hacluster_dot_v1_dot_admin__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacluster.v1.Admin/Reload',
+            hacluster_dot_v1_dot_admin__pb2.ReloadRequest.SerializeToString,
+            hacluster_dot_v1_dot_admin__pb2.ReloadReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -133,6 +133,7 @@ class LeaderDuties:
         if view.role is not Role.LEADER or not view.epoch_applied:
             self._verdicts.reset()
             return
+        self._follow_config()
         if not self._health.due(snap.now, look_now):
             return
         state = self._raft.state
@@ -153,6 +154,18 @@ class LeaderDuties:
         if rejoined:
             command["rejoined"] = sorted(rejoined)
         self._health.submit(self._raft, snap.now, view.term, command)
+
+    def _follow_config(self) -> None:
+        """The checks and health timings of the config as it is now: a reload
+        (hacluster/reload.py) swaps them in the shared Config. A removed check's committed
+        verdicts are then forgotten (no member reports it any more)."""
+        c = self._config
+        self._verdicts.checks = tuple(k.name for k in c.checks)
+        self._verdicts.settle = c.health_settle
+        policy = Policy(rejoin=c.health_rejoin, raft_fresh=c.timing.election_max,
+                        corroborate=c.health_corroborate)
+        if policy != self._verdicts.policy:
+            self._verdicts.policy = policy
 
     def _observed(self, view: ConsensusView) -> list[Observed]:
         """Gossip's members plus how long Raft has not heard each one (the leader's acks;

@@ -71,14 +71,10 @@ class HealthRunner:
         self._on_change = on_change
         self._clock = clock
         self._wall = wall
+        self._default_host = default_host
         self._lock = threading.Lock()
-        self._checks: dict[str, _Check] = {}
-        for s in specs:
-            host = s.host or default_host
-            target = module_for(s.kind).target(s, host)
-            report = CheckReport(name=s.name, kind=s.kind, target=target, state=CheckState.UNKNOWN,
-                                 latency_ms=None, error="")
-            self._checks[s.name] = _Check(s, host, report)
+        self._checks: dict[str, _Check] = {s.name: self._new_check(s) for s in specs}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # only touched on the runner's loop
         self._reports = tuple(c.report for c in self._checks.values())
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,6 +106,50 @@ class HealthRunner:
                 pass  # the loop already closed
         if thread is not None:
             thread.join(timeout)
+
+    def update(self, specs: Sequence[CheckSpec], timeout: float = 5.0) -> None:
+        """Run `specs` from now on (a config reload): removed checks stop, added ones start
+        (UNKNOWN until rise/fall), changed ones start over; unchanged ones keep running
+        with their state. Returns once the runner's loop made the switch."""
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate check names")
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            self._swap(specs)
+            return
+        done = concurrent.futures.Future[None]()
+
+        def switch() -> None:
+            try:
+                for name in self._swap(specs):
+                    self._tasks[name] = asyncio.create_task(self._every(self._checks[name]),
+                                                            name=f"check {name}")
+                done.set_result(None)
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                done.set_exception(e)
+        loop.call_soon_threadsafe(switch)
+        done.result(timeout)
+        if self._on_change is not None:
+            self._on_change(self.reports())
+
+    def _swap(self, specs: Sequence[CheckSpec]) -> list[str]:
+        """Replace the check set; cancel the tasks of removed and changed checks; return
+        the names that need a task (added and changed)."""
+        with self._lock:
+            old = self._checks
+            keep = {s.name: old[s.name] for s in specs if s.name in old and old[s.name].spec == s}
+            self._checks = {s.name: keep.get(s.name) or self._new_check(s) for s in specs}
+            self._reports = tuple(c.report for c in self._checks.values())
+        for name in [n for n in self._tasks if n not in keep]:
+            self._tasks.pop(name).cancel()
+        return [s.name for s in specs if s.name not in keep]
+
+    def _new_check(self, s: CheckSpec) -> _Check:
+        host = s.host or self._default_host
+        target = module_for(s.kind).target(s, host)
+        return _Check(s, host, CheckReport(name=s.name, kind=s.kind, target=target,
+                                           state=CheckState.UNKNOWN, latency_ms=None, error=""))
 
     def run_once(self, name: str) -> CheckReport:
         """Run one attempt of a check now and apply it, from any thread but the runner's."""
@@ -162,8 +202,8 @@ class HealthRunner:
             loop.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._every(c), name=f"check {c.spec.name}")
-                 for c in self._checks.values()]
+        self._tasks = {c.spec.name: asyncio.create_task(self._every(c), name=f"check {c.spec.name}")
+                       for c in self._checks.values()}
         try:
             await stop.wait()
         finally:

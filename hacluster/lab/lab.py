@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,6 +324,16 @@ class Lab:
         if node.agent is None:
             raise LabError(f"{node.name}: no agent started by this Lab object")
         os.kill(node.agent.pid, sig)
+
+    def edit_config(self, node: LabNode, change: Callable[[dict[str, Any]], None]) -> None:
+        """Rewrite the server's config file: `change` edits the parsed document in place."""
+        doc = yaml.safe_load(node.config.read_text())
+        change(doc)
+        node.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def reload(self, node: LabNode) -> None:
+        """What `systemctl reload hacluster` does: SIGHUP to the agent (it re-reads its file)."""
+        self.signal_agent(node, signal.SIGHUP)
 
     def wait_agent_exit(self, node: LabNode, timeout: float) -> int:
         assert node.agent is not None

@@ -51,6 +51,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hacluster.audit": LEAF,
     "hacluster.roster": {"hacluster.config", "hacluster.model"},
     "hacluster.lab": {"hacluster", "hacluster.certs", "yaml", "hl7"},  # it runs agents; it imports none
+    "hacluster.reload": {"hacluster.config", "hacluster.dataplane", "hacluster.events", "hacluster.logs"},
     "hacluster.daemon": {"*"},  # the wiring: everything
     "hacluster_cli": {"hacluster", "hacluster.api", "hacluster.audit", "hacluster.certs",
                       "hacluster.channels", "hacluster.config", "hacluster.config_host",
