@@ -365,7 +365,7 @@ def _members(st: AgentStatus, ms: MembersStatus | None, leader_st: AgentStatus |
             raft_role=role, raft_link=links.get(mid),
             checks_passing=g.checks_passing if known else None,
             checks_total=g.checks_total if known else None,
-            draining=g.draining if known else None))
+            draining=None if g is None else g.draining))  # replicated: known without meta
         why = []
         if g is not None and g.state in (GossipState.DEAD, GossipState.SUSPECT):
             why.append(f"{g.state.value.upper()} in gossip (as {ms.node if ms else '?'} sees it)")

@@ -33,6 +33,7 @@ from hacluster.model import (
     PeerLink,
     Role,
     VipStatus,
+    is_draining,
     maintenance_on,
 )
 
@@ -86,7 +87,7 @@ class StatusViews:
         )
 
     def members_status(self) -> MembersStatus:
-        view = self._raft.view()
+        view, flags = self._raft.view(), self._raft.state.flags
         out = []
         links = {p.id: p for p in view.peers}
         for m in self._gossip.members() if self._gossip else ():
@@ -97,7 +98,9 @@ class StatusViews:
                 incarnation=m.incarnation, last_seen_s=m.last_seen_age, state_age_s=m.state_age,
                 confirmations=m.confirmations, raft_role=self._raft_role_of(m.node, view, links.get(m.node)),
                 checks_passing=sum(c.state is CheckState.PASSING for c in checks),
-                checks_total=len(checks), draining=bool(m.meta and m.meta.draining),
+                # the replicated flag, the fact the balancing table follows: a member's own
+                # gossip meta repeats it only at its next publish (seconds later)
+                checks_total=len(checks), draining=is_draining(flags, m.node),
                 version=m.meta.version if m.meta else "",
                 cpu_percent=load.cpu_percent if load else 0.0,
                 mem_percent=load.mem_percent if load else 0.0, meta_known=m.meta is not None))
