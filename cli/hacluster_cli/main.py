@@ -221,8 +221,9 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
     """
     import sys
 
-    from hacluster_cli.overview import gather, render_overview
-    from hacluster_cli.overview import watch as watch_loop
+    from hacluster_cli.overview import gather
+    from hacluster_cli.overview_screen import render_overview
+    from hacluster_cli.overview_screen import watch as watch_loop
 
     ctx = click.get_current_context()
     if cluster and agent:
