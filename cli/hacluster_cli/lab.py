@@ -115,7 +115,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _agent_status(node: dict) -> dict | None:
-    cmd = cli_argv(node["netns"], "status", "--json", "--config", node["config"], "--timeout", "2")
+    cmd = cli_argv(node["netns"], "status", "--agent", "--json", "--config", node["config"], "--timeout", "2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     if proc.returncode != 0:
         return None

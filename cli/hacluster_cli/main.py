@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,10 @@ from hacluster_cli.render import render_backends, render_checks, render_members,
 from hacluster_cli.safe_text import CliError, printable, scrub
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+# Where a command finds its agent without --config: this variable, else the file the
+# Ansible role writes on every server.
+CONFIG_ENV = "HACLUSTER_CONFIG"
+DEFAULT_CONFIG = "/etc/hacluster/hacluster.yaml"
 
 
 def _config_error(e: ConfigError) -> CliError:
@@ -63,9 +68,12 @@ def _plural(n: int, word: str) -> str:
 def cli() -> None:
     """Operate a hacluster HA/VIP cluster: status, gossip members, health checks, configs.
 
-    Every command that talks to an agent finds it with --config FILE (the server's own
-    config: its member's grpc_port, the cluster CA and the CLI certificate it names) or
-    with --admin HOST:PORT plus --ca, --cert and --key. Calls are mutual TLS: an admin
+    Every command that talks to an agent finds it through a server's own config (its
+    member's grpc_port, the cluster CA and the CLI certificate it names), looked up in this
+    order: --config FILE, else the file named by $HACLUSTER_CONFIG, else
+    /etc/hacluster/hacluster.yaml (what the Ansible role writes): on a cluster server no
+    flag is needed. --admin HOST:PORT asks another agent with those credentials; --admin
+    with --ca, --cert and --key needs no config at all. Calls are mutual TLS: an admin
     certificate may act, a reader certificate may only look (hacluster certs issue).
 
     \b
@@ -77,7 +85,9 @@ def cli() -> None:
       4  agent refused the call (certificate, role) or TLS failed
 
     \b
-    Example:
+    Examples:
+      hacluster status
+      HACLUSTER_CONFIG=/srv/ward-b/hacluster.yaml hacluster status
       hacluster status --config /etc/hacluster/hacluster.yaml
     """
 
@@ -95,9 +105,7 @@ def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, c
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
     if not config_path and not (admin and ca and cert):
-        raise click.UsageError("say which agent to ask and with which certificate: --config FILE "
-                               "(its tls section names the CLI certificate), or --admin HOST:PORT "
-                               "with --ca, --cert and --key")
+        config_path = _find_config()
     cluster = None
     try:
         if config_path:
@@ -125,6 +133,26 @@ def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, c
     return target, tls.channel_credentials()
 
 
+def _find_config() -> str:
+    """The config to use when no --config is given: $HACLUSTER_CONFIG, else DEFAULT_CONFIG;
+    a usage error (exit 2) saying where it looked and how to fix it when there is none."""
+    named = os.environ.get(CONFIG_ENV, "")
+    if named:
+        if not Path(named).exists():
+            raise CliError(f"{CONFIG_ENV}={named}: no such file. Fix: point {CONFIG_ENV} at this "
+                           "server's hacluster config, unset it to use "
+                           f"{DEFAULT_CONFIG}, or pass --config FILE", EXIT_USAGE)
+        return named
+    if Path(DEFAULT_CONFIG).exists():
+        return DEFAULT_CONFIG
+    raise CliError(
+        f"no hacluster config found: tried --config (not given), ${CONFIG_ENV} (not set) and "
+        f"{DEFAULT_CONFIG} (no such file).\n"
+        "  Fix: run this on a cluster server (the Ansible role writes "
+        f"{DEFAULT_CONFIG}), or pass --config FILE or set {CONFIG_ENV}=FILE (a server's "
+        "hacluster config), or give --admin HOST:PORT with --ca, --cert and --key", EXIT_USAGE)
+
+
 def _cluster_of(files: TlsFiles) -> str:
     """Without a config, the cluster is the one the certificate names."""
     from hacluster.certs import CertError, identity_from_cert
@@ -145,7 +173,8 @@ def _agent_options(inner: Any) -> Any:
     for opt in reversed([
         click.option("--config", "config_path", metavar="FILE",
                      help="This server's hacluster config: ask its own agent, with the CA and "
-                     "CLI certificate it names."),
+                     "CLI certificate it names (default: $HACLUSTER_CONFIG, else "
+                     f"{DEFAULT_CONFIG})."),
         click.option("--admin", metavar="HOST:PORT",
                      help="The agent's admin address (a member's address and grpc_port)."),
         click.option("--ca", metavar="FILE", help="The cluster CA certificate (default with "
@@ -174,36 +203,37 @@ def _ask(conn: dict[str, Any], call: Callable[[str, Any], Any]) -> Any:
 
 @cli.command()
 @click.option("--cluster", is_flag=True,
-              help="The whole cluster at a glance (see above); exit 1 when anything is wrong.")
+              help="The cluster view (the default; accepted so that scripts may say it).")
 @click.option("--agent", is_flag=True,
-              help="The asked agent's own view (what plain `status` prints today); say it in "
-                   "scripts that read the table or --json.")
+              help="The asked agent's own view instead of the cluster's (with or without --json).")
 @click.option("--watch", is_flag=True, help="Redraw every --interval until Ctrl-C (exit 0).")
 @click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
               metavar="SECONDS", help="With --watch: seconds between redraws (0.5-60).")
 @_agent_options
 def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[str, Any],
            as_json: bool, timeout: float) -> None:
-    """Show the cluster at a glance (the default), or one agent's own view (--agent).
+    """Show the cluster at a glance; with --agent, the asked agent's own view instead.
+
+    --json prints the same view as one JSON object: `status --json` is the cluster view,
+    `status --agent --json` the agent view.
 
     The cluster view: cluster name, leader, term, the leader's lease, quorum, each VIP and who
     holds it (from the leader's own status: the asked agent fetches it when it is a
     follower), members (gossip state, Raft role and link, checks passing/total, draining),
     each agent's connection sync (conntrackd: ok, DOWN or off, and why), services with
     healthy/total backends, the balancing table's generation committed vs applied, the last
-    events, then the problems (MAINTENANCE mode is one). With --cluster --json: one object
-    with the keys cluster, asked, asked_role, leader, term, lease_ok, lease_remaining_ms,
-    quorum, handoff, sentence, vips, members, members_alive, services, table, events,
-    connection_sync, problems, missing, healthy (details: cli/hacluster_cli/overview.py).
-    Exit 0 when healthy; 1 when there is a problem (no leader or quorum, a VIP held by no
-    one, a member DEAD or SUSPECT, a backend down, the table not applied, a connection sync
-    DOWN) or a part could not be seen (Members, Backends, the leader); 3 and 4 as for every
-    command (the asked agent unreachable, or refusing).
+    events, then the problems (MAINTENANCE mode is one). Its --json object has the keys
+    cluster, asked, asked_role, leader, term, lease_ok, lease_remaining_ms, quorum, handoff,
+    sentence, vips, members, members_alive, services, table, events, connection_sync,
+    problems, missing, healthy (details: cli/hacluster_cli/overview.py). Exit 0 when
+    healthy; 1 when there is a problem (no leader or quorum, a VIP held by no one, a member
+    DEAD or SUSPECT, a backend down, the table not applied, a connection sync DOWN) or a
+    part could not be seen (Members, Backends, the leader); 3 and 4 as for every command
+    (the asked agent unreachable, or refusing).
 
-    --agent: the asked agent's own view (role, term, leader, lease, quorum, the VIPs it
-    holds, its connection sync, its Raft links). `status --json` (without --cluster) prints
-    this agent view's object (node, role, leader, vips, handoff, maintenance,
-    connection_sync, ...), so that scripts that parse `status --json` go on working. Exit 0
+    The agent view (--agent): the asked agent's role, term, leader, lease, quorum, the VIPs
+    it holds, its connection sync and its Raft links. Its --json object has the keys node,
+    role, leader, vips, handoff, maintenance, connection_sync, ... (AgentStatus). Exit 0
     when the agent answered.
 
     --watch redraws every --interval (the screen is cleared on a terminal, a separator line
@@ -212,12 +242,13 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
 
     \b
     Examples:
+      hacluster status
+      hacluster status --watch --interval 1
+      hacluster status --json
+      hacluster status --agent --json
       hacluster status --config /etc/hacluster/hacluster.yaml
-      hacluster status --watch --interval 1 --config /etc/hacluster/hacluster.yaml
-      hacluster status --cluster --json --config /etc/hacluster/hacluster.yaml
-      hacluster status --agent --watch --config /etc/hacluster/hacluster.yaml
       hacluster status --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
-      ip netns exec NETNS hacluster status --json --config CONFIG
+      ip netns exec NETNS hacluster status --agent --json --config CONFIG
     """
     import sys
 
@@ -230,9 +261,7 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
         raise click.UsageError("--cluster and --agent exclude each other")
     if not watch and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--interval goes with --watch")
-    # Plain `status` is the cluster view for people; `status --json` stays the agent view
-    # that scripts (and the lab's tooling) parse.
-    whole = cluster or (not agent and not as_json)
+    whole = not agent  # the cluster view, as a table or (--json) as one object
 
     def draw(target: str, creds: Any) -> tuple[str, int]:
         if whole:

@@ -109,7 +109,7 @@ def test_status_table_of_an_agent_without_connection_sync_says_nothing_of_it() -
 
 def test_status_json(serve: Callable[..., int]) -> None:
     port = serve()
-    result = _status("--admin", f"127.0.0.1:{port}", *_as(), "--json")
+    result = _status("--agent", "--admin", f"127.0.0.1:{port}", *_as(), "--json")
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     assert list(got) == [f.name for f in dataclasses.fields(AgentStatus)]
@@ -135,7 +135,7 @@ data_dir: ./data
 secret_file: ./secret
 tls: {json.dumps(tls)}
 """)
-    result = _status("--config", str(tmp_path / "ha.yaml"), "--json")
+    result = _status("--agent", "--config", str(tmp_path / "ha.yaml"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["node"] == "n1"
 

@@ -544,9 +544,11 @@ def test_status_cluster_through_real_agents(agents: Callable[..., int]) -> None:
     assert got["vips"][1] == {"address": "10.0.0.101/24", "interface": "eth0", "holders": ["n1"],
                               "known": True}
     assert got["services"][0]["healthy"] == 3 and got["members_alive"] is None
-    # without --cluster: the single-agent dict, exactly as before
-    plain = json.loads(CliRunner().invoke(cli, [a for a in args if a != "--cluster"] + ["--json"]).stdout)
-    assert plain["node"] == "n2" and plain["role"] == "follower" and "handoff" in plain
+    # without --cluster: the same cluster view (the default); --agent: the single-agent dict
+    plain = [a for a in args if a != "--cluster"]
+    assert json.loads(CliRunner().invoke(cli, [*plain, "--json"]).stdout) == got
+    agent = json.loads(CliRunner().invoke(cli, [*plain, "--agent", "--json"]).stdout)
+    assert agent["node"] == "n2" and agent["role"] == "follower" and "handoff" in agent
 
 
 def test_a_second_holder_only_that_member_reports_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
