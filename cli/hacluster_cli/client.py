@@ -309,7 +309,8 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
     picks), through the agent at `target`, which need not be the leader. Returns what
     happened, with the switch time measured from the old holder's release to the new
     holder's claim (both as the agents logged them; across servers this includes their
-    clock difference)."""
+    clock difference). A move to the member that already leads changes nothing ("moved":
+    false, the reply's detail says so), as does a dry run."""
     say = progress or (lambda _msg: None)
     st = fetch_status(target, creds, timeout)
     leader = _leader_target(st, target)
@@ -319,10 +320,12 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
         request.to = to
     # the leader's own work: releasing (up to 2 s), the transfer (wait_s), the settling (~1 s)
     r = _call(leader, creds, wait_s + timeout + 3.0, "Failover", request)
+    moved = not r.dry_run and r.source != r.target  # the same member: it already leads
     out: dict[str, Any] = {"source": r.source, "target": r.target, "vips": list(r.vips),
                            "dry_run": r.dry_run, "detail": r.detail, "switch_ms": None,
-                           "handed_over_ms": None if r.dry_run else round(r.handed_over_ms, 1)}
-    if r.dry_run:
+                           "handed_over_ms": round(r.handed_over_ms, 1) if moved else None,
+                           "moved": moved}
+    if not moved:
         return out
     say(f"{r.source} released {', '.join(r.vips) or 'no VIPs'}; {r.target} leads after "
         f"{r.handed_over_ms:.0f} ms")

@@ -355,7 +355,9 @@ def drain_cmd(target: str, disable: bool, conn: dict[str, Any], as_json: bool, t
 
     Established flows continue until they end (or the service's drain_timeout_s). The
     change is committed through Raft before this returns; `hacluster undrain` reverts it
-    and leaves nothing behind.
+    and leaves nothing behind. A drained leader keeps the VIPs until the services' longest
+    drain_timeout_s has passed, then hands them over (the command says so);
+    `hacluster failover --to NODE` moves them at once.
 
     \b
     Examples:
@@ -467,6 +469,7 @@ def failover_cmd(to: str | None, dry_run: bool, wait_s: float, conn: dict[str, A
     switch time printed is from the release to the claim. Nothing is left behind: the old
     leader is an ordinary follower afterwards, and leadership never moves back by itself.
     If the target does not take over within --wait, the leader keeps the VIPs (exit 1).
+    --to the member that already leads changes nothing and says so (exit 0).
 
     \b
     Examples:
