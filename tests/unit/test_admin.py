@@ -223,12 +223,16 @@ def test_provider_failure_is_a_failed_call(serve: Callable[..., int]) -> None:
 
 
 @pytest.mark.parametrize("args, needle", [
-    ((), "--config FILE (its tls section"),
-    (("--admin", "127.0.0.1:1"), "or --admin HOST:PORT with --ca, --cert and --key"),
+    ((), "no hacluster config found: tried --config"),
+    (("--admin", "127.0.0.1:1"), "or give --admin HOST:PORT with --ca, --cert and --key"),
     (("--admin", "nonsense", "x"), "must be HOST:PORT"),
     (("--admin", "127.0.0.1:1", "--ca", "a", "--cert", "b"), "--cert and --key go together"),
 ])
-def test_usage_errors_exit_2(args: tuple[str, ...], needle: str) -> None:
+def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from hacluster_cli import main  # no config anywhere (tests/unit/test_cli_lookup.py)
+    monkeypatch.delenv(main.CONFIG_ENV, raising=False)
+    monkeypatch.setattr(main, "DEFAULT_CONFIG", str(tmp_path / "none.yaml"))
     args = tuple(a for x in args for a in (_as() if x == "x" else (x,)))
     result = _status(*args)
     assert result.exit_code == 2, result.output
