@@ -96,7 +96,8 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
         lease_ok=reply.lease_ok, lease_remaining_ms=reply.lease_remaining_ms,
         has_quorum=reply.has_quorum, handoff=reply.handoff,
         vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.held,
-                             v.claimed_at_unix_ms if v.HasField("claimed_at_unix_ms") else None)
+                             v.claimed_at_unix_ms if v.HasField("claimed_at_unix_ms") else None,
+                             v.waiting)
                    for v in reply.vips),
         members=tuple(
             MemberStatus(m.id, m.address, m.is_self, m.connected,

@@ -19,7 +19,10 @@ overview_screen.py draws the Overview (and runs --watch).
     handoff            bool  the leader is releasing its VIPs in a graceful handoff
     sentence           str   the last tick's sentence of the leader (else the contacted agent)
     vips               [{address ("10.0.0.100/24"), interface, holders [node ids],
-                         known (false: the leader was not asked, holders are a guess)}]
+                         known (false: the leader was not asked, holders are a guess),
+                         waiting (str: why the leader does not hold it yet, e.g. "waiting up
+                         to 2 s for n1's address lifetime to end; n1's kernel still
+                         answers"; "" when it is not waiting)}]
     members            [{id, is_self, gossip (alive|suspect|dead|left|null), raft_role,
                          raft_link (self|up|down|null, as the leader sees it), checks_passing,
                          checks_total (null: unknown), draining (bool|null)}]
@@ -92,6 +95,7 @@ class VipLine:
     interface: str
     holders: tuple[str, ...]  # nodes whose own status says they hold it, among those asked
     known: bool  # the leader was asked: `holders` is the truth, not a partial view
+    waiting: str = ""  # the leader's words on why it does not hold it yet ("": not waiting)
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class Overview:
             "lease_remaining_ms": self.lease_remaining_ms, "quorum": self.quorum,
             "handoff": self.handoff, "sentence": self.sentence,
             "vips": [{"address": v.address, "interface": v.interface, "holders": list(v.holders),
-                      "known": v.known} for v in self.vips],
+                      "known": v.known, "waiting": v.waiting} for v in self.vips],
             "members": [{"id": m.id, "is_self": m.is_self,
                          "gossip": None if m.gossip is None else m.gossip.value,
                          "raft_role": m.raft_role, "raft_link": m.raft_link,
@@ -331,8 +335,13 @@ def _vips(st: AgentStatus, leader_st: AgentStatus | None, problems: list[str],
     handoff = " (a handoff is under way)" if leader_st is not None and leader_st.handoff else ""
     for key, interface in order.items():
         holders = tuple(s.node for s in asked if any(_vip_key(v) == key and v.held for v in s.vips))
-        lines.append(VipLine(key, interface, holders, leader_st is not None))
-        if leader_st is not None and not holders:
+        # the leader's own word on a claim it holds back (an old holder's kernel still answers)
+        waiting = "" if leader_st is None or holders else next(
+            (v.waiting for v in leader_st.vips if _vip_key(v) == key), "")
+        lines.append(VipLine(key, interface, holders, leader_st is not None, waiting))
+        if leader_st is not None and waiting:
+            problems.append(f"VIP {key} is not held yet: the leader {leader_st.node} is {waiting}")
+        elif leader_st is not None and not holders:
             problems.append(f"VIP {key} is held by no one: the leader {leader_st.node} does not "
                             f"hold it{handoff}")
         elif len(holders) > 1:

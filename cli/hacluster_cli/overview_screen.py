@@ -72,12 +72,19 @@ def _vip_lines(ov: Overview) -> list[str]:
     for v in ov.vips:
         if v.holders:
             held = "held by " + " and ".join(v.holders)
+        elif v.waiting:
+            held = "not held yet:"  # the leader's words follow on their own lines
         else:
             held = "HELD BY NO ONE" if v.known else "holder unknown (leader not asked)"
         if v.holders and not v.known:
             held += " (leader not asked)"
         rows.append((v.address, _clip(v.interface, 16), held))
-    return ["", "VIPs", *_columns(rows)]
+    lines = ["", "VIPs"]
+    for v, line in zip(ov.vips, _columns(rows), strict=True):
+        lines.append(line)
+        if v.waiting and not v.holders:
+            lines += _wrapped("    ", v.waiting)
+    return lines
 
 
 def _member_lines(ov: Overview) -> list[str]:

@@ -76,7 +76,8 @@ class StatusViews:
             vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
                                  v.address in claimed or v.address in rep.kernel_has,
                                  None if v.address not in claimed
-                                 else (claimed[v.address] + wall_offset) * 1000)
+                                 else (claimed[v.address] + wall_offset) * 1000,
+                                 rep.waiting.get(v.address, ""))
                        for v in cfg.vips),
             members=tuple(members), sentence=status_sentence(rep.sentence, now - rep.tick_done_at),
             commit_index=view.commit_index, last_applied=view.last_applied,

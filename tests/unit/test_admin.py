@@ -116,7 +116,7 @@ def test_status_json(serve: Callable[..., int]) -> None:
     assert got["role"] == "leader"
     assert got["leader"] == "n1" and got["term"] == 7 and got["generation"] == 42
     assert got["vips"][0] == {"address": "10.99.0.100", "prefixlen": 24, "interface": "eth0",
-                              "held": True, "claimed_at_unix_ms": None}
+                              "held": True, "claimed_at_unix_ms": None, "waiting": ""}
     assert [m["last_ack_ms"] for m in got["members"]] == [None, 12.0, None]
     assert [m["connected"] for m in got["members"]] == [True, True, False]
 

@@ -366,7 +366,7 @@ def test_json_keys_are_stable(monkeypatch: pytest.MonkeyPatch) -> None:
                        "lease_remaining_ms", "quorum", "handoff", "sentence", "vips", "members",
                        "members_alive", "services", "table", "events", "connection_sync",
                        "problems", "missing", "healthy"]
-    assert list(d["vips"][0]) == ["address", "interface", "holders", "known"]
+    assert list(d["vips"][0]) == ["address", "interface", "holders", "known", "waiting"]
     assert list(d["members"][0]) == ["id", "is_self", "gossip", "raft_role", "raft_link",
                                      "checks_passing", "checks_total", "draining"]
     assert list(d["services"][0]) == ["name", "vip", "ports", "protocol", "healthy", "total",
@@ -542,7 +542,7 @@ def test_status_cluster_through_real_agents(agents: Callable[..., int]) -> None:
     assert "no problems seen (but see: not known)" in out
     got = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
     assert got["vips"][1] == {"address": "10.0.0.101/24", "interface": "eth0", "holders": ["n1"],
-                              "known": True}
+                              "known": True, "waiting": ""}
     assert got["services"][0]["healthy"] == 3 and got["members_alive"] is None
     # without --cluster: the same cluster view (the default); --agent: the single-agent dict
     plain = [a for a in args if a != "--cluster"]
