@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 import time
 from typing import Any
 
@@ -68,6 +69,21 @@ class AgentUnreachable(AdminCallError):
 
 class AgentRefused(AdminCallError):
     exit_code = EXIT_REFUSED
+
+
+class TlsFailed(AgentRefused):
+    """The TLS handshake with the agent failed. Said in one line, with its likely cause;
+    `line(ca_file)` names the CA the CLI trusted (the caller knows it, the channel not)."""
+
+    def __init__(self, target: str, cause: str):
+        """cause: a str.format template; {ca} is the CA file's place in the sentence."""
+        self.target = target
+        self.cause = cause
+        super().__init__(self.line())
+
+    def line(self, ca_file: str = "") -> str:
+        cause = self.cause.format(ca=f" {ca_file}" if ca_file else "")
+        return f"cannot reach agent {self.target}: TLS handshake failed ({cause})"
 
 
 def grpc_target(host: str, port: int) -> str:
@@ -136,15 +152,44 @@ def status_to_dict(st: AgentStatus) -> dict[str, Any]:
     return d
 
 
+def _grpc_details(details: str) -> str:
+    """gRPC's error text without its wrapping: "failed to connect to all addresses; last
+    error: UNKNOWN: ipv4:10.0.0.1:7101: " before the reason, and the ": OK" (the status of
+    nothing) that C-core appends after some of them."""
+    text = re.sub(r"^failed to connect to all addresses; last error: [A-Z_]+: "
+                  r"(?:ipv[46]:\S+?:\d+: )?", "", details.strip())
+    while text.endswith(": OK"):
+        text = text[:-len(": OK")]
+    return text
+
+
+def _tls_failure(target: str, details: str) -> TlsFailed | None:
+    """The failed handshake in `details` (a code UNAVAILABLE's), said with its likely cause;
+    None when `details` is no TLS failure."""
+    text = _grpc_details(details)
+    low = text.lower()
+    if "certificate_verify_failed" in low:  # the agent's certificate, checked against our CA
+        return TlsFailed(target, "certificate not signed by the cluster CA{ca}?")
+    if "hostname verification" in low:
+        host = target.rsplit(":", 1)[0]
+        return TlsFailed(target, f"the agent's certificate does not name {host}; ask it at an "
+                                 "address its certificate names, see hacluster certs show")
+    if any(w in low for w in ("handshake", "ssl", "certificate", "tls")):
+        return TlsFailed(target, text.replace("{", "{{").replace("}", "}}"))
+    return None
+
+
 def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallError:
-    code, details = err.code(), err.details() or ""
+    code, details = err.code(), _grpc_details(err.details() or "")
     check = (f"is hacluster-agent running on this server? is {target} the member's "
              "grpc_port?")
-    if code == grpc.StatusCode.UNAVAILABLE and any(
-            w in details.lower() for w in ("handshake", "ssl", "certificate", "tls")):
-        return AgentRefused(f"TLS with the agent at {target} failed: {details}\n  check that the "
-                            "CA file is this cluster's CA and the certificate was issued by it "
-                            "(hacluster certs show FILE --ca CA)")
+    if code == grpc.StatusCode.UNAVAILABLE and (tls := _tls_failure(target, details)):
+        return tls
+    if code == grpc.StatusCode.UNAVAILABLE and details.lower() == "socket closed":
+        # what an agent that refuses our certificate does in the handshake (or one stopping)
+        return AgentUnreachable(f"cannot reach agent {target}: it closed the connection (does it "
+                                "trust the CA that signed our certificate? is it stopping? is "
+                                f"{target} its grpc_port?)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return AgentUnreachable(f"cannot reach the hacluster agent at {target}: {details}\n"
                                 f"  {check}")

@@ -9,6 +9,7 @@ import subprocess
 import click
 
 from hacluster.lab.lab import Lab, LabError, cli_argv, load_description, teardown
+from hacluster_cli import GRPC_QUIETED
 
 NAME_HELP = "lab name: prefix of every namespace and file (1-8 letters/digits)"
 
@@ -33,6 +34,8 @@ def lab() -> None:
       ip netns exec hcl-n1 hacluster status --config /run/hacluster-lab/hcl/n1/hacluster.yaml
       hacluster lab down --name hcl
     """
+    for name in GRPC_QUIETED:  # the agents the lab starts log gRPC's errors as usual
+        os.environ.pop(name, None)
 
 
 @lab.command()

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
 from hacluster import __version__
 from hacluster.config import ConfigError, load_config
-from hacluster.endpoints import parse_hostport
-from hacluster.model import TlsFiles
-from hacluster.tls import TlsError, load_tls
 from hacluster_cli.audit_cmd import audit
 from hacluster_cli.certs_cmd import certs
 from hacluster_cli.client import (
@@ -36,27 +31,17 @@ from hacluster_cli.client import (
     fetch_members,
     fetch_status,
     follow_events,
-    grpc_target,
     set_maintenance,
     set_weight,
     status_to_dict,
-    target_from_config,
     to_dict,
 )
+from hacluster_cli.connect import DEFAULT_CONFIG, resolve_agent
 from hacluster_cli.lab import lab
 from hacluster_cli.render import render_backends, render_checks, render_members, render_status
-from hacluster_cli.safe_text import CliError, printable, scrub
+from hacluster_cli.safe_text import printable, scrub
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-# Where a command finds its agent without --config: this variable, else the file the
-# Ansible role writes on every server.
-CONFIG_ENV = "HACLUSTER_CONFIG"
-DEFAULT_CONFIG = "/etc/hacluster/hacluster.yaml"
-
-
-def _config_error(e: ConfigError) -> CliError:
-    lines = [f"{e.source}: {len(e.errors)} error(s)"] + [f"  {msg}" for msg in e.errors]
-    return CliError("\n".join(lines), EXIT_USAGE)
 
 
 def _plural(n: int, word: str) -> str:
@@ -92,76 +77,6 @@ def cli() -> None:
     """
 
 
-def _split_admin(admin: str) -> tuple[str, int]:
-    try:
-        return parse_hostport(admin, min_port=1)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--admin") from None
-
-
-def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, cert: str | None,
-                   key: str | None) -> tuple[str, Any]:
-    """(target, channel credentials) from the options; raise usage or config errors (exit 2)."""
-    if (cert is None) != (key is None):
-        raise click.UsageError("--cert and --key go together")
-    if not config_path and not (admin and ca and cert):
-        config_path = _find_config()
-    cluster = None
-    try:
-        if config_path:
-            cfg = load_config(config_path)
-            target = target_from_config(cfg)
-            cluster = cfg.cluster
-            files = cfg.cli_tls
-            if cert and key:
-                files = TlsFiles(Path(ca) if ca else cfg.tls.ca_file, Path(cert), Path(key))
-            if files is None:
-                raise click.UsageError(f"{config_path} names no CLI certificate (tls.cli_cert_file): "
-                                       "pass --cert and --key")
-        else:
-            target = ""
-            files = TlsFiles(Path(ca or ""), Path(cert or ""), Path(key or ""))
-    except ConfigError as e:
-        raise _config_error(e) from None
-    if admin:
-        host, port = _split_admin(admin)
-        target = grpc_target(host, port)
-    try:
-        tls = load_tls(files, cluster or _cluster_of(files), ("admin", "reader", "node"))
-    except TlsError as e:
-        raise CliError(f"cannot use the certificate: {e}", EXIT_USAGE) from None
-    return target, tls.channel_credentials()
-
-
-def _find_config() -> str:
-    """The config to use when no --config is given: $HACLUSTER_CONFIG, else DEFAULT_CONFIG;
-    a usage error (exit 2) saying where it looked and how to fix it when there is none."""
-    named = os.environ.get(CONFIG_ENV, "")
-    if named:
-        if not Path(named).exists():
-            raise CliError(f"{CONFIG_ENV}={named}: no such file. Fix: point {CONFIG_ENV} at this "
-                           "server's hacluster config, unset it to use "
-                           f"{DEFAULT_CONFIG}, or pass --config FILE", EXIT_USAGE)
-        return named
-    if Path(DEFAULT_CONFIG).exists():
-        return DEFAULT_CONFIG
-    raise CliError(
-        f"no hacluster config found: tried --config (not given), ${CONFIG_ENV} (not set) and "
-        f"{DEFAULT_CONFIG} (no such file).\n"
-        "  Fix: run this on a cluster server (the Ansible role writes "
-        f"{DEFAULT_CONFIG}), or pass --config FILE or set {CONFIG_ENV}=FILE (a server's "
-        "hacluster config), or give --admin HOST:PORT with --ca, --cert and --key", EXIT_USAGE)
-
-
-def _cluster_of(files: TlsFiles) -> str:
-    """Without a config, the cluster is the one the certificate names."""
-    from hacluster.certs import CertError, identity_from_cert
-    try:
-        return identity_from_cert(files.cert_file.read_bytes()).cluster
-    except (OSError, CertError) as e:
-        raise CliError(f"cannot use the certificate {files.cert_file}: {e}", EXIT_USAGE) from None
-
-
 def _agent_options(inner: Any) -> Any:
     """--config / --admin / --ca / --cert / --key / --json / --timeout, shared by agent
     commands; the command receives the first five as one `conn` dict."""
@@ -193,12 +108,11 @@ def _agent_options(inner: Any) -> Any:
 
 
 def _ask(conn: dict[str, Any], call: Callable[[str, Any], Any]) -> Any:
-    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
-                                   conn["key"])
+    agent = resolve_agent(conn)
     try:
-        return call(target, creds)
+        return call(agent.target, agent.creds)
     except AdminCallError as e:
-        raise CliError(str(e), e.exit_code) from None
+        raise agent.error(e) from None
 
 
 @cli.command()
@@ -274,9 +188,8 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
         out, code = _ask(conn, draw)
         click.echo(out)
         ctx.exit(code)
-    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
-                                   conn["key"])
-    ctx.exit(watch_loop(lambda: draw(target, creds)[0], interval, click.echo,
+    agent = resolve_agent(conn)
+    ctx.exit(watch_loop(lambda: draw(agent.target, agent.creds)[0], interval, click.echo,
                         tty=sys.stdout.isatty(), as_json=as_json))
 
 

@@ -230,9 +230,9 @@ def test_provider_failure_is_a_failed_call(serve: Callable[..., int]) -> None:
 ])
 def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from hacluster_cli import main  # no config anywhere (tests/unit/test_cli_lookup.py)
-    monkeypatch.delenv(main.CONFIG_ENV, raising=False)
-    monkeypatch.setattr(main, "DEFAULT_CONFIG", str(tmp_path / "none.yaml"))
+    from hacluster_cli import connect  # no config anywhere (tests/unit/test_cli_lookup.py)
+    monkeypatch.delenv(connect.CONFIG_ENV, raising=False)
+    monkeypatch.setattr(connect, "DEFAULT_CONFIG", str(tmp_path / "none.yaml"))
     args = tuple(a for x in args for a in (_as() if x == "x" else (x,)))
     result = _status(*args)
     assert result.exit_code == 2, result.output

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from hacluster.admin import AdminService, start_admin
-from hacluster_cli import main
+from hacluster_cli import connect
 from hacluster_cli.main import cli
 
 from .pki import PKI
@@ -46,9 +46,9 @@ tls: {json.dumps(PKI.tls_doc())}
 @pytest.fixture
 def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No $HACLUSTER_CONFIG, and the default config is a path that does not exist (yet)."""
-    monkeypatch.delenv(main.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(connect.CONFIG_ENV, raising=False)
     default = tmp_path / "etc" / "hacluster.yaml"
-    monkeypatch.setattr(main, "DEFAULT_CONFIG", str(default))
+    monkeypatch.setattr(connect, "DEFAULT_CONFIG", str(default))
     return default
 
 
@@ -66,13 +66,13 @@ def test_without_flags_the_default_config_is_used(port: int, nowhere: Path) -> N
 def test_hacluster_config_comes_before_the_default(port: int, nowhere: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _config(nowhere, 1)  # the default names a port where nothing listens: not used
-    monkeypatch.setenv(main.CONFIG_ENV, _config(tmp_path / "env.yaml", port))
+    monkeypatch.setenv(connect.CONFIG_ENV, _config(tmp_path / "env.yaml", port))
     assert _agent_node() == (0, "n1")
 
 
 def test_config_option_comes_before_the_environment(port: int, nowhere: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(main.CONFIG_ENV, str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv(connect.CONFIG_ENV, str(tmp_path / "missing.yaml"))
     assert _agent_node("--config", _config(tmp_path / "given.yaml", port)) == (0, "n1")
 
 
@@ -97,7 +97,7 @@ def test_no_config_anywhere_says_where_it_looked_and_how_to_fix_it(nowhere: Path
 
 def test_a_missing_file_in_the_environment_is_named(nowhere: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(main.CONFIG_ENV, str(tmp_path / "typo.yaml"))
+    monkeypatch.setenv(connect.CONFIG_ENV, str(tmp_path / "typo.yaml"))
     code, err = _agent_node()
     assert code == 2 and f"HACLUSTER_CONFIG={tmp_path / 'typo.yaml'}: no such file" in err
 
