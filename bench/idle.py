@@ -6,7 +6,7 @@ A healthy idle cluster should keep one leader and one VIP holder for ever: every
 change is a client outage that no fault caused. The lab comes up, settles, and is then
 watched without traffic for --minutes:
 
-* each agent's Raft term from `hacluster status --json` at the start and at the end,
+* each agent's Raft term from `hacluster status --agent --json` at the start and at the end,
 * every `raft role ... -> leader` and `lease lost` line in the agent logs during the window,
 * every gain/loss of the VIP in any server's kernel (address events), and any overlap.
 
@@ -42,7 +42,7 @@ _TO_LEADER = re.compile(r"raft role \w+ -> leader \(term (\d+)\)")
 
 
 def status(node: LabNode) -> dict[str, Any]:
-    cmd = cli_argv(node.netns, "status", "--json", "--config", str(node.config), python=PYTHON)
+    cmd = cli_argv(node.netns, "status", "--agent", "--json", "--config", str(node.config), python=PYTHON)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     if p.returncode != 0:
         return {"error": (p.stderr or p.stdout).strip()[-300:]}

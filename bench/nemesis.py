@@ -36,7 +36,7 @@ Faults (the target is the VIP holder, which is the Raft leader, unless said othe
   cold-start      every agent SIGKILLed, then started again in random order with random delays
                   (0-1.5 s each, --seed); before it, a drain and two weights through the CLI;
                   after it, every node's committed table equal to the one before, and the
-                  replicated generation not behind (`status --json`)
+                  replicated generation not behind (`status --agent --json`)
 
 Per fault: the longest time with no holder, the total time with two or more (I1: must be
 0), and commits lost (I2: acknowledged changes missing from any node's committed table after
@@ -127,7 +127,7 @@ NO_MOVE_FAULTS = {"raft-flood", "fd-exhaustion"}
 
 
 def generation(lab: Lab, node: LabNode) -> int | None:
-    st = cli_json(lab, node, "status")
+    st = cli_json(lab, node, "status", "--agent")
     return None if st is None else st.get("generation")
 
 

@@ -33,8 +33,9 @@ class AdminActions:
             if disable:
                 raise Refused("--disable applies to one backend (SERVICE/BACKEND), "
                               "not to a whole server")
-            return self._flag(draining_flag(target), None if undo else "true",
-                              f"server {target} {'back in service' if undo else 'draining'}")
+            detail, generation = self._flag(draining_flag(target), None if undo else "true",
+                                            f"server {target} {'back in service' if undo else 'draining'}")
+            return (detail if undo else detail + self._drained_leader_note(target)), generation
         service, sep, backend = target.partition("/")
         if not sep:
             raise Refused(f"{target!r} is neither a member ({', '.join(sorted(members))}) "
@@ -59,6 +60,23 @@ class AdminActions:
                           "reported" if on else "maintenance mode off: the table follows health again")
 
     # ------------------------------------------------------------------ internals
+
+    def _drained_leader_note(self, node: str) -> str:
+        """What happens to the VIPs when the drained server leads (ha/leader.py,
+        _leave_if_drained): it keeps them for the services' longest drain_timeout_s, so
+        that the flows through it finish, unless the operator moves them at once."""
+        if self.raft.view().leader != node:
+            return ""
+        now = "; to move them now: hacluster failover --to NODE (or without --to: the best " \
+              "eligible member)"
+        if maintenance_on(self.raft.state.flags):
+            return f"; {node} leads and keeps the VIPs: MAINTENANCE is on, so it does not hand " \
+                   f"them over by itself{now}"
+        grace = max((s.drain_timeout_s for s in self.config.services), default=0)
+        if not grace:
+            return f"; {node} leads: it hands leadership and the VIPs over within seconds{now}"
+        return (f"; {node} leads and keeps the VIPs until drain_timeout_s ({grace} s) has passed, "
+                f"so that the flows through it finish, then hands them over{now}")
 
     def _check_backend(self, service: str, backend: str) -> None:
         svc = next((s for s in self.config.services if s.name == service), None)

@@ -94,7 +94,7 @@ def status_to_pb(st: AgentStatus) -> admin_pb2.StatusReply:
         reply.leader = st.leader
     for v in st.vips:
         pv = reply.vips.add(address=v.address, prefixlen=v.prefixlen, interface=v.interface,
-                            held=v.held)
+                            held=v.held, waiting=v.waiting)
         if v.claimed_at_unix_ms is not None:
             pv.claimed_at_unix_ms = v.claimed_at_unix_ms
     for m in st.members:

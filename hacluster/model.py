@@ -139,6 +139,9 @@ class VipStatus:
     interface: str
     held: bool  # this node holds it right now
     claimed_at_unix_ms: float | None = None  # when this node claimed it (wall clock), if held
+    # why this node, which should hold it, does not yet (a new leader waiting for an old
+    # holder's kernel to let the address go); "" when it is not waiting
+    waiting: str = ""
 
 
 @dataclass(frozen=True)

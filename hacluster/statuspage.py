@@ -59,7 +59,7 @@ def _vips(status: AgentStatus) -> list[dict[str, Any]]:
         if v.held:
             d["holder"], d["holder_seen"] = status.node, "held here"
         elif status.leader == status.node:  # the leader itself does not hold it: nobody should
-            d["holder"], d["holder_seen"] = None, "not held by this leader"
+            d["holder"], d["holder_seen"] = None, v.waiting or "not held by this leader"
         else:
             d["holder"], d["holder_seen"] = status.leader, "the leader, as this agent sees it"
         out.append(d)

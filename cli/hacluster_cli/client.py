@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 import time
 from typing import Any
 
@@ -70,6 +71,21 @@ class AgentRefused(AdminCallError):
     exit_code = EXIT_REFUSED
 
 
+class TlsFailed(AgentRefused):
+    """The TLS handshake with the agent failed. Said in one line, with its likely cause;
+    `line(ca_file)` names the CA the CLI trusted (the caller knows it, the channel not)."""
+
+    def __init__(self, target: str, cause: str):
+        """cause: a str.format template; {ca} is the CA file's place in the sentence."""
+        self.target = target
+        self.cause = cause
+        super().__init__(self.line())
+
+    def line(self, ca_file: str = "") -> str:
+        cause = self.cause.format(ca=f" {ca_file}" if ca_file else "")
+        return f"cannot reach agent {self.target}: TLS handshake failed ({cause})"
+
+
 def grpc_target(host: str, port: int) -> str:
     """host:port as gRPC wants it (IPv6 literals in brackets)."""
     try:
@@ -96,7 +112,8 @@ def status_from_pb(reply: admin_pb2.StatusReply) -> AgentStatus:
         lease_ok=reply.lease_ok, lease_remaining_ms=reply.lease_remaining_ms,
         has_quorum=reply.has_quorum, handoff=reply.handoff,
         vips=tuple(VipStatus(v.address, v.prefixlen, v.interface, v.held,
-                             v.claimed_at_unix_ms if v.HasField("claimed_at_unix_ms") else None)
+                             v.claimed_at_unix_ms if v.HasField("claimed_at_unix_ms") else None,
+                             v.waiting)
                    for v in reply.vips),
         members=tuple(
             MemberStatus(m.id, m.address, m.is_self, m.connected,
@@ -136,15 +153,44 @@ def status_to_dict(st: AgentStatus) -> dict[str, Any]:
     return d
 
 
+def _grpc_details(details: str) -> str:
+    """gRPC's error text without its wrapping: "failed to connect to all addresses; last
+    error: UNKNOWN: ipv4:10.0.0.1:7101: " before the reason, and the ": OK" (the status of
+    nothing) that C-core appends after some of them."""
+    text = re.sub(r"^failed to connect to all addresses; last error: [A-Z_]+: "
+                  r"(?:ipv[46]:\S+?:\d+: )?", "", details.strip())
+    while text.endswith(": OK"):
+        text = text[:-len(": OK")]
+    return text
+
+
+def _tls_failure(target: str, details: str) -> TlsFailed | None:
+    """The failed handshake in `details` (a code UNAVAILABLE's), said with its likely cause;
+    None when `details` is no TLS failure."""
+    text = _grpc_details(details)
+    low = text.lower()
+    if "certificate_verify_failed" in low:  # the agent's certificate, checked against our CA
+        return TlsFailed(target, "certificate not signed by the cluster CA{ca}?")
+    if "hostname verification" in low:
+        host = target.rsplit(":", 1)[0]
+        return TlsFailed(target, f"the agent's certificate does not name {host}; ask it at an "
+                                 "address its certificate names, see hacluster certs show")
+    if any(w in low for w in ("handshake", "ssl", "certificate", "tls")):
+        return TlsFailed(target, text.replace("{", "{{").replace("}", "}}"))
+    return None
+
+
 def _call_error(target: str, timeout: float, err: grpc.RpcError) -> AdminCallError:
-    code, details = err.code(), err.details() or ""
+    code, details = err.code(), _grpc_details(err.details() or "")
     check = (f"is hacluster-agent running on this server? is {target} the member's "
              "grpc_port?")
-    if code == grpc.StatusCode.UNAVAILABLE and any(
-            w in details.lower() for w in ("handshake", "ssl", "certificate", "tls")):
-        return AgentRefused(f"TLS with the agent at {target} failed: {details}\n  check that the "
-                            "CA file is this cluster's CA and the certificate was issued by it "
-                            "(hacluster certs show FILE --ca CA)")
+    if code == grpc.StatusCode.UNAVAILABLE and (tls := _tls_failure(target, details)):
+        return tls
+    if code == grpc.StatusCode.UNAVAILABLE and details.lower() == "socket closed":
+        # what an agent that refuses our certificate does in the handshake (or one stopping)
+        return AgentUnreachable(f"cannot reach agent {target}: it closed the connection (does it "
+                                "trust the CA that signed our certificate? is it stopping? is "
+                                f"{target} its grpc_port?)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return AgentUnreachable(f"cannot reach the hacluster agent at {target}: {details}\n"
                                 f"  {check}")
@@ -310,7 +356,8 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
     picks), through the agent at `target`, which need not be the leader. Returns what
     happened, with the switch time measured from the old holder's release to the new
     holder's claim (both as the agents logged them; across servers this includes their
-    clock difference)."""
+    clock difference). A move to the member that already leads changes nothing ("moved":
+    false, the reply's detail says so), as does a dry run."""
     say = progress or (lambda _msg: None)
     st = fetch_status(target, creds, timeout)
     leader = _leader_target(st, target)
@@ -320,10 +367,12 @@ def failover(target: str, creds: grpc.ChannelCredentials, to: str | None = None,
         request.to = to
     # the leader's own work: releasing (up to 2 s), the transfer (wait_s), the settling (~1 s)
     r = _call(leader, creds, wait_s + timeout + 3.0, "Failover", request)
+    moved = not r.dry_run and r.source != r.target  # the same member: it already leads
     out: dict[str, Any] = {"source": r.source, "target": r.target, "vips": list(r.vips),
                            "dry_run": r.dry_run, "detail": r.detail, "switch_ms": None,
-                           "handed_over_ms": None if r.dry_run else round(r.handed_over_ms, 1)}
-    if r.dry_run:
+                           "handed_over_ms": round(r.handed_over_ms, 1) if moved else None,
+                           "moved": moved}
+    if not moved:
         return out
     say(f"{r.source} released {', '.join(r.vips) or 'no VIPs'}; {r.target} leads after "
         f"{r.handed_over_ms:.0f} ms")

@@ -10,6 +10,7 @@ import click
 
 from hacluster.lab.grow import add_server, remove_server
 from hacluster.lab.lab import MAX_NODES, Lab, LabError, cli_argv, load_description, teardown
+from hacluster_cli import GRPC_QUIETED
 
 NAME_HELP = "lab name: prefix of every namespace and file (1-8 letters/digits)"
 
@@ -34,6 +35,8 @@ def lab() -> None:
       ip netns exec hcl-n1 hacluster status --config /run/hacluster-lab/hcl/n1/hacluster.yaml
       hacluster lab down --name hcl
     """
+    for name in GRPC_QUIETED:  # the agents the lab starts log gRPC's errors as usual
+        os.environ.pop(name, None)
 
 
 @lab.command()
@@ -120,7 +123,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _agent_status(node: dict) -> dict | None:
-    cmd = cli_argv(node["netns"], "status", "--json", "--config", node["config"], "--timeout", "2")
+    cmd = cli_argv(node["netns"], "status", "--agent", "--json", "--config", node["config"], "--timeout", "2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     if proc.returncode != 0:
         return None

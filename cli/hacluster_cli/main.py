@@ -11,7 +11,6 @@ import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,9 +18,6 @@ import click
 from hacluster import __version__
 from hacluster.config import ConfigError, load_config
 from hacluster.config_host import host_findings
-from hacluster.endpoints import parse_hostport
-from hacluster.model import TlsFiles
-from hacluster.tls import TlsError, load_tls
 from hacluster_cli import members_cmd
 from hacluster_cli.audit_cmd import audit
 from hacluster_cli.certs_cmd import certs
@@ -37,24 +33,18 @@ from hacluster_cli.client import (
     fetch_members,
     fetch_status,
     follow_events,
-    grpc_target,
     set_maintenance,
     set_weight,
     status_to_dict,
-    target_from_config,
     to_dict,
 )
+from hacluster_cli.connect import DEFAULT_CONFIG, resolve_agent
 from hacluster_cli.lab import lab
 from hacluster_cli.reload_cmd import register as register_reload
 from hacluster_cli.render import render_backends, render_checks, render_members, render_status
-from hacluster_cli.safe_text import CliError, printable, scrub
+from hacluster_cli.safe_text import printable, scrub
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-def _config_error(e: ConfigError) -> CliError:
-    lines = [f"{e.source}: {len(e.errors)} error(s)"] + [f"  {msg}" for msg in e.errors]
-    return CliError("\n".join(lines), EXIT_USAGE)
 
 
 def _plural(n: int, word: str) -> str:
@@ -66,9 +56,12 @@ def _plural(n: int, word: str) -> str:
 def cli() -> None:
     """Operate a hacluster HA/VIP cluster: status, gossip members, health checks, configs.
 
-    Every command that talks to an agent finds it with --config FILE (the server's own
-    config: its member's grpc_port, the cluster CA and the CLI certificate it names) or
-    with --admin HOST:PORT plus --ca, --cert and --key. Calls are mutual TLS: an admin
+    Every command that talks to an agent finds it through a server's own config (its
+    member's grpc_port, the cluster CA and the CLI certificate it names), looked up in this
+    order: --config FILE, else the file named by $HACLUSTER_CONFIG, else
+    /etc/hacluster/hacluster.yaml (what the Ansible role writes): on a cluster server no
+    flag is needed. --admin HOST:PORT asks another agent with those credentials; --admin
+    with --ca, --cert and --key needs no config at all. Calls are mutual TLS: an admin
     certificate may act, a reader certificate may only look (hacluster certs issue).
 
     \b
@@ -80,61 +73,11 @@ def cli() -> None:
       4  agent refused the call (certificate, role) or TLS failed
 
     \b
-    Example:
+    Examples:
+      hacluster status
+      HACLUSTER_CONFIG=/srv/ward-b/hacluster.yaml hacluster status
       hacluster status --config /etc/hacluster/hacluster.yaml
     """
-
-
-def _split_admin(admin: str) -> tuple[str, int]:
-    try:
-        return parse_hostport(admin, min_port=1)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--admin") from None
-
-
-def _resolve_agent(config_path: str | None, admin: str | None, ca: str | None, cert: str | None,
-                   key: str | None) -> tuple[str, Any]:
-    """(target, channel credentials) from the options; raise usage or config errors (exit 2)."""
-    if (cert is None) != (key is None):
-        raise click.UsageError("--cert and --key go together")
-    if not config_path and not (admin and ca and cert):
-        raise click.UsageError("say which agent to ask and with which certificate: --config FILE "
-                               "(its tls section names the CLI certificate), or --admin HOST:PORT "
-                               "with --ca, --cert and --key")
-    cluster = None
-    try:
-        if config_path:
-            cfg = load_config(config_path)
-            target = target_from_config(cfg)
-            cluster = cfg.cluster
-            files = cfg.cli_tls
-            if cert and key:
-                files = TlsFiles(Path(ca) if ca else cfg.tls.ca_file, Path(cert), Path(key))
-            if files is None:
-                raise click.UsageError(f"{config_path} names no CLI certificate (tls.cli_cert_file): "
-                                       "pass --cert and --key")
-        else:
-            target = ""
-            files = TlsFiles(Path(ca or ""), Path(cert or ""), Path(key or ""))
-    except ConfigError as e:
-        raise _config_error(e) from None
-    if admin:
-        host, port = _split_admin(admin)
-        target = grpc_target(host, port)
-    try:
-        tls = load_tls(files, cluster or _cluster_of(files), ("admin", "reader", "node"))
-    except TlsError as e:
-        raise CliError(f"cannot use the certificate: {e}", EXIT_USAGE) from None
-    return target, tls.channel_credentials()
-
-
-def _cluster_of(files: TlsFiles) -> str:
-    """Without a config, the cluster is the one the certificate names."""
-    from hacluster.certs import CertError, identity_from_cert
-    try:
-        return identity_from_cert(files.cert_file.read_bytes()).cluster
-    except (OSError, CertError) as e:
-        raise CliError(f"cannot use the certificate {files.cert_file}: {e}", EXIT_USAGE) from None
 
 
 def _agent_options(inner: Any) -> Any:
@@ -148,7 +91,8 @@ def _agent_options(inner: Any) -> Any:
     for opt in reversed([
         click.option("--config", "config_path", metavar="FILE",
                      help="This server's hacluster config: ask its own agent, with the CA and "
-                     "CLI certificate it names."),
+                     "CLI certificate it names (default: $HACLUSTER_CONFIG, else "
+                     f"{DEFAULT_CONFIG})."),
         click.option("--admin", metavar="HOST:PORT",
                      help="The agent's admin address (a member's address and grpc_port)."),
         click.option("--ca", metavar="FILE", help="The cluster CA certificate (default with "
@@ -167,46 +111,46 @@ def _agent_options(inner: Any) -> Any:
 
 
 def _ask(conn: dict[str, Any], call: Callable[[str, Any], Any]) -> Any:
-    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
-                                   conn["key"])
+    agent = resolve_agent(conn)
     try:
-        return call(target, creds)
+        return call(agent.target, agent.creds)
     except AdminCallError as e:
-        raise CliError(str(e), e.exit_code) from None
+        raise agent.error(e) from None
 
 
 @cli.command()
 @click.option("--cluster", is_flag=True,
-              help="The whole cluster at a glance (see above); exit 1 when anything is wrong.")
+              help="The cluster view (the default; accepted so that scripts may say it).")
 @click.option("--agent", is_flag=True,
-              help="The asked agent's own view (what plain `status` prints today); say it in "
-                   "scripts that read the table or --json.")
+              help="The asked agent's own view instead of the cluster's (with or without --json).")
 @click.option("--watch", is_flag=True, help="Redraw every --interval until Ctrl-C (exit 0).")
 @click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
               metavar="SECONDS", help="With --watch: seconds between redraws (0.5-60).")
 @_agent_options
 def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[str, Any],
            as_json: bool, timeout: float) -> None:
-    """Show the cluster at a glance (the default), or one agent's own view (--agent).
+    """Show the cluster at a glance; with --agent, the asked agent's own view instead.
+
+    --json prints the same view as one JSON object: `status --json` is the cluster view,
+    `status --agent --json` the agent view.
 
     The cluster view: cluster name, leader, term, the leader's lease, quorum, each VIP and who
     holds it (from the leader's own status: the asked agent fetches it when it is a
     follower), members (gossip state, Raft role and link, checks passing/total, draining),
     each agent's connection sync (conntrackd: ok, DOWN or off, and why), services with
     healthy/total backends, the balancing table's generation committed vs applied, the last
-    events, then the problems (MAINTENANCE mode is one). With --cluster --json: one object
-    with the keys cluster, asked, asked_role, leader, term, lease_ok, lease_remaining_ms,
-    quorum, handoff, sentence, vips, members, members_alive, services, table, events,
-    connection_sync, problems, missing, healthy (details: cli/hacluster_cli/overview.py).
-    Exit 0 when healthy; 1 when there is a problem (no leader or quorum, a VIP held by no
-    one, a member DEAD or SUSPECT, a backend down, the table not applied, a connection sync
-    DOWN) or a part could not be seen (Members, Backends, the leader); 3 and 4 as for every
-    command (the asked agent unreachable, or refusing).
+    events, then the problems (MAINTENANCE mode is one). Its --json object has the keys
+    cluster, asked, asked_role, leader, term, lease_ok, lease_remaining_ms, quorum, handoff,
+    sentence, vips, members, members_alive, services, table, events, connection_sync,
+    problems, missing, healthy (details: cli/hacluster_cli/overview.py). Exit 0 when
+    healthy; 1 when there is a problem (no leader or quorum, a VIP held by no one, a member
+    DEAD or SUSPECT, a backend down, the table not applied, a connection sync DOWN) or a
+    part could not be seen (Members, Backends, the leader); 3 and 4 as for every command
+    (the asked agent unreachable, or refusing).
 
-    --agent: the asked agent's own view (role, term, leader, lease, quorum, the VIPs it
-    holds, its connection sync, its Raft links). `status --json` (without --cluster) prints
-    this agent view's object (node, role, leader, vips, handoff, maintenance,
-    connection_sync, ...), so that scripts that parse `status --json` go on working. Exit 0
+    The agent view (--agent): the asked agent's role, term, leader, lease, quorum, the VIPs
+    it holds, its connection sync and its Raft links. Its --json object has the keys node,
+    role, leader, vips, handoff, maintenance, connection_sync, ... (AgentStatus). Exit 0
     when the agent answered.
 
     --watch redraws every --interval (the screen is cleared on a terminal, a separator line
@@ -215,26 +159,26 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
 
     \b
     Examples:
+      hacluster status
+      hacluster status --watch --interval 1
+      hacluster status --json
+      hacluster status --agent --json
       hacluster status --config /etc/hacluster/hacluster.yaml
-      hacluster status --watch --interval 1 --config /etc/hacluster/hacluster.yaml
-      hacluster status --cluster --json --config /etc/hacluster/hacluster.yaml
-      hacluster status --agent --watch --config /etc/hacluster/hacluster.yaml
       hacluster status --admin 10.0.0.12:7101 --ca ca.crt --cert alice.crt --key alice.key --json
-      ip netns exec NETNS hacluster status --json --config CONFIG
+      ip netns exec NETNS hacluster status --agent --json --config CONFIG
     """
     import sys
 
-    from hacluster_cli.overview import gather, render_overview
-    from hacluster_cli.overview import watch as watch_loop
+    from hacluster_cli.overview import gather
+    from hacluster_cli.overview_screen import render_overview
+    from hacluster_cli.overview_screen import watch as watch_loop
 
     ctx = click.get_current_context()
     if cluster and agent:
         raise click.UsageError("--cluster and --agent exclude each other")
     if not watch and ctx.get_parameter_source("interval") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--interval goes with --watch")
-    # Plain `status` is the cluster view for people; `status --json` stays the agent view
-    # that scripts (and the lab's tooling) parse.
-    whole = cluster or (not agent and not as_json)
+    whole = not agent  # the cluster view, as a table or (--json) as one object
 
     def draw(target: str, creds: Any) -> tuple[str, int]:
         if whole:
@@ -247,9 +191,8 @@ def status(cluster: bool, agent: bool, watch: bool, interval: float, conn: dict[
         out, code = _ask(conn, draw)
         click.echo(out)
         ctx.exit(code)
-    target, creds = _resolve_agent(conn["config_path"], conn["admin"], conn["ca"], conn["cert"],
-                                   conn["key"])
-    ctx.exit(watch_loop(lambda: draw(target, creds)[0], interval, click.echo,
+    agent = resolve_agent(conn)
+    ctx.exit(watch_loop(lambda: draw(agent.target, agent.creds)[0], interval, click.echo,
                         tty=sys.stdout.isatty(), as_json=as_json))
 
 
@@ -334,7 +277,9 @@ def drain_cmd(target: str, disable: bool, conn: dict[str, Any], as_json: bool, t
 
     Established flows continue until they end (or the service's drain_timeout_s). The
     change is committed through Raft before this returns; `hacluster undrain` reverts it
-    and leaves nothing behind.
+    and leaves nothing behind. A drained leader keeps the VIPs until the services' longest
+    drain_timeout_s has passed, then hands them over (the command says so);
+    `hacluster failover --to NODE` moves them at once.
 
     \b
     Examples:
@@ -462,6 +407,7 @@ def failover_cmd(to: str | None, dry_run: bool, wait_s: float, conn: dict[str, A
     switch time printed is from the release to the claim. Nothing is left behind: the old
     leader is an ordinary follower afterwards, and leadership never moves back by itself.
     If the target does not take over within --wait, the leader keeps the VIPs (exit 1).
+    --to the member that already leads changes nothing and says so (exit 0).
 
     \b
     Examples:

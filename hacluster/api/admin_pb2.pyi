@@ -86,18 +86,20 @@ class SyncStatus(_message.Message):
     def __init__(self, state: _Optional[str] = ..., detail: _Optional[str] = ..., restarts: _Optional[int] = ..., last_commit_ms: _Optional[float] = ...) -> None: ...
 
 class VipStatus(_message.Message):
-    __slots__ = ("address", "prefixlen", "interface", "held", "claimed_at_unix_ms")
+    __slots__ = ("address", "prefixlen", "interface", "held", "claimed_at_unix_ms", "waiting")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PREFIXLEN_FIELD_NUMBER: _ClassVar[int]
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     address: str
     prefixlen: int
     interface: str
     held: bool
     claimed_at_unix_ms: float
-    def __init__(self, address: _Optional[str] = ..., prefixlen: _Optional[int] = ..., interface: _Optional[str] = ..., held: _Optional[bool] = ..., claimed_at_unix_ms: _Optional[float] = ...) -> None: ...
+    waiting: str
+    def __init__(self, address: _Optional[str] = ..., prefixlen: _Optional[int] = ..., interface: _Optional[str] = ..., held: _Optional[bool] = ..., claimed_at_unix_ms: _Optional[float] = ..., waiting: _Optional[str] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
     __slots__ = ("id", "address", "is_self", "connected", "last_ack_ms", "admin_address", "non_voter")

@@ -220,6 +220,16 @@ def _table_words(t: TableProgress) -> str:
     return words
 
 
+def waiting_words(old_holder: NodeId | None, lifetime_s: float) -> str:
+    """Why a claim waits: the address still answers ARP, so the old holder's kernel (a
+    killed or frozen agent's) still has it, until its kernel lifetime ends (I1). Said in
+    the tick sentence and, per VIP, by `hacluster status`. Constant while it lasts, so the
+    sentence is logged once."""
+    who = f"{old_holder}'s" if old_holder else "the old holder's"
+    kernel = f"{old_holder}'s kernel" if old_holder else "its kernel"
+    return f"waiting up to {lifetime_s:g} s for {who} address lifetime to end; {kernel} still answers"
+
+
 def tick_sentence(decision: Decision, notes: list[str], error: str) -> str:
     """The tick's one line: the decision, then what execution ran into (a probe answered,
     the last host error)."""

@@ -87,7 +87,8 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: ConsensusVi
          flags: Mapping[str, str], fresh_s: float, caught_up: Callable[[str], bool],
          to: str | None) -> Plan:
     """The move this leader would make, or Refused (precondition, not_found) saying why
-    not. Pure: everything it looks at is passed in."""
+    not. Pure: everything it looks at is passed in. A move to this leader itself is the
+    no-op plan (target == source, no VIPs): there is nothing to move, which is no error."""
     if view.role is not Role.LEADER:
         leader = f"the leader is {view.leader}" if view.leader else "there is no leader now"
         raise _refuse(f"{node} does not lead ({leader}): ask the leader")
@@ -98,7 +99,7 @@ def plan(node: str, members: list[str], vips: tuple[str, ...], view: ConsensusVi
         if to not in members:
             raise Refused(f"no member {to!r}; members: {', '.join(members)}", Refusal.NOT_FOUND)
         if to == node:
-            raise _refuse(f"{node} already leads and holds the VIPs: nothing to move")
+            return Plan(node, node, ())
         reason = why_not(to, view, gossip, health, flags, fresh_s, caught_up)
         if reason:
             raise _refuse(f"{to} cannot take over: {reason}")
@@ -145,6 +146,10 @@ class Failover:
             raise Refused("a failover is already under way on this agent", Refusal.ABORTED)
         try:
             p = self.plan(to)
+            if p.target == p.source:
+                vips = ", ".join(v.address for v in self._config.vips) or "no VIPs"
+                return Outcome(p, dry_run, f"{p.source} already leads: nothing to move "
+                                           f"(leadership and {vips} stay on {p.source})")
             vips = ", ".join(p.vips) or "no VIPs"
             if dry_run:
                 return Outcome(p, True, f"would move leadership and {vips} from {p.source} to "

@@ -46,6 +46,7 @@ class LoopReport:
     kernel_has: frozenset[str] = frozenset()  # VIPs the kernel had at the last tick's start
     releasing: bool = False  # a failover or a stop is moving the VIPs away
     tick_done_at: float = 0.0  # on the loop's clock
+    waiting: Mapping[str, str] = field(default_factory=dict)  # vip -> why its claim waits
 
 
 class HaLoop:
@@ -95,7 +96,7 @@ class HaLoop:
         sentence = tick_sentence(decision, notes.notes, notes.error)
         if sentence != self._report.sentence:
             log.info("%s", sentence)
-        self._publish(sentence)
+        self._publish(sentence, notes.waiting)
         if requests:
             report = TickReport(self._vips.still_here(), sentence)
             for _, reply in requests:
@@ -155,11 +156,11 @@ class HaLoop:
             return None
         return TableProgress(self._dataplane.applied_generation(), self._dataplane.wanted_generation())
 
-    def _publish(self, sentence: str) -> None:
+    def _publish(self, sentence: str, waiting: Mapping[str, str]) -> None:
         self._report = LoopReport(
             sentence=sentence, claimed_at=dict(self._vips.book.claimed_at),
             kernel_has=frozenset(self._vips.kernel_has), releasing=self.releasing,
-            tick_done_at=self._clock())
+            tick_done_at=self._clock(), waiting=dict(waiting))
 
     # ----------------------------------------------------------------- running
 

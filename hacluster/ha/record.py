@@ -31,6 +31,8 @@ class Recorder:
         self._last_leader: NodeId | None = None
         self._leader_at: float | None = None
         self._seen_other_leader = False  # only then is our own win a failover
+        # the last other member seen leading: the likely holder of the VIPs before us
+        self.former_leader: NodeId | None = None
         self._silent_before: float | None = None
         self._claims_timed: set[str] = set()  # VIPs whose first claim this leadership was timed
         self._seen_generation = -1
@@ -67,6 +69,7 @@ class Recorder:
             self._last_role = view.role
         if view.leader not in (None, me):
             self._seen_other_leader = True
+            self.former_leader = view.leader
         if view.leader != self._last_leader and view.leader not in (None, me):
             self.events.add("leader", f"{view.leader} leads (term {view.term}), as {me} sees it",
                             term=view.term, leader=view.leader)

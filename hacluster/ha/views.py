@@ -34,6 +34,7 @@ from hacluster.model import (
     PeerLink,
     Role,
     VipStatus,
+    is_draining,
     maintenance_on,
 )
 
@@ -81,7 +82,8 @@ class StatusViews:
             vips=tuple(VipStatus(v.address, v.prefixlen, v.interface,
                                  v.address in claimed or v.address in rep.kernel_has,
                                  None if v.address not in claimed
-                                 else (claimed[v.address] + wall_offset) * 1000)
+                                 else (claimed[v.address] + wall_offset) * 1000,
+                                 rep.waiting.get(v.address, ""))
                        for v in cfg.vips),
             members=tuple(members), sentence=status_sentence(rep.sentence, now - rep.tick_done_at),
             commit_index=view.commit_index, last_applied=view.last_applied,
@@ -92,7 +94,7 @@ class StatusViews:
         )
 
     def members_status(self) -> MembersStatus:
-        view = self._raft.view()
+        view, flags = self._raft.view(), self._raft.state.flags
         out = []
         links = {p.id: p for p in view.peers}
         for m in self._gossip.members() if self._gossip else ():
@@ -103,7 +105,9 @@ class StatusViews:
                 incarnation=m.incarnation, last_seen_s=m.last_seen_age, state_age_s=m.state_age,
                 confirmations=m.confirmations, raft_role=self._raft_role_of(m.node, view, links.get(m.node)),
                 checks_passing=sum(c.state is CheckState.PASSING for c in checks),
-                checks_total=len(checks), draining=bool(m.meta and m.meta.draining),
+                # the replicated flag, the fact the balancing table follows: a member's own
+                # gossip meta repeats it only at its next publish (seconds later)
+                checks_total=len(checks), draining=is_draining(flags, m.node),
                 version=m.meta.version if m.meta else "",
                 cpu_percent=load.cpu_percent if load else 0.0,
                 mem_percent=load.mem_percent if load else 0.0, meta_known=m.meta is not None))

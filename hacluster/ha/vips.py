@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from hacluster.config import Config
 from hacluster.consensus.protocol import Consensus
-from hacluster.ha.decide import Act, Action
+from hacluster.ha.decide import Act, Action, waiting_words
 from hacluster.ha.record import Recorder
 from hacluster.hostops.base import HostOps, HostOpsError
 from hacluster.hostops.connsync import Commit, ConnSync, NoSync
@@ -45,6 +45,7 @@ class TickNotes:
 
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    waiting: dict[str, str] = field(default_factory=dict)  # vip -> why its claim waits
 
     def fail(self, message: str) -> None:
         if message != self.error:
@@ -165,7 +166,10 @@ class VipExecutor:
         if not skip_probe and self._host.probe(vip, self._config.timing.probe):
             # Someone still answers for it: a frozen or killed holder whose kernel keeps the
             # address until its lifetime ends. Claiming now would make two holders (I1).
-            notes.notes.append(f"waiting: {vip.address} still answers ARP")
+            words = waiting_words(self._recorder.former_leader, self._config.timing.vip_lifetime)
+            if words not in notes.notes:
+                notes.notes.append(words)
+            notes.waiting[vip.address] = words
             return
         if commit is not None:
             self._pending, self._committed = None, True

@@ -92,7 +92,7 @@ def wait_member(lab: Lab, node: LabNode, timeout: float = 30.0) -> dict:
     raise LabError(f"{node.name} did not join within {timeout:.0f} s (last: {last})\n{lab.tail(node)}")
 
 
-def add_server(lab: Lab, non_voter: bool = False, reload: bool = False, say: Say = _quiet) -> LabNode:
+def add_server(lab: Lab, non_voter: bool = False, reload: bool = True, say: Say = _quiet) -> LabNode:
     node = lab.new_node()
     node.voter = not non_voter
     say(f"{node.name}: namespace {node.netns} at {node.ip}")
@@ -119,7 +119,7 @@ def add_server(lab: Lab, non_voter: bool = False, reload: bool = False, say: Say
     return node
 
 
-def remove_server(lab: Lab, name: str, reload: bool = False, say: Say = _quiet) -> dict:
+def remove_server(lab: Lab, name: str, reload: bool = True, say: Say = _quiet) -> dict:
     node = lab.node(name)
     asker = _asker(lab, name)
     say(f"{name}: hacluster members remove on {asker.name}")

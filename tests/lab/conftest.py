@@ -61,11 +61,11 @@ def monitor(lab):
 
 
 def agent_status(lab: Lab, name: str, config=None) -> dict | None:
-    """`hacluster status --json` run inside the node's namespace, as an operator would."""
+    """`hacluster status --agent --json` run inside the node's namespace, as an operator would."""
     node = lab.node(name)
     config = config or node.config
     proc = subprocess.run(
-        cli_argv(node.netns, "status", "--json", "--timeout", "1", "--config", str(config)),
+        cli_argv(node.netns, "status", "--agent", "--json", "--timeout", "1", "--config", str(config)),
         capture_output=True, text=True, timeout=15)
     if proc.returncode != 0:
         return None

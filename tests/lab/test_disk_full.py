@@ -110,8 +110,8 @@ def test_a_full_disk_on_the_leader_moves_leadership_once_and_clears_when_freed(l
         for i in range(COMMITS):
             assert cli_json(lab, new, "undrain" if i % 2 else "drain", others[0]) is not None
         assert node.agent.poll() is None, "the old leader's agent died"
-        gen = cli_json(lab, new, "status")["generation"]
-        wait_until(lambda: (cli_json(lab, old, "status") or {}).get("generation") == gen, 15,
+        gen = cli_json(lab, new, "status", "--agent")["generation"]
+        wait_until(lambda: (cli_json(lab, old, "status", "--agent") or {}).get("generation") == gen, 15,
                    f"{old} to apply generation {gen}")
 
         (node.data_dir / "filler").unlink()

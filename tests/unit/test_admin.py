@@ -109,14 +109,14 @@ def test_status_table_of_an_agent_without_connection_sync_says_nothing_of_it() -
 
 def test_status_json(serve: Callable[..., int]) -> None:
     port = serve()
-    result = _status("--admin", f"127.0.0.1:{port}", *_as(), "--json")
+    result = _status("--agent", "--admin", f"127.0.0.1:{port}", *_as(), "--json")
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     assert list(got) == [f.name for f in dataclasses.fields(AgentStatus)]
     assert got["role"] == "leader"
     assert got["leader"] == "n1" and got["term"] == 7 and got["generation"] == 42
     assert got["vips"][0] == {"address": "10.99.0.100", "prefixlen": 24, "interface": "eth0",
-                              "held": True, "claimed_at_unix_ms": None}
+                              "held": True, "claimed_at_unix_ms": None, "waiting": ""}
     assert [m["last_ack_ms"] for m in got["members"]] == [None, 12.0, None]
     assert [m["connected"] for m in got["members"]] == [True, True, False]
 
@@ -135,7 +135,7 @@ data_dir: ./data
 secret_file: ./secret
 tls: {json.dumps(tls)}
 """)
-    result = _status("--config", str(tmp_path / "ha.yaml"), "--json")
+    result = _status("--agent", "--config", str(tmp_path / "ha.yaml"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["node"] == "n1"
 
@@ -223,12 +223,16 @@ def test_provider_failure_is_a_failed_call(serve: Callable[..., int]) -> None:
 
 
 @pytest.mark.parametrize("args, needle", [
-    ((), "--config FILE (its tls section"),
-    (("--admin", "127.0.0.1:1"), "or --admin HOST:PORT with --ca, --cert and --key"),
+    ((), "no hacluster config found: tried --config"),
+    (("--admin", "127.0.0.1:1"), "or give --admin HOST:PORT with --ca, --cert and --key"),
     (("--admin", "nonsense", "x"), "must be HOST:PORT"),
     (("--admin", "127.0.0.1:1", "--ca", "a", "--cert", "b"), "--cert and --key go together"),
 ])
-def test_usage_errors_exit_2(args: tuple[str, ...], needle: str) -> None:
+def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from hacluster_cli import connect  # no config anywhere (tests/unit/test_cli_lookup.py)
+    monkeypatch.delenv(connect.CONFIG_ENV, raising=False)
+    monkeypatch.setattr(connect, "DEFAULT_CONFIG", str(tmp_path / "none.yaml"))
     args = tuple(a for x in args for a in (_as() if x == "x" else (x,)))
     result = _status(*args)
     assert result.exit_code == 2, result.output

@@ -42,7 +42,7 @@ def test_claim_waits_while_someone_answers_the_probe():
     agent, raft, host, clock = make(host=FakeHostOps(answering={VIP.address}))
     raft.current = leader_view()
     agent.loop.tick()
-    assert host.count("claim") == 0 and "still answers ARP" in agent.loop.report().sentence
+    assert host.count("claim") == 0 and "kernel still answers" in agent.loop.report().sentence
     host.answering.clear()
     clock.advance(0.01)
     agent.loop.tick()

@@ -33,6 +33,11 @@ def test_a_named_eligible_member_is_the_target():
     assert (p.source, p.target, p.vips) == ("n1", "n2", VIPS)
 
 
+def test_a_move_to_the_leader_itself_is_the_no_op_plan():
+    p = go("n1")
+    assert (p.source, p.target, p.vips) == ("n1", "n1", ())
+
+
 def test_without_a_name_the_freshest_eligible_member_is_picked():
     assert go().target == "n3"
     assert go(flags={"draining/n3": "true"}).target == "n2"
@@ -40,7 +45,6 @@ def test_without_a_name_the_freshest_eligible_member_is_picked():
 
 @pytest.mark.parametrize("kw, words", [
     ({"to": "n9"}, "no member 'n9'"),
-    ({"to": "n1"}, "already leads"),
     ({"to": "n2", "v": view(role=Role.FOLLOWER)}, "does not lead (the leader is n2)"),
     ({"to": "n2", "v": view(quorum=False)}, "without a quorum"),
     ({"to": "n2", "v": view(acks=(("n2", 3.0), ("n3", 0.02)))}, "Raft link is not answering"),

@@ -27,10 +27,11 @@ from hacluster.model import (
     SyncStatus,
     VipStatus,
 )
-from hacluster_cli import main, overview
+from hacluster_cli import main, overview, overview_screen
 from hacluster_cli.client import AgentUnreachable
 from hacluster_cli.main import cli
-from hacluster_cli.overview import OverviewEvent, gather, render_overview
+from hacluster_cli.overview import OverviewEvent, gather
+from hacluster_cli.overview_screen import render_overview
 
 from .pki import PKI
 
@@ -365,7 +366,7 @@ def test_json_keys_are_stable(monkeypatch: pytest.MonkeyPatch) -> None:
                        "lease_remaining_ms", "quorum", "handoff", "sentence", "vips", "members",
                        "members_alive", "services", "table", "events", "connection_sync",
                        "problems", "missing", "healthy"]
-    assert list(d["vips"][0]) == ["address", "interface", "holders", "known"]
+    assert list(d["vips"][0]) == ["address", "interface", "holders", "known", "waiting"]
     assert list(d["members"][0]) == ["id", "is_self", "gossip", "raft_role", "raft_link",
                                      "checks_passing", "checks_total", "draining"]
     assert list(d["services"][0]) == ["name", "vip", "ports", "protocol", "healthy", "total",
@@ -421,7 +422,7 @@ def test_watch_redraws_until_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
         if len(sleeps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(overview.time, "sleep", sleep)
+    monkeypatch.setattr(overview_screen.time, "sleep", sleep)
     result = _cli("--cluster", "--watch", "--interval", "0.5")
     assert result.exit_code == 0, result.output
     assert sleeps == [0.5, 0.5]
@@ -442,7 +443,7 @@ def test_watch_shows_an_unreachable_agent_and_keeps_trying(monkeypatch: pytest.M
         if len(sleeps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(overview.time, "sleep", sleep)
+    monkeypatch.setattr(overview_screen.time, "sleep", sleep)
     result = _cli("--cluster", "--watch")
     assert result.exit_code == 0, result.output
     first, second = result.stdout.split("----")[2], result.stdout.split("----")[4]
@@ -460,7 +461,7 @@ def test_watch_json_prints_one_object_per_line(monkeypatch: pytest.MonkeyPatch) 
         if isinstance(got := next(calls), BaseException):
             raise got
 
-    monkeypatch.setattr(overview.time, "sleep", sleep)
+    monkeypatch.setattr(overview_screen.time, "sleep", sleep)
     result = _cli("--cluster", "--watch", "--json")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -477,7 +478,7 @@ def test_watch_of_the_single_agent_view(monkeypatch: pytest.MonkeyPatch) -> None
         if isinstance(got := next(calls), BaseException):
             raise got
 
-    monkeypatch.setattr(overview.time, "sleep", sleep)
+    monkeypatch.setattr(overview_screen.time, "sleep", sleep)
     result = _cli("--agent", "--watch")
     assert result.exit_code == 0, result.output
     assert result.stdout.count("follower, term 7") == 2 and "cluster ward-a:" not in result.stdout
@@ -491,8 +492,8 @@ def test_watch_on_a_tty_clears_the_screen() -> None:
         if isinstance(got := next(calls), BaseException):
             raise got
 
-    assert overview.watch(lambda: "screen", 1.0, out.append, tty=True, sleep=sleep) == 0
-    assert len(out) == 2 and all(s.startswith(overview.CLEAR_SCREEN) and s.endswith("\nscreen")
+    assert overview_screen.watch(lambda: "screen", 1.0, out.append, tty=True, sleep=sleep) == 0
+    assert len(out) == 2 and all(s.startswith(overview_screen.CLEAR_SCREEN) and s.endswith("\nscreen")
                                  for s in out)
 
 
@@ -541,11 +542,13 @@ def test_status_cluster_through_real_agents(agents: Callable[..., int]) -> None:
     assert "no problems seen (but see: not known)" in out
     got = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
     assert got["vips"][1] == {"address": "10.0.0.101/24", "interface": "eth0", "holders": ["n1"],
-                              "known": True}
+                              "known": True, "waiting": ""}
     assert got["services"][0]["healthy"] == 3 and got["members_alive"] is None
-    # without --cluster: the single-agent dict, exactly as before
-    plain = json.loads(CliRunner().invoke(cli, [a for a in args if a != "--cluster"] + ["--json"]).stdout)
-    assert plain["node"] == "n2" and plain["role"] == "follower" and "handoff" in plain
+    # without --cluster: the same cluster view (the default); --agent: the single-agent dict
+    plain = [a for a in args if a != "--cluster"]
+    assert json.loads(CliRunner().invoke(cli, [*plain, "--json"]).stdout) == got
+    agent = json.loads(CliRunner().invoke(cli, [*plain, "--agent", "--json"]).stdout)
+    assert agent["node"] == "n2" and agent["role"] == "follower" and "handoff" in agent
 
 
 def test_a_second_holder_only_that_member_reports_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
