@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Builds dist/hacluster_VERSION_ARCH.deb: the project and its Python dependencies in a
+# virtualenv at /opt/hacluster/venv, /usr/bin/hacluster and /usr/bin/hacluster-agent, the
+# systemd unit hacluster-agent.service (with ExecReload), the bash completion, the man
+# pages, an example config. No debhelper: dpkg-deb on a staged tree (docs/deploy.md).
+#
+#   bash scripts/build-deb.sh            # needs python3-venv, dpkg-dev, help2man; lintian to check
+#   OUT=/tmp/x bash scripts/build-deb.sh  # another output directory (default: dist)
+#
+# How the virtualenv gets to /opt/hacluster/venv: it is built at a staging path
+# ($STAGE/opt/hacluster/venv) with the target's Python (/usr/bin/python3) and then made
+# to believe it lives at /opt/hacluster/venv. A venv names its own path in only three kinds
+# of places: the console scripts' shebangs, the activate scripts and pyvenv.cfg's
+# `command` line (bin/python is a symlink to /usr/bin/python3, site-packages is found
+# relative to it). Those are rewritten, and the build fails if the staging path is left
+# anywhere in the tree. Building at the real /opt/hacluster would be simpler but would
+# clobber what the Ansible role installs there on the build machine, and needs root.
+#
+# The dependencies come from pyproject.toml through pip (the configured index or mirror);
+# the compiled ones (grpcio, cryptography, pydantic-core) are cp311 wheels, so the package
+# depends on Python 3.11 exactly: Debian 12's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+OUT=${OUT:-$SRC/dist}
+PY=/usr/bin/python3
+PKG=hacluster
+PREFIX=/opt/hacluster/venv
+UNIT=hacluster-agent.service
+# The Maintainer field and the changelog's signature.
+MAINTAINER=${MAINTAINER:-hacluster developers <hacluster@example.org>}
+t0=$SECONDS
+# pip's chatter goes to a log, shown when a step fails.
+pip_q() { "$@" >>"$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log" >&2; echo "build-deb: failed: $*" >&2; return 1; }; }
+step() { printf '[build-deb %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
+
+for tool in dpkg-deb dpkg-shlibdeps help2man gzip; do
+  command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt install dpkg-dev help2man)" >&2; exit 1; }
+done
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || { echo "build-deb: apt install python3-venv" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/hacluster-deb.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+STAGE=$WORK/root
+VENV=$STAGE$PREFIX
+# Reproducible dates: the last commit's (docs, changelog and the archive's member times).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
+step "building the wheel of $PKG from $SRC"
+# From a wheel rather than `pip install .`: no build directory or source path is recorded.
+"$PY" -m venv "$WORK/build-venv"
+pip_q "$WORK/build-venv/bin/pip" wheel -q --no-deps --wheel-dir "$WORK/wheels" "$SRC" >/dev/null
+pip_q "$WORK/build-venv/bin/pip" install -q jinja2  # renders the role's unit template below
+
+step "creating the virtualenv and installing the dependencies from pyproject.toml"
+"$PY" -m venv "$VENV"
+# --no-compile: no .pyc in the package; postinst compiles them for the installed Python.
+pip_q "$VENV/bin/pip" install -q --no-compile "$WORK"/wheels/"$PKG"-*.whl
+pip_q "$VENV/bin/pip" uninstall -q -y pip setuptools  # not needed at run time
+find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
+find "$VENV" -name direct_url.json -path '*.dist-info/*' -delete  # the wheel's build path
+# bin/ keeps the interpreter links, the activate scripts and hacluster's two commands; the
+# dependencies' own tools (DICOM and netlink utilities...) are not part of the package.
+find "$VENV/bin" -maxdepth 1 -type f -not -name 'hacluster' -not -name 'hacluster-agent' \
+  -not -name 'activate*' -delete
+rm -f "$VENV"/bin/activate.fish "$VENV"/bin/activate.csh
+VERSION=$("$VENV/bin/python" -c 'import hacluster; print(hacluster.__version__)')
+find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
+[[ $VERSION =~ ^[0-9][0-9A-Za-z.+~]*$ ]] || { echo "build-deb: odd version '$VERSION'" >&2; exit 1; }
+ARCH=$(dpkg --print-architecture)
+DEB=$OUT/${PKG}_${VERSION}_${ARCH}.deb
+step "version $VERSION, architecture $ARCH"
+
+step "generating the man pages and the bash completion"
+man1=$STAGE/usr/share/man/man1; man8=$STAGE/usr/share/man/man8
+mkdir -p "$man1" "$man8" "$STAGE/usr/share/bash-completion/completions"
+# help2man runs each command's --help and --version (still at the staging path here).
+cat > "$WORK/hacluster.h2m" <<'EOF'
+[FILES]
+.TP
+.I /etc/hacluster/hacluster.yaml
+The server's config; every command that talks to an agent reads it (--config).
+.TP
+.I /etc/hacluster/cli.crt, /etc/hacluster/cli.key
+The admin certificate the command uses on a server.
+
+[SEE ALSO]
+.BR hacluster-agent (8).
+Every command has its own help: \fBhacluster\fR \fICOMMAND\fR \fB\-\-help\fR.
+The project's docs/operations.md and docs/deploy.md.
+EOF
+cat > "$WORK/hacluster-agent.h2m" <<'EOF'
+[DESCRIPTION]
+The agent of one server of a hacluster cluster: it elects a leader with Raft, holds the
+virtual IPs while it leads, runs the health checks and programs the balancing table.
+It runs as the system user \fBhacluster\fR under \fBhacluster-agent.service\fR, which
+grants it CAP_NET_ADMIN and CAP_NET_RAW only. \fBsystemctl reload hacluster-agent\fR
+(SIGHUP) re-reads the config and applies what can change live.
+
+[FILES]
+.TP
+.I /etc/hacluster/hacluster.yaml
+The config (example: /usr/share/doc/hacluster/examples/hacluster.yaml).
+.TP
+.I /var/lib/hacluster
+The Raft journal and the audit log.
+
+[SEE ALSO]
+.BR hacluster (1),
+.BR systemctl (1).
+EOF
+# click prints "hacluster, version X"; help2man wants "hacluster X".
+help2man --no-info --no-discard-stderr --section 1 --name "operate a hacluster HA and load balancing cluster" \
+  --version-string "$VERSION" --include "$WORK/hacluster.h2m" --output "$man1/hacluster.1" \
+  "$VENV/bin/hacluster"
+help2man --no-info --section 8 --name "the hacluster agent: virtual IPs, health checks, load balancing" \
+  --version-string "$VERSION" --include "$WORK/hacluster-agent.h2m" --output "$man8/hacluster-agent.8" \
+  "$VENV/bin/hacluster-agent"
+# help2man names the program after the file it ran: the staging path's basename is right.
+gzip -9n "$man1/hacluster.1" "$man8/hacluster-agent.8"
+_HACLUSTER_COMPLETE=bash_source "$VENV/bin/hacluster" > "$STAGE/usr/share/bash-completion/completions/hacluster"
+grep -q '_hacluster_completion' "$STAGE/usr/share/bash-completion/completions/hacluster" \
+  || { echo "build-deb: the completion script looks wrong" >&2; exit 1; }
+find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
+
+step "stripping the compiled modules"
+# As dh_strip does for Python extensions; not the libraries the wheels bundle in *.libs
+# (auditwheel rewrote their headers with patchelf, and strip may break those).
+find "$VENV" -type f -name '*.so' -not -path '*.libs/*' -exec strip --strip-unneeded \
+  --remove-section=.comment --remove-section=.note {} +
+
+step "moving the virtualenv to $PREFIX (shebangs, activate scripts, pyvenv.cfg)"
+for f in "$VENV"/bin/*; do
+  [ -f "$f" ] && [ ! -L "$f" ] && grep -Iq . "$f" && sed -i "s#$VENV#$PREFIX#g" "$f"
+done
+sed -i "s#$VENV#$PREFIX#g" "$VENV/pyvenv.cfg"
+if leaks=$(grep -rlF "$WORK" "$STAGE"); then
+  echo "build-deb: the staging path is still named in:" >&2; echo "$leaks" >&2; exit 1
+fi
+
+step "the commands, the unit, the config directory, the docs"
+mkdir -p "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/etc/hacluster" \
+  "$STAGE/usr/share/doc/$PKG/examples" "$STAGE/usr/share/lintian/overrides"
+ln -s "$PREFIX/bin/hacluster" "$STAGE/usr/bin/hacluster"
+ln -s "$PREFIX/bin/hacluster-agent" "$STAGE/usr/bin/hacluster-agent"
+# /opt/hacluster/current is where the Ansible role's unit and helper look for the commands
+# (there it points at the version's venv): with the package it points at the package's.
+ln -s venv "$STAGE/opt/hacluster/current"
+# One unit: the role's template, rendered with the role's defaults (the package's paths).
+"$WORK/build-venv/bin/python" packaging/render_unit.py \
+  ansible/roles/hacluster/templates/hacluster-agent.service.j2 > "$STAGE/lib/systemd/system/$UNIT"
+grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$STAGE/lib/systemd/system/$UNIT"
+cp packaging/debian/hacluster.yaml.example "$STAGE/usr/share/doc/$PKG/examples/hacluster.yaml"
+cp packaging/debian/copyright "$STAGE/usr/share/doc/$PKG/copyright"
+cp packaging/debian/lintian-overrides "$STAGE/usr/share/lintian/overrides/$PKG"
+# The changelog's one entry is this version's, dated by the last commit.
+{
+  echo "$PKG ($VERSION) unstable; urgency=medium"
+  echo
+  echo "  * Package of hacluster $VERSION (git $(git rev-parse --short HEAD 2>/dev/null || echo unknown))."
+  echo "    See the project's git history for the changes."
+  echo
+  echo " -- $MAINTAINER  $(date -R -u -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9n > "$STAGE/usr/share/doc/$PKG/changelog.gz"  # a native package's name
+
+step "permissions, maintainer scripts, control file"
+# Files 0644 (the wheels' modules and shared objects included), directories and the
+# venv's commands 0755. /etc/hacluster, which will hold the secret and the keys, becomes
+# 0750 root:hacluster in postinst, once the group exists.
+find "$STAGE" -type d -exec chmod 0755 {} +
+find "$STAGE" -type f -exec chmod 0644 {} +
+find "$VENV/bin" -maxdepth 1 -type f -not -name 'activate*' -exec chmod 0755 {} +  # activate is sourced
+mkdir -p "$STAGE/DEBIAN"
+for s in postinst prerm postrm; do install -m 0755 "packaging/debian/$s" "$STAGE/DEBIAN/$s"; done
+# The libraries the wheels' compiled modules link against, from the system (dpkg-shlibdeps
+# skips the wheels' own bundled ones in *.libs directories, which the package provides).
+mkdir -p "$WORK/shlibs/debian"
+printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PKG" "$PKG" > "$WORK/shlibs/debian/control"
+mapfile -t elfs < <(find "$VENV" -type f -name '*.so*' -not -path '*.libs/*')
+libdirs=$(find "$VENV" -type d -name '*.libs' -printf '-l%p ')
+shlibs=$(cd "$WORK/shlibs" && dpkg-shlibdeps -O --ignore-missing-info $libdirs -e"${elfs[@]}" 2>/dev/null \
+  | sed -n 's/^shlibs:Depends=//p')
+size=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
+sed -e "s/@VERSION@/$VERSION/" -e "s/@MAINTAINER@/$MAINTAINER/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" \
+  -e "s/@SHLIBS@/${shlibs:+, $shlibs}/" packaging/debian/control > "$STAGE/DEBIAN/control"
+# No conffiles: the config is the operator's (or the role's); only an example is shipped.
+(cd "$STAGE" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
+  | xargs -0 md5sum > DEBIAN/md5sums)
+
+step "dpkg-deb --build ($size KiB unpacked)"
+mkdir -p "$OUT"
+dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$DEB.partial" >/dev/null
+mv "$DEB.partial" "$DEB"
+step "built $DEB ($(du -h "$DEB" | cut -f1))"
+if command -v lintian >/dev/null && [ "${LINTIAN:-1}" = 1 ]; then
+  step "lintian"
+  lintian --fail-on error "$DEB" || { echo "build-deb: lintian reports errors" >&2; exit 1; }
+fi
+step "done"
