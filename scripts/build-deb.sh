@@ -20,6 +20,9 @@
 # the compiled ones (grpcio, cryptography, pydantic-core) are cp311 wheels, so the package
 # depends on Python 3.11 exactly: Debian 12's.
 set -euo pipefail
+# The build's Pythons see only their own venvs: a PYTHONPATH naming a source tree (the
+# tests set one) would make pip find hacluster "already installed" and skip it.
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE VIRTUAL_ENV
 cd "$(dirname "$0")/.."
 SRC=$PWD
 OUT=${OUT:-$SRC/dist}
