@@ -75,55 +75,10 @@ DEB=$OUT/${PKG}_${VERSION}_${ARCH}.deb
 step "version $VERSION, architecture $ARCH"
 
 step "generating the man pages and the bash completion"
-man1=$STAGE/usr/share/man/man1; man8=$STAGE/usr/share/man/man8
-mkdir -p "$man1" "$man8" "$STAGE/usr/share/bash-completion/completions"
-# help2man runs each command's --help and --version (still at the staging path here).
-cat > "$WORK/hacluster.h2m" <<'EOF'
-[FILES]
-.TP
-.I /etc/hacluster/hacluster.yaml
-The server's config; every command that talks to an agent reads it (--config).
-.TP
-.I /etc/hacluster/cli.crt, /etc/hacluster/cli.key
-The admin certificate the command uses on a server.
-
-[SEE ALSO]
-.BR hacluster-agent (8).
-Every command has its own help: \fBhacluster\fR \fICOMMAND\fR \fB\-\-help\fR.
-The project's docs/operations.md and docs/deploy.md.
-EOF
-cat > "$WORK/hacluster-agent.h2m" <<'EOF'
-[DESCRIPTION]
-The agent of one server of a hacluster cluster: it elects a leader with Raft, holds the
-virtual IPs while it leads, runs the health checks and programs the balancing table.
-It runs as the system user \fBhacluster\fR under \fBhacluster-agent.service\fR, which
-grants it CAP_NET_ADMIN and CAP_NET_RAW only. \fBsystemctl reload hacluster-agent\fR
-(SIGHUP) re-reads the config and applies what can change live.
-
-[FILES]
-.TP
-.I /etc/hacluster/hacluster.yaml
-The config (example: /usr/share/doc/hacluster/examples/hacluster.yaml).
-.TP
-.I /var/lib/hacluster
-The Raft journal and the audit log.
-
-[SEE ALSO]
-.BR hacluster (1),
-.BR systemctl (1).
-EOF
-# click prints "hacluster, version X"; help2man wants "hacluster X".
-help2man --no-info --no-discard-stderr --section 1 --name "operate a hacluster HA and load balancing cluster" \
-  --version-string "$VERSION" --include "$WORK/hacluster.h2m" --output "$man1/hacluster.1" \
-  "$VENV/bin/hacluster"
-help2man --no-info --section 8 --name "the hacluster agent: virtual IPs, health checks, load balancing" \
-  --version-string "$VERSION" --include "$WORK/hacluster-agent.h2m" --output "$man8/hacluster-agent.8" \
-  "$VENV/bin/hacluster-agent"
-# help2man names the program after the file it ran: the staging path's basename is right.
-gzip -9n "$man1/hacluster.1" "$man8/hacluster-agent.8"
-_HACLUSTER_COMPLETE=bash_source "$VENV/bin/hacluster" > "$STAGE/usr/share/bash-completion/completions/hacluster"
-grep -q '_hacluster_completion' "$STAGE/usr/share/bash-completion/completions/hacluster" \
-  || { echo "build-deb: the completion script looks wrong" >&2; exit 1; }
+bash scripts/gen-docs.sh "$WORK/docs" "$VERSION" "$VENV/bin/python"
+mkdir -p "$STAGE/usr/share/man" "$STAGE/usr/share/bash-completion/completions"
+cp -r "$WORK/docs/man1" "$WORK/docs/man8" "$STAGE/usr/share/man/"
+cp "$WORK/docs/completions/hacluster" "$STAGE/usr/share/bash-completion/completions/hacluster"
 find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
 
 step "stripping the compiled modules"
