@@ -1,11 +1,12 @@
 """The Debian package (scripts/build-deb.sh): built once per session (~45 s; or taken from
 HACLUSTER_DEB), lintian-clean, and runnable from a throwaway root it is unpacked into.
 
-`dpkg -x` rather than `dpkg --root -i`: the maintainer scripts would run adduser and
-systemctl in a chroot that has neither. The venv's python is a symlink to /usr/bin/python3
-and finds its site-packages from its own path (pyvenv.cfg next to bin/), so the unpacked
-tree runs where it lies when the commands are started through it (their shebangs name
-/opt/hacluster/venv, the installed path).
+Two throwaway roots. `dpkg -x` into a temporary directory: the venv's python is a symlink
+to /usr/bin/python3 and finds its site-packages from its own path (pyvenv.cfg next to
+bin/), so the unpacked tree runs where it lies when the commands are started through it
+(their shebangs name /opt/hacluster/venv, the installed path). And `dpkg -i`, maintainer
+scripts included, in a chroot onto an overlay of this machine's / in a private mount
+namespace (`dpkg --root` would need a whole Debian system in the root for adduser).
 """
 
 from __future__ import annotations
@@ -132,3 +133,42 @@ def test_man_pages_completion_and_example(root):
     assert "plain,status" in out.splitlines()
     assert (root / "usr/share/doc/hacluster/examples/hacluster.yaml").is_file()
     assert (root / "usr/share/doc/hacluster/copyright").is_file()
+
+
+# `dpkg -i` for real, maintainer scripts included, in a chroot whose root is an overlay of
+# this machine's (a private mount namespace: nothing reaches the real /, /etc/passwd or dpkg's
+# database, and the overlay vanishes with the namespace).
+_OVERLAY_INSTALL = r"""
+set -e
+mount -t tmpfs tmpfs "$OV"
+mkdir -p "$OV/upper" "$OV/work" "$OV/merged"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$OV/upper,workdir=$OV/work" "$OV/merged"
+mount --bind /proc "$OV/merged/proc"
+mount --bind /dev "$OV/merged/dev"
+cp "$DEB" "$OV/merged/root/hacluster.deb"
+chroot "$OV/merged" /bin/sh -ec '
+  dpkg -i /root/hacluster.deb >/dev/null
+  getent passwd hacluster | cut -d: -f1,6,7
+  stat -c "%U:%G %a" /etc/hacluster
+  hacluster --version
+  hacluster-agent --version
+  test -n "$(find /opt/hacluster/venv -name "*.pyc" | head -1)" && echo compiled
+  dpkg -r hacluster >/dev/null
+  test ! -e /opt/hacluster && echo removed'
+"""
+
+
+def test_dpkg_installs_and_removes_it_in_an_overlay_chroot(deb, tmp_path):
+    ov = tmp_path / "overlay"
+    ov.mkdir()
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", _OVERLAY_INSTALL],
+                       capture_output=True, text=True, timeout=180,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OV": str(ov), "DEB": str(deb)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "hacluster:/nonexistent:/usr/sbin/nologin",  # postinst's system user
+        "root:hacluster 750",  # the config directory: root writes, the agent's group reads
+        f"hacluster, version {VERSION}", f"hacluster-agent {VERSION}",  # /usr/bin on the PATH
+        "compiled",  # postinst's byte code...
+        "removed",  # ...which prerm removes, so that dpkg -r leaves no /opt/hacluster behind
+    ], r.stdout + r.stderr
