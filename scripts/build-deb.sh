@@ -37,8 +37,8 @@ t0=$SECONDS
 pip_q() { "$@" >>"$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log" >&2; echo "build-deb: failed: $*" >&2; return 1; }; }
 step() { printf '[build-deb %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
-for tool in dpkg-deb dpkg-shlibdeps help2man gzip; do
-  command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt install dpkg-dev help2man)" >&2; exit 1; }
+for tool in dpkg-deb dpkg-shlibdeps help2man gzip strip; do
+  command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt install dpkg-dev binutils help2man)" >&2; exit 1; }
 done
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || { echo "build-deb: apt install python3-venv" >&2; exit 1; }
 
