@@ -194,7 +194,8 @@ services:
     ("", "", []),
     ("algorithm: maglev", "algorithm: round_robin", []),
     ("backends: [{node: n1}, {node: n2}]", "backends: [{node: n1, weight: 5}, {node: n2}, {node: n3}]", []),
-    ("checks: [{name: web, kind: tcp, port: 80}]", "checks: [{name: web, kind: http, port: 80, path: /}]", []),
+    ("checks: [{name: web, kind: tcp, port: 80}]",
+     "checks: [{name: web, kind: http, port: 80, path: /}]", []),
     ("log_level: info", "log_level: debug", []),
     ('listen: "10.0.0.1:9464"', 'listen: "10.0.0.1:9465"', []),
     ("timing: {}", "timing: {}\nhealth: {settle_ms: 300}", []),
@@ -210,8 +211,8 @@ services:
     ("timing: {}", "timing: {lease_ms: 150}", ["timing"]),
     ("log_level: info", "log_level: info\ndataplane: proxy", ["dataplane"]),
     ("log_level: info", "log_level: info\nsome_future_key: 1", ["some_future_key"]),
-    ("services:\n  - {name: web, vip: 10.0.0.100, port: 80, algorithm: maglev, backends: [{node: n1}, {node: n2}]}",
-     "services: []", ["services"]),
+    ("services:\n  - {name: web, vip: 10.0.0.100, port: 80, algorithm: maglev, backends: "
+     "[{node: n1}, {node: n2}]}", "services: []", ["services"]),
 ])
 def test_restart_keys_separate_what_a_reload_applies(old, new, keys):
     assert _config_filters().hacluster_restart_keys(_BASE, _BASE.replace(old, new, 1)) == keys
