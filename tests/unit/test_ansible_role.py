@@ -200,10 +200,15 @@ services:
     ('listen: "10.0.0.1:9464"', 'listen: "10.0.0.1:9465"', []),
     ("timing: {}", "timing: {}\nhealth: {settle_ms: 300}", []),
     ("cli_cert_file: /etc/hacluster/cli.crt", "cli_cert_file: /etc/hacluster/cli2.crt", []),
+    # other members: membership lives in the cluster (members add/remove), the reload ignores them
+    ("grpc_port: 7101}\ndata_dir", "grpc_port: 7101}\n  - {id: n3, address: 10.0.0.3, raft_port: 7100, "
+     "grpc_port: 7101}\ndata_dir", []),
+    ("address: 10.0.0.2", "address: 10.0.0.22", []),
     ("# managed", "# managed again", []),
-    # what needs a restart
+    # what needs a restart: this server's own address or ports (its listeners)
     ("raft_port: 7100, grpc_port: 7101}\n  - {id: n2",
      "raft_port: 7200, grpc_port: 7101}\n  - {id: n2", ["members"]),
+    ("address: 10.0.0.1,", "address: 10.0.0.9,", ["members"]),
     ("node_id: n1", "node_id: n9", ["node_id"]),
     ("cert_file: /etc/hacluster/node.crt", "cert_file: /etc/hacluster/other.crt", ["tls.cert_file"]),
     ("data_dir: /var/lib/hacluster", "data_dir: /srv/hacluster", ["data_dir"]),

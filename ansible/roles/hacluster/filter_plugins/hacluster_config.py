@@ -8,8 +8,12 @@ metrics listener and the health timings live, and refuses the whole reload when 
 else changed. The role reloads only when this filter finds nothing else, and restarts (one
 server at a time) otherwise. It errs towards a restart: it is a whitelist of the keys the
 agent's reload takes, at the file's level, and any other key, a key it does not know, or a
-file it cannot parse counts as a restart key. Members count too: the role changes the member
-list by the planned procedure of docs/deploy.md (a reload ignores other members).
+file it cannot parse counts as a restart key.
+
+Members: membership lives in the cluster (Raft, `hacluster members add/remove`; the file only
+seeds a new cluster), so the agent's reload ignores the other members' entries, and so does
+this filter. This server's own entry (its address and ports, which its listeners are bound
+to at start-up) is a restart key, as in the agent's plan (hacluster/reload.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ def _parse(text):
     return doc if isinstance(doc, dict) else None
 
 
+def _own_entry(doc):
+    """(address, raft_port, grpc_port) of this server's member entry, or None."""
+    for m in doc.get("members") or []:
+        if isinstance(m, dict) and m.get("id") == doc.get("node_id"):
+            return (m.get("address"), m.get("raft_port"), m.get("grpc_port"))
+    return None
+
+
 def hacluster_restart_keys(old_text, new_text):
     """The sorted keys ('tls.cert_file', 'members', ...) whose change needs a restart; [] when
     a reload applies every change (or nothing changed). ['(unreadable)'] when either text is
@@ -45,6 +57,9 @@ def hacluster_restart_keys(old_text, new_text):
         if key == "tls" and isinstance(before, dict) and isinstance(after, dict):
             keys += [f"tls.{k}" for k in sorted(set(before) | set(after), key=str)
                      if before.get(k) != after.get(k) and k not in LIVE_TLS_KEYS]
+        elif key == "members":
+            if _own_entry(old) != _own_entry(new):
+                keys.append("members")  # this server's own address or ports
         elif key == "services" and bool(before) != bool(after):
             keys.append("services")  # none to some (or back): the data plane is built at start
         elif key not in LIVE_KEYS:
