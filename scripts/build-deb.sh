@@ -50,9 +50,14 @@ VENV=$STAGE$PREFIX
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 step "building the wheel of $PKG from $SRC"
-# From a wheel rather than `pip install .`: no build directory or source path is recorded.
+# From a copy of the tree (the files git tracks or would: not .venv, dist, caches), so
+# setuptools' build/ and *.egg-info land there and not in the checkout; and from a wheel
+# rather than `pip install .`: no build directory or source path is recorded.
+mkdir -p "$WORK/src"
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$WORK/src" 2>/dev/null \
+  || cp -r "$SRC/." "$WORK/src"  # not a git checkout (an unpacked release)
 "$PY" -m venv "$WORK/build-venv"
-pip_q "$WORK/build-venv/bin/pip" wheel -q --no-deps --wheel-dir "$WORK/wheels" "$SRC" >/dev/null
+pip_q "$WORK/build-venv/bin/pip" wheel -q --no-deps --wheel-dir "$WORK/wheels" "$WORK/src" >/dev/null
 pip_q "$WORK/build-venv/bin/pip" install -q jinja2  # renders the role's unit template below
 
 step "creating the virtualenv and installing the dependencies from pyproject.toml"
