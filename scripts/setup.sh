@@ -8,7 +8,10 @@ APT_PKGS=(nftables conntrack conntrackd iproute2 arping tcpdump python3-venv pyt
           chromium  # chromium: the status page test renders the page headless
           # the Ansible rollout test: sshd in the lab's server namespaces, reached through
           # the client namespace with nc; python3-apt for the role's apt task on the servers
-          openssh-server openssh-client netcat-openbsd python3-apt)
+          openssh-server openssh-client netcat-openbsd python3-apt
+          # the Debian package (scripts/build-deb.sh, its test) and the role's man pages:
+          # dpkg-shlibdeps and strip, help2man, lintian
+          dpkg-dev binutils help2man lintian)
 # `vagrant validate` of the Vagrant lab (no VM boots here): the libvirt provider plugin
 # validates its block; without --no-install-recommends they pull in qemu, libguestfs, NFS.
 APT_NORECOMMENDS=(vagrant vagrant-libvirt)

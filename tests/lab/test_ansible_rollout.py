@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -94,6 +95,34 @@ def test_second_run_changes_nothing(rollout):
     record(site_second_run_s=round(time.monotonic() - t, 1))
     assert run.rc == 0, run.tail()
     assert {h: r["changed"] for h, r in run.recap.items()} == {"n1": 0, "n2": 0, "n3": 0}, run.tail(120)
+
+
+def test_a_live_config_change_is_reloaded_not_restarted(rollout):
+    """Only a live key changes (the log level): the role reloads every agent (same pids, the
+    VIP stays), and the staleness check then finds nothing to restart. An agent without the
+    reload call (before issue 16's reload) is restarted instead, one at a time."""
+    assert rollout.first.rc == 0, "the first run failed"
+    lab = rollout.lab
+    pids = {n.name: rollout.agent_pid(n.name) for n in lab.nodes}
+    holders = lab.holders()
+    can_reload = rollout.cli(lab.nodes[0].name, "reload", "--help").returncode == 0
+    t = time.monotonic()
+    run = rollout.playbook("site.yml", "-e", json.dumps({"hacluster_log_level": "debug"}))
+    record(site_reload_run_s=round(time.monotonic() - t, 1))
+    assert run.rc == 0, run.tail()
+    assert "the agent reloads its config (only live keys changed)" in run.output, run.tail(60)
+    for n in lab.nodes:
+        config = (rollout.root(n.name) / "etc/hacluster/hacluster.yaml").read_text()
+        assert "log_level: \"debug\"" in config
+        stale = subprocess.run([str(rollout.root(n.name) / "opt/hacluster/libexec/hacluster-ctl"), "stale"],
+                               capture_output=True, text=True, timeout=30)
+        assert stale.stdout.strip() == "no", (n.name, stale.stdout, stale.stderr)
+    if can_reload:
+        assert {n.name: rollout.agent_pid(n.name) for n in lab.nodes} == pids, run.tail(60)
+        assert lab.holders() == holders
+    else:
+        assert "RUNNING HANDLER [hacluster : Restart hacluster]" in run.output, run.tail(60)
+        assert all(rollout.agent_pid(n.name) not in (None, pids[n.name]) for n in lab.nodes)
 
 
 def test_a_bad_config_value_stops_the_run_and_changes_nothing(rollout):

@@ -161,3 +161,70 @@ def test_a_checks_user_reaches_the_config_and_the_unit_gets_what_switching_takes
         assert ("AmbientCapabilities=CAP_SETUID CAP_SETGID" in unit) is (user is not None)
         assert ("+setuid,+setgid" in ctl) is (user is not None)
         assert "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW" in unit and "NoNewPrivileges=yes" in unit
+
+
+def _config_filters():
+    path = ROLE / "filter_plugins" / "hacluster_config.py"
+    spec = importlib.util.spec_from_file_location("hacluster_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_BASE = """# managed
+cluster: ward
+node_id: n1
+members:
+  - {id: n1, address: 10.0.0.1, raft_port: 7100, grpc_port: 7101}
+  - {id: n2, address: 10.0.0.2, raft_port: 7100, grpc_port: 7101}
+data_dir: /var/lib/hacluster
+secret_file: /etc/hacluster/secret
+tls: {ca_file: /etc/hacluster/ca.crt, cert_file: /etc/hacluster/node.crt, key_file: /etc/hacluster/node.key,
+      cli_cert_file: /etc/hacluster/cli.crt, cli_key_file: /etc/hacluster/cli.key}
+log_level: info
+timing: {}
+metrics: {listen: "10.0.0.1:9464", tls: true}
+checks: [{name: web, kind: tcp, port: 80}]
+services:
+  - {name: web, vip: 10.0.0.100, port: 80, algorithm: maglev, backends: [{node: n1}, {node: n2}]}
+"""
+
+
+@pytest.mark.parametrize("old, new, keys", [
+    # what the agent's reload applies: services, backends, weights, checks, log level, metrics
+    ("", "", []),
+    ("algorithm: maglev", "algorithm: round_robin", []),
+    ("backends: [{node: n1}, {node: n2}]", "backends: [{node: n1, weight: 5}, {node: n2}, {node: n3}]", []),
+    ("checks: [{name: web, kind: tcp, port: 80}]",
+     "checks: [{name: web, kind: http, port: 80, path: /}]", []),
+    ("log_level: info", "log_level: debug", []),
+    ('listen: "10.0.0.1:9464"', 'listen: "10.0.0.1:9465"', []),
+    ("timing: {}", "timing: {}\nhealth: {settle_ms: 300}", []),
+    ("cli_cert_file: /etc/hacluster/cli.crt", "cli_cert_file: /etc/hacluster/cli2.crt", []),
+    # other members: membership lives in the cluster (members add/remove), the reload ignores them
+    ("grpc_port: 7101}\ndata_dir", "grpc_port: 7101}\n  - {id: n3, address: 10.0.0.3, raft_port: 7100, "
+     "grpc_port: 7101}\ndata_dir", []),
+    ("address: 10.0.0.2", "address: 10.0.0.22", []),
+    ("# managed", "# managed again", []),
+    # what needs a restart: this server's own address or ports (its listeners)
+    ("raft_port: 7100, grpc_port: 7101}\n  - {id: n2",
+     "raft_port: 7200, grpc_port: 7101}\n  - {id: n2", ["members"]),
+    ("address: 10.0.0.1,", "address: 10.0.0.9,", ["members"]),
+    ("node_id: n1", "node_id: n9", ["node_id"]),
+    ("cert_file: /etc/hacluster/node.crt", "cert_file: /etc/hacluster/other.crt", ["tls.cert_file"]),
+    ("data_dir: /var/lib/hacluster", "data_dir: /srv/hacluster", ["data_dir"]),
+    ("secret_file: /etc/hacluster/secret", "secret_file: /etc/hacluster/secret2", ["secret_file"]),
+    ("timing: {}", "timing: {lease_ms: 150}", ["timing"]),
+    ("log_level: info", "log_level: info\ndataplane: proxy", ["dataplane"]),
+    ("log_level: info", "log_level: info\nsome_future_key: 1", ["some_future_key"]),
+    ("services:\n  - {name: web, vip: 10.0.0.100, port: 80, algorithm: maglev, backends: "
+     "[{node: n1}, {node: n2}]}", "services: []", ["services"]),
+])
+def test_restart_keys_separate_what_a_reload_applies(old, new, keys):
+    assert _config_filters().hacluster_restart_keys(_BASE, _BASE.replace(old, new, 1)) == keys
+
+
+def test_restart_keys_count_an_unreadable_config_as_a_restart():
+    f = _config_filters()
+    assert f.hacluster_restart_keys("", _BASE) == ["(unreadable)"]
+    assert f.hacluster_restart_keys(_BASE, "cluster: [unclosed") == ["(unreadable)"]
