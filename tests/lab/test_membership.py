@@ -24,6 +24,12 @@ def table_backends(lab, name: str, service: str = "web") -> set[str]:
     return {b["id"] for s in view["services"] if s["name"] == service for b in s["backends"]}
 
 
+def table_weight(lab, name: str, backend: str, service: str = "web") -> int | None:
+    view = cli_json(lab, name, "backends", service) or {"services": []}
+    return next((b["weight"] for s in view["services"] if s["name"] == service
+                 for b in s["backends"] if b["id"] == backend), None)
+
+
 def test_add_twice_then_remove_the_holder_without_a_failed_request(lab):
     monitor = HolderMonitor.for_lab(lab)
     prober = Prober(lab, duration=240, interval=0.02, timeout=1.0)
@@ -38,6 +44,9 @@ def test_add_twice_then_remove_the_holder_without_a_failed_request(lab):
                    "every server follows the 5-member membership")
         # Raft counts the new voters: the leader's status lists five voters, all linked
         holder = lab.wait_single_holder(10)
+        # the table follows: every agent reloaded its file, which now has their backends
+        wait_until(lambda: {"n4", "n5"} <= table_backends(lab, holder), 15,
+                   "the new servers' backends join the table")
         st = agent_status(lab, holder)
         assert st is not None and {m["id"] for m in st["members"] if not m.get("non_voter")} == everyone
 
@@ -50,6 +59,18 @@ def test_add_twice_then_remove_the_holder_without_a_failed_request(lab):
         # the table follows: the removed server's backend is no longer in it
         wait_until(lambda: holder not in table_backends(lab, new_holder), 10,
                    f"{holder}'s backend leaves the table")
+        # a reload that changes a weight: applied by every agent, the table follows
+        heavy = sorted(rest)[0]
+
+        def weigh(doc: dict) -> None:
+            for svc in doc["services"]:
+                if svc["name"] == "web":
+                    svc["backends"] = [{**b, "weight": 3} if b.get("node") == heavy else b
+                                       for b in svc["backends"]]
+        for n in lab.nodes:
+            lab.edit_config(n, weigh)
+            lab.reload(n)
+        wait_until(lambda: table_weight(lab, new_holder, heavy) == 3, 15, f"{heavy}'s weight 3 in the table")
     finally:
         prober.proc.terminate()
         out, _ = prober.proc.communicate(timeout=30)
