@@ -91,6 +91,9 @@ def trial(interval: float) -> dict[str, Any]:
             gap = max((b - a for a, b in zip(ok_times, ok_times[1:], strict=False)), default=float("nan"))
             result[step] = {"ms": round((t1 - t0) * 1000), "requests": len(during),
                             "failed": sum(not r["ok"] for r in during),
+                            # when each failed request started, from the step's start (ms)
+                            "failed_at_ms": [round((r["t"] - t0) * 1000) for r in during if not r["ok"]],
+                            "failed_after_ms": [round(r["ms"]) for r in during if not r["ok"]],
                             "longest_gap_ms": round(gap * 1000, 1),
                             "overlap_ms": round(sum(e - s for s, e, _ in monitor.overlaps()
                                                     if t0 <= s <= t1 + 1.0) * 1000, 1)}

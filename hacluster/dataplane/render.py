@@ -282,7 +282,13 @@ def _chains(parts: _Parts) -> list[str]:
                     *("\t\t" + r for r in rules), "\t}"])
 
     chain("services", None, parts.dnat)
-    chain("nat_prerouting", "type nat hook prerouting priority dstnat", ["jump services"])
+    # Only where the VIP is local: a server that just handed it over (a switchover) still
+    # gets the clients' packets sent before they heard the new holder's GARP. Balanced here,
+    # a new flow's backend would answer the VIP, which routes to the new holder, which has no
+    # entry for it (lost SYN, a client waiting 1 s); not balanced, the kernel forwards it to
+    # the VIP's holder (its ARP queue waits for the claim), which balances it.
+    chain("nat_prerouting", "type nat hook prerouting priority dstnat",
+          ["fib daddr type local jump services"])
     chain("nat_output", "type nat hook output priority -100", ["jump services"])
     if parts.snat:
         snat = [f"ct status dnat meta l4proto {p} snat ip to ct original ip daddr . meta l4proto . "
@@ -295,7 +301,12 @@ def _chains(parts: _Parts) -> list[str]:
         # on the wire are a balancer's, to a backend here; on lo they are this holder's own.
         chain("raw_prerouting", "type filter hook prerouting priority raw",
               ['iifname != "lo" ip saddr @floating_addresses notrack',
-               "ip daddr @floating_addresses fib daddr type != local tcp flags & syn == 0 notrack"])
+               # A client's SYN too: a non-holder only forwards it (nat_prerouting); tracked,
+               # its entry would be synced and committed by the next holder without NAT. Not
+               # a backend's SYN-ACK: it answers a flow this server balanced before it
+               # released the address, whose entry takes it back to the client.
+               "ip daddr @floating_addresses fib daddr type != local "
+               "tcp flags & (syn | ack) != syn | ack notrack"])
         chain("raw_output", "type filter hook output priority raw",
               ["ip daddr @floating_addresses fib daddr type != local notrack"])
         # After conntrack, before NAT: a TCP packet to a floating address that starts no

@@ -128,15 +128,15 @@ class MembershipChanges:
             self._even_check(len(after), allow_even, f"{'promoting' if voter else 'demoting'} {node}")
             if not voter:
                 self._quorum_after(after)
-                ok, why = self._voters_change(False, node, record, say)
-                if not ok:
-                    raise Refused(f"Raft did not demote {node} ({why}): nothing changed", Refusal.ABORTED)
+            # The record first, both ways: a demoted member must still be a voter when the
+            # record reaches it (once out of Raft's configuration nothing is replicated to it,
+            # and it would never learn to restart as a non-voter).
             self._commit_set(node, {**record, "voter": voter}, say)
-            if voter:
-                ok, why = self._voters_change(True, node, record, say)
-                if not ok:
-                    self._commit_set(node, record, say)
-                    raise Refused(f"Raft did not promote {node} ({why}): nothing changed", Refusal.ABORTED)
+            ok, why = self._voters_change(voter, node, record, say)
+            if not ok:
+                self._commit_set(node, record, say)
+                raise Refused(f"Raft did not {'promote' if voter else 'demote'} {node} ({why}): "
+                              "nothing changed", Refusal.ABORTED)
             return f"{node} is now a {'voter' if voter else 'non-voter'} (its agent restarts its Raft)"
 
     # ------------------------------------------------------------------ checks

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -36,9 +37,13 @@ T = TypeVar("T")
 # linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+log = logging.getLogger(__name__)
+
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
 RTM_GETADDR = 22
+RTM_DELNEIGH = 29
+NDA_DST = 1
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
@@ -90,6 +95,14 @@ def pack_addr_request(msg_type: int, seq: int, index: int, vip: Vip, lifetime: i
         body += _rta(IFA_CACHEINFO, _CACHEINFO.pack(lifetime, lifetime, 0, 0))
         flags |= NLM_F_CREATE | NLM_F_REPLACE
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
+
+
+def pack_neigh_delete(seq: int, index: int, address: str) -> bytes:
+    """RTM_DELNEIGH for `address` on link `index` (as `ip neigh del ADDRESS dev D`)."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    body = struct.pack("=BxxxiHBB", family, index, 0, 0, 0) + _rta(NDA_DST, ip.packed)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
 def _rta(kind: int, payload: bytes) -> bytes:
@@ -192,7 +205,34 @@ class NetlinkHostOps:
         try:
             self._on_link(vip, "release", lambda link: self._write(RTM_DELADDR, link, vip, None))
         except (_AddressAbsent, _InterfaceMissing):
-            pass
+            return
+        self._forget_neighbour(vip)
+
+    def _forget_neighbour(self, vip: Vip) -> None:
+        """After a release: drop any neighbour entry this kernel still has for the address
+        (learnt while another server held it, before we did). Clients that have not heard
+        the next holder's GARP yet still send to us, and we forward (render.py: only a holder
+        balances); with no entry, the kernel queues those packets while it asks who has the
+        address, and the next holder's GARP sends them on. With a stale entry they would go
+        to a server that held it before (a lost SYN: a client waiting 1 s). Best effort."""
+        def op(link: _Link) -> None:
+            if self._nl is None:
+                self._nl = _open_netlink()
+            self._seq = self._seq % 0xFFFFFFFF + 1
+            seq = self._seq
+            try:
+                self._nl.send(pack_neigh_delete(seq, link.index, vip.address))
+                for _ in range(8):
+                    if any(ack_seq == seq for ack_seq, _err in iter_acks(self._nl.recv(65536))):
+                        return  # done, or ENOENT: no entry to forget
+            except OSError:
+                self._close_netlink()
+
+        try:
+            with self._lock:
+                op(self._link(vip.interface))
+        except Exception as exc:  # noqa: BLE001 - the release itself is done
+            log.debug("neighbour entry of %s not removed: %s", vip, exc)
 
     def probe(self, vip: Vip, timeout_s: float) -> bool:
         _require_ipv4(vip)

@@ -111,3 +111,31 @@ def test_nine_servers_three_voters_elect_fail_over_and_commit(lab_factory):
 
 def generation(lab, name: str) -> int:
     return (cli_json(lab, name, "status", "--agent") or {}).get("generation", -1)
+
+
+def test_promote_and_demote_restart_the_member_in_its_new_role(lab_factory):
+    lab = lab_factory(4, voters=3, checks=[], balance=False)
+    monitor = HolderMonitor.for_lab(lab)
+    try:
+        holder = lab.wait_single_holder(10)
+        asked = next(n for n in ("n1", "n2", "n3") if n != holder)
+        # even without --allow-even: refused, nothing changed
+        assert cli_json(lab, asked, "members", "promote", "n4") is None
+        assert committed_members(lab, "n4")["n4"] is False
+        assert cli_json(lab, asked, "members", "promote", "n4", "--allow-even") is not None
+        wait_until(lambda: committed_members(lab, "n1")["n4"] is True, 10, "n4 is a voter")
+        wait_until(lambda: _self_voter(lab, "n4") is True, 20, "n4's agent runs as a voter")
+        assert cli_json(lab, asked, "members", "demote", "n4") is not None
+        wait_until(lambda: _self_voter(lab, "n4") is False, 20, "n4's agent runs as a non-voter again")
+        assert lab.holders() == [holder]
+    finally:
+        monitor.stop()
+    assert_no_overlap(monitor)
+
+
+def _self_voter(lab, name: str) -> bool | None:
+    st = cli_json(lab, name, "status", "--agent")
+    if not st or not st.get("leader") or not st.get("commit_index"):
+        return None
+    me = next((m for m in st["members"] if m["id"] == name), None)
+    return None if me is None else not me.get("non_voter", False)

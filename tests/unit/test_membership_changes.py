@@ -188,10 +188,12 @@ def test_replace_adds_the_new_one_in_the_old_ones_role_then_removes_the_old():
     assert [c[:2] for c in raft.voter_changes] == [(True, "n3b"), (False, "n3")]
 
 
-def test_demote_leaves_raft_before_the_record_says_so():
+def test_demote_commits_the_record_while_the_member_still_gets_entries():
     m, raft, _ = changes(n=5, peers=("n2", "n3", "n4", "n5"))
     m.set_voter("n5", False, allow_even=True)
     assert raft.voter_changes[0][:2] == (False, "n5") and raft.state.members["n5"]["voter"] is False
+    record_first = raft.submitted.index(next(c for c in raft.submitted if c["type"] == "member_set"))
+    assert record_first == 0
 
 
 # ------------------------------------------------------------------ every member follows
