@@ -126,6 +126,10 @@ class Connection:
             data = self.encryptor.encrypt_at_time(data, int(clock.now()))
         self._wbuf += LENGTH.pack(len(data))
         self._wbuf += data
+        self._gate.cork(self)  # sent at the gate's next flush, within this tick
+
+    def flush(self) -> None:
+        """Send what send() queued (Gate.flush, on the tick thread)."""
         self._flush()
         if self._wbuf and self._fd is not None:  # the rest goes out when the socket is writable
             self._poller.subscribe(self._fd, self._on_event, READ | WRITE | ERROR)

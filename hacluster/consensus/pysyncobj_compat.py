@@ -172,6 +172,7 @@ class _HookedTransport(TCPTransport):
     def __init__(self, syncObj: SyncObj, selfNode: Node | None, otherNodes: Any) -> None:  # noqa: N803
         # Before TCPTransport.__init__: it creates the connections to peers and the server.
         self._hc_gate = Gate(getattr(syncObj, "_hc_limits", LIMITS))
+        syncObj._hc_gate = self._hc_gate  # type: ignore[attr-defined]  # HookedSyncObj flushes it
         self._hc_listener: Listener | None = None
         super().__init__(syncObj, selfNode, otherNodes)
 
@@ -271,6 +272,9 @@ class HookedSyncObj(SyncObj):
                     super().__init__(self_addr, others, conf, transportClass=_HookedTransport)
                 finally:
                     _syncobj_module.createJournal = _create_journal
+        # The sends of pysyncobj's tick go out together before the journal flush (the
+        # followers write while the leader flushes), then the hooks' after_tick.
+        self.addOnTickCallback(self._hc_gate.flush)
         after = getattr(hooks, "after_tick", None)
         if after is not None:
             self.addOnTickCallback(after)
@@ -280,6 +284,7 @@ class HookedSyncObj(SyncObj):
             self._SyncObj__properies.difference_update(self._hc_replicated_attrs)  # type: ignore[attr-defined]
             self._hc_replicated_attrs = ()
         self._hc.before_tick()
+        self._hc_gate.flush()  # the replies to the last poll's messages and the held acks
         super()._onTick(timeToWait)
 
 

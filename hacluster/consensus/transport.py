@@ -164,6 +164,7 @@ class Gate:
         self.stats = Stats()
         self._live: dict[Connection, None] = {}  # every open connection (an ordered set)
         self.strangers: dict[Connection, str] = {}
+        self._corked: dict[Connection, None] = {}  # with messages queued since the last flush
         self._reported = Stats()
         self._report_at = now() + REPORT_S
 
@@ -195,6 +196,22 @@ class Gate:
     def forget(self, conn: Connection) -> None:
         self._live.pop(conn, None)
         self.strangers.pop(conn, None)
+        self._corked.pop(conn, None)
+
+    def cork(self, conn: Connection) -> None:
+        """`conn` queued a message: it goes out with the others of this stretch of the tick at
+        the next flush()."""
+        self._corked[conn] = None
+
+    def flush(self) -> None:
+        """Write what every connection queued since the last flush, one send() each. Called
+        after our before_tick (the acks held for a journal flush, the replies to the messages of
+        the last poll) and after pysyncobj's tick work, before it polls (its append_entries, one
+        per command: one segment for a burst, so a follower reads them in one poll and acks them
+        after one fdatasync)."""
+        corked, self._corked = self._corked, {}
+        for conn in corked:
+            conn.flush()
 
     def sweep(self) -> None:
         """Close every connection past its handshake deadline or idle too long; every tick."""
