@@ -25,7 +25,6 @@ says why each private is needed and is tested against the installed library.
 Threading: callbacks and hooks (before_tick, on_message, on_send) run on pysyncobj's tick
 thread; the agent reads `view()` (single floats/ints/bools, atomic under the GIL) from its
 own. What must run on the tick thread goes through `call_soon()` (protocol.Consensus).
-
 Time: every deadline here is on the lease clock (hacluster.clock.now), read through `_now`.
 """
 
@@ -492,6 +491,10 @@ class RaftNode:
                 self.lease_expiry = float("inf")
         else:
             self.won_by_transfer = False
+        if self._role_of(old) is Role.LEADER and role is not Role.LEADER:  # its timer was parked
+            # at a deadline long past: a resigned leader waits (+ hold-back) as a follower does
+            self._election_due = _now() + self._disk.holdback() + random.uniform(
+                self.election_min, self.config.timing.election_max)
         if role is not Role.CANDIDATE:
             self._transfer_pending = False
         term = s.term if s is not None else 0
