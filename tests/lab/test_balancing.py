@@ -223,13 +223,17 @@ def test_maglev_a_standby_maps_every_flow_to_the_holders_backend(lab_factory):
     client routes the VIP via that server) are DNATed to the same backends as through the
     holder. The standby's conntrack table says where it sent each flow: the answers cannot
     come back through it, since the backends answer the VIP (docs/snat.md), which routes
-    to the holder."""
+    to the holder. Only a server whose kernel takes the VIP as local balances it
+    (render.py: `fib daddr type local`), so the standby gets a local route for the VIP, as
+    if it held it, without the address its agent would see."""
     lab = up(lab_factory, "maglev")
     wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
     holder = lab.holders()[0]
     standby = next(n for n in lab.nodes if n.name != holder)
     via_holder = udp_flows(lab, 1000, first_port=40000)
     assert None not in via_holder and len(set(via_holder)) == 3, via_holder
+    run("ip", "netns", "exec", standby.netns, "ip", "route", "add", "local", f"{lab.vip}/32",
+        "dev", "lo", "table", "local")
     lab.in_client("ip", "route", "add", f"{lab.vip}/32", "via", standby.ip)
     lab.in_client(sys.executable, "-c", _UDP_SEND, lab.vip, str(UDP_PORT), lab.client_ip, "40000", "1000")
     via_standby = wait_until(lambda: (c := _dnat_choices(lab, standby, 40000, 1000)) and len(c) == 1000 and c,
