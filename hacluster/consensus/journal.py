@@ -172,8 +172,9 @@ class DurableJournal(Journal):
         # No flush here: a follower's commit index acknowledges nothing (the leader's commit
         # rests on the acks, each sent after its flush), and the leader's own entries were
         # flushed by raft.py before pysyncobj could count them (diskguard.py).
-        self._meta["raftCommitIndex"] = raftCommitIndex
-        self._meta_lazy = True
+        if self._meta.get("raftCommitIndex") != raftCommitIndex:  # pysyncobj sets it per message
+            self._meta["raftCommitIndex"] = raftCommitIndex
+            self._meta_lazy = True
 
     def getRaftCommitIndex(self) -> int:  # noqa: N802
         return self._meta.get("raftCommitIndex", 1)
