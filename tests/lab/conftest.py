@@ -29,8 +29,30 @@ def _root_and_tools():
             pytest.fail(f"lab tests need `{tool}`: run scripts/setup.sh")
 
 
+LOG_TAIL_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item: lab_factory shows the agents' logs when the
+    test failed (CI keeps only pytest's output)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+def _show_logs(lab: Lab) -> None:
+    for path in sorted(lab.dir.glob("n*/agent.log")):
+        try:
+            lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            continue
+        print(f"----- {lab.prefix} {path.parent.name} agent.log (last {len(lines)} lines)")
+        print("\n".join(lines))
+
+
 @pytest.fixture
-def lab_factory():
+def lab_factory(request):
     made: list[Lab] = []
 
     def make(nodes: int = 3, up: bool = True, **kw) -> Lab:
@@ -41,7 +63,10 @@ def lab_factory():
         return lab
 
     yield make
+    call = getattr(request.node, "rep_call", None)
     for lab in made:
+        if call is not None and call.failed:
+            _show_logs(lab)
         lab.down()
         leftovers = [ns for ns in netns_list() if ns.startswith(lab.prefix + "-")]
         assert not leftovers, f"lab {lab.prefix} left namespaces behind: {leftovers}"
