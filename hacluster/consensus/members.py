@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hacluster.config import Config
     from hacluster.consensus.raft import RaftNode
 
 log = logging.getLogger("hacluster.raft")
@@ -44,3 +45,39 @@ def change_voters(raft: RaftNode, add: bool, member: str, address: str,
 
     log.info("membership: %s voter %s (%s)", "adding" if add else "removing", member, address)
     raft.call_soon(run)
+
+
+class MemberView:
+    """RaftNode's view of the committed membership (a mixin: RaftNode sets the fields)."""
+
+    config: Config
+    _sync: Any
+    _addr_of: tuple[Any, dict[str, str]]
+
+    @property
+    def _by_addr(self) -> dict[str, str]:
+        """Raft endpoint -> member id, of the committed membership (config.members, which the
+        roster replaces whole when it changes: rebuilt only then)."""
+        members = self.config.members
+        if self._addr_of[0] is not members:
+            self._addr_of = (members, {m.raft_endpoint: m.id for m in members})
+        return self._addr_of[1]
+
+    @property
+    def readonly(self) -> bool:
+        """A non-voting member: pysyncobj's read-only node (it never votes, elects or leads)."""
+        me = self.config.member(self.config.node_id)
+        return me is not None and not me.voter
+
+    @property
+    def _n(self) -> int:
+        """The voters in Raft's current configuration: pysyncobj's, which follows membership
+        entries as they are appended (Raft's single-server change), us included."""
+        s = self._sync
+        if s is None:
+            return len(self.config.voters)
+        return len(s.other_nodes()) + (0 if self.readonly else 1)
+
+    def _voter(self, peer: str) -> bool:
+        m = self.config.member(peer) if peer else None
+        return m is not None and m.voter

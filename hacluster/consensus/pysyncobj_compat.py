@@ -80,6 +80,7 @@ them from the hooks or through call_soon.
 from __future__ import annotations
 
 import functools
+import logging
 import socket
 import struct
 import threading
@@ -93,9 +94,12 @@ from pysyncobj import pickle as wire_pickle  # noqa: E402
 from pysyncobj import syncobj as _syncobj_module  # noqa: E402
 from pysyncobj.journal import Journal  # noqa: E402
 from pysyncobj.node import Node  # noqa: E402
+from pysyncobj.pipe_notifier import PipeNotifier  # noqa: E402
 from pysyncobj.transport import TCPTransport  # noqa: E402
 
 socket.inet_ntop = _inet_ntop
+
+log = logging.getLogger("hacluster.raft")
 
 from hacluster.consensus.connection import Connection  # noqa: E402
 from hacluster.consensus.transport import LIMITS, Gate, Limits, Listener  # noqa: E402
@@ -138,6 +142,7 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("TCPTransport", "_onDisconnected", "method"),
     ("TCPTransport", "_onTick", "method"),
     ("SyncObj", "_poller", "attribute"),
+    ("SyncObj", "_SyncObj__newAppendEntriesTime", "attribute"),
 )
 
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then 32-bit ones; tcpi_unacked is the
@@ -163,6 +168,9 @@ class Hooks(Protocol):
 
     def after_tick(self) -> None:
         """Optional: after pysyncobj handled new commands and sent them, before it waits."""
+
+    def poll_wait(self, default: float) -> float:
+        """Optional: how long this tick may wait for the network (pysyncobj: autoTickPeriod)."""
 
 
 class _HookedTransport(TCPTransport):
@@ -275,6 +283,13 @@ class HookedSyncObj(SyncObj):
         # The sends of pysyncobj's tick go out together before the journal flush (the
         # followers write while the leader flushes), then the hooks' after_tick.
         self.addOnTickCallback(self._hc_gate.flush)
+        # SyncObjSeam.wake ends the tick's poll through this pipe. Made here, once: a tick
+        # that made it could meet a process out of descriptors, and fail every tick after
+        # (pysyncobj's poller takes a registration while it polls: epoll_ctl is thread-safe).
+        try:
+            self._hc_gate.notifier = PipeNotifier(self._poller)
+        except OSError as e:  # without it the tick still polls, at most Hooks.poll_wait
+            log.warning("raft: no wake-up pipe (%s): the tick thread polls at its cap", e)
         after = getattr(hooks, "after_tick", None)
         if after is not None:
             self.addOnTickCallback(after)
@@ -285,7 +300,8 @@ class HookedSyncObj(SyncObj):
             self._hc_replicated_attrs = ()
         self._hc.before_tick()
         self._hc_gate.flush()  # the replies to the last poll's messages and the held acks
-        super()._onTick(timeToWait)
+        poll_wait = getattr(self._hc, "poll_wait", None)
+        super()._onTick(timeToWait if poll_wait is None else poll_wait(timeToWait))
 
 
 _create_journal = _syncobj_module.createJournal
@@ -426,6 +442,19 @@ class SyncObjSeam(Generic[S]):
         return {getattr(node, "address", None): index for node, index in dict(match).items()}
 
     # ------------------------------------------------------------ writers (tick thread)
+
+    def next_heartbeat_at(self) -> float:
+        """Leader: when pysyncobj sends its next append_entries (on hacluster.clock.now)."""
+        return self.obj._SyncObj__newAppendEntriesTime  # type: ignore[attr-defined]
+
+    def wake(self) -> None:
+        """End the tick thread's poll now (any thread), through our pipe in its poller."""
+        notifier = self.obj._hc_gate.notifier  # type: ignore[attr-defined]
+        if notifier is not None:
+            try:
+                notifier.notify()
+            except BlockingIOError:  # the pipe is full: the poll ends anyway
+                pass
 
     def set_election_deadline(self, deadline: float) -> None:
         """Move the election timer: later holds an election back, 0 lets it start at once."""

@@ -18,8 +18,8 @@ says why each private is needed and is tested against the installed library.
   healthy leader (without it, stickiness would strand such a node at a higher term).
 * **Graceful transfer**: a `timeout_now` from the leader (sent after it released its VIPs)
   skips pre-vote and marks the vote requests `hc_transfer`, honoured despite stickiness.
-* **Idle links kept open**: `hc_ping` between every pair, so the first election round after
-  a crash is not lost to a link pysyncobj's connectionTimeout closed while idle.
+* **Idle links kept open**: `hc_ping` on the links heartbeats leave idle, so the first election
+  round after a crash is not lost to a link pysyncobj's connectionTimeout closed while idle.
 * **Acknowledged means on disk** (diskguard.py, journal.py); a leader whose disk fills steps down.
 
 Threading: callbacks and hooks (before_tick, on_message, on_send) run on pysyncobj's tick
@@ -39,9 +39,9 @@ from typing import Any
 
 from hacluster import clock
 from hacluster.config import Config
-from hacluster.consensus.acklag import AckLag
+from hacluster.consensus.acklag import AckLag, read_tcp_silence
 from hacluster.consensus.diskguard import Disk, DiskGuard, DurableJournal
-from hacluster.consensus.members import change_voters
+from hacluster.consensus.members import MemberView, change_voters
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
     FOLLOWER,
@@ -65,8 +65,7 @@ HELD = 1e18
 # A leader whose agent loop has not finished a tick for this long goes silent: its VIP is no
 # longer renewed, so the cluster must elect another leader (which will probe before claiming).
 AGENT_STUCK_S = 1.0  # s without a finished agent tick before the leader mutes its heartbeats
-
-
+MAX_POLL_S = 0.1  # the longest a tick waits for messages (RaftNode.poll_wait)
 STALE_TERM_S = 1.0  # hearing only lower-term leaders this long: tell the leader our term
 
 
@@ -94,10 +93,12 @@ class _Syncer(HookedSyncObj):
 
     @replicated
     def apply(self, payload: bytes) -> Result:
-        return self._state.apply(payload)
+        result = self._state.apply(payload)
+        self._hc.changed()
+        return result
 
 
-class RaftNode:
+class RaftNode(MemberView):
     """One member's Raft: election, lease, replicated state. Start with start().
 
     Implements protocol.Consensus (what the agent may ask, and from which thread) and
@@ -111,6 +112,7 @@ class RaftNode:
         self.config = config
         self._secret = secret
         self._on_role_change = on_role_change
+        self._watchers: list[Callable[[], None]] = []  # on_change()
         t = config.timing
         self.lease_s = t.lease
         self.election_min = t.election_min
@@ -145,36 +147,7 @@ class RaftNode:
         self.after_tick = self._disk.after_tick  # Hooks.after_tick
         self._started = threading.Event()
 
-    # ------------------------------------------------------------ membership (issue 16)
-
-    @property
-    def _by_addr(self) -> dict[str, str]:
-        """Raft endpoint -> member id, of the committed membership (config.members, which the
-        roster replaces whole when it changes: rebuilt only then)."""
-        members = self.config.members
-        if self._addr_of[0] is not members:
-            self._addr_of = (members, {m.raft_endpoint: m.id for m in members})
-        return self._addr_of[1]
-
-    @property
-    def readonly(self) -> bool:
-        """A non-voting member: pysyncobj's read-only node (it never votes, elects or leads)."""
-        me = self.config.member(self.config.node_id)
-        return me is not None and not me.voter
-
-    @property
-    def _n(self) -> int:
-        """The voters in Raft's current configuration: pysyncobj's, which follows membership
-        entries as they are appended (Raft's single-server change), us included."""
-        s = self._sync
-        if s is None:
-            return len(self.config.voters)
-        return len(s.other_nodes()) + (0 if self.readonly else 1)
-
-    def _voter(self, peer: str) -> bool:
-        m = self.config.member(peer) if peer else None
-        return m is not None and m.voter
-
+    # membership (issue 16): MemberView's _by_addr, readonly, _n, _voter; and
     change_voters = change_voters  # (add, member, address, done): consensus/members.py
 
     # ---------------------------------------------------------------- lifecycle
@@ -217,8 +190,24 @@ class RaftNode:
     # ------------------------------------------------------------ tick-thread hooks
 
     def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run fn on pysyncobj's tick thread (its internals are not thread-safe)."""
+        """Run fn on pysyncobj's tick thread (its internals are not thread-safe), at once."""
         self._tick_calls.append(fn)
+        if self._sync is not None:
+            self._sync.wake()
+
+    def poll_wait(self, default: float) -> float:
+        """This tick's wait for messages: until the next thing due without one (a leader's
+        heartbeat, the election timer, an hc_ping), at most MAX_POLL_S, not pysyncobj's 10 ms.
+        Commands and call_soon end it at once (pysyncobj's notifier)."""
+        s = self._sync
+        if s is None or self._tick_calls:
+            return 0.0
+        now = _now()
+        due = s.next_heartbeat_at() if s.is_leader() else self._election_due
+        if s.is_leader() and due <= now:  # sent in this tick
+            due = now + self.config.timing.heartbeat
+        due = min(due, self._last_ping + _PING_PERIOD)
+        return min(MAX_POLL_S, max(default, due - now))
 
     def before_tick(self) -> None:
         while self._tick_calls:
@@ -229,29 +218,11 @@ class RaftNode:
         now = _now()
         self._check_agent(now)
         self._disk.before_tick(self._sync, now)
-        self._read_tcp_silence(now)
+        self._tcp_silence = read_tcp_silence(self, now)
         if now - self._last_ping >= _PING_PERIOD:
             self._last_ping = now
-            self._broadcast({"type": "hc_ping"})
+            self._ping_idle_links()
         self._gate_election(now)
-
-    def _read_tcp_silence(self, now: float) -> None:
-        """Leader: how long each peer's kernel has left our traffic unacknowledged, for the
-        health verdicts (read here: pysyncobj's thread owns the sockets), and only for a peer
-        whose Raft acks are late (the only case the verdicts look at it: no system call at
-        all in a healthy cluster). Replaced whole: view() reads it from the agent's thread."""
-        s = self._sync
-        if s is None or not s.is_leader():
-            self._tcp_silence = {}
-            return
-        out: dict[str, float | None] = {}
-        for n in s.other_nodes():
-            peer = self._by_addr.get(getattr(n, "address", ""), "")
-            late = now - self._acks.get(peer, self.leader_since) > self._ack_lag.floor
-            out[peer] = s.tcp_silence(n) if late else None
-            if out[peer] is not None:
-                self._ack_lag.tcp(peer, out[peer])
-        self._tcp_silence = out
 
     def agent_alive(self) -> None:
         """Called by the agent loop after every tick: the watchdog's heartbeat."""
@@ -321,6 +292,17 @@ class RaftNode:
         self._broadcast({"type": "hc_prevote", "round": self._prevote_round,
                          "term": s.term + 1,
                          "last_log_index": last_index, "last_log_term": last_term})
+
+    def _ping_idle_links(self) -> None:
+        """hc_ping only the links that Raft leaves idle: a leader's carry its heartbeats both
+        ways, so a leader pings no one and a follower only the other followers."""
+        s = self._sync
+        if s is None or s.is_leader():
+            return
+        leader = s.leader_address()
+        for node in s.other_nodes():
+            if getattr(node, "address", None) != leader:
+                s.send(node, {"type": "hc_ping"})
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         s = self._sync
@@ -501,6 +483,16 @@ class RaftNode:
         log.info("raft role %s -> %s (term %d)", self._role_of(old).value, role.value, term)
         if self._on_role_change is not None:
             self._on_role_change(role, term)
+        self.changed()
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (cheap, thread-safe: it runs on the tick thread) after every role
+        change and every applied command: the agent loop's wake-up (ha/loop.py)."""
+        self._watchers.append(callback)
+
+    def changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     @staticmethod
     def _role_of(state: int) -> Role:

@@ -165,6 +165,7 @@ class Gate:
         self._live: dict[Connection, None] = {}  # every open connection (an ordered set)
         self.strangers: dict[Connection, str] = {}
         self._corked: dict[Connection, None] = {}  # with messages queued since the last flush
+        self.notifier: Any = None  # pysyncobj's PipeNotifier in the tick's poller (SyncObjSeam.wake)
         self._reported = Stats()
         self._report_at = now() + REPORT_S
 

@@ -43,6 +43,12 @@ class FakeSeam:
     def election_deadline(self) -> float:
         return self.deadline
 
+    def wake(self) -> None:  # call_soon ends the tick thread's poll: counted
+        self.woken = getattr(self, "woken", 0) + 1
+
+    def next_heartbeat_at(self) -> float:
+        return getattr(self, "heartbeat_at", 0.0)
+
     def set_election_deadline(self, deadline: float) -> None:
         self.deadline = deadline
 
