@@ -62,6 +62,13 @@ class Timing:
     connection_retry: float
     vip_lifetime: int
     probe: float
+    idle_tick: float = 0.25  # a quiet loop's tick (s)
+
+    @property
+    def renew_every(self) -> float:
+        """How often a holder renews its VIPs' kernel lifetime: a quarter of it, so a live
+        holder's address always has 3/4 of its lifetime left (DESIGN.md §3.3)."""
+        return self.vip_lifetime / 4
 
 
 # Config fields that may change while the agent runs (Config.update_live)
@@ -181,6 +188,8 @@ def _check_timing(t: TimingSpec) -> list[str]:
          f"leader_fallback_ms ({t.leader_fallback_ms}) must be <= lease_ms ({t.lease_ms})")
     need(t.leader_fallback_ms > t.heartbeat_ms,
          f"leader_fallback_ms ({t.leader_fallback_ms}) must exceed heartbeat_ms ({t.heartbeat_ms})")
+    need(t.tick_ms <= t.idle_tick_ms,
+         f"idle_tick_ms ({t.idle_tick_ms}) must be at least tick_ms ({t.tick_ms})")
     need(t.tick_ms * 4 <= t.lease_ms,
          f"tick_ms ({t.tick_ms}) must be at most lease_ms / 4 ({t.lease_ms // 4}), "
          "or the agent notices an expired lease too late")
@@ -300,7 +309,7 @@ def _to_config(source: str, spec: ConfigSpec, base: Path, warns: list[str]) -> C
             election_max=t.election_timeout_max_ms / 1000, lease=t.lease_ms / 1000,
             leader_fallback=t.leader_fallback_ms / 1000, tick=t.tick_ms / 1000,
             connection_retry=t.connection_retry_ms / 1000, vip_lifetime=t.vip_lifetime_s,
-            probe=t.probe_ms / 1000,
+            probe=t.probe_ms / 1000, idle_tick=t.idle_tick_ms / 1000,
         ),
         data_dir=rel(spec.data_dir),
         secret_file=rel(spec.secret_file),

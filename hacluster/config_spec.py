@@ -42,6 +42,9 @@ class TimingSpec(_Strict):
     lease_ms: int = Field(default=200, ge=10, le=60_000)
     leader_fallback_ms: int = Field(default=200, ge=10, le=60_000)
     tick_ms: int = Field(default=10, ge=1, le=1_000)
+    # A quiet loop (nothing claimed, released, announced or applied) ticks this often, or at
+    # the leader's lease deadline if sooner; any Raft change, request or commit wakes it.
+    idle_tick_ms: int = Field(default=250, ge=1, le=500)
     connection_retry_ms: int = Field(default=200, ge=10, le=60_000)
     vip_lifetime_s: int = Field(default=2, ge=1, le=3_600)
     probe_ms: int = Field(default=30, ge=1, le=5_000)

@@ -12,8 +12,9 @@ decides anything itself. The rules, for each VIP:
 * A new leader first asks for its epoch entry, and asks again when it is not applied after
   EPOCH_RETRY_S: pysyncobj drops a proposal made while leadership changes, and a leader
   whose epoch never applies would lead for ever without claiming.
-* Holding: renew the kernel lifetime every tick (this also restores an address that someone
-  removed), and send the gratuitous ARP burst (ANNOUNCE_OFFSETS) after a claim, and again
+* Holding: renew the kernel lifetime when a quarter of it has passed (Rules.renew_every_s)
+  and at once when the kernel lacks the address (this restores one that someone removed or
+  that expired), and send the gratuitous ARP burst (ANNOUNCE_OFFSETS) after a claim, and again
   when a peer that had stopped answering answers again (a healed partition may still map the
   VIP to an old holder's MAC), unless we only just started holding (the claim's burst covers
   it).
@@ -41,7 +42,7 @@ class Act(enum.StrEnum):
     REGISTER_EPOCH = "register_epoch"
     CLAIM = "claim"  # probe (unless skip_probe), then add with lifetime and announce
     RENEW = "renew"
-    ANNOUNCE = "announce"  # only for an address the CLAIM/RENEW before it in this tick secured
+    ANNOUNCE = "announce"  # only for an address held: in the kernel, or secured by this tick's CLAIM/RENEW
     REANNOUNCE = "reannounce"  # restart the announce schedule (bookkeeping, no system call)
     RELEASE = "release"  # remove the address and forget the claim
     FORGET = "forget"  # forget a claim whose address the kernel no longer has (no system call)
@@ -89,6 +90,7 @@ class Snapshot:
     epoch_asked: tuple[int, float] = (0, 0.0)  # (term, when) of our last epoch proposal
     peers_back: frozenset[NodeId] = frozenset()  # answering heartbeats again since last tick
     holding_since: float | None = None  # when this leadership started holding VIPs
+    renewed_at: Mapping[str, float] = field(default_factory=dict)  # vip -> last claim/renewal
     table: TableProgress | None = None  # None: this node serves no balancing table
 
 
@@ -98,6 +100,7 @@ class Rules:
 
     reannounce_settle_s: float = 0.35  # the election max: peers answering sooner after we
     # started holding are still catching up with our win, not back from a partition
+    renew_every_s: float = 0.0  # renew a held VIP this long after the last renewal (0: every tick)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def decide(snap: Snapshot, rules: Rules = Rules()) -> Decision:
             continue
         claimed_at = snap.claimed_at.get(addr)
         if vs.present or claimed_at is not None:
-            actions += _holding(snap, vs.vip, claimed_at, reannounce)
+            actions += _holding(snap, vs, claimed_at, reannounce, rules)
             held.append(addr)
         else:
             actions.append(Action(Act.CLAIM, vs.vip, skip_probe=_skip_probe(snap, addr)))
@@ -172,15 +175,18 @@ def _reannounce_reason(snap: Snapshot, rules: Rules) -> str:
     return f"peer(s) {', '.join(sorted(snap.peers_back))} reconnected"
 
 
-def _holding(snap: Snapshot, vip: Vip, claimed_at: float | None, reannounce: str) -> list[Action]:
-    """Ours: renew (restores the address if something removed it), announce on schedule."""
-    out = []
+def _holding(snap: Snapshot, vs: VipState, claimed_at: float | None, reannounce: str,
+             rules: Rules) -> list[Action]:
+    """Ours: renew when due (at once if the kernel lacks it), announce on schedule."""
+    vip, out = vs.vip, []
     sent = snap.announces_sent.get(vip.address, 0)
     start = claimed_at if claimed_at is not None else snap.now
     if reannounce and claimed_at is not None:
         out.append(Action(Act.REANNOUNCE, vip, why=reannounce))
         sent, start = 0, snap.now
-    out.append(Action(Act.RENEW, vip))
+    renewed = snap.renewed_at.get(vip.address)
+    if not vs.present or renewed is None or snap.now - renewed >= rules.renew_every_s:
+        out.append(Action(Act.RENEW, vip))
     if sent < len(ANNOUNCE_OFFSETS) and snap.now >= start + ANNOUNCE_OFFSETS[sent]:
         out.append(Action(Act.ANNOUNCE, vip))
     return out

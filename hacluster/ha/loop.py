@@ -23,7 +23,16 @@ from typing import Any
 from hacluster.config import Config
 from hacluster.consensus.protocol import Consensus
 from hacluster.dataplane.table import table_from_doc
-from hacluster.ha.decide import Rules, Snapshot, TableProgress, VipState, decide, tick_sentence
+from hacluster.ha.decide import (
+    ANNOUNCE_OFFSETS,
+    Act,
+    Rules,
+    Snapshot,
+    TableProgress,
+    VipState,
+    decide,
+    tick_sentence,
+)
 from hacluster.ha.leader import LeaderDuties
 from hacluster.ha.record import Recorder
 from hacluster.ha.requests import Channel, HoldNothing, Reply, Request, Stop, TickReport
@@ -67,7 +76,12 @@ class HaLoop:
         self._dataplane = dataplane
         self._watchdog = watchdog
         self._vips = VipExecutor(config, hostops, raft, clock, recorder, sync)
-        self._rules = Rules(reannounce_settle_s=config.timing.election_max)
+        self._rules = Rules(reannounce_settle_s=config.timing.election_max,
+                            renew_every_s=config.timing.renew_every)
+        self._busy = True  # the last tick left something moving: tick again after `tick`
+        on_change = getattr(raft, "on_change", None)
+        if on_change is not None:  # a role, leader or commit change ends a quiet pause
+            on_change(channel.wake)
         self._handoff = False  # HoldNothing: a failover is moving the VIPs away
         self._stopping = False  # SIGTERM: release and never claim again
         self._stop = False
@@ -94,6 +108,7 @@ class HaLoop:
         if self._leader is not None:
             self._leader.step(snap)
         sentence = tick_sentence(decision, notes.notes, notes.error)
+        self._busy = bool(requests) or sentence != self._report.sentence or _moving(snap, decision, notes)
         if sentence != self._report.sentence:
             log.info("%s", sentence)
         self._publish(sentence, notes.waiting)
@@ -122,7 +137,7 @@ class HaLoop:
             maintenance=maintenance_on(state.flags), claimed_at=dict(book.claimed_at),
             announces_sent=dict(book.announces), released_in_term=dict(book.released_in_term),
             epoch_asked=book.epoch_asked, peers_back=peers_back, holding_since=self._holding_since,
-            table=self._table_progress())
+            table=self._table_progress(), renewed_at=dict(book.renewed_at))
 
     def _watch_peers(self, view: Any, now: float, holding: bool) -> frozenset[NodeId]:
         """The peers that answer heartbeats again since the last tick, while this leader
@@ -181,16 +196,35 @@ class HaLoop:
             self._raft.agent_alive()
             if self._watchdog is not None:  # pings only when due: a stuck loop stops them
                 self._watchdog.tick(self._report.sentence)
-            next_at += tick
+            if self._busy:
+                next_at += tick
+            else:
+                next_at = self._clock() + self._quiet_pause()
             delay = next_at - self._clock()
             if delay < -tick * 10:  # fell far behind (suspended?): do not burst to catch up
                 next_at = self._clock()
                 delay = 0
-            self._channel.sleep(max(0.0, delay))
+            if not self._channel.sleep(delay):
+                next_at = self._clock()  # woken: the next pause counts from now
+
+    def _quiet_pause(self) -> float:
+        """After a tick that left nothing moving: until the idle tick, the lease's end (a
+        holder releases right then if no heartbeat extended it) or the next renewal, whichever
+        comes first. Anything that can change the decision sooner wakes the loop: a request,
+        a Raft role, leader or commit change (RaftNode.on_change)."""
+        t = self._config.timing
+        pause = t.idle_tick
+        book = self._vips.book
+        if book.claimed_at or self._vips.kernel_has:
+            now = self._clock()
+            pause = min(pause, self._raft.lease_deadline() - now)
+            if book.renewed_at:
+                pause = min(pause, min(book.renewed_at.values()) + t.renew_every - now)
+        return max(t.tick, pause)
 
     def stop(self) -> None:
         """End run() within a tick. Safe from a signal handler (see Channel.send)."""
-        self._channel.send(Stop(), wake=False)
+        self._channel.send(Stop())
 
     @property
     def releasing(self) -> bool:
@@ -230,3 +264,20 @@ class HaLoop:
                 return
             time.sleep(0.005)
         log.warning("no successor took over within %.1f s; stopping anyway", HANDOFF_WAIT_S)
+
+
+def _moving(snap: Snapshot, decision: Any, notes: TickNotes) -> bool:
+    """Whether this tick left something under way that wants the next tick soon: any action
+    but a renewal, a claim waiting or an error, a leader that may not hold yet (its epoch, a
+    claim), an election, an announce burst not finished, a handoff, a table being applied."""
+    c = snap.consensus
+    if any(a.act is not Act.RENEW for a in decision.actions) or notes.waiting or notes.error:
+        return True
+    if snap.handoff or c.role is Role.CANDIDATE:
+        return True
+    if c.role is Role.LEADER and not (c.lease_ok and c.epoch_applied):
+        return True
+    if any(n < len(ANNOUNCE_OFFSETS) for n in snap.announces_sent.values()):
+        return True
+    t = snap.table
+    return t is not None and t.wanted is not None and t.wanted != t.applied

@@ -9,7 +9,10 @@ whole tick: no tick that began before it can act on the old intent.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -55,30 +58,64 @@ class Reply:
 
 
 class Channel:
-    """Thread-safe: any thread sends, the loop takes. Also the loop's wake-up between ticks."""
+    """Thread-safe: any thread sends, the loop takes. Also the loop's wake-up between ticks.
+
+    The wake-up is a non-blocking pipe: writing one byte takes no lock, so a signal handler
+    (which runs on the loop's own thread, maybe inside any lock) may send too, and ends the
+    pause at once.
+    """
 
     def __init__(self) -> None:
         self._pending: deque[tuple[Request, Reply]] = deque()  # append/popleft are atomic
-        self._wake = threading.Event()
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._woken = False  # a byte is (or is about to be) in the pipe: skip writing more
+        weakref.finalize(self, _close, self._r, self._w)
 
     def send(self, request: Request, wake: bool = True) -> Reply:
-        """Queue a request. wake=False from a signal handler: it runs on the loop's own
-        thread, which may be inside the wake event's lock (a non-reentrant lock: setting it
-        there could deadlock); the loop then sees the request within one tick."""
+        """Queue a request and wake the loop (safe from a signal handler; `wake` is kept for
+        callers that do not need the loop woken)."""
         reply = Reply()
         self._pending.append((request, reply))
         if wake:
-            self._wake.set()
+            self.wake()
         return reply
 
     def take(self) -> list[tuple[Request, Reply]]:
         """Every request sent so far, oldest first (the loop, at the start of a tick)."""
-        self._wake.clear()
         out = []
         while self._pending:
             out.append(self._pending.popleft())
         return out
 
-    def sleep(self, seconds: float) -> None:
-        """The loop's pause between ticks; a request ends it early."""
-        self._wake.wait(seconds)
+    def sleep(self, seconds: float) -> bool:
+        """The loop's pause between ticks; a request or wake() ends it early (then False)."""
+        try:
+            ready = select.select([self._r], [], [], max(0.0, seconds))[0]
+        except InterruptedError:  # a signal: its handler may have queued a Stop
+            ready = [self._r]
+        if not ready:
+            return True
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._woken = False  # after draining: a wake() from now on writes again (at worst
+        # one byte too many, one early tick: never a wake-up lost)
+        return False
+
+    def wake(self) -> None:
+        """End the loop's pause now: something it decides on changed (any thread, or a
+        signal handler)."""
+        if self._woken:
+            return
+        self._woken = True
+        try:
+            os.write(self._w, b"w")
+        except BlockingIOError:  # full: the loop wakes anyway
+            pass
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)

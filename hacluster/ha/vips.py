@@ -33,10 +33,12 @@ class VipBook:
     announces: dict[str, int] = field(default_factory=dict)  # vip -> GARPs sent of its burst
     released_in_term: dict[str, int] = field(default_factory=dict)  # vip -> term we let it go
     epoch_asked: tuple[int, float] = (0, 0.0)  # (term, when) of our last epoch proposal
+    renewed_at: dict[str, float] = field(default_factory=dict)  # vip -> last claim or renewal
 
     def forget(self, address: str) -> None:
         self.claimed_at.pop(address, None)
         self.announces.pop(address, None)
+        self.renewed_at.pop(address, None)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class VipExecutor:
                 book.claimed_at.setdefault(vip.address, self._clock())
             else:
                 book.claimed_at.pop(vip.address, None)
+                book.renewed_at.pop(vip.address, None)
         elif a.act is Act.ANNOUNCE:
             # Only an address this tick's claim or renewal secured, and only while the lease
             # still holds: announcing an address we no longer hold would pull clients to us.
@@ -208,4 +211,5 @@ class VipExecutor:
             self._host.release_vip(vip)
             log.warning("lease ended during the renewal of %s: released it again", vip)
             return False
+        self.book.renewed_at[vip.address] = self._clock()
         return True

@@ -60,13 +60,18 @@ def test_lease_lost_during_probe_means_no_claim():
     assert host.count("probe") == 1 and host.count("claim") == 0
 
 
-def test_holder_renews_each_tick_and_releases_when_lease_ends():
+def test_holder_renews_a_quarter_lifetime_apart_and_releases_when_lease_ends():
     agent, raft, host, clock = make()
     raft.current = leader_view()
-    for _ in range(5):
+    every = agent.config.timing.vip_lifetime / 4
+    for _ in range(5):  # ticks within a quarter of the lifetime: the claim, no renewal
         agent.loop.tick()
         clock.advance(0.01)
-    assert host.count("claim") == 5  # 1 claim + 4 renewals (same netlink replace)
+    assert host.count("claim") == 1
+    clock.advance(every)
+    agent.loop.tick()
+    agent.loop.tick()
+    assert host.count("claim") == 2  # one renewal (the same netlink replace), then none
     raft.current = replace(leader_view(), lease_ok=False)
     s = agent.loop.tick()
     assert not host.vip_present(VIP) and "lease lost" in s
@@ -173,7 +178,7 @@ def test_lease_ending_during_the_netlink_call_undoes_the_claim():
     agent.loop.tick()  # holds it
     assert host.vip_present(VIP)
     raft.ending = True
-    clock.advance(0.01)
+    clock.advance(agent.config.timing.renew_every)  # the next renewal is due
     agent.loop.tick()
     assert not host.vip_present(VIP) and host.calls[-1] == ("release", VIP.address)
 

@@ -1,0 +1,227 @@
+"""An idle agent wakes for what can change its answer, not on a 10 ms poll (issue 17).
+
+The HA loop ticks fast only while something is under way and otherwise pauses until the
+idle tick, the lease's end or the next renewal, woken at once by requests and Raft changes;
+a holder renews its VIP's kernel lifetime a quarter-lifetime apart; the Raft tick thread
+waits for its messages until the next thing due, and pings only the links heartbeats leave
+idle; the journal stores an unchanged commit index no more.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+from hacluster.agent import Agent
+from hacluster.consensus import raft as raft_mod
+from hacluster.consensus.journal import DurableJournal
+from hacluster.consensus.raft import MAX_POLL_S, RaftNode
+from hacluster.ha.decide import ANNOUNCE_OFFSETS, Act, Rules, Snapshot, VipState, decide
+from hacluster.ha.requests import Channel, Stop
+from hacluster.hostops.fake import FakeHostOps
+from tests.support.clock import FakeClock
+from tests.support.config import config
+from tests.support.raft import FakeRaft, leader_view, view
+from tests.unit.test_raft_terms import FakeSeam
+
+VIP = config().vips[0]
+
+
+# ------------------------------------------------------------------ decide: renewal cadence
+
+def _holder_snap(now: float, renewed: float | None, present: bool = True) -> Snapshot:
+    return Snapshot(now=now, node="n1", consensus=leader_view(), vips=(VipState(VIP, present),),
+                    handoff=False, claimed_at={VIP.address: 1.0},
+                    announces_sent={VIP.address: len(ANNOUNCE_OFFSETS)},
+                    renewed_at={} if renewed is None else {VIP.address: renewed})
+
+
+def test_a_holder_renews_only_when_a_quarter_lifetime_passed_or_the_kernel_lacks_it():
+    rules = Rules(renew_every_s=0.5)
+    acts = lambda snap: [a.act for a in decide(snap, rules).actions]  # noqa: E731
+    assert acts(_holder_snap(10.0, renewed=9.7)) == []
+    assert acts(_holder_snap(10.0, renewed=9.5)) == [Act.RENEW]
+    assert acts(_holder_snap(10.0, renewed=9.9, present=False)) == [Act.RENEW]  # removed or expired
+    assert acts(_holder_snap(10.0, renewed=None)) == [Act.RENEW]
+
+
+# ------------------------------------------------------------------ the loop's pace
+
+def _agent(raft=None, host=None):
+    clock = FakeClock(100.0)
+    raft = raft or FakeRaft()
+    host = host or FakeHostOps()
+    return Agent(config(), host, raft, clock=clock), raft, host, clock
+
+
+def test_a_quiet_follower_pauses_for_the_idle_tick_and_a_claim_keeps_the_loop_fast():
+    agent, raft, host, clock = _agent()
+    raft.current = view()  # a follower with nothing to do
+    agent.loop.tick()
+    assert agent.loop._busy  # its sentence changed ("starting" -> follower): not settled yet
+    agent.loop.tick()
+    t = agent.config.timing
+    assert not agent.loop._busy and agent.loop._quiet_pause() == t.idle_tick
+    raft.current = leader_view()
+    agent.loop.tick()  # claims: the announce burst is under way
+    assert host.count("claim") == 1 and agent.loop._busy
+
+
+class _LeaseRaft(FakeRaft):
+    deadline = 0.0
+
+    def lease_deadline(self) -> float:
+        return self.deadline
+
+
+def test_a_quiet_holder_wakes_at_its_lease_deadline_or_its_next_renewal():
+    raft = _LeaseRaft()
+    agent, _, _, clock = _agent(raft=raft)
+    raft.current = leader_view()
+    raft.deadline = float("inf")  # the claim's guard reads the real clock: no end
+    t = agent.config.timing
+    agent.loop.tick()
+    for _ in ANNOUNCE_OFFSETS:  # let the burst end
+        clock.advance(1.0)
+        agent.loop.tick()
+    agent.loop.tick()
+    assert not agent.loop._busy
+    raft.deadline = clock.now + 0.15  # sooner than the idle tick and the renewal
+    assert abs(agent.loop._quiet_pause() - 0.15) < 1e-9
+    raft.deadline = clock.now + 10
+    renewed = agent.loop._vips.book.renewed_at[VIP.address]
+    assert abs(agent.loop._quiet_pause() - min(t.idle_tick, renewed + t.renew_every - clock.now)) < 1e-9
+    raft.deadline = clock.now - 1  # past: never a pause shorter than the fast tick
+    assert agent.loop._quiet_pause() == t.tick
+
+
+def test_a_lease_that_ends_while_the_loop_is_quiet_releases_at_the_next_tick():
+    raft = _LeaseRaft()
+    agent, _, host, clock = _agent(raft=raft)
+    raft.current = leader_view()
+    raft.deadline = float("inf")
+    agent.loop.tick()
+    raft.current = replace(leader_view(), lease_ok=False)
+    agent.loop.tick()
+    assert not host.vip_present(VIP) and agent.loop._busy
+
+
+def test_the_loop_subscribes_its_wake_up_to_raft_changes():
+    class Watched(FakeRaft):
+        def on_change(self, callback):
+            self.callback = callback
+
+    agent, raft, _, _ = _agent(raft=Watched())
+    ch = agent.channel
+    assert ch.sleep(0.0)  # nothing pending: the pause ran out
+    raft.callback()
+    assert not ch.sleep(5.0)  # woken at once
+
+
+def test_channel_wake_ends_a_pause_from_another_thread_and_from_a_signal_handler():
+    ch = Channel()
+    threading.Timer(0.05, ch.wake).start()
+    t0 = time.monotonic()
+    assert not ch.sleep(10.0)
+    assert time.monotonic() - t0 < 5.0
+    old = signal.signal(signal.SIGUSR1, lambda *_: ch.send(Stop()))
+    try:
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        t0 = time.monotonic()
+        assert not ch.sleep(10.0)
+        assert time.monotonic() - t0 < 5.0
+        assert [type(r) for r, _ in ch.take()] == [Stop]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert ch.sleep(0.01)  # drained: the next pause runs its course
+
+
+def test_many_wakes_before_a_pause_end_one_pause_only():
+    ch = Channel()
+    for _ in range(1000):
+        ch.wake()
+    assert not ch.sleep(1.0)
+    assert ch.sleep(0.01)
+
+
+# ------------------------------------------------------------------ the Raft tick thread
+
+def _raft(monkeypatch, seam: FakeSeam) -> tuple[RaftNode, FakeClock]:
+    clock = FakeClock(1000.0)
+    monkeypatch.setattr(raft_mod, "_now", clock)
+    node = RaftNode(config(), "s" * 32)
+    node._sync = seam  # type: ignore[assignment]
+    return node, clock
+
+
+def test_a_leader_polls_until_its_next_heartbeat_a_follower_until_its_timer(monkeypatch):
+    seam = FakeSeam(leader=True)
+    node, clock = _raft(monkeypatch, seam)
+    node._last_ping = clock.now
+    seam.heartbeat_at = clock.now + 0.03
+    assert abs(node.poll_wait(0.01) - 0.03) < 1e-9
+    seam.heartbeat_at = clock.now - 0.001  # sent in this tick: the next one a heartbeat later
+    assert abs(node.poll_wait(0.01) - min(MAX_POLL_S, node.config.timing.heartbeat)) < 1e-9
+    seam.state = raft_mod.FOLLOWER
+    node._election_due = clock.now + 5
+    assert node.poll_wait(0.01) == MAX_POLL_S  # capped: pysyncobj's own timers
+    node._election_due = clock.now + 0.04
+    assert abs(node.poll_wait(0.01) - 0.04) < 1e-9
+    node._election_due = clock.now - 1
+    assert node.poll_wait(0.01) == 0.01  # never below pysyncobj's period
+
+
+def test_call_soon_ends_the_poll_at_once(monkeypatch):
+    seam = FakeSeam()
+    node, _ = _raft(monkeypatch, seam)
+    node.call_soon(lambda: None)
+    assert getattr(seam, "woken", 0) == 1 and node.poll_wait(0.01) == 0.0
+
+
+def test_pings_go_only_on_links_that_heartbeats_leave_idle(monkeypatch):
+    seam = FakeSeam(leader=False)
+    seam.leader = "10.0.0.12:7100"
+    node, clock = _raft(monkeypatch, seam)
+    node.before_tick()
+    assert [(n, m["type"]) for n, m in seam.sent if m["type"] == "hc_ping"] \
+        == [("10.0.0.13:7100", "hc_ping")]
+    seam.sent.clear()
+    seam.state = raft_mod.LEADER
+    clock.advance(1.0)
+    node.before_tick()
+    assert not [m for _, m in seam.sent if m["type"] == "hc_ping"]
+
+
+def test_raft_changes_call_the_watchers(monkeypatch):
+    node, _ = _raft(monkeypatch, FakeSeam())
+    calls = []
+    node.on_change(lambda: calls.append(1))
+    node._on_state_changed(raft_mod.FOLLOWER, raft_mod.CANDIDATE)
+    assert calls == [1]
+
+
+# ------------------------------------------------------------------ the journal
+
+def test_an_unchanged_commit_index_is_not_stored_again(tmp_path):
+    class Counting(DurableJournal):
+        stores = 0
+
+        def _store_meta(self) -> bool:
+            Counting.stores += 1
+            return super()._store_meta()
+
+    j = Counting(tmp_path / "raft.journal", tmp_path / "raft.dump")
+    j.setRaftCommitIndex(5)
+    j.onOneSecondTimer()
+    before = Counting.stores
+    for _ in range(10):  # pysyncobj sets it with every message
+        j.setRaftCommitIndex(5)
+        j.onOneSecondTimer()
+    assert Counting.stores == before
+    j.setRaftCommitIndex(6)
+    j.onOneSecondTimer()
+    assert Counting.stores == before + 1
+    j._destroy()
