@@ -174,6 +174,7 @@ class Daemon:
         log.warning("membership: %s: the agent %s", why,
                     "stops" if "removed" in why else "restarts its Raft in the new role")
         self.restart_reason = why
+        self.raft.retire()
         self.agent.loop.stop()
 
     def stop(self) -> None:

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hacluster import clock
+
 if TYPE_CHECKING:
     from hacluster.config import Config
     from hacluster.consensus.raft import RaftNode
@@ -53,6 +55,7 @@ class MemberView:
     config: Config
     _sync: Any
     _addr_of: tuple[Any, dict[str, str]]
+    _answered: dict[str, float]
 
     @property
     def _by_addr(self) -> dict[str, str]:
@@ -63,9 +66,16 @@ class MemberView:
             self._addr_of = (members, {m.raft_endpoint: m.id for m in members})
         return self._addr_of[1]
 
+    _built_readonly: bool | None = None  # the role our SyncObj was built with (start())
+
     @property
     def readonly(self) -> bool:
-        """A non-voting member: pysyncobj's read-only node (it never votes, elects or leads)."""
+        """A non-voting member: pysyncobj's read-only node (it never votes, elects or leads).
+        Once started, the role the SyncObj was built with: a committed demotion changes the
+        config at once, but this SyncObj stays a voter until the agent restarts it (CI: a
+        demoted voter, taken for read-only by the gate, elected itself on pysyncobj's timer)."""
+        if self._built_readonly is not None:
+            return self._built_readonly
         me = self.config.member(self.config.node_id)
         return me is not None and not me.voter
 
@@ -81,3 +91,27 @@ class MemberView:
     def _voter(self, peer: str) -> bool:
         m = self.config.member(peer) if peer else None
         return m is not None and m.voter
+
+    def caught_up(self, member: str, index: int | None = None) -> bool:
+        """Leader only: the member has every entry of our log (pysyncobj grants a leadership
+        transfer only then), or every entry up to `index`."""
+        s = self._sync
+        m = self.config.member(member)
+        if s is None or m is None or not s.is_leader():
+            return False
+        try:  # pysyncobj's thread owns these: copy, and take a concurrent change as "not yet"
+            match = s.match_index()
+            last, _ = s.last_log()
+        except RuntimeError:
+            return False
+        return (match.get(m.raft_endpoint) or 0) >= (last if index is None else index)
+
+    @staticmethod
+    def clock_now() -> float:
+        """The clock of acked_since's marks (hacluster.clock.now)."""
+        return clock.now()
+
+    def acked_since(self, member: str, since: float) -> bool:
+        """Leader only: `member` acked an append_entries we sent after `since` (clock_now()),
+        so it has heard the commit index we had then."""
+        return self._answered.get(member, 0.0) > since

@@ -123,10 +123,12 @@ class RaftNode(MemberView):
         self.leader_since = 0.0
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}
+        self._answered: dict[str, float] = {}  # peer -> send time of the newest message it answered
         self._tcp_silence: dict[str, float | None] = {}  # leader: peer -> TCP_INFO silence
         # how long followers stay silent (for the health verdicts' corroboration window)
         self._ack_lag = AckLag(3 * t.heartbeat, config.health_corroborate)
         self._last_leader_contact = 0.0
+        self._retired = False  # demoted or removed: never stands again (retire())
         self._silence_until = 0.0  # heartbeats muted until then (see register_epoch)
         self.silent_before_leading: float | None = None
         self._prevote_round = 0
@@ -178,7 +180,8 @@ class RaftNode(MemberView):
         self._last_leader_contact = _now()
         self.agent_beat = _now()
         journal = self._disk.open(data, t.election_max)
-        me = None if self.readonly else self.config.me.raft_endpoint  # None: read-only node
+        self._built_readonly = self.readonly
+        me = None if self._built_readonly else self.config.me.raft_endpoint  # None: read-only node
         self._sync = SyncObjSeam(_Syncer(self, me, [m.raft_endpoint for m in self.config.peers if m.voter],
                                          conf, journal))
         self._started.set()
@@ -252,6 +255,9 @@ class RaftNode(MemberView):
         """
         s = self._sync
         if s is None or s.is_leader() or self.readonly:
+            return
+        if self._retired:
+            s.set_election_deadline(HELD)
             return
         deadline = s.election_deadline()
         if deadline != HELD:  # pysyncobj (re)armed its timer since the last tick
@@ -362,7 +368,7 @@ class RaftNode(MemberView):
                 if self._prevote_passed:  # a leader is alive after all: the pass is void
                     self._prevote_passed = False
                     self._prevote_round += 1
-            else:
+            elif not self._retired:
                 self._tell_stale_leader(node, now)
             return False
         if kind == "hc_higher_term":
@@ -370,6 +376,8 @@ class RaftNode(MemberView):
             return True
         if kind == "next_node_idx":
             ts = message.get("hc_ts")
+            if isinstance(ts, float) and ts > self._answered.get(peer, 0.0):
+                self._answered[peer] = ts  # any member's, voter or not (acked_since)
             # only a voter's ack counts for the lease (a read-only node's is no vote)
             if isinstance(ts, float) and s.is_leader() and ts >= self.leader_since and self._voter(peer):
                 if ts > self._acks.get(peer, 0.0):
@@ -552,25 +560,19 @@ class RaftNode(MemberView):
             self._sync.transfer_leadership(target, lambda r, err: done(err == 0))
         self.call_soon(run)
 
-    def caught_up(self, member: str) -> bool:
-        """Leader only: the member has every entry of our log (pysyncobj grants a leadership
-        transfer only then)."""
-        s = self._sync
-        m = self.config.member(member)
-        if s is None or m is None or not s.is_leader():
-            return False
-        try:  # pysyncobj's thread owns these: copy, and take a concurrent change as "not yet"
-            match = s.match_index()
-            last, _ = s.last_log()
-        except RuntimeError:
-            return False
-        return match.get(m.raft_endpoint) == last
+    def retire(self) -> None:
+        """The committed membership demoted or removed us: until this node stops, it never
+        stands for election nor tells a leader about its term. The leader stopped sending to
+        it once it left Raft's configuration, and a timer firing then would bump its term and
+        depose the leader (CI: a demoted voter's election made the leader step down)."""
+        self._retired = True
 
     def listener_up(self) -> bool | None:
         """Whether our Raft port listens (the transport binds it again when it breaks: issue
-        15); None before start(). Any thread."""
+        15); None before start() and on a non-voter (a read-only node dials out and never
+        listens: the guard loop said "NOT LISTENING" about it every 30 s). Any thread."""
         s = self._sync
-        return None if s is None else s.listener_up()
+        return None if s is None or self.readonly else s.listener_up()
 
     def lease_deadline(self) -> float:
         """The lease's end on the lease clock (hacluster.clock.now); -inf if none."""

@@ -12,7 +12,9 @@ own configuration (consensus/members.py), one change at a time. The order of the
   entry (a voter), then the record (its verdicts go with it). The leader never removes
   itself: the CLI moves leadership first (hacluster failover), then asks the new leader.
 * promote / demote: the record's voter flag and pysyncobj's entry; the member's agent
-  restarts its Raft in the new role (daemon.py).
+  restarts its Raft in the new role (daemon.py). A demotion waits until the member holds
+  its new record (its match index) before Raft lets it go: out of pysyncobj's
+  configuration nothing more reaches it.
 
 Refused, with the reason and nothing changed: a change already in progress, no quorum (no
 lease), an even voter count without allow_even, a removal that would leave fewer live
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +37,7 @@ from hacluster.model import Role, draining_flag
 log = logging.getLogger(__name__)
 
 COMMIT_WAIT_S = 5.0
+RECEIVED_POLL_S = 0.02
 Progress = Callable[[str], None]
 
 
@@ -132,6 +136,8 @@ class MembershipChanges:
             # record reaches it (once out of Raft's configuration nothing is replicated to it,
             # and it would never learn to restart as a non-voter).
             self._commit_set(node, {**record, "voter": voter}, say)
+            if not voter:
+                self._wait_received(node, record, say)
             ok, why = self._voters_change(voter, node, record, say)
             if not ok:
                 self._commit_set(node, record, say)
@@ -216,6 +222,31 @@ class MembershipChanges:
                 self._drain(node, True)
             except Refused as e:  # the member is gone; a stale flag only shows in status
                 log.warning("membership: the drain flag of removed %s stays: %s", node, e)
+
+    def _wait_received(self, node: str, record: dict[str, Any], say: Progress) -> None:
+        """A demoted voter must apply its new record before Raft lets it go: once out of
+        pysyncobj's configuration nothing reaches it, and its agent would stay a voter no one
+        talks to. The record is committed by a majority that need not include it (it may be
+        restarting, or slow). Wait until it holds the record (its match index), then until it
+        acks a later append_entries (which carries the commit index that covers the record);
+        past COMMIT_WAIT_S take the record back."""
+        index = self.raft.view().commit_index
+        say(f"waiting for {node} to receive its new role (log index {index})")
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        self._until(lambda: self.raft.caught_up(node, index), deadline, node, record, say)
+        mark = self.raft.clock_now()
+        self._until(lambda: self.raft.acked_since(node, mark), deadline, node, record, say)
+
+    def _until(self, received: Callable[[], bool], deadline: float, node: str,
+               record: dict[str, Any], say: Progress) -> None:
+        while not received():
+            if time.monotonic() >= deadline:
+                self._commit_set(node, record, say)
+                raise Refused(f"{node} did not receive its new role within {COMMIT_WAIT_S:g} s "
+                              f"(is its agent running? hacluster status): its record was taken "
+                              f"back, it stays a voter; try again once it has caught up, or "
+                              f"remove it", Refusal.ABORTED)
+            time.sleep(RECEIVED_POLL_S)
 
     def _voters_change(self, add: bool, node: str, record: dict[str, Any], say: Progress) -> tuple[bool, str]:
         endpoint = f"{record['address']}:{record['raft_port']}"

@@ -41,7 +41,13 @@ class FakeRaft:
     def stop(self) -> None:
         self.started = False
 
-    def caught_up(self, member: str) -> bool:
+    def clock_now(self) -> float:
+        return 0.0
+
+    def acked_since(self, member: str, since: float) -> bool:
+        return self.caught_up_members is None or member in self.caught_up_members
+
+    def caught_up(self, member: str, index: int | None = None) -> bool:
         return self.caught_up_members is None or member in self.caught_up_members
 
     def view(self) -> ConsensusView:

@@ -196,6 +196,20 @@ def test_demote_commits_the_record_while_the_member_still_gets_entries():
     assert record_first == 0
 
 
+def test_a_demoted_member_that_has_not_received_its_record_stays_a_voter(monkeypatch):
+    # CI: a voter restarting (just promoted) was demoted; the majority committed its record
+    # without it, Raft dropped it, and its agent stayed a voter that nothing reached
+    monkeypatch.setattr("hacluster.ha.members.COMMIT_WAIT_S", 0.2)
+    m, raft, _ = changes(n=5, peers=("n2", "n3", "n4", "n5"))
+    raft.caught_up_members = {"n2", "n3", "n4"}
+    with pytest.raises(Refused) as e:
+        m.set_voter("n5", False, allow_even=True)
+    assert e.value.kind is Refusal.ABORTED and "did not receive its new role" in str(e.value)
+    assert raft.voter_changes == [] and raft.state.members["n5"]["voter"] is True
+    raft.caught_up_members = None
+    assert "now a non-voter" in m.set_voter("n5", False, allow_even=True)
+
+
 # ------------------------------------------------------------------ every member follows
 
 def follower(tmp_path, me="n1"):

@@ -253,3 +253,40 @@ def test_the_leaders_view_carries_each_peers_tcp_silence(monkeypatch):
     seam.state = FOLLOWER  # a follower judges nobody
     node.before_tick()
     assert {p.tcp_silent_s for p in node.view().peers} == {None}
+
+
+def test_a_retired_member_never_stands_nor_deposes_the_leader(monkeypatch):
+    # CI: a demoted voter, cut off by the leader before its agent restarted as a non-voter,
+    # stood for election, bumped its term and, as a non-voter, deposed the leader
+    seam = FakeSeam(term=5)
+    node, clock = _node(monkeypatch, seam)
+    node.retire()
+    for _ in range(3):
+        node._gate_election(clock())
+        clock.advance(1.0)
+    assert seam.sent == [] and seam.deadline == raft_mod.HELD
+    leader = Node("10.0.0.13:7100")
+    node.intercept(leader, {"type": "append_entries", "term": 4})
+    clock.advance(STALE_TERM_S + 0.1)
+    node.intercept(leader, {"type": "append_entries", "term": 4})
+    assert seam.sent == []
+
+
+def test_a_non_voter_has_no_listener_to_report_and_keeps_its_built_role(monkeypatch):
+    # a read-only node dials out and never listens: the guard loop called that "RAFT PORT
+    # NOT LISTENING" every 30 s; and a demotion committed while it runs must not make a
+    # voter's SyncObj look read-only to the election gate
+    members = [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100, "grpc_port": 7101,
+                **({"voter": False} if i == 4 else {})} for i in (1, 2, 3, 4)]
+    seam = FakeSeam(term=1)
+    seam.listener_up = lambda: False  # type: ignore[attr-defined]
+    node = RaftNode(config(node_id="n4", members=members), "s" * 32)
+    node._sync = seam  # type: ignore[assignment]
+    assert node.readonly and node.listener_up() is None
+    voter = RaftNode(config(), "s" * 32)
+    voter._sync = seam  # type: ignore[assignment]
+    voter._built_readonly = False  # as start() records it
+    voter.config.update_live(members=tuple(
+        m if m.id != "n1" else type(m)(m.id, m.address, m.raft_port, m.grpc_port, False)
+        for m in voter.config.members))
+    assert not voter.readonly and voter.listener_up() is False
