@@ -70,9 +70,10 @@ class Consensus(Protocol):
         that it won: watch view().role. Release the VIPs before calling (the target claims
         without waiting)."""
 
-    def caught_up(self, member: str) -> bool:
+    def caught_up(self, member: str, index: int | None = None) -> bool:
         """Leader: `member` holds every entry of our log (only such a target can win a
-        transfer). Any thread; False when not leader or when the answer is in flux."""
+        transfer), or every entry up to `index`. Any thread; False when not leader or when
+        the answer is in flux."""
 
     def lease_deadline(self) -> float:
         """Until when this node may act as VIP holder, on hacluster.clock.now; -inf when it

@@ -44,6 +44,9 @@ class FakeRaft:
     def clock_now(self) -> float:
         return 0.0
 
+    def retire(self) -> None:
+        self.retired = True
+
     def acked_since(self, member: str, since: float) -> bool:
         return self.caught_up_members is None or member in self.caught_up_members
 
