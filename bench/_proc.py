@@ -39,12 +39,14 @@ def parse_schedstat(text: str) -> int:
 
 
 def parse_status(text: str) -> dict[str, int | None]:
-    """Threads and VmRSS (kB) from /proc/PID/status (None when absent: a zombie has no
-    VmRSS)."""
-    out: dict[str, int | None] = {"threads": None, "rss_kb": None}
+    """Threads, VmRSS (kB) and the parent's pid from /proc/PID/status (None when absent: a
+    zombie has no VmRSS)."""
+    out: dict[str, int | None] = {"threads": None, "rss_kb": None, "ppid": None}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key == "Threads":
+        if key == "PPid":
+            out["ppid"] = int(value.split()[0])
+        elif key == "Threads":
             out["threads"] = int(value.split()[0])
         elif key == "VmRSS":
             out["rss_kb"] = int(value.split()[0])

@@ -31,6 +31,7 @@ STATUS = """Name:\tpython
 Umask:\t0022
 State:\tS (sleeping)
 Tgid:\t4242
+PPid:\t4200
 VmPeak:\t  300000 kB
 VmRSS:\t   51200 kB
 RssAnon:\t   40000 kB
@@ -65,9 +66,11 @@ def test_schedstat_is_the_first_field_in_ns(proc) -> None:
 
 
 def test_status_threads_and_rss(proc) -> None:
-    assert proc.parse_status(STATUS) == {"threads": 7, "rss_kb": 51200}
+    assert proc.parse_status(STATUS) == {"threads": 7, "rss_kb": 51200,
+                                          "ppid": 4200}
     # a zombie has no VmRSS line
-    assert proc.parse_status("Name:\tx\nThreads:\t1\n") == {"threads": 1, "rss_kb": None}
+    assert proc.parse_status("Name:\tx\nThreads:\t1\n") == {"threads": 1, "rss_kb": None,
+                                                                "ppid": None}
 
 
 def test_a_window_sums_every_thread_not_just_the_main_one(proc, tmp_path: Path) -> None:
