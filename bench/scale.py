@@ -1,6 +1,6 @@
 """Scale benchmark: what one agent costs and how fast failures are seen, at 5, 10 and 25 servers.
 
-    .venv/bin/python bench/scale.py [--sizes 5,10,25] [--idle 20] [--samples 5]
+    .venv/bin/python bench/scale.py [--sizes 5,10,25] [--idle 20] [--warmup 5] [--samples 5]
                                     [--voters 3] [--settle auto] [--logs-dir DIR]
                                     [--json-out FILE]
 
@@ -12,15 +12,16 @@ first --voters vote in Raft and the others are non-voting members (`hacluster la
              alive, one leader, and (the leader's) every server's backend committed up;
              within --settle seconds (auto: max(60, 5 N)) or the size "did not settle"
              (what was seen is recorded) and the bench goes on with the next size
-  idle       --idle seconds without anything asked of the cluster (nothing scrapes the
-             agents meanwhile). Per agent: CPU % of one CPU (the sum of its threads'
-             /proc/PID/task/*/schedstat run time; /proc/PID/stat utime+stime too, which
-             also counts threads that ended), RSS (VmRSS), and bytes per second on its
-             eth0 counted by nftables counters in the server's namespace (table inet
-             hcscale, input/output hooks, no verdicts) by TCP port: gossip = the gRPC port
-             7101 (gossip and the admin API share it; nothing calls the admin API during
-             the window), raft = 7100, all = every packet. The agents export no gossip byte
-             counter of their own; IP bytes (headers included, Ethernet's not)
+  idle       --warmup seconds (start-up's own work settles), then --idle seconds without
+             anything asked of the cluster (nothing scrapes the agents meanwhile). Per agent:
+             CPU % of one CPU (the sum of its threads' /proc/PID/task/*/schedstat run time;
+             /proc/PID/stat utime+stime too, which also counts threads that ended), RSS
+             (VmRSS), and bytes per second on its eth0 counted by nftables counters in the
+             server's namespace (table inet hcscale, input/output hooks, no verdicts) by TCP
+             port: gossip = the gRPC port 7101 (gossip and the admin API share it; nothing
+             calls the admin API during the window), raft = 7100, all = every packet. The
+             agents export no gossip byte counter of their own; IP bytes (headers included,
+             Ethernet's not)
   commit     --samples `hacluster drain web/nX` + `undrain` calls to the leader, timed in one
              process in the client namespace (bench/_scale_probe.py): each returns once the
              change is committed through Raft and applied by the leader
@@ -401,7 +402,7 @@ def log_review(lab: Lab, since: float, idle_from: float | None, faults_at: float
 
 
 def one_size(n: int, voters: int, idle_s: float, samples: int, settle_s: float,
-             logs_dir: Path | None) -> dict[str, Any]:
+             logs_dir: Path | None, warmup_s: float = 5.0) -> dict[str, Any]:
     lab = Lab(random_prefix("bs"), n, python=PYTHON, voters=min(voters, n))
     r: dict[str, Any] = {"n": n, "voters": min(voters, n), "lab": lab.prefix, "settled": False}
     t_start, t_mono = time.time(), time.monotonic()
@@ -424,8 +425,10 @@ def one_size(n: int, voters: int, idle_s: float, samples: int, settle_s: float,
             return r
         r.update(settled=True, settle_s=round(time.monotonic() - t_mono, 1))
         leader = lab.node(view["leaders"][0])
-        log(f"N={n}: settled after {r['settle_s']} s, leader {leader.name}; idle {idle_s:g} s")
-        idle_from = time.time()
+        log(f"N={n}: settled after {r['settle_s']} s, leader {leader.name}; idle {idle_s:g} s "
+            f"after {warmup_s:g} s")
+        idle_from = time.time()  # false alarms are counted from here
+        time.sleep(warmup_s)  # start-up's own work (first checks, commits) out of the window
         before = {x.name: agent_sample(x) for x in lab.nodes}
         time.sleep(idle_s)  # the measuring window itself, not a wait for a condition
         after = {x.name: agent_sample(x) for x in lab.nodes}
@@ -463,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="5,10,25", help="server counts, 4-25 each (5,10,25)")
     p.add_argument("--voters", type=int, default=3, choices=range(1, 8), metavar="1-7")
     p.add_argument("--idle", type=float, default=20.0, help="idle window, seconds (20)")
+    p.add_argument("--warmup", type=float, default=5.0,
+                   help="seconds between settling and the idle window (5)")
     p.add_argument("--samples", type=int, default=5, choices=range(1, 51), metavar="1-50",
                    help="drain+undrain pairs timed per size (5)")
     p.add_argument("--settle", type=float, default=None, help="seconds to settle (max(60, 5 N))")
@@ -477,19 +482,21 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--sizes: comma-separated integers")
     if not sizes or any(not a.voters < s <= 25 for s in sizes):
         p.error(f"--sizes: each in {a.voters + 1}-25 (a non-voter is powered off)")
-    if not 1 <= a.idle <= 600:
-        p.error("--idle: 1-600 seconds")
+    if not 1 <= a.idle <= 600 or not 0 <= a.warmup <= 600:
+        p.error("--idle: 1-600 seconds; --warmup: 0-600")
     interrupt_on_sigterm()
     doc: dict[str, Any] = {"bench": "scale", "command": " ".join([".venv/bin/python", *sys.argv]),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
-                           "idle_s": a.idle, "samples": a.samples, "voters": a.voters,
+                           "idle_s": a.idle, "warmup_s": a.warmup, "samples": a.samples,
+                           "voters": a.voters,
                            "results": []}
     try:
         for n in sizes:
             others, waited = wait_quiet("bs", a.quiet_wait)
             if others:
                 log(f"N={n}: other labs still up after {waited} s: {others}")
-            r = one_size(n, a.voters, a.idle, a.samples, a.settle or max(60.0, 5.0 * n), a.logs_dir)
+            r = one_size(n, a.voters, a.idle, a.samples, a.settle or max(60.0, 5.0 * n),
+                         a.logs_dir, a.warmup)
             r["other_labs"] = others
             doc["results"].append(r)
     except KeyboardInterrupt:
