@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -121,6 +122,19 @@ def parse_stat_ticks(text: str) -> int:
 def parse_rss_kb(text: str) -> int | None:
     m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
     return int(m.group(1)) if m else None
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line (idle and iowait are
+    not busy)."""
+    fields = [int(x) for x in text.splitlines()[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - fields[3] - fields[4], total
+
+
+def busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float | None:
+    """The machine's CPU busy % between two parse_proc_stat() readings (100 = every CPU)."""
+    return round((b[0] - a[0]) / (b[1] - a[1]) * 100, 1) if b[1] > a[1] else None
 
 
 def median(xs: list[float | None], digits: int = 1) -> float | None:
@@ -208,6 +222,26 @@ def fmt(v: Any, digits: int = 0) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float | int) else str(v)
 
 
+def unsettled_words(r: dict[str, Any]) -> str:
+    """What a size that did not settle showed, in one line."""
+    seen = r.get("seen") or {}
+    words = []
+    if "holders" in r:
+        words.append(f"VIP holders {r['holders']}")
+    if "leaders" in seen:
+        short = seen.get("alive_short", {})
+        words += [f"leaders {seen['leaders']}",
+                  f"{len(short)} agent(s) see fewer than {r['n']} alive"
+                  + (f" (fewest {min(v or 0 for v in short.values()):g})" if short else ""),
+                  f"{seen.get('committed_up', 0)}/{r['n']} backends committed up",
+                  f"unreachable {seen.get('unreachable')}"]
+    elif seen.get("probe_error"):
+        words.append(f"metrics: {seen['probe_error'][:80]}")
+    if not words and r.get("error"):
+        words.append(r["error"][:150])
+    return "; ".join(words)
+
+
 def table(results: list[dict[str, Any]]) -> list[str]:
     """The stderr table: one line per size."""
     head = (f"{'N':>3} {'voters':>6} {'settle s':>8} {'CPU % med/max':>14} {'RSS MB':>7} "
@@ -217,7 +251,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     for r in results:
         if not r.get("settled"):
             lines.append(f"{r['n']:>3} {r.get('voters', '-'):>6} did not settle: "
-                         f"{str(r.get('error') or r.get('seen'))[:150]}")
+                         f"{unsettled_words(r)}")
             continue
         i, c, m, h = r.get("idle", {}), r.get("commit", {}), r.get("member", {}), r.get("holder", {})
         lines.append(
@@ -401,25 +435,45 @@ def log_review(lab: Lab, since: float, idle_from: float | None, faults_at: float
             "idle_alarms": {**alarms, "total": sum(alarms.values())}}
 
 
+def machine_cpu() -> tuple[int, int]:
+    return parse_proc_stat(Path("/proc/stat").read_text())
+
+
+class KeptLab(Lab):
+    """A Lab whose down() does nothing while `keep` is set: Lab.up() tears a lab that did
+    not settle down at once, and the agents' logs (what was seen) would go with it."""
+
+    keep = True
+
+    def down(self) -> list[str]:
+        return [] if self.keep else super().down()
+
+
 def one_size(n: int, voters: int, idle_s: float, samples: int, settle_s: float,
              logs_dir: Path | None, warmup_s: float = 5.0) -> dict[str, Any]:
-    lab = Lab(random_prefix("bs"), n, python=PYTHON, voters=min(voters, n))
+    lab = KeptLab(random_prefix("bs"), n, python=PYTHON, voters=min(voters, n))
     r: dict[str, Any] = {"n": n, "voters": min(voters, n), "lab": lab.prefix, "settled": False}
-    t_start, t_mono = time.time(), time.monotonic()
+    t_start, t_mono, cpu0 = time.time(), time.monotonic(), machine_cpu()
     deadline = t_mono + settle_s
     idle_from = faults_at = None
     log(f"N={n}: lab {lab.prefix} up ({r['voters']} voters, settle within {settle_s:.0f} s)")
     try:
         try:
             lab.up(wait_s=settle_s)
-        except LabError as e:  # up() has torn the lab down already
-            r["error"] = "no single VIP holder: " + str(e)[-3000:]
+        except LabError as e:  # the lab is kept (KeptLab): what its agents say
+            r["error"] = "no single VIP holder: " + str(e)[-1500:]
+            r["holders"] = lab.holders()
+            r["seen"] = settle(lab, 0)[1]
+            r["machine_busy_pct_settle"] = busy_pct(cpu0, machine_cpu())
+            log(f"N={n}: did not settle within {settle_s:.0f} s: holders {r['holders']}, "
+                f"{r['seen']}")
             return r
         r["up_s"] = round(time.monotonic() - t_mono, 1)
         for node in lab.nodes:
             nft(node.netns, counting_ruleset())
         settled, view = settle(lab, deadline)
         r["seen"] = view
+        r["machine_busy_pct_settle"] = busy_pct(cpu0, machine_cpu())
         if not settled:
             log(f"N={n}: did not settle within {settle_s:.0f} s: {view}")
             return r
@@ -429,10 +483,13 @@ def one_size(n: int, voters: int, idle_s: float, samples: int, settle_s: float,
             f"after {warmup_s:g} s")
         idle_from = time.time()  # false alarms are counted from here
         time.sleep(warmup_s)  # start-up's own work (first checks, commits) out of the window
+        cpu1, load1 = machine_cpu(), os.getloadavg()
         before = {x.name: agent_sample(x) for x in lab.nodes}
         time.sleep(idle_s)  # the measuring window itself, not a wait for a condition
         after = {x.name: agent_sample(x) for x in lab.nodes}
         r["idle"] = idle_figures(before, after, leader.name)
+        r["idle"].update(machine_busy_pct=busy_pct(cpu1, machine_cpu()),
+                         loadavg_1m_before_after=[load1[0], os.getloadavg()[0]])
         log(f"N={n}: idle {r['idle']['cpu_pct_median']} % CPU, "
             f"gossip {r['idle']['gossip_out_Bps_median']} B/s out; {samples} commit pairs")
         r["commit"] = commit_latency(lab, leader, samples)
@@ -457,6 +514,7 @@ def one_size(n: int, voters: int, idle_s: float, samples: int, settle_s: float,
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     if x.log.exists():
                         shutil.copyfile(x.log, dst)
+        lab.keep = False
         log(f"N={n}: tearing down {len(lab.down())} namespaces")
     return r
 

@@ -82,6 +82,14 @@ def test_proc_parsers(scale: ModuleType) -> None:
     assert scale.parse_rss_kb("Name:\tzombie\n") is None
 
 
+def test_busy_pct_from_proc_stat(scale: ModuleType) -> None:
+    a = scale.parse_proc_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    b = scale.parse_proc_stat("cpu  250 0 100 1000 50 0 0 0 0 0\n")
+    assert a == (150, 1000) and b == (350, 1400)
+    assert scale.busy_pct(a, b) == 50.0
+    assert scale.busy_pct(b, b) is None
+
+
 def test_median_and_maximum_skip_missing_values(scale: ModuleType) -> None:
     assert scale.median([3.0, None, 1.0, 2.0]) == 2.0
     assert scale.median([None]) is None
@@ -153,14 +161,17 @@ def test_table_has_a_line_per_size_and_says_which_did_not_settle(scale: ModuleTy
           "commit": {"median_ms": 37.0}, "member": {"dead": {"everywhere_ms": 3298.8},
                                                     "down_ms": 3646.8},
           "holder": {"claim_ms": 354.5}, "idle_alarms": {"total": 0}}
-    bad = {"n": 25, "voters": 3, "settled": False,
-           "seen": {"settled": False, "alive_short": {"n7": 23.0}}}
+    bad = {"n": 25, "voters": 3, "settled": False, "holders": [],
+           "seen": {"settled": False, "leaders": [], "alive_short": {"n7": 23.0, "n9": 24.0},
+                    "committed_up": 0, "unreachable": []}}
     lines = scale.table([ok, bad])
     assert len(lines) == 3
     assert lines[1].split()[:4] == ["5", "3", "5.9", "3.25"]
     assert "3299" in lines[1] and "3647" in lines[1] and "354" in lines[1]
     assert lines[2].split()[:2] == ["25", "3"] and "did not settle" in lines[2]
-    assert "n7" in lines[2]
+    assert "VIP holders []" in lines[2] and "leaders []" in lines[2]
+    assert "2 agent(s) see fewer than 25 alive (fewest 23)" in lines[2]
+    assert "0/25 backends committed up" in lines[2]
 
 
 def test_main_refuses_a_size_without_a_non_voter(scale: ModuleType) -> None:
