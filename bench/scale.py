@@ -245,7 +245,7 @@ def unsettled_words(r: dict[str, Any]) -> str:
 def table(results: list[dict[str, Any]]) -> list[str]:
     """The stderr table: one line per size."""
     head = (f"{'N':>3} {'voters':>6} {'settle s':>8} {'CPU % med/max':>14} {'RSS MB':>7} "
-            f"{'gossip B/s out/in+out':>22} {'raft B/s ldr out':>16} {'commit ms':>10} "
+            f"{'gossip B/s out/in+out':>22} {'raft B/s ldr out':>16} {'commit ms adm/ldr':>17} "
             f"{'dead everywhere ms':>18} {'down ms':>8} {'VIP claim ms':>12} {'idle alarms':>11}")
     lines = [head]
     for r in results:
@@ -254,12 +254,14 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                          f"{unsettled_words(r)}")
             continue
         i, c, m, h = r.get("idle", {}), r.get("commit", {}), r.get("member", {}), r.get("holder", {})
+        ldr = c.get("leader_proposals") or {}
         lines.append(
             f"{r['n']:>3} {r['voters']:>6} {fmt(r.get('settle_s'), 1):>8} "
             f"{fmt(i.get('cpu_pct_median'), 2) + ' / ' + fmt(i.get('cpu_pct_max'), 2):>14} "
             f"{fmt(i.get('rss_mb_median'), 1):>7} "
             f"{fmt(i.get('gossip_out_Bps_median')) + ' / ' + fmt(i.get('gossip_inout_Bps_median')):>22} "
-            f"{fmt(i.get('raft_out_Bps_leader')):>16} {fmt(c.get('median_ms'), 1):>10} "
+            f"{fmt(i.get('raft_out_Bps_leader')):>16} "
+            f"{fmt(c.get('median_ms'), 1) + ' / ' + fmt(ldr.get('mean_ms'), 1):>17} "
             f"{fmt(m.get('dead', {}).get('everywhere_ms')):>18} {fmt(m.get('down_ms')):>8} "
             f"{fmt(h.get('claim_ms')):>12} {fmt(r.get('idle_alarms', {}).get('total')):>11}")
     return lines
@@ -353,12 +355,28 @@ def settle(lab: Lab, deadline: float) -> tuple[bool, dict[str, Any]]:
 
 
 def commit_latency(lab: Lab, leader: LabNode, samples: int) -> dict[str, Any]:
+    """The admin calls' times (each on a fresh TLS channel, as the CLI makes them), and the
+    leader's own figure over the same span: hacluster_raft_commit_latency_seconds, from its
+    proposals (each drain makes it propose a table generation) to their commit."""
     target = f"web/{lab.nodes[-2].name}"
+    hist0 = scrape_all(lab, [leader])[leader.name]
     got = probe(lab, "commits", "--config", str(leader.config), "--target", target,
                 "--samples", str(samples), timeout=30 + 25 * samples)
+    hist1 = scrape_all(lab, [leader])[leader.name]
     all_ms = got["drain_ms"] + got["undrain_ms"]
     return {"target": target, "via": leader.name, "median_ms": median(all_ms),
-            "max_ms": maximum(all_ms), **got}
+            "max_ms": maximum(all_ms), "leader_proposals": histogram_mean(hist0, hist1), **got}
+
+
+def histogram_mean(a: dict[str, Any], b: dict[str, Any],
+                   name: str = "hacluster_raft_commit_latency_seconds") -> dict[str, Any]:
+    """Observations and their mean (ms) of a histogram between two scrapes."""
+    if not (a.get("ok") and b.get("ok")):
+        return {"count": None, "mean_ms": None}
+    va, vb = a["values"], b["values"]
+    count = vb.get(f"{name}_count", 0.0) - va.get(f"{name}_count", 0.0)
+    total = vb.get(f"{name}_sum", 0.0) - va.get(f"{name}_sum", 0.0)
+    return {"count": int(count), "mean_ms": round(total / count * 1000, 1) if count > 0 else None}
 
 
 def power_off_member(lab: Lab, victim: LabNode, leader: LabNode) -> dict[str, Any]:
@@ -563,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in table(doc["results"]):
         log(line)
     log("(CPU % of one CPU per agent over the idle window; gossip/raft: bytes/s on eth0 by TCP "
-        "port, per agent; commit: drain/undrain admin call to the leader; dead everywhere: the "
+        "port, per agent; commit: drain/undrain admin call to the leader (median; fresh TLS "
+        "channel each) / the leader's own proposal-to-commit mean; dead everywhere: the "
         "slowest agent's `is dead` line after a non-voter's power-off; down: the leader's commit "
         "of its backends down; VIP claim: after the holder's power-off)")
     return emit(doc, a.json_out)

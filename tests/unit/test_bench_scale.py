@@ -90,6 +90,15 @@ def test_busy_pct_from_proc_stat(scale: ModuleType) -> None:
     assert scale.busy_pct(b, b) is None
 
 
+def test_histogram_mean_between_two_scrapes(scale: ModuleType) -> None:
+    name = "hacluster_raft_commit_latency_seconds"
+    a = {"ok": True, "values": {f"{name}_count": 4.0, f"{name}_sum": 0.2}}
+    b = {"ok": True, "values": {f"{name}_count": 14.0, f"{name}_sum": 0.45}}
+    assert scale.histogram_mean(a, b) == {"count": 10, "mean_ms": 25.0}
+    assert scale.histogram_mean(a, a) == {"count": 0, "mean_ms": None}
+    assert scale.histogram_mean(a, {"ok": False}) == {"count": None, "mean_ms": None}
+
+
 def test_median_and_maximum_skip_missing_values(scale: ModuleType) -> None:
     assert scale.median([3.0, None, 1.0, 2.0]) == 2.0
     assert scale.median([None]) is None
