@@ -259,10 +259,11 @@ def _check_members(spec: ConfigSpec) -> tuple[list[str], list[str]]:
     if spec.node_id not in seen_ids:
         errs.append(f"node_id: {spec.node_id!r} is not one of the members "
                     f"({', '.join(sorted(seen_ids)) or 'none'})")
-    n = len(spec.members)
-    if n % 2 == 0:
-        warns.append(f"members: {n} voters; an even count tolerates no more failures than {n - 1} "
-                     "and a 50/50 split leaves no side with quorum (no VIP anywhere)")
+    n = sum(1 for m in spec.members if m.voter)  # non-voters never count for a quorum
+    if n % 2 == 0 and n:
+        warns.append(f"members: {n} voters; an even count tolerates no more failures "
+                     f"({(n - 1) // 2}) than {n - 1} voters do, and a 50/50 split leaves no side "
+                     "with quorum (no VIP anywhere)")
     return errs, warns
 
 

@@ -79,6 +79,15 @@ def test_even_member_count_warns():
     assert any("2 voters" in w for w in c.warnings)
 
 
+def test_only_voters_count_for_the_even_warning():
+    # bench/scale.py at N=10 with 3 voters: every agent warned of "10 voters"
+    extra = [{"id": f"n{i}", "address": f"10.0.0.{20 + i}", "raft_port": 7100, "grpc_port": 7101,
+              "voter": False} for i in range(4, 11)]
+    assert not [w for w in parse_config(doc(members=MEMBERS + extra)).warnings if "voters" in w]
+    four = parse_config(doc(members=MEMBERS + [{**extra[0], "voter": True}])).warnings
+    assert any("4 voters" in w and "(1) than 3 voters do" in w for w in four), four
+
+
 def test_load_reports_yaml_errors_with_position(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("cluster: [unclosed\n")
