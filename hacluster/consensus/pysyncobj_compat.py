@@ -143,6 +143,7 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("TCPTransport", "_onTick", "method"),
     ("SyncObj", "_poller", "attribute"),
     ("SyncObj", "_SyncObj__newAppendEntriesTime", "attribute"),
+    ("SyncObj", "_SyncObj__raftLog", "attribute"),
 )
 
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then 32-bit ones; tcpi_unacked is the
@@ -431,6 +432,37 @@ class SyncObjSeam(Generic[S]):
         """(index, term) of the last entry of our log."""
         return (self.obj._SyncObj__getCurrentLogIndex(),  # type: ignore[attr-defined]
                 self.obj._SyncObj__getCurrentLogTerm())  # type: ignore[attr-defined]
+
+    def skip_held_entries(self, message: dict[str, Any]) -> int:
+        """Follower, tick thread: drop from an append_entries the leading entries our log
+        already holds with the same term, and move prevLogIdx/prevLogTerm to the last one
+        dropped, when our log ends within the sent ones. Returns how many were dropped.
+
+        pysyncobj truncates everything after prevLogIdx and appends what came: a batch sent
+        again while our ack was on its way (the leader resends from its nextIndex every
+        heartbeat) was deleted and written again, fsynced again, and logged CRITICAL
+        "truncating already-applied log entries ... may have diverged" once applied (seen at
+        every size by bench/scale.py). Raft deletes only from a conflict. When our log goes
+        beyond the sent entries, pysyncobj's way stays (those extra entries may conflict)."""
+        entries = message.get("entries")
+        if not entries or "transmission" in message:
+            return 0
+        last = self.obj._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+        if last > entries[-1][1]:
+            return 0
+        held = self.obj._SyncObj__raftLog  # type: ignore[attr-defined]
+        if not len(held):
+            return 0
+        first = held[0][1]
+        n = 0
+        for _command, index, term in entries:
+            if not first <= index <= last or held[index - first][2] != term:
+                break
+            n += 1
+        if n:
+            message["prevLogIdx"], message["prevLogTerm"] = entries[n - 1][1], entries[n - 1][2]
+            message["entries"] = entries[n:]
+        return n
 
     def match_index(self) -> dict[str, int]:
         """Leader: the highest log index known replicated on each peer, by address.

@@ -325,7 +325,11 @@ class RaftNode(MemberView):
         """
         if self.intercept(node, message):
             return
-        self.echo_ts = message.get("hc_ts") if message.get("type") == "append_entries" else None
+        self.echo_ts = None
+        if message.get("type") == "append_entries":
+            self.echo_ts = message.get("hc_ts")
+            if self._sync is not None and "prevLogIdx" in message:
+                self._sync.skip_held_entries(message)  # a resent batch is not written twice
         self._disk.peer = node  # pysyncobj's answers go to it: an ack may wait for the flush
         try:
             deliver()

@@ -417,6 +417,37 @@ def test_match_index_and_a_transfer_through_timeout_now(members):
     assert b.seam.term == a.seam.term == 2
 
 
+def test_a_resent_batch_is_not_deleted_and_written_again(members, caplog):
+    # pysyncobj deletes everything after prevLogIdx and appends what came; a batch resent
+    # while the follower's ack was on its way was rewritten and, once applied, logged as
+    # CRITICAL "truncating already-applied log entries" (bench/scale.py, at every size)
+    a, b = members(2)
+    _elect_first(a, b)
+    results: list[int] = []
+    for n in (1, 2, 3):
+        a.seam.obj.add(n, callback=lambda r, err: results.append(err))
+    tick_until([a, b], lambda: b.seam.obj.total == 6 and b.seam.last_applied == a.seam.last_log()[0],
+               "b applied the three commands")
+    held = getattr(b.seam.obj, _mangled("raftLog"))
+    last, term = b.seam.last_log()
+    batch = [tuple(e) for e in held[len(held) - 3:]]
+    resent = {"type": "append_entries", "term": term, "commit_index": last, "entries": list(batch),
+              "prevLogIdx": batch[0][1] - 1, "prevLogTerm": held[len(held) - 4][2]}
+    assert b.seam.skip_held_entries(resent) == 3
+    assert resent["entries"] == [] and (resent["prevLogIdx"], resent["prevLogTerm"]) == (last, term)
+    (node_a,) = b.seam.other_nodes()
+    with caplog.at_level("CRITICAL", logger="pysyncobj"):
+        getattr(b.seam.obj, _mangled("onMessageReceived"))(node_a, resent)  # pysyncobj's handling
+    assert not [r for r in caplog.records if "truncating" in r.getMessage()]
+    assert b.seam.last_log() == (last, term) and b.seam.obj.total == 6
+    # a conflicting entry (another term) and a follower whose log goes beyond: as before
+    conflict = {**resent, "entries": [batch[0], (batch[1][0], batch[1][1], term + 1), batch[2]],
+                "prevLogIdx": batch[0][1] - 1}
+    assert b.seam.skip_held_entries(conflict) == 1 and conflict["entries"][0][2] == term + 1
+    shorter = {**resent, "entries": batch[:2], "prevLogIdx": batch[0][1] - 1}
+    assert b.seam.skip_held_entries(shorter) == 0 and shorter["entries"] == batch[:2]
+
+
 def test_tcp_silence_reads_the_kernel_acks_of_a_peer_connection(members):
     a, b = members(2)
     _elect_first(a, b)

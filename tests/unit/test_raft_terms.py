@@ -55,6 +55,9 @@ class FakeSeam:
     def transfer_in_progress(self) -> bool:
         return self.transferring
 
+    def skip_held_entries(self, message) -> int:
+        return 0
+
     def last_log(self) -> tuple[int, int]:
         return 10, 1
 
