@@ -9,18 +9,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hacluster import listener
 from hacluster.events import EventLog
 from hacluster.listener import MetricsBindError, MetricsServer, serve_metrics
 from hacluster.metrics import AgentCollector, FailoverHistogram, LeaderChangeTally, Timings
@@ -593,24 +590,3 @@ def test_process_open_fds_follows_the_process() -> None:
     finally:
         for f in files:
             f.close()
-
-
-def test_the_listener_sleeps_until_a_client_comes_and_stops_at_once(
-        served: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch) -> None:
-    # issue 17: socketserver's loop woke every 0.5 s to look for a shutdown; ours waits
-    # without a timeout, and stop() wakes it
-    timeouts: list[float | None] = []
-    real = listener.selectors.DefaultSelector
-
-    class Recording(real):  # type: ignore[misc, valid-type]
-        def select(self, timeout: float | None = None) -> Any:
-            timeouts.append(timeout)
-            return super().select(timeout)
-
-    monkeypatch.setattr(listener.selectors, "DefaultSelector", Recording)
-    server = served()
-    assert _get(f"http://127.0.0.1:{server.port}/metrics")[0] == 200
-    assert timeouts and set(timeouts) == {None}
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 0.4 and not server._thread.is_alive()
