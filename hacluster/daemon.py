@@ -277,7 +277,6 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
     if not config.services:
         return None
     from hacluster.dataplane.apply import NftApplier
-    from hacluster.dataplane.proxy import ProxyDataplane
     from hacluster.dataplane.worker import DataplaneWorker
 
     if config.dataplane in ("auto", "nftables"):
@@ -300,6 +299,8 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
                     "connections through this server's VIPs will not survive a failover to or "
                     "from it, conntrackd or not (docs/snat.md); use `dataplane: nftables` where "
                     "they must")
+    from hacluster.dataplane.proxy import ProxyDataplane  # only where nftables is not used
+
     proxy = ProxyDataplane(reason=reason)
     proxy.start()
     return DataplaneWorker(proxy, "userspace proxy", timings=timings)
@@ -479,10 +480,13 @@ def _make_health(config: Config, raft: Any, membership: Any) -> tuple[Any, Any]:
 def _say_how_exec_checks_run(checks: Any) -> None:
     """At start-up rather than at each failed attempt: an exec check that cannot start (no
     setpriv, no such user, no CAP_SETUID), and those that run as the agent's own user."""
-    from hacluster.health.exec_check import launch
     from hacluster.health.spec import ExecCheck
 
     execs = [k for k in checks if isinstance(k, ExecCheck)]
+    if not execs:
+        return
+    from hacluster.health.exec_check import launch
+
     for k in execs:
         why = launch(k)
         if isinstance(why, str):
