@@ -141,8 +141,8 @@ class DataplaneWorker:
                     # (a change told while we applied is not waited for: it is already here)
                     timed_out = not self._kernel_changed and \
                         not self._cond.wait(min(self.verify_s, self._drains.next_in()))
-                    if (timed_out or self._kernel_changed) and self._want is not None:
-                        self._kernel_changed = False
+                    changed, self._kernel_changed = self._kernel_changed, False
+                    if (timed_out or changed) and self._want is not None:
                         self._verify()
                 if self._stop:
                     return

@@ -128,3 +128,19 @@ def test_the_worker_reads_the_kernel_back_when_told_not_on_a_period():
         assert plane.applied == [1, 1]
     finally:
         w.stop()
+
+
+def test_a_change_before_any_table_is_wanted_does_not_hold_the_worker():
+    # lab: the guard's table, applied at start, was told before the first table was wanted;
+    # the worker spun on the flag holding its lock, and the agent loop hung in want()
+    plane = FakePlane()
+    w = DataplaneWorker(plane, "nftables", verify_s=60.0)
+    w.start()
+    try:
+        w.kernel_changed()
+        wait_until(lambda: not w._kernel_changed, 5, "the change taken (nothing to read back yet)")
+        threading.Thread(target=w.want, args=(Table(1, ()),), daemon=True).start()
+        wait_until(lambda: plane.applied == [1], 5, "generation 1 applied")
+        assert plane.reads <= 1  # the one read back of our own apply's change, at most
+    finally:
+        w.stop()
