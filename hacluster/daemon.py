@@ -55,6 +55,7 @@ class Daemon:
         from hacluster.events import EventLog
         from hacluster.ha.members import MembershipChanges
         from hacluster.hostops.netlink import NetlinkHostOps
+        from hacluster.hostops.nftwatch import NftWatch
         from hacluster.metrics import FailoverHistogram, Timings
         from hacluster.reload import Reloader
         from hacluster.sdnotify import WatchdogPinger
@@ -71,7 +72,11 @@ class Daemon:
         self.tls = _load_tls(config)
         self.audit = _open_audit(config)
         self.failovers, self.timings = FailoverHistogram(), Timings()
-        self.dataplane = _make_dataplane(config, self.timings)
+        # nftables change notifications: the data plane and the Raft port guard read the
+        # kernel back when it changed, not every few seconds (issue 17)
+        self.nft_watch = NftWatch()
+        self.guard_recheck = threading.Event()
+        self.dataplane = _make_dataplane(config, self.timings, self.nft_watch.working)
         self.hostops = NetlinkHostOps()
         self.raft = RaftNode(config, secret)
         self.membership, self.gossip_service, self.transport = _make_gossip(config, self.tls, self.timings)
@@ -112,7 +117,12 @@ class Daemon:
             raise StartupError(f"cannot serve admin API on {c.me.grpc_endpoint}: {e}", 1) from None
         self.raft_guard = _make_raft_guard(c)  # before raft.start(): Raft never listens unguarded
         _keep_raft_guard(self.raft_guard, c, self.agent.events, self.guard_stop,
-                         ListenerWatch(self.raft.listener_up, c.me.raft_port, self.agent.events))
+                         ListenerWatch(self.raft.listener_up, c.me.raft_port, self.agent.events),
+                         self.guard_recheck, self.nft_watch.working)
+        watchers = [self.guard_recheck.set] if self.raft_guard is not None else []
+        if getattr(self.dataplane, "name", "") == "nftables":
+            watchers.append(self.dataplane.kernel_changed)
+        self.nft_watch.start(watchers)  # no thread when nothing here uses nftables
         self.sync.start()  # before Raft: the flows of the holder arrive before we may claim
         self.raft.start()
         self.roster.start()  # follows (and first seeds) the committed membership
@@ -190,6 +200,7 @@ class Daemon:
                          ("gossip channels", self.transport.close), ("raft", self.raft.stop),
                          ("raft guard", lambda: self.guard_stop.set()
                           or (self.raft_guard and self.raft_guard.remove())),
+                         ("nftables watch", self.nft_watch.stop),
                          ("data plane", lambda: self.dataplane and self.dataplane.stop()),
                          ("connection sync", self.sync.stop),
                          ("hostops", self.hostops.close), ("audit log", self.audit.close)):
@@ -267,8 +278,10 @@ def _log_gossip_change(view: Any, old: Any) -> None:
              old.value if old is not None else "unknown", view.incarnation)
 
 
-def _make_dataplane(config: Config, timings: Any) -> Any:
+def _make_dataplane(config: Config, timings: Any, notified: bool = False) -> Any:
     """The data plane worker for the configured services, or None without services.
+    notified: nftables changes are notified (NftWatch): the kernel is read back then, and
+    otherwise only every nftwatch.SAFETY_S.
 
     auto: nftables when `nft` works here (root or CAP_NET_ADMIN, the nf_tables module),
     else the userspace proxy, said loudly: it is slower, cannot keep client addresses, and
@@ -277,14 +290,16 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
     if not config.services:
         return None
     from hacluster.dataplane.apply import NftApplier
-    from hacluster.dataplane.proxy import ProxyDataplane
     from hacluster.dataplane.worker import DataplaneWorker
 
     if config.dataplane in ("auto", "nftables"):
         nft = NftApplier()
         ok, why = nft.available()
         if ok:
-            return DataplaneWorker(nft, "nftables", timings=timings)
+            from hacluster.hostops.nftwatch import SAFETY_S
+
+            return DataplaneWorker(nft, "nftables", timings=timings,
+                                   verify_s=SAFETY_S if notified else None)
         if config.dataplane == "nftables":
             raise StartupError(str(ConfigError(config.source,
                                                [f"dataplane: nftables is not usable here: {why}"])))
@@ -300,6 +315,8 @@ def _make_dataplane(config: Config, timings: Any) -> Any:
                     "connections through this server's VIPs will not survive a failover to or "
                     "from it, conntrackd or not (docs/snat.md); use `dataplane: nftables` where "
                     "they must")
+    from hacluster.dataplane.proxy import ProxyDataplane  # only where nftables is not used
+
     proxy = ProxyDataplane(reason=reason)
     proxy.start()
     return DataplaneWorker(proxy, "userspace proxy", timings=timings)
@@ -398,20 +415,29 @@ class ListenerWatch:
 
 
 def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Event,
-                     listener: ListenerWatch) -> None:
-    """Every LISTENER_CHECK_S, check that Raft listens (ListenerWatch); every GUARD_CHECK_S,
-    put the guard back (if there is one) when something removed it (a firewall reload with
-    `flush ruleset` does), loudly."""
+                     listener: ListenerWatch, recheck: threading.Event | None = None,
+                     notified: bool = False) -> None:
+    """Every LISTENER_CHECK_S, check that Raft listens (ListenerWatch); put the guard back
+    (if there is one) when something removed it (a firewall reload with `flush ruleset`
+    does), loudly: every GUARD_CHECK_S, or, when nftables changes are `notified` (NftWatch
+    sets `recheck`), at the next look after a change and every nftwatch.SAFETY_S."""
+    from hacluster.hostops.nftwatch import SAFETY_S
+
+    every = SAFETY_S if notified else GUARD_CHECK_S
+
     def loop() -> None:
-        guard_at = time.monotonic() + GUARD_CHECK_S
+        guard_at = time.monotonic() + every
         while not stop.wait(LISTENER_CHECK_S):
             try:
                 listener.check()
             except Exception:  # noqa: BLE001 - the guard below must still be kept
                 log.exception("raft listener check failed")
-            if guard is None or time.monotonic() < guard_at:
+            changed = recheck is not None and recheck.is_set()
+            if guard is None or (time.monotonic() < guard_at and not changed):
                 continue
-            guard_at = time.monotonic() + GUARD_CHECK_S
+            if recheck is not None:
+                recheck.clear()  # before the look: a change during it is looked at next time
+            guard_at = time.monotonic() + every
             try:
                 members = [(m.id, m.address) for m in config.members]  # the committed ones, now
                 if guard.ensure(members, config.me.raft_port, config.me.address):
@@ -479,10 +505,13 @@ def _make_health(config: Config, raft: Any, membership: Any) -> tuple[Any, Any]:
 def _say_how_exec_checks_run(checks: Any) -> None:
     """At start-up rather than at each failed attempt: an exec check that cannot start (no
     setpriv, no such user, no CAP_SETUID), and those that run as the agent's own user."""
-    from hacluster.health.exec_check import launch
     from hacluster.health.spec import ExecCheck
 
     execs = [k for k in checks if isinstance(k, ExecCheck)]
+    if not execs:
+        return
+    from hacluster.health.exec_check import launch
+
     for k in execs:
         why = launch(k)
         if isinstance(why, str):

@@ -18,6 +18,7 @@ import errno
 import ipaddress
 import logging
 import os
+import selectors
 import socket
 import socketserver
 import ssl
@@ -53,7 +54,54 @@ _BIND_HINTS = {errno.EADDRINUSE: " (another program, or another hacluster-agent,
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """socketserver's server, with a loop that sleeps until a client connects or shutdown()
+    wakes it: the base's serve_forever() wakes every poll_interval (0.5 s) only to look for
+    a shutdown, an idle agent's one reason to run this thread (issue 17)."""
+
     daemon_threads = True  # a hung scrape never holds up the agent's exit
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._quit = False
+        self._served = threading.Event()
+        self._served.set()  # nothing to wait for until serve_forever() runs
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        self._served.clear()
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
+                while not self._quit:
+                    for key, _ in sel.select():  # no timeout: shutdown() wakes it
+                        if key.fileobj is self and not self._quit:
+                            self._handle_request_noblock()
+                    self.service_actions()
+        except (OSError, ValueError):
+            if not self._quit:  # else: stopped and closed before this thread began
+                raise
+        finally:
+            self._served.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() and wait for it (at once: it is woken, not polled)."""
+        self._quit = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # closed: serve_forever() is not running
+        self._served.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() would call socket.getfqdn(): a reverse DNS lookup that can

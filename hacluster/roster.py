@@ -13,7 +13,10 @@ member_del); the config file only seeds a new cluster. The roster:
   node's voting role when it is built), and calls `on_self_change(why)`: the daemon then
   stops its loop and restarts the agent in the new role (or stays stopped when removed).
 
-It runs on its own thread, polling one integer (members_generation) every POLL_S.
+It runs on its own thread, woken by Raft (RaftNode.on_change: a role change or an applied
+command, the only ways members_generation can move); it still looks every POLL_S in case a
+wake-up was missed, and every SEED_RETRY_S while the membership is not seeded yet (a leader's
+seed may be lost with its term). An idle cluster thus costs it no wake-ups (issue 17).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from hacluster.model import Member, Role
 log = logging.getLogger(__name__)
 
 FILE = "members.json"
-POLL_S = 0.1
+POLL_S = 10.0  # the safety look: Raft's wake-up (on_change) is what makes the roster follow
 SEED_RETRY_S = 2.0
 
 Listener = Callable[[tuple[Member, ...]], None]
@@ -102,28 +105,36 @@ class Roster:
         self._seen = -1
         self._seed_at = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         me = config.member(config.node_id)
         self._voter = me.voter if me is not None else True
 
     def start(self) -> None:
+        on_change = getattr(self.raft, "on_change", None)
+        if on_change is not None:
+            on_change(self._wake.set)  # runs on Raft's tick thread: only sets the event
         self._thread = threading.Thread(target=self._run, name="roster", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(2.0)
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_S):
+        while not self._stop.is_set():
+            self._wake.clear()  # before the look: a change during it wakes the next wait
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - keep following; say it
                 log.exception("membership: following the committed membership failed")
+            self._wake.wait(SEED_RETRY_S if self._seen < 0 else POLL_S)
 
     def check(self, now: float | None = None) -> None:
-        """One look at the committed membership (the thread calls it every POLL_S)."""
+        """One look at the committed membership (the thread calls it when Raft changed, and
+        at least every POLL_S)."""
         import time
 
         state = self.raft.state

@@ -35,11 +35,16 @@ class Dataplane(Protocol):
 
 
 class DataplaneWorker:
-    def __init__(self, dataplane: Dataplane, name: str = "nftables", timings: Any = None):
-        """timings: a metrics.Timings (apply durations), or None."""
+    def __init__(self, dataplane: Dataplane, name: str = "nftables", timings: Any = None,
+                 verify_s: float | None = None):
+        """timings: a metrics.Timings (apply durations), or None. verify_s: how often the
+        kernel's generation is read back; longer when kernel_changed() says when to (the
+        agent's nftables change notifications: hostops/nftwatch.py); default VERIFY_S."""
         self.dataplane = dataplane
         self.name = name
         self.timings = timings
+        self.verify_s = VERIFY_S if verify_s is None else verify_s
+        self._kernel_changed = False
         self.last_error = ""
         self._want: Table | None = None
         self._applied: int | None = None  # what we applied last (cheap to read every tick)
@@ -55,6 +60,12 @@ class DataplaneWorker:
             if self._want is None or table.generation > self._want.generation:
                 self._want = table
                 self._cond.notify()
+
+    def kernel_changed(self) -> None:
+        """The host's nftables ruleset changed (someone's, or ours): read it back now."""
+        with self._cond:
+            self._kernel_changed = True
+            self._cond.notify()
 
     def wanted_generation(self) -> int | None:
         with self._cond:
@@ -127,8 +138,11 @@ class DataplaneWorker:
             with self._cond:
                 while not self._stop and (table := self._next()) is None:
                     self._flush_due()
-                    if not self._cond.wait(min(VERIFY_S, self._drains.next_in())) \
-                            and self._want is not None:
+                    # (a change told while we applied is not waited for: it is already here)
+                    timed_out = not self._kernel_changed and \
+                        not self._cond.wait(min(self.verify_s, self._drains.next_in()))
+                    changed, self._kernel_changed = self._kernel_changed, False
+                    if (timed_out or changed) and self._want is not None:
                         self._verify()
                 if self._stop:
                     return

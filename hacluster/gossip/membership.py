@@ -50,13 +50,13 @@ from hacluster.gossip.precedence import (
     precedence,
 )
 from hacluster.gossip.provenance import hearsay
-from hacluster.gossip.runner import EXPIRY_PERIOD, STOP_WAIT, Runner
+from hacluster.gossip.runner import EXPIRY_IDLE_S, STOP_WAIT, Runner
 from hacluster.gossip.types import Ack, GossipState, GossipTiming, NodeMeta, NodeRecord, Transport
 from hacluster.gossip.urgent import Urgent
 from hacluster.gossip.wire import encoded_size
 from hacluster.model import NodeId
 
-__all__ = ["DEFAULT_TIMING", "EXPIRY_PERIOD", "PUSH_PULL_TIMEOUT_PROBES", "STOP_WAIT", "GossipTiming",
+__all__ = ["DEFAULT_TIMING", "EXPIRY_IDLE_S", "PUSH_PULL_TIMEOUT_PROBES", "STOP_WAIT", "GossipTiming",
            "MemberView", "Membership", "Verdict", "precedence"]
 
 log = logging.getLogger("hacluster.gossip")
@@ -119,6 +119,7 @@ class Membership(Merger, Runner, Urgent):
         self._warned: set[tuple[str, NodeId]] = set()
         self._notes = []
         self._stop_event = threading.Event()
+        self._expiry_wake = threading.Event()  # set when a suspicion starts or is confirmed
         self._threads: list[threading.Thread] = []
         self._joined = False
         self._init_urgent()
@@ -235,6 +236,17 @@ class Membership(Merger, Runner, Urgent):
                     self._apply(m, NodeRecord(m.node, m.address, m.incarnation, DEAD, origin=self._id))
             notes = self._take_notes()
         self._notify(notes)
+
+    def next_expiry_in(self, idle: float) -> float:
+        """Seconds until the earliest suspicion's deadline (a hair past it, so that the look
+        then finds it due), at most `idle`: how long the expiry thread may sleep."""
+        with self._lock:
+            deadlines = [m.suspicion.deadline() for m in self._members.values()
+                         if m.state is SUSPECT and m.suspicion is not None]
+            now = self._clock()
+        if not deadlines:
+            return idle
+        return min(idle, max(0.0, min(deadlines) - now) + 0.001)
 
     def join(self) -> bool:
         """Push-pull (join=True) with configured peers in random order until one answers.

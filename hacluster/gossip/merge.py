@@ -47,6 +47,8 @@ from hacluster.gossip.types import GossipState, NodeRecord
 from hacluster.model import NodeId
 
 if TYPE_CHECKING:
+    import threading
+
     from hacluster.gossip.membership import GossipTiming
 
 log = logging.getLogger("hacluster.gossip")
@@ -69,6 +71,7 @@ class Merger:
     _warned: set[tuple[str, NodeId]]
     _notes: list[_Note]
     _on_change: Callable[[MemberView, GossipState | None], None] | None
+    _expiry_wake: threading.Event  # set when a suspicion starts or is confirmed (runner.py)
 
     def _touch(self, node: NodeId) -> None:
         member = self._members.get(node)
@@ -188,8 +191,10 @@ class Merger:
             member.suspicion = None
         elif old is SUSPECT and member.suspicion is not None:
             self._confirm(member, record.origin)  # keeps the clock of the first suspicion
+            self._expiry_wake.set()  # a confirmation brings the deadline closer
         else:
             member.suspicion = self._new_suspicion(record.origin)
+            self._expiry_wake.set()  # the expiry thread sleeps until the earliest deadline
         self._queue.queue(hearsay(member, self._id))
         if old is not record.state:
             self._changed(member, old)

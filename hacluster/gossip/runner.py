@@ -4,6 +4,11 @@
 waiting out its timeouts never delays gossip or suspicion expiry; a step that raises is
 counted and logged, and its loop goes on. Tests mostly skip this and drive the steps
 directly under a fake clock.
+
+Probes, gossip, push-pull and reconnect run on their periods. The two others sleep until
+there is work (issue 17: an idle agent must not wake for nothing): the expiry thread until
+the earliest suspicion's deadline, woken when a suspicion starts or is confirmed (its
+deadline can only move then); the urgent thread until request_probe() or stop().
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hacluster.gossip")
 
-EXPIRY_PERIOD = 0.05
-URGENT_WAIT_S = 0.5  # the urgent thread looks at its stop event at least this often
+# Without a suspicion the expiry thread still looks this often, in case a wake-up was
+# missed; with one, it wakes at its deadline (Membership.next_expiry_in).
+EXPIRY_IDLE_S = 5.0
 STOP_WAIT = 2.0  # stop() waits this long for threads stuck in a transport call
 
 
@@ -45,8 +51,10 @@ class Runner:
     push_pull_once: Callable[[], None]
     reconnect_once: Callable[[], None]
     expire_suspicions: Callable[[], None]
+    next_expiry_in: Callable[[float], float]
     probe_urgent: Callable[[], None]
     _urgent_wake: threading.Event
+    _expiry_wake: threading.Event
     join: Callable[[], bool]
     probe_delay: Callable[[], float]
 
@@ -59,7 +67,6 @@ class Runner:
             ("gossip", self.gossip_once, lambda: t.gossip_interval),
             ("push-pull", self._join_then_push_pull, self._push_pull_delay),
             ("reconnect", self.reconnect_once, lambda: t.reconnect_interval),
-            ("expire", self.expire_suspicions, lambda: EXPIRY_PERIOD),
         ]
         with self._lock:
             if self._threads:
@@ -68,6 +75,9 @@ class Runner:
             self._threads = [threading.Thread(target=self._run, args=(name, step, delay, stop),
                                               name=f"gossip-{name}-{self._id}", daemon=True)
                              for name, step, delay in loops]
+            # suspicions expire at their deadlines, not on a period
+            self._threads.append(threading.Thread(target=self._run_expiry, args=(stop,),
+                                                  name=f"gossip-expire-{self._id}", daemon=True))
             # out-of-turn probes (urgent.py): woken by request_probe(), not on a period
             self._threads.append(threading.Thread(target=self._run_woken, args=("urgent", stop),
                                                   name=f"gossip-urgent-{self._id}", daemon=True))
@@ -79,6 +89,8 @@ class Runner:
         with self._lock:
             threads, self._threads = self._threads, []
             self._stop_event.set()
+        self._expiry_wake.set()  # the event-driven threads: wake them to see the stop
+        self._urgent_wake.set()
         deadline = time.monotonic() + STOP_WAIT
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -104,11 +116,23 @@ class Runner:
                     self._stats["step_errors"] += 1
                 log.exception("gossip %s step failed", name)
 
+    def _run_expiry(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._expiry_wake.clear()  # before the look: a suspicion started during it wakes us
+            try:
+                self.expire_suspicions()
+            except Exception:
+                with self._lock:
+                    self._stats["step_errors"] += 1
+                log.exception("gossip expire step failed")
+            self._expiry_wake.wait(self.next_expiry_in(EXPIRY_IDLE_S))
+
     def _run_woken(self, name: str, stop: threading.Event) -> None:
         while not stop.is_set():
-            if not self._urgent_wake.wait(URGENT_WAIT_S):
-                continue
+            self._urgent_wake.wait()
             self._urgent_wake.clear()
+            if stop.is_set():
+                return
             try:
                 self.probe_urgent()
             except Exception:

@@ -32,6 +32,26 @@ def test_holder_restores_a_vip_deleted_behind_its_back(lab, monitor):
     assert_no_overlap(monitor)
 
 
+def _tables(netns: str) -> set[str]:
+    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "tables"], capture_output=True,
+                         text=True, timeout=10).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.startswith("table ")}
+
+
+def test_a_flushed_ruleset_is_put_back_when_the_kernel_says_so(lab):
+    # A firewall reload (`nft flush ruleset`) takes the balancing table and the Raft port
+    # guard; the kernel's change notification (hostops/nftwatch.py) has both put back within
+    # seconds: they are no longer read back on a period (the guard's was 10 s; issue 17)
+    holder = lab.wait_single_holder(10)
+    wait_until(lambda: _served(lab), 10, "the VIP to serve (the committed table applied)")
+    netns = lab.node(holder).netns
+    assert {"hacluster", "hacluster_guard"} <= _tables(netns)
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True, timeout=10)
+    wait_until(lambda: {"hacluster", "hacluster_guard"} <= _tables(netns), 4,
+               f"{holder}'s balancing table and Raft port guard to be put back")
+    wait_until(lambda: _served(lab), 5, "the VIP to serve again")
+
+
 def test_stray_vip_on_a_follower_is_removed(lab):
     holder = lab.wait_single_holder(10)
     follower = next(n for n in lab.nodes if n.name != holder)

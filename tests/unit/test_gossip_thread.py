@@ -6,9 +6,10 @@ import logging
 import threading
 import time
 
+from hacluster.gossip import runner
 from hacluster.gossip.membership import GossipTiming, Membership
 from hacluster.gossip.types import GossipState, NodeMeta
-from tests.support.gossip_net import Network, address
+from tests.support.gossip_net import Network, NullTransport, address
 from tests.support.wait import wait_until
 
 FAST = GossipTiming(probe_interval=0.05, probe_timeout=0.02, gossip_interval=0.02,
@@ -30,7 +31,7 @@ def test_threads_detect_failure_spread_meta_and_stop_promptly():
         for e in engines.values():
             e.start()
             e.start()  # idempotent
-        assert len(gossip_threads()) == 18  # five periodic steps and the urgent prober, each
+        assert len(gossip_threads()) == 18  # four periodic steps, expiry and the urgent prober, each
         wait_until(lambda: all(e.stats()["push_pulls_sent"] >= 1 for e in engines.values()),
                    timeout=5, what="a push-pull from every engine",
                    interval=0.01)  # start() joins at once, not after a push-pull interval
@@ -72,3 +73,30 @@ def test_a_failing_step_is_logged_and_the_thread_keeps_going(caplog):
             m.stop()
     assert "step failed" in caplog.text
     assert gossip_threads() == set()
+
+
+def test_the_expiry_thread_sleeps_until_the_deadline_then_declares_death(monkeypatch):
+    # issue 17: no suspicion, no wake-up (it looked every 50 ms); a suspicion wakes it, and it
+    # sleeps until its deadline: death is declared on time all the same
+    monkeypatch.setattr(runner, "EXPIRY_IDLE_S", 60.0)
+    m = Membership("n1", address("n1"), {"n2": address("n2")}, NullTransport(),
+                   timing=GossipTiming(probe_interval=0.05, probe_timeout=0.02))
+    looks: list[float] = []
+    look = m.expire_suspicions
+    m.expire_suspicions = lambda: (looks.append(time.monotonic()), look())[1]
+    stop = threading.Event()
+    worker = threading.Thread(target=m._run_expiry, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: looks, 5, "the expiry thread's first look", interval=0.01)
+        m.probe_once()  # nobody answers: n2 is suspect
+        deadline = m._members["n2"].suspicion.deadline()
+        wait_until(lambda: m.member("n2").state is GossipState.DEAD, 5, "n2 dead", interval=0.005)
+        died = time.monotonic()
+    finally:
+        stop.set()
+        m._expiry_wake.set()
+        worker.join(2)
+    assert not worker.is_alive()
+    assert deadline <= died < deadline + 0.5
+    assert len(looks) <= 3  # at start, when the suspicion started, at its deadline

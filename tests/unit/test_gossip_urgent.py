@@ -77,5 +77,6 @@ def test_the_urgent_thread_probes_when_woken_and_ends_on_stop():
         wait_until(lambda: n1.member("n3").state is SUSPECT, 5, "n3 suspect", interval=0.01)
     finally:
         stop.set()
+        n1._urgent_wake.set()  # as Runner.stop(): the thread sleeps until woken, on no period
         worker.join(2)
     assert not worker.is_alive()

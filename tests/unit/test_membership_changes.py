@@ -16,6 +16,7 @@ from hacluster.ha.members import MembershipChanges
 from hacluster.model import Member, Role
 from tests.support.config import config
 from tests.support.raft import FakeRaft, leader_view, view
+from tests.support.wait import wait_until
 
 
 def rec(i: int, voter: bool = True) -> dict:
@@ -266,3 +267,35 @@ def test_a_broken_membership_file_stops_the_start_with_a_reason(tmp_path):
     (tmp_path / roster.FILE).write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
         roster.load(config(data_dir=str(tmp_path)))
+
+
+class WatchedRaft(FakeRaft):
+    """FakeRaft that calls its on_change watchers after every commit, as RaftNode does."""
+
+    def on_change(self, callback) -> None:
+        self.watchers = getattr(self, "watchers", []) + [callback]
+
+    def submit(self, command, callback=None) -> None:
+        super().submit(command, callback)
+        for watcher in getattr(self, "watchers", []):
+            watcher()
+
+
+def test_the_roster_follows_a_commit_at_once_not_at_its_next_look(tmp_path, monkeypatch):
+    # issue 17: the roster sleeps until Raft says something changed; its safety look is far
+    # beyond this test's deadline, so only the wake-up can make it follow in time
+    monkeypatch.setattr(roster, "POLL_S", 60.0)
+    c = config(node_id="n1", data_dir=str(tmp_path))
+    raft = WatchedRaft(state=seeded())
+    seen: list[tuple[Member, ...]] = []
+    r = roster.Roster(c, raft, EventLog("n1"), [seen.append])
+    r.start()
+    try:
+        wait_until(lambda: (tmp_path / roster.FILE).exists(), 5, "the first look")
+        raft.submit({"type": "member_set", "node": "n4", "member": rec(4, voter=False),
+                     "expect_members_generation": 1})
+        wait_until(lambda: c.member("n4") is not None, 2, "n4 known without waiting for POLL_S")
+        assert seen and seen[-1] == c.members
+    finally:
+        r.stop()
+    assert not r._thread.is_alive()  # stop() wakes it: no waiting out POLL_S either
