@@ -196,10 +196,11 @@ class HaLoop:
             self._raft.agent_alive()
             if self._watchdog is not None:  # pings only when due: a stuck loop stops them
                 self._watchdog.tick(self._report.sentence)
-            if self._busy:
-                next_at += tick
-            else:
-                next_at = self._clock() + self._quiet_pause()
+            if not self._busy:
+                self._rest()
+                next_at = self._clock()
+                continue
+            next_at += tick
             delay = next_at - self._clock()
             if delay < -tick * 10:  # fell far behind (suspended?): do not burst to catch up
                 next_at = self._clock()
@@ -207,20 +208,41 @@ class HaLoop:
             if not self._channel.sleep(delay):
                 next_at = self._clock()  # woken: the next pause counts from now
 
-    def _quiet_pause(self) -> float:
-        """After a tick that left nothing moving: until the idle tick, the lease's end (a
-        holder releases right then if no heartbeat extended it) or the next renewal, whichever
-        comes first. Anything that can change the decision sooner wakes the loop: a request,
-        a Raft role, leader or commit change (RaftNode.on_change)."""
+    def _rest(self) -> None:
+        """After a tick that left nothing moving: sleep until woken or a tick is due. A
+        holder's lease deadline moves on with every heartbeat ack, so waking at one that has
+        moved since only re-arms the sleep, without a tick (a tick at each stale deadline,
+        about 7 a second, was most of an idle leader's loop). Never past the idle tick."""
+        until = self._clock() + self._config.timing.idle_tick
+        while self._channel.sleep(self._quiet_pause(until)) and not self._due(until):
+            pass
+
+    def _quiet_pause(self, until: float | None = None) -> float:
+        """Until the idle tick (or `until`), the lease's end (a holder releases right then if
+        no heartbeat extended it) or the next renewal, whichever comes first. Anything that
+        can change the decision sooner wakes the loop: a request, a Raft role, leader or
+        commit change (RaftNode.on_change)."""
         t = self._config.timing
-        pause = t.idle_tick
+        now = self._clock()
+        pause = t.idle_tick if until is None else until - now
         book = self._vips.book
         if book.claimed_at or self._vips.kernel_has:
-            now = self._clock()
             pause = min(pause, self._raft.lease_deadline() - now)
             if book.renewed_at:
                 pause = min(pause, min(book.renewed_at.values()) + t.renew_every - now)
         return max(t.tick, pause)
+
+    def _due(self, until: float) -> bool:
+        """Whether a quiet sleep that ran its course must end in a tick: the idle tick came,
+        or a holder's lease ended or its renewal is due."""
+        now = self._clock()
+        if now >= until:
+            return True
+        book = self._vips.book
+        if not (book.claimed_at or self._vips.kernel_has):
+            return False
+        renew_at = min(book.renewed_at.values(), default=now) + self._config.timing.renew_every
+        return self._raft.lease_deadline() <= now or renew_at <= now
 
     def stop(self) -> None:
         """End run() within a tick. Safe from a signal handler (see Channel.send)."""

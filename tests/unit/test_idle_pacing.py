@@ -98,6 +98,34 @@ def test_a_quiet_holder_wakes_at_its_lease_deadline_or_its_next_renewal():
     assert agent.loop._quiet_pause() == t.tick
 
 
+def test_a_lease_deadline_that_moved_on_only_rearms_the_quiet_sleep():
+    raft = _LeaseRaft()
+    agent, _, _, clock = _agent(raft=raft)
+    raft.current = leader_view()
+    raft.deadline = float("inf")
+    agent.loop.tick()
+    for _ in ANNOUNCE_OFFSETS:
+        clock.advance(1.0)
+        agent.loop.tick()
+    agent.loop.tick()
+    t = agent.config.timing
+    until = clock.now + t.idle_tick
+    raft.deadline = clock.now + 0.15
+    assert abs(agent.loop._quiet_pause(until) - 0.15) < 1e-9
+    clock.advance(0.15)
+    raft.deadline = clock.now + 0.15  # heartbeat acks moved the lease on meanwhile
+    assert not agent.loop._due(until)  # sleep again, no tick
+    assert abs(agent.loop._quiet_pause(until) - 0.1) < 1e-9  # the idle tick's end comes first
+    raft.deadline = clock.now  # no ack extended it: tick (and release)
+    assert agent.loop._due(until)
+    raft.deadline = clock.now + 10
+    clock.advance(0.1)
+    assert agent.loop._due(until)  # the idle tick came
+    renewed = agent.loop._vips.book.renewed_at[VIP.address]
+    clock.now = renewed + t.renew_every
+    assert agent.loop._due(clock.now + 1)  # the renewal is due
+
+
 def test_a_lease_that_ends_while_the_loop_is_quiet_releases_at_the_next_tick():
     raft = _LeaseRaft()
     agent, _, host, clock = _agent(raft=raft)
