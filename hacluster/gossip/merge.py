@@ -191,7 +191,6 @@ class Merger:
             member.suspicion = None
         elif old is SUSPECT and member.suspicion is not None:
             self._confirm(member, record.origin)  # keeps the clock of the first suspicion
-            self._expiry_wake.set()  # a confirmation brings the deadline closer
         else:
             member.suspicion = self._new_suspicion(record.origin)
             self._expiry_wake.set()  # the expiry thread sleeps until the earliest deadline
@@ -202,6 +201,7 @@ class Merger:
     def _confirm(self, member: Member, origin: NodeId) -> None:
         if member.suspicion is not None and member.suspicion.confirm(origin):
             self._stats["confirmations"] += 1
+            self._expiry_wake.set()  # its deadline came closer: the expiry thread looks again
             log.debug("%s: suspicion confirmed by %s (%d so far)", member.node, origin,
                       member.suspicion.confirmations)
             # Re-gossip under the confirmer's name, so the others can count it too.

@@ -100,3 +100,34 @@ def test_the_expiry_thread_sleeps_until_the_deadline_then_declares_death(monkeyp
     assert not worker.is_alive()
     assert deadline <= died < deadline + 0.5
     assert len(looks) <= 3  # at start, when the suspicion started, at its deadline
+
+
+def test_a_confirmation_heard_in_gossip_wakes_the_expiry_thread_for_its_closer_deadline(monkeypatch):
+    # bench/scale.py: every powered-off member died at the unconfirmed timeout (5 s after
+    # the suspicion, not ~2 s): a confirmation arriving in gossip did not wake the thread
+    from hacluster.gossip.types import NodeRecord
+
+    monkeypatch.setattr(runner, "EXPIRY_IDLE_S", 60.0)
+    peers = {f"n{i}": address(f"n{i}") for i in range(2, 8)}
+    m = Membership("n1", address("n1"), peers, NullTransport(),
+                   timing=GossipTiming(probe_interval=0.1, probe_timeout=0.02))
+    stop = threading.Event()
+    worker = threading.Thread(target=m._run_expiry, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        suspect = [NodeRecord("n5", address("n5"), 0, GossipState.SUSPECT, origin=o)
+                   for o in ("n2", "n3", "n4")]
+        m.handle_gossip("n2", suspect[:1])
+        alone = m._members["n5"].suspicion.deadline()
+        time.sleep(0.05)  # the thread now sleeps until `alone`
+        m.handle_gossip("n3", suspect[1:2])
+        m.handle_gossip("n4", suspect[2:])
+        confirmed = m._members["n5"].suspicion.deadline()
+        assert confirmed < alone - 0.2
+        wait_until(lambda: m.member("n5").state is GossipState.DEAD, 10, "n5 dead", interval=0.005)
+        died = time.monotonic()
+    finally:
+        stop.set()
+        m._expiry_wake.set()
+        worker.join(2)
+    assert confirmed <= died < confirmed + 0.3
