@@ -218,31 +218,28 @@ class HaLoop:
             pass
 
     def _quiet_pause(self, until: float | None = None) -> float:
-        """Until the idle tick (or `until`), the lease's end (a holder releases right then if
-        no heartbeat extended it) or the next renewal, whichever comes first. Anything that
-        can change the decision sooner wakes the loop: a request, a Raft role, leader or
-        commit change (RaftNode.on_change)."""
+        """How long a quiet loop may sleep: until _next_due, never less than the fast tick.
+        Anything that can change the decision sooner wakes the loop: a request, a Raft role,
+        leader or commit change (RaftNode.on_change)."""
         t = self._config.timing
         now = self._clock()
-        pause = t.idle_tick if until is None else until - now
-        book = self._vips.book
-        if book.claimed_at or self._vips.kernel_has:
-            pause = min(pause, self._raft.lease_deadline() - now)
-            if book.renewed_at:
-                pause = min(pause, min(book.renewed_at.values()) + t.renew_every - now)
-        return max(t.tick, pause)
+        return max(t.tick, self._next_due(now + t.idle_tick if until is None else until) - now)
 
     def _due(self, until: float) -> bool:
-        """Whether a quiet sleep that ran its course must end in a tick: the idle tick came,
-        or a holder's lease ended or its renewal is due."""
-        now = self._clock()
-        if now >= until:
-            return True
+        """Whether a quiet sleep that ran its course must end in a tick."""
+        return self._next_due(until) <= self._clock()
+
+    def _next_due(self, until: float) -> float:
+        """When a quiet loop must tick: the idle tick's end (`until`), and for a holder the
+        lease's end (it releases right then if no heartbeat extended it) and its next
+        renewal, whichever comes first."""
+        due = until
         book = self._vips.book
-        if not (book.claimed_at or self._vips.kernel_has):
-            return False
-        renew_at = min(book.renewed_at.values(), default=now) + self._config.timing.renew_every
-        return self._raft.lease_deadline() <= now or renew_at <= now
+        if book.claimed_at or self._vips.kernel_has:
+            due = min(due, self._raft.lease_deadline())
+            if book.renewed_at:
+                due = min(due, min(book.renewed_at.values()) + self._config.timing.renew_every)
+        return due
 
     def stop(self) -> None:
         """End run() within a tick. Safe from a signal handler (see Channel.send)."""

@@ -71,13 +71,11 @@ class Channel:
         self._woken = False  # a byte is (or is about to be) in the pipe: skip writing more
         weakref.finalize(self, _close, self._r, self._w)
 
-    def send(self, request: Request, wake: bool = True) -> Reply:
-        """Queue a request and wake the loop (safe from a signal handler; `wake` is kept for
-        callers that do not need the loop woken)."""
+    def send(self, request: Request) -> Reply:
+        """Queue a request and wake the loop (safe from a signal handler)."""
         reply = Reply()
         self._pending.append((request, reply))
-        if wake:
-            self.wake()
+        self.wake()
         return reply
 
     def take(self) -> list[tuple[Request, Reply]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from hacluster.gossip import runner
 from hacluster.gossip.membership import GossipTiming, Membership
@@ -75,12 +77,9 @@ def test_a_failing_step_is_logged_and_the_thread_keeps_going(caplog):
     assert gossip_threads() == set()
 
 
-def test_the_expiry_thread_sleeps_until_the_deadline_then_declares_death(monkeypatch):
-    # issue 17: no suspicion, no wake-up (it looked every 50 ms); a suspicion wakes it, and it
-    # sleeps until its deadline: death is declared on time all the same
-    monkeypatch.setattr(runner, "EXPIRY_IDLE_S", 60.0)
-    m = Membership("n1", address("n1"), {"n2": address("n2")}, NullTransport(),
-                   timing=GossipTiming(probe_interval=0.05, probe_timeout=0.02))
+@contextlib.contextmanager
+def _expiry_thread(m: Membership) -> Iterator[tuple[threading.Thread, list[float]]]:
+    """m's expiry thread, running; yields it and the times of its looks; stopped after."""
     looks: list[float] = []
     look = m.expire_suspicions
     m.expire_suspicions = lambda: (looks.append(time.monotonic()), look())[1]
@@ -88,15 +87,25 @@ def test_the_expiry_thread_sleeps_until_the_deadline_then_declares_death(monkeyp
     worker = threading.Thread(target=m._run_expiry, args=(stop,), daemon=True)
     worker.start()
     try:
+        yield worker, looks
+    finally:
+        stop.set()
+        m._expiry_wake.set()
+        worker.join(2)
+
+
+def test_the_expiry_thread_sleeps_until_the_deadline_then_declares_death(monkeypatch):
+    # issue 17: no suspicion, no wake-up (it looked every 50 ms); a suspicion wakes it, and it
+    # sleeps until its deadline: death is declared on time all the same
+    monkeypatch.setattr(runner, "EXPIRY_IDLE_S", 60.0)
+    m = Membership("n1", address("n1"), {"n2": address("n2")}, NullTransport(),
+                   timing=GossipTiming(probe_interval=0.05, probe_timeout=0.02))
+    with _expiry_thread(m) as (worker, looks):
         wait_until(lambda: looks, 5, "the expiry thread's first look", interval=0.01)
         m.probe_once()  # nobody answers: n2 is suspect
         deadline = m._members["n2"].suspicion.deadline()
         wait_until(lambda: m.member("n2").state is GossipState.DEAD, 5, "n2 dead", interval=0.005)
         died = time.monotonic()
-    finally:
-        stop.set()
-        m._expiry_wake.set()
-        worker.join(2)
     assert not worker.is_alive()
     assert deadline <= died < deadline + 0.5
     assert len(looks) <= 3  # at start, when the suspicion started, at its deadline
@@ -111,23 +120,18 @@ def test_a_confirmation_heard_in_gossip_wakes_the_expiry_thread_for_its_closer_d
     peers = {f"n{i}": address(f"n{i}") for i in range(2, 8)}
     m = Membership("n1", address("n1"), peers, NullTransport(),
                    timing=GossipTiming(probe_interval=0.1, probe_timeout=0.02))
-    stop = threading.Event()
-    worker = threading.Thread(target=m._run_expiry, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with _expiry_thread(m) as (_, looks):
+        wait_until(lambda: looks, 5, "the expiry thread's first look", interval=0.01)
         suspect = [NodeRecord("n5", address("n5"), 0, GossipState.SUSPECT, origin=o)
                    for o in ("n2", "n3", "n4")]
         m.handle_gossip("n2", suspect[:1])
         alone = m._members["n5"].suspicion.deadline()
-        time.sleep(0.05)  # the thread now sleeps until `alone`
+        # the suspicion woke it: its next sleep is until `alone`
+        wait_until(lambda: len(looks) >= 2, 5, "the look after the suspicion", interval=0.005)
         m.handle_gossip("n3", suspect[1:2])
         m.handle_gossip("n4", suspect[2:])
         confirmed = m._members["n5"].suspicion.deadline()
         assert confirmed < alone - 0.2
         wait_until(lambda: m.member("n5").state is GossipState.DEAD, 10, "n5 dead", interval=0.005)
         died = time.monotonic()
-    finally:
-        stop.set()
-        m._expiry_wake.set()
-        worker.join(2)
     assert confirmed <= died < confirmed + 0.3

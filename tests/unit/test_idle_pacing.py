@@ -18,14 +18,14 @@ from dataclasses import replace
 from hacluster.agent import Agent
 from hacluster.consensus import raft as raft_mod
 from hacluster.consensus.journal import DurableJournal
-from hacluster.consensus.raft import MAX_POLL_S, RaftNode
+from hacluster.consensus.raft import MAX_POLL_S
 from hacluster.ha.decide import ANNOUNCE_OFFSETS, Act, Rules, Snapshot, VipState, decide
 from hacluster.ha.requests import Channel, Stop
 from hacluster.hostops.fake import FakeHostOps
 from tests.support.clock import FakeClock
 from tests.support.config import config
 from tests.support.raft import FakeRaft, leader_view, view
-from tests.unit.test_raft_terms import FakeSeam
+from tests.unit.test_raft_terms import FakeSeam, _node
 
 VIP = config().vips[0]
 
@@ -77,17 +77,23 @@ class _LeaseRaft(FakeRaft):
         return self.deadline
 
 
-def test_a_quiet_holder_wakes_at_its_lease_deadline_or_its_next_renewal():
+def _quiet_holder():
+    """A leader that claimed the VIP and finished its announce burst: the loop is quiet."""
     raft = _LeaseRaft()
     agent, _, _, clock = _agent(raft=raft)
     raft.current = leader_view()
     raft.deadline = float("inf")  # the claim's guard reads the real clock: no end
-    t = agent.config.timing
     agent.loop.tick()
     for _ in ANNOUNCE_OFFSETS:  # let the burst end
         clock.advance(1.0)
         agent.loop.tick()
     agent.loop.tick()
+    return agent, raft, clock
+
+
+def test_a_quiet_holder_wakes_at_its_lease_deadline_or_its_next_renewal():
+    agent, raft, clock = _quiet_holder()
+    t = agent.config.timing
     assert not agent.loop._busy
     raft.deadline = clock.now + 0.15  # sooner than the idle tick and the renewal
     assert abs(agent.loop._quiet_pause() - 0.15) < 1e-9
@@ -99,15 +105,7 @@ def test_a_quiet_holder_wakes_at_its_lease_deadline_or_its_next_renewal():
 
 
 def test_a_lease_deadline_that_moved_on_only_rearms_the_quiet_sleep():
-    raft = _LeaseRaft()
-    agent, _, _, clock = _agent(raft=raft)
-    raft.current = leader_view()
-    raft.deadline = float("inf")
-    agent.loop.tick()
-    for _ in ANNOUNCE_OFFSETS:
-        clock.advance(1.0)
-        agent.loop.tick()
-    agent.loop.tick()
+    agent, raft, clock = _quiet_holder()
     t = agent.config.timing
     until = clock.now + t.idle_tick
     raft.deadline = clock.now + 0.15
@@ -177,17 +175,9 @@ def test_many_wakes_before_a_pause_end_one_pause_only():
 
 # ------------------------------------------------------------------ the Raft tick thread
 
-def _raft(monkeypatch, seam: FakeSeam) -> tuple[RaftNode, FakeClock]:
-    clock = FakeClock(1000.0)
-    monkeypatch.setattr(raft_mod, "_now", clock)
-    node = RaftNode(config(), "s" * 32)
-    node._sync = seam  # type: ignore[assignment]
-    return node, clock
-
-
 def test_a_leader_polls_until_its_next_heartbeat_a_follower_until_its_timer(monkeypatch):
     seam = FakeSeam(leader=True)
-    node, clock = _raft(monkeypatch, seam)
+    node, clock = _node(monkeypatch, seam)
     node._last_ping = clock.now
     seam.heartbeat_at = clock.now + 0.03
     assert abs(node.poll_wait(0.01) - 0.03) < 1e-9
@@ -204,7 +194,7 @@ def test_a_leader_polls_until_its_next_heartbeat_a_follower_until_its_timer(monk
 
 def test_call_soon_ends_the_poll_at_once(monkeypatch):
     seam = FakeSeam()
-    node, _ = _raft(monkeypatch, seam)
+    node, _ = _node(monkeypatch, seam)
     node.call_soon(lambda: None)
     assert getattr(seam, "woken", 0) == 1 and node.poll_wait(0.01) == 0.0
 
@@ -212,7 +202,7 @@ def test_call_soon_ends_the_poll_at_once(monkeypatch):
 def test_pings_go_only_on_links_that_heartbeats_leave_idle(monkeypatch):
     seam = FakeSeam(leader=False)
     seam.leader = "10.0.0.12:7100"
-    node, clock = _raft(monkeypatch, seam)
+    node, clock = _node(monkeypatch, seam)
     node.before_tick()
     assert [(n, m["type"]) for n, m in seam.sent if m["type"] == "hc_ping"] \
         == [("10.0.0.13:7100", "hc_ping")]
@@ -224,7 +214,7 @@ def test_pings_go_only_on_links_that_heartbeats_leave_idle(monkeypatch):
 
 
 def test_raft_changes_call_the_watchers(monkeypatch):
-    node, _ = _raft(monkeypatch, FakeSeam())
+    node, _ = _node(monkeypatch, FakeSeam())
     calls = []
     node.on_change(lambda: calls.append(1))
     node._on_state_changed(raft_mod.FOLLOWER, raft_mod.CANDIDATE)
