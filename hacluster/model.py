@@ -106,7 +106,8 @@ class ConsensusView:
     has_quorum: bool
     commit_index: int
     last_applied: int
-    peers: tuple[PeerLink, ...] = ()
+    peers: tuple[PeerLink, ...] = ()  # the voters
+    observers: tuple[PeerLink, ...] = ()  # the non-voting members (connected: to the leader)
     disk_problem: str = ""  # what keeps the Raft journal off its disk (full, failing); "" if none
     journal_write_errors: int = 0  # failed journal allocations, writes and flushes since start
 

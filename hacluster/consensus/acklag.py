@@ -78,16 +78,21 @@ def read_tcp_silence(raft: Any, now: float) -> dict[str, float | None]:
     """Leader (a RaftNode, on its tick thread): how long each peer's kernel has left our
     traffic unacknowledged, for the health verdicts (read here: pysyncobj's thread owns the
     sockets), and only for a peer whose Raft acks are late (the only case the verdicts look
-    at it: no system call at all in a healthy cluster). A new dict each time: view() reads
-    it from the agent's thread."""
+    at it: no system call at all in a healthy cluster). Voters, and the non-voting members
+    connected to us (a key for each: raftview tells connected ones by it); a voter's acks are
+    its lease acks, a non-voter's the newest heartbeat it answered. A new dict each time:
+    view() reads it from the agent's thread."""
     s = raft._sync
     if s is None or not s.is_leader():
         return {}
     out: dict[str, float | None] = {}
     for n in s.other_nodes():
-        peer = raft._by_addr.get(getattr(n, "address", ""), "")
+        peer = raft._peer_of(n)
         late = now - raft._acks.get(peer, raft.leader_since) > raft._ack_lag.floor
         out[peer] = s.tcp_silence(n) if late else None
         if out[peer] is not None:
             raft._ack_lag.tcp(peer, out[peer])
+    for peer, n in raft.observers().items():
+        late = now - max(raft._answered.get(peer, 0.0), raft.leader_since) > raft._ack_lag.floor
+        out[peer] = s.tcp_silence(n) if late else None
     return out

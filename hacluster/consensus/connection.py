@@ -48,6 +48,7 @@ class Connection:
         self.recvLastTimestamp = 0  # noqa: N815
         self.encryptor: Any = None
         self.authenticated = False
+        self.source = source  # an accepted connection's remote IP (seam.source_of)
         self._poller, self._wire, self._gate, self._limits = poller, wire, gate, gate.limits
         self._timeout = timeout
         self._send_buffer, self._recv_buffer, self._keepalive = send_buffer, recv_buffer, keepalive

@@ -64,7 +64,37 @@ class MemberView:
         members = self.config.members
         if self._addr_of[0] is not members:
             self._addr_of = (members, {m.raft_endpoint: m.id for m in members})
+            self._observer_of = {}  # _peer_of's too: who is a non-voter may have changed
         return self._addr_of[1]
+
+    _observer_of: dict[Any, str]  # read-only node -> non-voting member id (set by _by_addr)
+
+    def _peer_of(self, node: Any) -> str:
+        """The member id of a pysyncobj node, "" if none. A voter by its address; a read-only
+        node (which pysyncobj numbers "0", "1", ... as they connect) by the IP it connects
+        from, when exactly one non-voting member has that address (tick thread)."""
+        by_addr = self._by_addr  # first: it forgets _observer_of when the membership changed
+        address = getattr(node, "address", None)
+        if address is not None:
+            return by_addr.get(address, "")
+        peer = self._observer_of.get(node)
+        if peer is None and self._sync is not None:
+            source = self._sync.source_of(node) or ""
+            source = source.removeprefix("::ffff:")  # a v4 peer on a dual-stack listener
+            found = [m.id for m in self.config.members if not m.voter and m.address == source]
+            peer = found[0] if len(found) == 1 else ""
+            if len(self._observer_of) > 64:  # nodes of connections long closed
+                live = self._sync.readonly_nodes()
+                self._observer_of = {n: p for n, p in self._observer_of.items() if n in live}
+            self._observer_of[node] = peer
+        return peer
+
+    def observers(self) -> dict[str, Any]:
+        """Leader, tick thread: the connected read-only nodes by member id."""
+        s = self._sync
+        if s is None:
+            return {}
+        return {p: n for n in s.readonly_nodes() if (p := self._peer_of(n))}
 
     _built_readonly: bool | None = None  # the role our SyncObj was built with (start())
 

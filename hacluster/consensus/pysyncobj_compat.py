@@ -33,6 +33,9 @@ public way to do any of this):
   fileno(). Health verdicts (ha/verdicts.py) tell a dead server from a CPU-starved one by
   whether its kernel still acknowledges our Raft traffic (TCP_INFO), and pysyncobj keeps
   its sockets to itself.
+* `source_of(node)`: TCPTransport._connections too, then our Connection's `source`. pysyncobj
+  names a read-only node by a counter; the leader finds which non-voting member it is by the
+  IP it connects from, to judge its silence as it judges a voter's (ha/leader.py).
 * The hardened transport (transport.py, issue 15): `_HookedTransport` puts its Connection
   and Listener in place of pysyncobj's TcpConnection and TcpServer, which buffer frames of any
   length before authentication and close the listener for good on one failed accept().
@@ -345,6 +348,17 @@ class SyncObjSeam(Generic[S]):
     def readonly_count(self) -> int:
         """How many non-voting (read-only) members are connected to us (public readonlyNodes)."""
         return len(self.obj.readonlyNodes)
+
+    def readonly_nodes(self) -> set[Node]:
+        """The non-voting members connected to us (a copy). pysyncobj names each by a counter
+        ("0", "1", ...), not by address: source_of() tells where one connects from."""
+        return self.obj.readonlyNodes
+
+    def source_of(self, node: Node) -> str | None:
+        """The remote IP of the connection `node` reached us on (a read-only node dials us),
+        None for one we dialled or without a connection."""
+        conn = self.obj._SyncObj__transport._connections.get(node)  # type: ignore[attr-defined]
+        return getattr(conn, "source", None)
 
     def add_voter(self, address: str, callback: Callable[[Any, int], None]) -> None:
         """Leader: append the Raft membership entry that adds `address` as a voter (public

@@ -362,7 +362,7 @@ class RaftNode(MemberView):
         if s is None:
             return True
         now = _now()
-        peer = self._by_addr.get(getattr(node, "address", ""), "")
+        peer = self._peer_of(node)
         if kind == "hc_ping":
             return True
         if kind == "append_entries":

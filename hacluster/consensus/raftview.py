@@ -1,4 +1,4 @@
-"""RaftNode.view(): the agent's read of Raft (role, lease, quorum, each voting peer's link).
+"""RaftNode.view(): the agent's read of Raft (role, lease, quorum, each member's link).
 
 Read from the agent's thread: single fields of the RaftNode and of pysyncobj, each atomic
 under the GIL (raft.py, "Threading").
@@ -35,6 +35,14 @@ def consensus_view(node: RaftNode) -> ConsensusView:
                  tcp.get(m.id) if is_leader else None)
         for m in node.config.peers if m.voter  # a non-voter's link carries no vote
     )
+    # The non-voting members: no vote, but the leader judges their silence as a voter's (a
+    # powered-off one's backends leave on Raft silence + SUSPECT, not at gossip's DEAD).
+    observers = tuple(
+        PeerLink(m.id, m.raft_endpoint, m.id in tcp,
+                 (now - max(node._answered.get(m.id, 0.0), node.leader_since)) if is_leader else None,
+                 tcp.get(m.id) if is_leader else None)
+        for m in node.config.peers if not m.voter
+    )
     connected = sum(1 for p in peers if p.connected) + (0 if node.readonly else 1)
     return ConsensusView(
         role=node._role_of(state),
@@ -47,7 +55,8 @@ def consensus_view(node: RaftNode) -> ConsensusView:
         has_quorum=(is_leader and now < node.lease_expiry) or connected > node._n // 2,
         commit_index=s.commit_index,
         last_applied=s.last_applied,
-        peers=peers, disk_problem=node._disk.problem, journal_write_errors=node._disk.write_errors,
+        peers=peers, observers=observers,
+        disk_problem=node._disk.problem, journal_write_errors=node._disk.write_errors,
     )
 
 

@@ -120,7 +120,8 @@ class LeaderDuties:
             return []
         # not one whose kernel still acks: the verdict would not take it down anyway, and a
         # starved member has no CPU to spare for answering probes
-        return [p.id for p in view.peers if p.last_ack_age_s is not None and p.last_ack_age_s >= after
+        return [p.id for p in view.peers + view.observers
+                if p.last_ack_age_s is not None and p.last_ack_age_s >= after
                 and not (p.tcp_silent_s is not None and p.tcp_silent_s < after)]
 
     def _health_step(self, snap: Snapshot, look_now: bool = False) -> None:
@@ -168,11 +169,12 @@ class LeaderDuties:
             self._verdicts.policy = policy
 
     def _observed(self, view: ConsensusView) -> list[Observed]:
-        """Gossip's members plus how long Raft has not heard each one (the leader's acks;
-        none for ourselves, unknown for a peer not heard since we lead)."""
-        silent: dict[str, float | None] = {p.id: p.last_ack_age_s for p in view.peers}
+        """Gossip's members plus how long Raft has not heard each one (the leader's acks, a
+        non-voter's answers; none for ourselves; since we lead for one not heard since)."""
+        links = view.peers + view.observers  # voters and non-voters alike
+        silent: dict[str, float | None] = {p.id: p.last_ack_age_s for p in links}
         silent[self._config.node_id] = 0.0
-        tcp = {p.id: p.tcp_silent_s for p in view.peers}
+        tcp = {p.id: p.tcp_silent_s for p in links}
         return [Observed(m.node, m.state, m.meta, m.state_age, silent.get(m.node), tcp.get(m.node))
                 for m in self._gossip.members()]
 

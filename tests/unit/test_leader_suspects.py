@@ -143,3 +143,37 @@ def test_a_member_whose_kernel_still_acks_is_not_probed_out_of_turn():
     raft.current = leading(3, 0.4, n2_tcp=0.3)
     run(agent, clock, 0.05)
     assert set(gossip.probes) == {"n2"}
+
+
+def test_a_silent_non_voter_that_gossip_suspects_goes_down_without_waiting_for_dead():
+    # a non-voter has no vote, but the leader hears its answers as it hears a voter's: at
+    # SUSPECT + Raft and kernel silence its backends leave (before: only at gossip's DEAD,
+    # 4.2 s at 25 servers in bench/scale.py)
+    members = [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100, "grpc_port": 7101,
+                **({"voter": False} if i == 4 else {})} for i in (1, 2, 3, 4)]
+    cfg = config(members=members, checks=[{"name": "web", "kind": "http"}], services=SERVICES,
+                 health={"settle_ms": 0})
+    healthy = leading(3, 0.02)
+
+    def with_n4(silent: float, tcp: float | None) -> ConsensusView:
+        return replace(healthy, observers=(PeerLink("n4", "10.0.0.14:7100", silent < 1, silent, tcp),))
+
+    raft = FakeRaft(current=with_n4(0.02, None))
+    raft.state.apply(encode({"type": "leader_epoch", "term": 3, "node": "n1"}))
+    raft.state.apply(encode({"type": "health", "term": 3,
+                             "changes": {f"n{i}/web": True for i in (1, 2, 3, 4)}}))
+    views = {i: FakeView(f"n{i}", f"x{i}:1", GossipState.ALIVE, 1, PASSING, 0.1, 600.0, 0, i == 1)
+             for i in (1, 2, 3, 4)}
+    gossip = FakeGossip(list(views.values()))
+    clock = FakeClock(100.0)
+    agent = Agent(cfg, FakeHostOps(), raft, clock=clock, gossip=gossip, dataplane=FakeDataplane())
+    run(agent, clock, 0.2)
+    assert raft.state.health["n4/web"] is True and getattr(gossip, "probes", []) == []
+    raft.current = with_n4(0.2, 0.2)  # powered off: Raft and its kernel silent
+    run(agent, clock, 0.05)
+    assert "n4" in gossip.probes  # probed out of turn, as a silent voter is
+    gossip.views[3] = replace(views[4], state=GossipState.SUSPECT, state_age=0.0)
+    raft.current = with_n4(0.6, 0.6)  # health.corroborate_ms (500) of silence
+    run(agent, clock, 0.1)
+    assert raft.state.health["n4/web"] is False  # while gossip still only suspects it
+    assert all(raft.state.health[f"n{i}/web"] for i in (1, 2, 3))

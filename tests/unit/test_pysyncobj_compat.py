@@ -462,6 +462,20 @@ def test_tcp_silence_reads_the_kernel_acks_of_a_peer_connection(members):
     assert a.seam.tcp_silence(Node("127.0.0.1:1")) is None  # never a member
 
 
+def test_a_read_only_node_is_told_by_the_ip_it_connects_from(members):
+    a, b = members(2)
+    _elect_first(a, b)
+    ro = Member(None, [a.addr, b.addr])  # type: ignore[arg-type]  # None: pysyncobj's read-only node
+    try:
+        tick_until([a, b, ro], lambda: len(a.seam.readonly_nodes()) == 1, "the read-only node connected")
+        (node,) = a.seam.readonly_nodes()
+        assert getattr(node, "address", None) is None  # pysyncobj numbers it: "0"
+        assert a.seam.source_of(node) == LO
+        assert a.seam.source_of(Node(b.addr)) in (None, LO)  # a voter: by its address instead
+    finally:
+        ro.seam.destroy()
+
+
 # ---------------------------------------------------------------- the hardened transport
 
 def test_the_transport_speaks_pysyncobjs_constants_and_replaces_its_classes(members):

@@ -62,7 +62,15 @@ class FakeSeam:
         return 10, 1
 
     def tcp_silence(self, node) -> float | None:
-        return self.tcp.get(node.address)
+        return self.tcp.get(getattr(node, "address", node))
+
+    readonly: dict = {}  # read-only node -> the IP it connected from (set one per test)
+
+    def readonly_nodes(self) -> set:
+        return set(self.readonly)
+
+    def source_of(self, node) -> str | None:
+        return self.readonly.get(node)
 
     # what view() reads
     commit_index = last_applied = 0
@@ -293,3 +301,79 @@ def test_a_non_voter_has_no_listener_to_report_and_keeps_its_built_role(monkeypa
         m if m.id != "n1" else type(m)(m.id, m.address, m.raft_port, m.grpc_port, False)
         for m in voter.config.members))
     assert not voter.readonly and voter.listener_up() is False
+
+
+class ReadOnly:
+    """pysyncobj's read-only node: a counter for its name, no address."""
+
+    def __init__(self, nid: str) -> None:
+        self.id = nid
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ReadOnly) and other.id == self.id
+
+
+def _leader_with_non_voters(monkeypatch, *addresses: str):
+    members = [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100, "grpc_port": 7101}
+               for i in (1, 2, 3)]
+    members += [{"id": f"n{i}", "address": a, "raft_port": 7100 + i, "grpc_port": 7200 + i,
+                 "voter": False} for i, a in enumerate(addresses, start=4)]
+    seam = FakeSeam(term=3, leader=True)
+    clock = Clock(1000.0)
+    monkeypatch.setattr(raft_mod, "_now", clock)
+    node = RaftNode(config(members=members), "s" * 32)
+    node._sync = seam  # type: ignore[assignment]
+    node.leader_since = clock()
+    return node, seam, clock
+
+
+def test_the_leader_knows_a_non_voter_by_the_ip_it_connects_from_and_times_its_silence(monkeypatch):
+    # pysyncobj names a read-only node "0", "1", ...: before, the leader could not tell which
+    # member it was, and a powered-off non-voter's backends waited for gossip's DEAD verdict
+    node, seam, clock = _leader_with_non_voters(monkeypatch, "10.0.0.14", "10.0.0.15")
+    n4, n5, stranger = ReadOnly("0"), ReadOnly("1"), ReadOnly("2")
+    seam.readonly = {n4: "10.0.0.14", n5: "::ffff:10.0.0.15", stranger: "10.0.0.99"}
+    clock.advance(0.05)
+    node.intercept(n4, {"type": "next_node_idx", "hc_ts": clock()})
+    node.intercept(n5, {"type": "next_node_idx", "hc_ts": clock()})
+    node.intercept(stranger, {"type": "next_node_idx", "hc_ts": clock()})
+    assert node._peer_of(stranger) == "" and "" not in node.observers()
+    clock.advance(0.6)  # n5 answers on, n4 has gone silent
+    node.intercept(n5, {"type": "next_node_idx", "hc_ts": clock()})
+    seam.tcp = {n4: 0.6, n5: 0.0}  # n4's kernel no longer acks either
+    node.before_tick()
+    view = node.view()
+    links = {p.id: p for p in view.observers}
+    assert set(links) == {"n4", "n5"} and links["n4"].connected and links["n5"].connected
+    assert abs(links["n4"].last_ack_age_s - 0.6) < 1e-6 and links["n5"].last_ack_age_s == 0.0
+    assert links["n4"].tcp_silent_s == 0.6 and links["n5"].tcp_silent_s is None  # read if late only
+    # no vote: the lease counts the voters' acks alone, and the voters' links are as before
+    assert node._acks == {} and {p.id for p in view.peers} == {"n2", "n3"}
+    # one that is gone from pysyncobj's read-only nodes is no longer connected, its silence grows
+    seam.readonly = {n5: "10.0.0.15"}
+    clock.advance(1.0)
+    node.before_tick()
+    links = {p.id: p for p in node.view().observers}
+    assert not links["n4"].connected and abs(links["n4"].last_ack_age_s - 1.6) < 1e-6
+    assert links["n4"].tcp_silent_s is None  # no socket: unknown, which counts as no kernel ack
+
+
+def test_two_non_voters_on_one_address_are_not_told_apart(monkeypatch):
+    node, seam, clock = _leader_with_non_voters(monkeypatch, "10.0.0.14", "10.0.0.14")
+    ro = ReadOnly("0")
+    seam.readonly = {ro: "10.0.0.14"}
+    assert node._peer_of(ro) == ""
+    node.intercept(ro, {"type": "next_node_idx", "hc_ts": clock()})
+    assert "" not in {p.id for p in node.view().observers}
+
+
+def test_a_membership_change_forgets_which_read_only_node_is_whom(monkeypatch):
+    node, seam, _ = _leader_with_non_voters(monkeypatch, "10.0.0.14")
+    ro = ReadOnly("0")
+    seam.readonly = {ro: "10.0.0.14"}
+    assert node._peer_of(ro) == "n4"
+    node.config.update_live(members=tuple(m for m in node.config.members if m.id != "n4"))
+    assert node._peer_of(ro) == "" and node.view().observers == ()
