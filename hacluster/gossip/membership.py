@@ -81,7 +81,7 @@ _STATS = ("pings_sent", "ping_reqs_sent", "gossips_sent", "push_pulls_sent", "pi
           "ping_reqs_received", "gossips_received", "push_pulls_received", "acks_received",
           "probe_failures", "indirect_acks", "suspicions", "confirmations", "refutations",
           "deaths", "lefts", "revivals", "unknown_records", "absurd_claims", "step_errors",
-          "urgent_probes",
+          "urgent_probes", "corroborated_deaths",
           # provenance.py: claims refused for their sender, and members' words taken over
           # claims they could not outbid
           "forged_meta", "forged_lefts", "forged_incarnations", "unheard_claims",

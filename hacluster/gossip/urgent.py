@@ -9,6 +9,15 @@ probe timeout: no ack from anyone makes it SUSPECT, as a regular probe would. Su
 runs its usual course (refuted, confirmed, or DEAD after the Lifeguard timeout): this only
 starts it sooner, and a suspicion is still no verdict on its own (ha/verdicts.py).
 
+`corroborated(node)`: the leader, holding its lease (so its own network is sound), has seen
+a member SUSPECT in gossip while its Raft answers *and* its kernel's TCP acks stopped for
+health.corroborate_ms: the member is gone (powered off, cut off); a CPU-starved one's kernel
+still acks. Its suspicion is then declared DEAD at once instead of at the end of the
+Lifeguard timeout, which grows with log N (2.8 s at 25 servers): more confirmations could
+only shorten that timer to its minimum, and this is stronger evidence than they are. The
+DEAD record spreads as any other; a member that is in fact alive refutes it as it refutes
+any (a higher incarnation).
+
 A member is probed out of turn only while ALIVE, and at most once per REPEAT_PROBES probe
 intervals: the first probe is what finds a powered-off member sooner, while a slow member
 (CPU-starved) would be asked again and again, and every out-of-turn probe is work it has no
@@ -25,7 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hacluster.gossip.precedence import ALIVE, LIVE, SUSPECT
+from hacluster.gossip.precedence import ALIVE, DEAD, LIVE, SUSPECT
 from hacluster.gossip.types import Ack, NodeRecord
 from hacluster.model import NodeId
 
@@ -71,6 +80,20 @@ class Urgent:
             self._urgent_at[node] = now
             self._stats["urgent_probes"] += 1
         self._urgent_wake.set()
+        return True
+
+    def corroborated(self, node: NodeId) -> bool:
+        """Declare `node` DEAD now if we suspect it (see the module docstring); True if so
+        (any thread)."""
+        with self._lock:
+            member = self._members.get(node)
+            if member is None or member.is_self or member.state is not SUSPECT:
+                return False
+            self._apply(member, NodeRecord(node, member.address, member.incarnation, DEAD,
+                                           origin=self._id))
+            self._stats["corroborated_deaths"] += 1
+            notes = self._take_notes()
+        self._notify(notes)
         return True
 
     def probe_urgent(self) -> None:
@@ -129,5 +152,6 @@ class Urgent:
     _ack_ok: Callable[[NodeId, Ack], bool]
     _on_ack: Callable[[NodeId, Ack], None]
     _merge: Callable[..., None]
+    _apply: Callable[..., None]
     _take_notes: Callable[[], list[Any]]
     _notify: Callable[[list[Any]], None]

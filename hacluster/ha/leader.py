@@ -20,7 +20,7 @@ from hacluster.dataplane.build import build_table
 from hacluster.dataplane.table import table_to_doc
 from hacluster.events import EventLog
 from hacluster.ha.decide import Snapshot
-from hacluster.ha.verdicts import Observed, Policy, VerdictTracker
+from hacluster.ha.verdicts import Observed, Policy, VerdictTracker, corroborated
 from hacluster.model import ConsensusView, GossipState, Role, is_draining, maintenance_on
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ class LeaderDuties:
         silent = self._silent(snap)
         for node in silent:
             self._gossip.request_probe(node)
+        if silent and snap.consensus.lease_ok:  # our own links are sound: a majority acks
+            self._confirm_deaths(snap.consensus)
         self._health_step(snap, look_now=bool(silent))
         self._table_step(snap)
         self._leave_if_drained(snap)
@@ -123,6 +125,16 @@ class LeaderDuties:
         return [p.id for p in view.peers + view.observers
                 if p.last_ack_age_s is not None and p.last_ack_age_s >= after
                 and not (p.tcp_silent_s is not None and p.tcp_silent_s < after)]
+
+    def _confirm_deaths(self, view: ConsensusView) -> None:
+        """Have gossip declare DEAD at once a suspect that Raft and its kernel corroborate
+        (verdicts.corroborated, gossip/urgent.py): dead everywhere ~1 s after a power-off
+        instead of after the Lifeguard timeout, which grows with the cluster."""
+        policy = self._verdicts.policy
+        for obs in self._observed(view):
+            if corroborated(obs, policy) and self._gossip.corroborated(obs.node):
+                log.warning("%s: suspect in gossip, and neither Raft nor its kernel has answered "
+                            "for %.0f ms: declared dead", obs.node, (obs.raft_silent or 0) * 1000)
 
     def _health_step(self, snap: Snapshot, look_now: bool = False) -> None:
         """Commit the health changes the gossiped view has settled on (DESIGN.md §5).

@@ -82,6 +82,19 @@ def kernel_acks(obs: Observed, within: float) -> bool:
     return obs.tcp_silent is not None and obs.tcp_silent < within
 
 
+def silenced(obs: Observed, policy: Policy) -> bool:
+    """Raft and the member's kernel silent for `corroborate`."""
+    return obs.raft_silent is not None and obs.raft_silent >= policy.corroborate \
+        and not kernel_acks(obs, policy.corroborate)
+
+
+def corroborated(obs: Observed, policy: Policy) -> bool:
+    """SUSPECT in gossip, and Raft and the member's kernel silent for `corroborate`: gone
+    (powered off or cut off), not merely slow. Its backends go down; the leader also has
+    gossip declare it DEAD at once (gossip/urgent.py)."""
+    return obs.state is GossipState.SUSPECT and silenced(obs, policy)
+
+
 def desired(obs: Observed, check: str, policy: Policy = Policy()) -> bool | None:  # noqa: B008
     """The verdict the view supports for one check, or None for no opinion."""
     silent = obs.raft_silent
@@ -90,8 +103,7 @@ def desired(obs: Observed, check: str, policy: Policy = Policy()) -> bool | None
     if obs.state is GossipState.DEAD:
         return None if silent is not None and silent < policy.raft_fresh else False
     if obs.state is GossipState.SUSPECT:
-        return False if silent is not None and silent >= policy.corroborate \
-            and not kernel_acks(obs, policy.corroborate) else None
+        return False if corroborated(obs, policy) else None
     if obs.meta is None:
         return None
     report = next((c for c in obs.meta.checks if c.name == check), None)
@@ -142,8 +154,11 @@ class VerdictTracker:
                 want = desired(obs, check, self.policy)
                 if want is True and obs.node in suspected:
                     want = None  # not up while suspected by election, whatever gossip says
-                # SUSPECT + Raft silence is already filtered over corroborate: no settle on top
-                settle = 0.0 if want is False and obs.state is GossipState.SUSPECT else self.settle
+                # SUSPECT (or DEAD) + Raft and kernel silence is already filtered over
+                # corroborate: no settle on top (the leader has gossip declare a corroborated
+                # suspect DEAD at once: that must not delay its backends by the settle time)
+                settle = 0.0 if want is False and (obs.state is GossipState.SUSPECT or silenced(
+                    obs, self.policy)) else self.settle
                 verdict = self._settled(key, want, now, committed, settle)
                 if verdict is not None:
                     out[key] = verdict

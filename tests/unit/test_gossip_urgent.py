@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from hacluster.gossip.suspicion import suspicion_bounds
 from hacluster.gossip.types import GossipState
 from hacluster.gossip.urgent import REPEAT_PROBES
 from tests.support.gossip_net import Cluster
@@ -80,3 +81,36 @@ def test_the_urgent_thread_probes_when_woken_and_ends_on_stop():
         n1._urgent_wake.set()  # as Runner.stop(): the thread sleeps until woken, on no period
         worker.join(2)
     assert not worker.is_alive()
+
+
+def test_a_suspicion_the_leader_corroborated_is_dead_at_once_and_spreads_before_the_timeout():
+    c = settled(5)
+    c.net.stop("n5")
+    n1 = c["n1"]
+    assert not n1.corroborated("n5")  # not suspected yet: nothing to corroborate
+    assert n1.request_probe("n5")
+    n1.probe_urgent()
+    assert c.state("n1", "n5") is SUSPECT
+    assert not n1.corroborated("n2") and not n1.corroborated("n1")  # alive; ourselves
+    started = c.clock()
+    assert n1.corroborated("n5")
+    assert c.state("n1", "n5") is DEAD and n1.stats()["corroborated_deaths"] == 1
+    c.run_until(lambda: c.all_see("n5", DEAD), max_rounds=10, probe=False)
+    # everyone has it before even the shortest Lifeguard timeout would have run out
+    t = c.timing
+    low, _ = suspicion_bounds(5, t.suspicion_mult, t.suspicion_max_timeout_mult, t.probe_interval)
+    assert c.clock() - started < low
+
+
+def test_a_live_member_declared_dead_by_a_corroboration_refutes_it():
+    c = settled(4)
+    c.net.cut_link("n1", "n4")
+    c.net.cut_link("n2", "n4")
+    c.net.cut_link("n3", "n4")
+    n1 = c["n1"]
+    n1.request_probe("n4")
+    n1.probe_urgent()
+    assert n1.corroborated("n4")
+    c.net.heal()
+    c.run_until(lambda: c.all_see("n4", ALIVE), max_rounds=20, push_pull=True)
+    assert c["n4"].member("n4").incarnation > 0  # it refuted with a higher incarnation

@@ -173,7 +173,11 @@ def test_a_silent_non_voter_that_gossip_suspects_goes_down_without_waiting_for_d
     run(agent, clock, 0.05)
     assert "n4" in gossip.probes  # probed out of turn, as a silent voter is
     gossip.views[3] = replace(views[4], state=GossipState.SUSPECT, state_age=0.0)
+    raft.current = replace(with_n4(0.6, 0.6), lease_ok=False)  # our own links in doubt
+    run(agent, clock, 0.05)
+    assert getattr(gossip, "declared", []) == []
     raft.current = with_n4(0.6, 0.6)  # health.corroborate_ms (500) of silence
     run(agent, clock, 0.1)
-    assert raft.state.health["n4/web"] is False  # while gossip still only suspects it
+    assert raft.state.health["n4/web"] is False  # at the suspicion, not at the Lifeguard timeout
     assert all(raft.state.health[f"n{i}/web"] for i in (1, 2, 3))
+    assert gossip.declared == ["n4"]  # and gossip has it dead at once (gossip/urgent.py)

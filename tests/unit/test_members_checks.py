@@ -150,6 +150,12 @@ class FakeGossip:
         self.probes = getattr(self, "probes", []) + [node]
         return True
 
+    def corroborated(self, node):
+        """As Membership: a suspect becomes DEAD at once."""
+        self.declared = getattr(self, "declared", []) + [node]
+        self.views = [replace(v, state=GossipState.DEAD) if v.node == node else v for v in self.views]
+        return True
+
     def awareness(self):
         return 2
 

@@ -65,6 +65,18 @@ def test_a_corroborated_down_needs_no_settle_time():
     assert t.changes(10.0, gone, {"n1/web": True}) == {"n1/web": False}
 
 
+def test_dead_with_raft_and_kernel_silent_needs_no_settle_time_either():
+    # the leader has gossip declare a corroborated suspect DEAD at once: were DEAD settled,
+    # the backends of a powered-off server would wait the settle time behind that
+    t = VerdictTracker(["web"], settle=0.5, policy=Policy(corroborate=0.5))
+    committed = {"n1/web": True}
+    assert t.changes(10.0, [Observed("n1", D, meta(web="passing"), raft_silent=0.6)], committed) \
+        == {"n1/web": False}
+    # DEAD in gossip alone (Raft not asked, or its kernel still acks): the settle time as before
+    for obs in (Observed("n2", D, None), Observed("n3", D, None, raft_silent=0.6, tcp_silent=0.01)):
+        assert t.changes(10.0, [obs], {f"{obs.node}/web": True}) == {}
+
+
 def test_a_flap_restarts_the_settle_time():
     t = VerdictTracker(["web"], settle=0.5)
     committed = {"n1/web": True}
