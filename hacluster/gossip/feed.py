@@ -1,15 +1,18 @@
 """Feeds this node's own news into gossip: check results, load, draining flag, version.
 
 Check state changes are pushed at once (HealthRunner's on_change, then one gossip round
-right away); load is refreshed on a
-slow timer and rounded, so that it does not bump meta_seq, and with it the broadcast
-traffic, on every wiggle of a CPU counter.
+right away). Every other change is not news: a new meta bumps meta_seq, and every member
+is then due our record from us (gossip sends it to all of them, a few per round), which at
+25 servers made gossip bytes grow with N (bench/scale.py). So the load is read on a slow
+timer, rounded, and only a move of LOAD_STEP points goes out; a check's latency rides along
+with real news; both go out anyway every REFRESH_MAX_S.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -21,13 +24,18 @@ from hacluster.model import CheckReport, Load
 log = logging.getLogger("hacluster.gossip")
 
 LOAD_REFRESH_S = 5.0
+LOAD_STEP = 10  # percentage points of CPU or memory: a smaller move of the load is not news
+REFRESH_MAX_S = 60.0  # latencies and small load moves are published at least this often
 
 
 class HealthFeed:
     def __init__(self, membership: Any, reports: Callable[[], tuple[CheckReport, ...]],
                  load: Callable[[], Load], draining: Callable[[], bool], version: str,
-                 load_refresh: float = LOAD_REFRESH_S):
+                 load_refresh: float = LOAD_REFRESH_S, clock: Callable[[], float] = time.monotonic):
         self._membership = membership
+        self._clock = clock
+        self._sent: NodeMeta | None = None  # what we last handed to the engine
+        self._sent_at = 0.0
         self._reports = reports
         self._load = load
         self._draining = draining
@@ -40,14 +48,25 @@ class HealthFeed:
         self._thread: threading.Thread | None = None
 
     def publish(self, load: Load | None = None) -> NodeMeta:
-        """Hand the current meta to the membership engine (it ignores an unchanged one)."""
+        """Hand the current meta to the membership engine when it holds news (a check's
+        state or error, draining, version, a load move of LOAD_STEP), or REFRESH_MAX_S
+        after the last time; returns what the engine holds from us."""
         with self._lock:
+            now = self._clock()
+            due = self._sent is None or now - self._sent_at >= REFRESH_MAX_S
             if load is not None:
-                self._last_load = Load(round(load.cpu_percent), round(load.mem_percent))
+                rounded = Load(round(load.cpu_percent), round(load.mem_percent))
+                last = self._last_load
+                if due or max(abs(rounded.cpu_percent - last.cpu_percent),
+                              abs(rounded.mem_percent - last.mem_percent)) >= LOAD_STEP:
+                    self._last_load = rounded
             meta = NodeMeta(checks=tuple(_as_on_the_wire(c) for c in self._reports()),
                             load=self._last_load,
                             draining=self._draining(), version=self._version)
+            if not due and self._sent is not None and _news(meta) == _news(self._sent):
+                return self._sent
             self._membership.set_meta(meta)
+            self._sent, self._sent_at = meta, now
             return meta
 
     def checks_changed(self, _reports: tuple[CheckReport, ...] = ()) -> None:
@@ -90,3 +109,8 @@ def _as_on_the_wire(c: CheckReport) -> CheckReport:
     if len(c.target) <= n and len(c.error) <= n and len(c.output) <= n:
         return c
     return replace(c, target=c.target[:n], error=c.error[:n], output=c.output[:n])
+
+
+def _news(meta: NodeMeta) -> NodeMeta:
+    """The meta without what is no news on its own (each check's last latency)."""
+    return replace(meta, checks=tuple(replace(c, latency_ms=None) for c in meta.checks))

@@ -54,3 +54,31 @@ def test_the_feed_survives_a_failing_first_publish_and_pushes_changes_at_once() 
         assert m.rounds >= 1  # a check change triggers a gossip round right away
     finally:
         feed.stop()
+
+
+def test_only_news_bumps_the_record_and_the_rest_goes_out_at_most_each_refresh_max() -> None:
+    # every new meta makes gossip send our record to every member: at 25 servers a latency
+    # or a load wiggle each 5 s made gossip bytes per agent grow with N (bench/scale.py)
+    from hacluster.gossip.feed import LOAD_STEP, REFRESH_MAX_S
+    m, now = Membership(), [100.0]
+    report = [CheckReport("web", "http", "x:80", CheckState.PASSING, 1.0, "")]
+    feed = HealthFeed(m, lambda: tuple(report), lambda: Load(), lambda: False, "v",
+                      clock=lambda: now[0])
+    feed.publish(Load(40.0, 50.0))
+    assert len(m.metas) == 1
+    now[0] += 5
+    report[0] = CheckReport("web", "http", "x:80", CheckState.PASSING, 3.0, "")
+    held = feed.publish(Load(40.0 + LOAD_STEP - 1, 52.0))  # a latency, a small load move
+    assert len(m.metas) == 1 and held == m.metas[0]
+    feed.publish(Load(40.0 + LOAD_STEP, 52.0))  # a load move of LOAD_STEP is news
+    assert len(m.metas) == 2 and m.metas[-1].load == Load(40 + LOAD_STEP, 52)
+    report[0] = CheckReport("web", "http", "x:80", CheckState.FAILING, None, "refused")
+    feed.publish()  # a check's state: at once
+    assert len(m.metas) == 3 and m.metas[-1].checks[0].state is CheckState.FAILING
+    report[0] = CheckReport("web", "http", "x:80", CheckState.FAILING, 2.0, "refused")
+    feed.publish(Load(41.0, 53.0))
+    assert len(m.metas) == 3
+    now[0] += REFRESH_MAX_S  # the rest goes out in the end
+    feed.publish(Load(41.0, 53.0))
+    assert len(m.metas) == 4 and m.metas[-1].load == Load(41, 53)
+    assert m.metas[-1].checks[0].latency_ms == 2.0
