@@ -167,8 +167,8 @@ class Hooks(Protocol):
         Replies pysyncobj sends while handling it go through on_send before deliver returns.
         """
 
-    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """The message to send instead of `message`, or None to drop it."""
+    def on_send(self, message: dict[str, Any], node: Node | None = None) -> dict[str, Any] | None:
+        """The message to send to `node` instead of `message`, or None to drop it."""
 
     def after_tick(self) -> None:
         """Optional: after pysyncobj handled new commands and sent them, before it waits."""
@@ -238,7 +238,7 @@ class _HookedTransport(TCPTransport):
     def send(self, node: Node, message: Any) -> bool:
         hooks: Hooks | None = getattr(self._syncObj, "_hc", None)
         if hooks is not None and isinstance(message, dict):
-            changed = hooks.on_send(message)
+            changed = hooks.on_send(message, node)
             if changed is None:
                 return False
             message = changed

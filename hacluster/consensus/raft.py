@@ -19,7 +19,8 @@ says why each private is needed and is tested against the installed library.
 * **Graceful transfer**: a `timeout_now` from the leader (sent after it released its VIPs)
   skips pre-vote and marks the vote requests `hc_transfer`, honoured despite stickiness.
 * **Idle links kept open**: `hc_ping` on the links heartbeats leave idle, so the first election
-  round after a crash is not lost to a link pysyncobj's connectionTimeout closed while idle.
+  round after a crash is not lost to a link pysyncobj's connectionTimeout closed while idle;
+  a non-voter's heartbeats paced (links.py).
 * **Acknowledged means on disk** (diskguard.py, journal.py); a leader whose disk fills steps down.
 
 Threading: callbacks and hooks (before_tick, on_message, on_send) run on pysyncobj's tick
@@ -41,6 +42,7 @@ from hacluster import clock
 from hacluster.config import Config
 from hacluster.consensus.acklag import AckLag, read_tcp_silence
 from hacluster.consensus.diskguard import Disk, DiskGuard, DurableJournal
+from hacluster.consensus.links import Links
 from hacluster.consensus.members import MemberView, change_voters
 from hacluster.consensus.pysyncobj_compat import (
     CANDIDATE,
@@ -98,7 +100,7 @@ class _Syncer(HookedSyncObj):
         return result
 
 
-class RaftNode(MemberView):
+class RaftNode(MemberView, Links):
     """One member's Raft: election, lease, replicated state. Start with start().
 
     Implements protocol.Consensus (what the agent may ask, and from which thread) and
@@ -125,6 +127,7 @@ class RaftNode(MemberView):
         self._acks: dict[str, float] = {}
         self._answered: dict[str, float] = {}  # peer -> send time of the newest message it answered
         self._tcp_silence: dict[str, float | None] = {}  # leader: peer -> TCP_INFO silence
+        self._paced_at = {}  # Links: when each non-voter last had a heartbeat from us
         # how long followers stay silent (for the health verdicts' corroboration window)
         self._ack_lag = AckLag(3 * t.heartbeat, config.health_corroborate)
         self._last_leader_contact = 0.0
@@ -299,24 +302,6 @@ class RaftNode(MemberView):
                          "term": s.term + 1,
                          "last_log_index": last_index, "last_log_term": last_term})
 
-    def _ping_idle_links(self) -> None:
-        """hc_ping only the links that Raft leaves idle: a leader's carry its heartbeats both
-        ways, so a leader pings no one and a follower only the other followers."""
-        s = self._sync
-        if s is None or s.is_leader():
-            return
-        leader = s.leader_address()
-        for node in s.other_nodes():
-            if getattr(node, "address", None) != leader:
-                s.send(node, {"type": "hc_ping"})
-
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        s = self._sync
-        if s is None:
-            return
-        for node in s.other_nodes():
-            s.send(node, dict(message))
-
     def on_message(self, node: Node, message: dict[str, Any], deliver: Callable[[], None]) -> None:
         """Hooks.on_message: apply our rules, then let pysyncobj handle what they let through.
 
@@ -336,10 +321,13 @@ class RaftNode(MemberView):
         finally:
             self.echo_ts = self._disk.peer = None
 
-    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """Hooks.on_send: stamp outgoing Raft messages; None drops one."""
-        if self.mute_heartbeats and message.get("type") == "append_entries":
-            return None  # a leader whose agent loop is stuck must let others take over
+    def on_send(self, message: dict[str, Any], node: Node | None = None) -> dict[str, Any] | None:
+        """Hooks.on_send: stamp outgoing Raft messages; None drops one: a heartbeat of a
+        leader whose agent loop is stuck (others must take over), one a non-voter does not
+        need yet (links.py)."""
+        if (self.mute_heartbeats and message.get("type") == "append_entries") \
+                or self._paced(node, message, _now()):
+            return None
         message = self.stamp(message)
         # a promise (ack, vote) waits for its flush, or is dropped if the disk fails
         return message if self._disk.may_send(message) else None

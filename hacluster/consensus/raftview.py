@@ -39,7 +39,8 @@ def consensus_view(node: RaftNode) -> ConsensusView:
     # powered-off one's backends leave on Raft silence + SUSPECT, not at gossip's DEAD).
     observers = tuple(
         PeerLink(m.id, m.raft_endpoint, m.id in tcp,
-                 (now - max(node._answered.get(m.id, 0.0), node.leader_since)) if is_leader else None,
+                 node.observer_silence(now - max(node._answered.get(m.id, 0.0), node.leader_since))
+                 if is_leader else None,
                  tcp.get(m.id) if is_leader else None)
         for m in node.config.peers if not m.voter
     )

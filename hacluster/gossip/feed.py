@@ -24,7 +24,7 @@ from hacluster.model import CheckReport, Load
 log = logging.getLogger("hacluster.gossip")
 
 LOAD_REFRESH_S = 5.0
-LOAD_STEP = 10  # percentage points of CPU or memory: a smaller move of the load is not news
+LOAD_STEP = 25  # percentage points of CPU or memory: a smaller move is not news (display only)
 REFRESH_MAX_S = 60.0  # latencies and small load moves are published at least this often
 
 

@@ -55,6 +55,7 @@ class Recorder:
         self.ticks = 0
         self.received: list[dict[str, Any]] = []
         self.sent_types: list[str] = []
+        self.sent_to: list[tuple[Any, Any]] = []  # (type, node) of each message
         self.events: list[str] = []  # sends (type, "+" with entries) and after_tick, in order
         self.drop: set[str] = set()
 
@@ -66,8 +67,9 @@ class Recorder:
         if not str(message.get("type")).startswith("hc_"):
             deliver()
 
-    def on_send(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    def on_send(self, message: dict[str, Any], node: Any = None) -> dict[str, Any] | None:
         self.sent_types.append(message.get("type"))
+        self.sent_to.append((message.get("type"), node))
         self.events.append(f"{message.get('type')}{'+' if message.get('entries') else ''}")
         if message.get("type") in self.drop:
             return None
@@ -472,6 +474,9 @@ def test_a_read_only_node_is_told_by_the_ip_it_connects_from(members):
         assert getattr(node, "address", None) is None  # pysyncobj numbers it: "0"
         assert a.seam.source_of(node) == LO
         assert a.seam.source_of(Node(b.addr)) in (None, LO)  # a voter: by its address instead
+        # on_send is told to whom: the leader's heartbeats to the read-only node name it
+        tick_until([a, b, ro], lambda: any(t == "append_entries" and n == node for t, n in a.hooks.sent_to),
+                   "a heartbeat to the read-only node, through on_send")
     finally:
         ro.seam.destroy()
 

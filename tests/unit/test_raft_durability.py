@@ -94,8 +94,8 @@ def test_votes_and_vote_requests_go_out_only_once_term_and_vote_are_durable(clus
         def prepare(node: RaftNode) -> None:
             send = node.on_send
 
-            def on_send(message: dict[str, Any]) -> dict[str, Any] | None:
-                out = send(message)
+            def on_send(message: dict[str, Any], to: Any = None) -> dict[str, Any] | None:
+                out = send(message, to)
                 if out is not None and out.get("type") in ("request_vote", "response_vote"):
                     with lock:
                         ops.append(Op(f"send {out['type']}", node_id, "", pickle.dumps(out["term"])))
