@@ -51,6 +51,9 @@ from hacluster.consensus.pysyncobj_compat import SUPPORTED_VERSION, Journal
 
 log = logging.getLogger("hacluster.journal")
 
+SLOW_FLUSH_S = 0.1  # an fdatasync this long is worth a line: acks wait for it
+SLOW_FLUSH_EVERY_S = 10.0  # at most one such line per this long
+
 # pysyncobj/journal.py's layout: app name (24 B), app version (8 B), format version (4 B),
 # offset after the last record (4 B); then records: size, (index, term, command), size.
 _HEADER = struct.Struct("<24s8sII")
@@ -101,6 +104,8 @@ class DurableJournal(Journal):
         self.directory = self._path.parent
         self._dump = dump
         self._meta_path = Path(f"{path}.meta")
+        self.slow_flushes = 0  # fdatasyncs over SLOW_FLUSH_S (_note_flush)
+        self._slow_said = float("-inf")
         self._meta_next = Path(f"{path}.meta.tmp")  # written, flushed, renamed over the meta
         self._disk = disk or Disk()
         self._entries: list[Entry] = []
@@ -217,6 +222,19 @@ class DurableJournal(Journal):
             return f"Raft journal not on disk ({self.directory}): {self.error}"
         return ""
 
+    def _note_flush(self, took: float) -> None:
+        """A slow fdatasync holds every ack and vote of this member (they wait for it), and a
+        leader counts acks for its lease: say so (once per SLOW_FLUSH_EVERY_S at most)."""
+        if took < SLOW_FLUSH_S:
+            return
+        self.slow_flushes += 1
+        now = time.monotonic()
+        if now - self._slow_said >= SLOW_FLUSH_EVERY_S:
+            self._slow_said = now
+            log.warning("Raft journal flush took %.0f ms (%d over %.0f ms so far): this member's "
+                        "acks waited for the data disk, and a leader's lease (timing.lease_ms) "
+                        "counts them", took * 1000, self.slow_flushes, SLOW_FLUSH_S * 1000)
+
     def sync(self) -> bool:
         """Write and flush everything pending (one fdatasync for all of it); True when
         `durable`. Cheap when nothing changed since the last call."""
@@ -226,8 +244,10 @@ class DurableJournal(Journal):
         if self._written < len(self._entries) or not self._flush_dump():
             return False
         if not self._synced:
+            started = time.monotonic()
             try:
                 self._disk.flush(self._fd)
+                self._note_flush(time.monotonic() - started)
             except OSError as e:
                 # After a failed fdatasync the kernel may have dropped the pages it could not
                 # write: only a new file written from memory can be trusted again.

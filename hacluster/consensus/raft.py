@@ -122,6 +122,7 @@ class RaftNode(MemberView, Links):
         # written on the tick thread, read anywhere
         self.echo_ts: float | None = None
         self.lease_expiry = 0.0
+        self.lease_seen_ok = False  # view() saw the lease valid (it logs the loss once)
         self.leader_since = 0.0
         self.won_by_transfer = False
         self._acks: dict[str, float] = {}

@@ -6,9 +6,12 @@ under the GIL (raft.py, "Threading").
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from hacluster.model import ConsensusView, PeerLink, Role
+
+log = logging.getLogger("hacluster.raft")
 
 if TYPE_CHECKING:
     from hacluster.consensus.raft import RaftNode
@@ -45,11 +48,18 @@ def consensus_view(node: RaftNode) -> ConsensusView:
         for m in node.config.peers if not m.voter
     )
     connected = sum(1 for p in peers if p.connected) + (0 if node.readonly else 1)
+    lease_ok = is_leader and now < node.lease_expiry
+    if node.lease_seen_ok and not lease_ok and is_leader:  # once per loss: what the acks were
+        log.warning("lease lost (term %d): the newest heartbeat each voter acked was sent %s ago; "
+                    "a majority within lease_ms (%.0f ms) keeps it", term,
+                    ", ".join(f"{p.id} {p.last_ack_age_s * 1000:.0f} ms" for p in peers
+                              if p.last_ack_age_s is not None), node.lease_s * 1000)
+    node.lease_seen_ok = lease_ok
     return ConsensusView(
         role=node._role_of(state),
         term=term,
         leader=leader,
-        lease_ok=is_leader and now < node.lease_expiry,
+        lease_ok=lease_ok,
         lease_remaining_s=min(remaining, 3600.0),
         epoch_applied=is_leader and node._epoch_term_applied >= term,
         won_by_transfer=node.won_by_transfer,

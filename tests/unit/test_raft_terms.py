@@ -400,3 +400,20 @@ def test_a_non_voter_gets_an_empty_heartbeat_a_quarter_second_and_everything_els
     assert node.on_send({"type": "next_node_idx", "term": 3}, ro) is not None
     clock.advance(0.25)
     assert node.on_send(beat(8), ro) is not None  # OBSERVER_PERIOD_S later, an empty one too
+
+
+def test_a_lost_lease_is_said_once_with_each_voters_newest_ack(monkeypatch, caplog):
+    seam = FakeSeam(term=2, leader=True)
+    node, clock = _node(monkeypatch, seam)
+    node.leader_since = clock()
+    for addr in ("10.0.0.12:7100", "10.0.0.13:7100"):
+        node.intercept(Node(addr), {"type": "next_node_idx", "hc_ts": clock()})
+    assert node.view().lease_ok
+    clock.advance(0.1)
+    node.intercept(Node("10.0.0.12:7100"), {"type": "next_node_idx", "hc_ts": clock()})
+    clock.advance(0.25)  # the newest acks were sent 250 and 350 ms ago: past lease_ms (200)
+    caplog.clear()
+    assert not node.view().lease_ok and not node.view().lease_ok
+    said = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+    assert said == ["lease lost (term 2): the newest heartbeat each voter acked was sent n2 250 ms, "
+                    "n3 350 ms ago; a majority within lease_ms (200 ms) keeps it"]
