@@ -60,7 +60,6 @@ from hacluster.model import ConsensusView, Role
 
 log = logging.getLogger("hacluster.raft")
 
-_PING_PERIOD = 0.25  # s between hc_ping on every link; well under CONNECTION_TIMEOUT
 _CONNECTION_TIMEOUT = 2.0
 # pysyncobj's election deadline while the pre-vote gate holds elections back: never reached
 HELD = 1e18
@@ -213,7 +212,7 @@ class RaftNode(MemberView, Links):
         due = s.next_heartbeat_at() if s.is_leader() else self._election_due
         if s.is_leader() and due <= now:  # sent in this tick
             due = now + self.config.timing.heartbeat
-        due = min(due, self._last_ping + _PING_PERIOD)
+        due = min(due, self._last_ping + self._ping_period())
         return min(MAX_POLL_S, max(default, due - now))
 
     def before_tick(self) -> None:
@@ -226,7 +225,7 @@ class RaftNode(MemberView, Links):
         self._check_agent(now)
         self._disk.before_tick(self._sync, now)
         self._tcp_silence = read_tcp_silence(self, now)
-        if now - self._last_ping >= _PING_PERIOD:
+        if now - self._last_ping >= self._ping_period():
             self._last_ping = now
             self._ping_idle_links()
         self._gate_election(now)

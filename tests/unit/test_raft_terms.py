@@ -417,3 +417,23 @@ def test_a_lost_lease_is_said_once_with_each_voters_newest_ack(monkeypatch, capl
     said = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
     assert said == ["lease lost (term 2): the newest heartbeat each voter acked was sent n2 250 ms, "
                     "n3 350 ms ago; a majority within lease_ms (200 ms) keeps it"]
+
+
+def test_a_non_voter_pings_its_idle_links_once_a_second_a_voter_four_times(monkeypatch):
+    # 22 non-voters pinging each follower voter 4 times a second doubled the voters' CPU at 25
+    from hacluster.consensus.links import OBSERVER_PING_S, PING_PERIOD_S
+    members = [{"id": f"n{i}", "address": f"10.0.0.1{i}", "raft_port": 7100, "grpc_port": 7101,
+                **({"voter": False} if i == 4 else {})} for i in (1, 2, 3, 4)]
+    for node_id, period in (("n1", PING_PERIOD_S), ("n4", OBSERVER_PING_S)):
+        seam = FakeSeam(term=1)
+        seam.leader = "10.0.0.12:7100"
+        node, clock = _node(monkeypatch, seam)
+        node.config = config(node_id=node_id, members=members)
+        pings = []
+        for _ in range(200):  # 2 s of 10 ms ticks
+            node.before_tick()
+            pings += [to for to, m in seam.sent if m["type"] == "hc_ping"]
+            seam.sent.clear()
+            clock.advance(0.01)
+        assert pings and set(pings) == {"10.0.0.13:7100"}  # the idle link only, not the leader's
+        assert abs(len(pings) - 2.0 / period) <= 1, (node_id, len(pings))
