@@ -11,9 +11,14 @@ each attempt gets a full second to complete.
 
 Keepalive (peer channels only): after a partition heals, the old TCP connection can stay
 ESTABLISHED with a retransmission timeout of a minute, and every call on it times out while
-the peer is perfectly reachable. An HTTP/2 ping a second after the connection last received
-anything, which must be answered in time, notices the dead connection and makes gRPC open a
-new one. The server must accept those pings (SERVER_OPTIONS), or it answers GOAWAY
+the peer is perfectly reachable. An HTTP/2 ping KEEPALIVE_TIME_MS after the connection last
+received anything, which must be answered in time, notices the dead connection and makes
+gRPC open a new one. Every agent holds a channel to every member, and most sit idle between
+their probes (at 25 servers a member is probed about every 12 s): a ping each second on
+each was most of gossip's traffic, and what made it grow with N (bench/scale.py, issue 17:
+2.9x from 5 to 25 servers, ~4.8 KB/s per agent of pings). Every 5 s a dead connection is
+still found within ~6 s, and GrpcTransport replaces a channel whose calls keep failing
+sooner than that. The server must accept those pings (SERVER_OPTIONS), or it answers GOAWAY
 "too_many_pings". Note that what closes the connection is `grpc.http2.ping_timeout_ms`
 (default one minute: the lab's symptom): gRPC core (checked with grpcio 1.85) does not arm
 the keepalive_timeout watchdog, and a keepalive ping waits behind a BDP ping already in
@@ -28,7 +33,10 @@ import grpc
 
 MAX_MESSAGE_BYTES = 1 << 20
 
-KEEPALIVE_TIME_MS = 1000
+KEEPALIVE_TIME_MS = 5000
+# what our server accepts: agents before issue 17 ping every second, and a ping more often
+# than this would count as abuse (with max_ping_strikes 0 it never costs a GOAWAY anyway)
+MIN_PING_INTERVAL_MS = 500
 KEEPALIVE_TIMEOUT_MS = 500
 PING_TIMEOUT_MS = 1000  # any unanswered ping closes the connection after this
 
@@ -72,10 +80,11 @@ SERVER_OPTIONS = [
     # "successfully" and steal half the calls. We want the bind to fail instead.
     ("grpc.so_reuseport", 0),
     # Accept the peers' keepalive pings (CHANNEL_OPTIONS): the interval must stay at or
-    # below KEEPALIVE_TIME_MS (with room for timer jitter), pings must be allowed while no
-    # call is open, and no ping ever counts as a strike, so the server never answers
-    # GOAWAY "too_many_pings", which would cut the very connection keepalive protects.
-    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    # below KEEPALIVE_TIME_MS (with room for timer jitter) and older agents' 1 s, pings must
+    # be allowed while no call is open, and no ping ever counts as a strike, so the server
+    # never answers GOAWAY "too_many_pings", which would cut the very connection keepalive
+    # protects.
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_ping_strikes", 0),
 ]

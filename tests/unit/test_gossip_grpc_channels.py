@@ -152,7 +152,8 @@ def _states(channel: grpc.Channel) -> list[grpc.ChannelConnectivity]:
 def test_client_and_server_options_agree() -> None:
     assert _C["grpc.keepalive_permit_without_calls"] == _S["grpc.keepalive_permit_without_calls"] == 1
     assert _C["grpc.http2.max_pings_without_data"] == 0 and _S["grpc.http2.max_ping_strikes"] == 0
-    assert _S["grpc.http2.min_ping_interval_without_data_ms"] <= _C["grpc.keepalive_time_ms"]
+    # ours, and older agents' (they pinged every second)
+    assert _S["grpc.http2.min_ping_interval_without_data_ms"] <= min(_C["grpc.keepalive_time_ms"], 1000) // 2
     assert _C["grpc.keepalive_time_ms"] == KEEPALIVE_TIME_MS
     # gRPC's minimum connect timeout: a CPU-starved peer needs time for its SETTINGS frame.
     assert _C["grpc.min_reconnect_backoff_ms"] >= 1000
@@ -169,7 +170,7 @@ def test_keepalive_pings_draw_no_goaway_from_our_server() -> None:
             assert _ping(to_ours, 2) and _ping(to_older, 2)
             # An older agent's server GOAWAYs "too_many_pings" after a few idle seconds: the
             # channel drops to IDLE. That is how long ours must stay READY.
-            wait_until(lambda: seen_older[-1] is grpc.ChannelConnectivity.IDLE, timeout=15,
+            wait_until(lambda: seen_older[-1] is grpc.ChannelConnectivity.IDLE, timeout=40,
                        what="the older channel to go IDLE", interval=0.01)
             assert seen_ours[-1] is grpc.ChannelConnectivity.READY
             assert seen_ours.count(grpc.ChannelConnectivity.READY) == 1, seen_ours
@@ -184,7 +185,7 @@ def test_admin_channels_draw_no_goaway_from_an_older_agent() -> None:
         try:
             seen_admin, seen_peer = _states(admin), _states(peer)
             assert _ping(admin, 2) and _ping(peer, 2)
-            wait_until(lambda: seen_peer[-1] is grpc.ChannelConnectivity.IDLE, timeout=15,
+            wait_until(lambda: seen_peer[-1] is grpc.ChannelConnectivity.IDLE, timeout=40,
                        what="the peer channel to go IDLE", interval=0.01)
             assert seen_admin[-1] is grpc.ChannelConnectivity.READY
         finally:
@@ -199,8 +200,8 @@ def test_keepalive_replaces_a_connection_that_went_dark() -> None:
             assert _ping(peer, 2) and _ping(admin, 2)
             proxy.freeze()
             # Keepalive notices the silent connection and gRPC opens a new one: within about
-            # keepalive time + ping timeout (2 s), not the minute TCP would take.
-            wait_until(lambda: _ping(peer, 0.3), timeout=8, what="a ping over the peer channel",
+            # keepalive time + ping timeout (6 s), not the minute TCP would take.
+            wait_until(lambda: _ping(peer, 0.3), timeout=15, what="a ping over the peer channel",
                        interval=0.01)
             assert not _ping(admin, 0.5)  # without keepalive the dead connection stays
         finally:
