@@ -15,7 +15,7 @@ echo "== pytest"
 before=$(ip netns list | sort)
 root_table_before=$(nft list table inet hacluster >/dev/null 2>&1 && echo yes || echo no)
 status=0
-.venv/bin/python -m pytest -p no:cacheprovider -q "${@:-tests}" || status=$?
+.venv/bin/python -m pytest -p no:cacheprovider -q --durations=15 "${@:-tests}" || status=$?
 after=$(ip netns list | sort)
 # Only the suite's own prefixes: other labs (a benchmark, an operator's lab) may coexist.
 leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep -E '^(t[0-9a-f]{6}|c[0-9a-f]{6}|hct[0-9a-f]+|(dh|dp|rg|sx)[0-9a-f]{6})-' || true)

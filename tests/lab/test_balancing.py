@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import sys
 
+from hacluster.dataplane.algorithms import maglev_size
+from hacluster.dataplane.maglev import maglev_table
 from hacluster.lab.lab import UDP_PORT
 from hacluster.lab.netns import run
 from tests.support.wait import wait_until
@@ -244,7 +246,10 @@ def test_maglev_a_standby_maps_every_flow_to_the_holders_backend(lab_factory):
 
 def test_maglev_after_the_holder_dies_the_survivors_flows_keep_their_backend(lab_factory):
     """The new holder has no conntrack entry of the old one's flows: the consistent hash
-    sends >= 99 % of the flows whose backend survived to that same backend again."""
+    sends the flows whose backend survived to that same backend again, but for the few slots
+    Maglev itself reassigns when a backend leaves (0.3-0.6 % of the survivors' 1021 slots
+    for three backends: 2-4 of ~680 sampled flows on average; CI once saw 7 move, 1.03 %).
+    A hash that is not consistent would move a third to a half of them."""
     lab = up(lab_factory, "maglev")
     wait_until(lambda: hot_everywhere(lab), 30, "a hot table everywhere")
     old = lab.holders()[0]
@@ -259,7 +264,16 @@ def test_maglev_after_the_holder_dies_the_survivors_flows_keep_their_backend(lab
     assert None not in after and old not in after, after
     survivors = [(a, b) for a, b in zip(before, after, strict=True) if a != old]
     same = sum(a == b for a, b in survivors)
-    assert same / len(survivors) >= 0.99, f"only {same} of {len(survivors)} flows kept their backend"
+    ids = sorted(n.name for n in lab.nodes)
+    rest = [i for i in ids if i != old]
+    size = maglev_size(len(ids))
+    three = [ids[i] for i in maglev_table(ids, [1] * len(ids), size)]
+    two = [rest[i] for i in maglev_table(rest, [1] * len(rest), size)]
+    kept = [i for i in range(size) if three[i] != old]
+    reassigned = sum(three[i] != two[i] for i in kept) / len(kept)
+    assert reassigned < 0.01  # the product's own tables: what the kernel can at most show
+    assert same / len(survivors) >= 0.98, f"only {same} of {len(survivors)} flows kept their backend " \
+        f"(Maglev reassigns {reassigned:.2%} of the survivors' slots)"
 
 
 def test_an_external_host_is_checked_by_every_member_and_leaves_the_table_when_it_fails(lab_factory):
