@@ -93,7 +93,6 @@ def read_tcp_silence(raft: Any, now: float) -> dict[str, float | None]:
         if out[peer] is not None:
             raft._ack_lag.tcp(peer, out[peer])
     for peer, n in raft.observers().items():
-        age = raft.observer_silence(now - max(raft._answered.get(peer, 0.0), raft.leader_since))
-        late = age > raft._ack_lag.floor  # as for a voter, beyond the gap its paced heartbeats allow
+        late = raft.observer_silence(peer, now) > raft._ack_lag.floor  # as a voter's
         out[peer] = s.tcp_silence(n) if late else None
     return out

@@ -32,6 +32,8 @@ class Links:
     _sync: Any
     config: Any
     readonly: bool
+    leader_since: float
+    _answered: dict[str, float]
     _paced_at: dict[Any, tuple[float, Any]]  # read-only node -> (sent at, commit index sent)
 
     def _ping_idle_links(self) -> None:
@@ -71,6 +73,8 @@ class Links:
         self._paced_at[node] = (now, commit)
         return False
 
-    def observer_silence(self, age: float) -> float:
-        """A non-voter's silence as a voter's would be: less the gap that pacing allows."""
+    def observer_silence(self, member: str, now: float) -> float:
+        """Leader: how long non-voter `member` has not answered since we lead, as a voter's
+        silence would be: less the gap that pacing allows."""
+        age = now - max(self._answered.get(member, 0.0), self.leader_since)
         return max(0.0, age - max(0.0, OBSERVER_PERIOD_S - self.config.timing.heartbeat))

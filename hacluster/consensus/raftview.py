@@ -42,8 +42,7 @@ def consensus_view(node: RaftNode) -> ConsensusView:
     # powered-off one's backends leave on Raft silence + SUSPECT, not at gossip's DEAD).
     observers = tuple(
         PeerLink(m.id, m.raft_endpoint, m.id in tcp,
-                 node.observer_silence(now - max(node._answered.get(m.id, 0.0), node.leader_since))
-                 if is_leader else None,
+                 node.observer_silence(m.id, now) if is_leader else None,
                  tcp.get(m.id) if is_leader else None)
         for m in node.config.peers if not m.voter
     )
@@ -63,7 +62,7 @@ def consensus_view(node: RaftNode) -> ConsensusView:
         lease_remaining_s=min(remaining, 3600.0),
         epoch_applied=is_leader and node._epoch_term_applied >= term,
         won_by_transfer=node.won_by_transfer,
-        has_quorum=(is_leader and now < node.lease_expiry) or connected > node._n // 2,
+        has_quorum=lease_ok or connected > node._n // 2,
         commit_index=s.commit_index,
         last_applied=s.last_applied,
         peers=peers, observers=observers,
