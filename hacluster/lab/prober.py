@@ -1,7 +1,8 @@
 """A client that starts one HTTP request to VIP:port every `interval`, in parallel.
 
 Run inside the lab's client namespace. Prints one JSON line per attempt to stdout:
-{"t": start (wall clock, s), "ok": bool, "server": name or null, "ms": duration}.
+{"t": start (wall clock, s), "ok": bool, "server": name or null, "ms": duration}, and
+"error" on a failed one (where and how it failed).
 Attempts are started on a fixed schedule (they do not wait for each other), so an outage is
 measured with `interval` resolution even while connections hang. Bounded in count and time.
 """
@@ -15,19 +16,26 @@ import sys
 import time
 
 
-async def attempt(host: str, port: int, timeout: float) -> tuple[bool, str | None]:
+async def attempt(host: str, port: int, timeout: float) -> tuple[bool, str | None, str | None]:
+    """(ok, the answering server's name, why it failed: "connect: ConnectionRefusedError",
+    "read: timeout", "status: HTTP/1.0 503 ...")."""
+    stage = "connect"
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        stage = "read"
         w.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         # Up to EOF (the backend closes): headers and body may arrive in separate segments.
         data = await asyncio.wait_for(r.read(), timeout)
         w.close()
         text = data.decode(errors="replace")
-        if not text.startswith("HTTP/1.") or " 200 " not in text.split("\r\n", 1)[0]:
-            return False, None
-        return True, text.split("\r\n\r\n", 1)[-1].strip() or None
-    except (OSError, TimeoutError):
-        return False, None
+        status = text.split("\r\n", 1)[0]
+        if not text.startswith("HTTP/1.") or " 200 " not in status:
+            return False, None, f"status: {status[:60]!r}"
+        return True, text.split("\r\n\r\n", 1)[-1].strip() or None, None
+    except TimeoutError:
+        return False, None, f"{stage}: timeout"
+    except OSError as e:
+        return False, None, f"{stage}: {type(e).__name__}"
 
 
 async def run(host: str, port: int, interval: float, duration: float, timeout: float,
@@ -39,9 +47,11 @@ async def run(host: str, port: int, interval: float, duration: float, timeout: f
 
     async def one(t_wall: float) -> None:
         t0 = loop.time()
-        ok, server = await attempt(host, port, timeout)
-        out.write(json.dumps({"t": t_wall, "ok": ok, "server": server,
-                              "ms": round((loop.time() - t0) * 1000, 2)}) + "\n")
+        ok, server, error = await attempt(host, port, timeout)
+        row = {"t": t_wall, "ok": ok, "server": server, "ms": round((loop.time() - t0) * 1000, 2)}
+        if error:
+            row["error"] = error
+        out.write(json.dumps(row) + "\n")
         out.flush()
 
     n = 0

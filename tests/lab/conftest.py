@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,12 @@ def pytest_runtest_makereport(item, call):
 
 
 def _show_logs(lab: Lab) -> None:
+    keep = os.environ.get("HACLUSTER_KEEP_LOGS")  # a directory: whole logs of failed tests land there
+    if keep:
+        dest = Path(keep) / lab.prefix
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in lab.dir.glob("n*/agent.log"):
+            shutil.copy(path, dest / f"{path.parent.name}.log")
     for path in sorted(lab.dir.glob("n*/agent.log")):
         try:
             lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
