@@ -51,6 +51,10 @@ def _probe_table() -> Table:
             (Protocol.UDP, None, Algorithm.ROUND_ROBIN, down, None)])))
 
 
+# conntrack states whose entries carry no flow (NftApplier.forget_stale)
+STALE_TCP_STATES = ("TIME_WAIT", "CLOSE", "SYN_SENT")
+
+
 def _conntrack_ok(returncode: int, text: str) -> bool:
     """`conntrack -D` succeeded; it exits 1 when nothing matched ("0 flow entries have been
     deleted"), which is no failure for us."""
@@ -206,6 +210,29 @@ class NftApplier:
         if _conntrack_ok(proc.returncode, text):
             return True, text
         return False, f"conntrack -D -d {vip} failed ({proc.returncode}): {text}"
+
+    def forget_stale(self, address: str, port: int | None, protocol: Protocol | str) -> tuple[bool, str]:
+        """Delete the entries of TCP flows DNATed to address[:port] that carry nothing any
+        more: closed (TIME_WAIT, CLOSE) and never answered (SYN_SENT). Called when that
+        backend leaves the table or goes down. A closed entry (some came from the previous
+        holder through conntrackd) would take a new connection from a reused source port to
+        the old backend (the kernel reopens only the entries it saw close itself), and an
+        unanswered one would take the client's SYN retransmissions there: both are
+        balanced afresh once the entry is gone. Established flows are left alone."""
+        if Protocol(protocol) is not Protocol.TCP:
+            return True, "not TCP"
+        if shutil.which(self._conntrack) is None:
+            return False, f"`{self._conntrack}` is not installed (Debian: apt install conntrack)"
+        base = ["-D", "-p", "tcp", "--dst-nat", "--reply-src", address]
+        if port:
+            base += ["--reply-port-src", str(port)]
+        failed = []
+        for state in STALE_TCP_STATES:
+            proc = self._exec(self._conntrack, *base, "--state", state)
+            text = (proc.stderr + proc.stdout).strip()
+            if not _conntrack_ok(proc.returncode, text):
+                failed.append(f"{state}: {text or proc.returncode}")
+        return (False, "conntrack failed: " + "; ".join(failed)) if failed else (True, "forgotten")
 
     def flush_backend(self, address: str, port: int | None, protocol: Protocol | str) -> tuple[bool, str]:
         """Cut the established flows DNATed to a backend (after its drain timeout):

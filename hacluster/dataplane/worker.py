@@ -112,6 +112,18 @@ class DataplaneWorker:
                      b.state.value, svc.drain_timeout_s if b.state is BackendState.DRAINING else 0,
                      "cut" if ok else f"not cut ({why})")
 
+    def _forget_stale(self, before: Table | None, now: Table) -> None:
+        """Backends that left the table or went down: their dead flows' entries go
+        (NftApplier.forget_stale), so that a reused source port or a retried SYN is
+        balanced by the new table rather than sent where the old entry points."""
+        forget = getattr(self.dataplane, "forget_stale", None)
+        if forget is None or before is None:
+            return
+        for svc, b in sorted(out_of_service(before, now)):
+            ok, why = forget(b[0], b[1] or None, svc)
+            if not ok:
+                log.warning("%s: the dead flows to %s:%s stay tracked: %s", self.name, b[0], b[1], why)
+
     def _verify(self) -> None:
         """Reconcile (STYLE §4): someone flushed our table, or a reboot of nftables lost it?
         Then forget what we applied, and the loop applies the wanted table again."""
@@ -155,8 +167,9 @@ class DataplaneWorker:
                 if self.timings is not None:
                     self.timings.observe_nft_apply(time.monotonic() - started, ok=True)
                 self._applied = table.generation
-                self._good = table
+                before, self._good = self._good, table
                 self._drains.update(table)
+                self._forget_stale(before, table)
                 refused = self._want is not None and self._want.generation == self._refused
                 if self.last_error and not refused:  # a refusal stands until a newer table
                     log.warning("%s: applying works again (generation %d)", self.name,
@@ -185,6 +198,16 @@ class DataplaneWorker:
         log.error("%s: %s", self.name, self.last_error)
         self._refused = table.generation
         return True
+
+
+def out_of_service(before: Table, now: Table) -> set[tuple[str, tuple[str, int]]]:
+    """(protocol, (address, port)) of the backends serving or draining in `before` that
+    are gone from `now` or down there (no service keeps them in use)."""
+    def flows(table: Table, states: tuple[BackendState, ...]) -> set[tuple[str, tuple[str, int]]]:
+        return {(svc.protocol.value, (b.address, b.port)) for svc in table.services
+                for b in svc.backends if b.state in states}
+    live = (BackendState.ACTIVE, BackendState.DRAINING, BackendState.DISABLED)
+    return flows(before, live) - flows(now, live)
 
 
 class DrainTimer:

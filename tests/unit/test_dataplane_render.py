@@ -447,6 +447,21 @@ def test_flush_backend_uses_conntrack_dst_nat():
     assert a.flush_backend("10.0.0.2", 80, "tcp") == (False, "conntrack failed (2): conntrack: bad option")
 
 
+def test_forget_stale_deletes_closed_and_unanswered_tcp_entries_dnated_to_the_backend():
+    run = FakeRunner()
+    a = NftApplier("ns1", conntrack="true", run=run)
+    run.answer("true -D", 1, "", "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.")
+    assert a.forget_stale("10.0.0.2", 8080, Protocol.TCP) == (True, "forgotten")
+    base = ["ip", "netns", "exec", "ns1", "true", "-D", "-p", "tcp", "--dst-nat", "--reply-src", "10.0.0.2",
+            "--reply-port-src", "8080", "--state"]
+    assert [c[0] for c in run.calls[-3:]] == [base + ["TIME_WAIT"], base + ["CLOSE"], base + ["SYN_SENT"]]
+    calls = len(run.calls)
+    assert a.forget_stale("10.0.0.2", 53, "udp") == (True, "not TCP") and len(run.calls) == calls
+    run.answer("true -D", 2, "", "conntrack: bad option")
+    ok, why = a.forget_stale("10.0.0.2", None, "tcp")
+    assert not ok and why.startswith("conntrack failed: TIME_WAIT: conntrack: bad option")
+
+
 def test_flush_backend_without_conntrack():
     applier = NftApplier(conntrack="no-such-conntrack-tool", run=FakeRunner())
     ok, why = applier.flush_backend("10.0.0.2", 80, "tcp")

@@ -1,4 +1,5 @@
-"""When the established flows of draining and disabled backends are cut."""
+"""When the established flows of draining and disabled backends are cut, and the dead
+flows of backends that left the table or went down are forgotten."""
 
 from dataclasses import replace
 
@@ -12,8 +13,9 @@ from hacluster.dataplane.table import (
     table_from_doc,
     table_to_doc,
 )
-from hacluster.dataplane.worker import DrainTimer
+from hacluster.dataplane.worker import DataplaneWorker, DrainTimer, out_of_service
 from tests.support.clock import FakeClock
+from tests.support.wait import wait_until
 
 
 def table(gen, **states):
@@ -53,3 +55,49 @@ def test_old_table_docs_without_drain_timeout_still_load():
     del doc["services"][0]["drain_timeout_s"]
     assert table_from_doc(doc) == replace(table(1), services=(replace(table(1).services[0],
                                                                       drain_timeout_s=300),))
+
+
+def test_backends_that_leave_the_table_or_go_down_are_out_of_service_once():
+    before = table(1, n3="draining")
+    assert out_of_service(before, table(2, n3="draining")) == set()
+    # n1 down, n3 gone (its server was removed): their dead flows' entries are to go
+    gone = Table(3, (replace(before.services[0], backends=tuple(
+        replace(b, state=BackendState.DOWN) if b.id == "n1" else b
+        for b in before.services[0].backends if b.id != "n3")),))
+    assert out_of_service(before, gone) == {("tcp", ("10.0.0.11", 0)), ("tcp", ("10.0.0.13", 0))}
+    assert out_of_service(gone, gone) == set()  # down already: nothing new
+    # the same address and port still served by another service: its flows are live
+    other = replace(before.services[0], name="web2", vip="10.0.0.101")
+    assert out_of_service(before, Table(4, (gone.services[0], other))) == set()
+
+
+class StalePlane:
+    def __init__(self) -> None:
+        self.kernel: int | None = None
+        self.forgotten: list[tuple[str, int | None, str]] = []
+
+    def apply(self, table: Table) -> None:
+        self.kernel = table.generation
+
+    def applied_generation(self) -> int | None:
+        return self.kernel
+
+    def forget_stale(self, address: str, port: int | None, protocol: str) -> tuple[bool, str]:
+        self.forgotten.append((address, port, protocol))
+        return True, "forgotten"
+
+
+def test_the_worker_forgets_the_dead_flows_of_a_backend_once_it_applied_a_table_without_it():
+    plane = StalePlane()
+    w = DataplaneWorker(plane, "fake")
+    w.start()
+    try:
+        w.want(table(1))
+        wait_until(lambda: w.applied_generation() == 1, 5, "generation 1 applied")
+        assert plane.forgotten == []
+        w.want(table(2, n2="down"))
+        wait_until(lambda: w.applied_generation() == 2, 5, "generation 2 applied")
+        wait_until(lambda: plane.forgotten, 5, "n2's dead flows forgotten")
+        assert plane.forgotten == [("10.0.0.12", None, "tcp")]
+    finally:
+        w.stop()
