@@ -12,6 +12,9 @@ member_del); the config file only seeds a new cluster. The roster:
 * notices its own change: removed from the cluster, or promoted/demoted (pysyncobj fixes a
   node's voting role when it is built), and calls `on_self_change(why)`: the daemon then
   stops its loop and restarts the agent in the new role (or stays stopped when removed).
+  A server that was never in a committed membership (just added, catching up on the log)
+  passes over the older memberships without it: they are history, not its removal (CI: a
+  new server applied the seed's membership first, and stopped).
 
 It runs on its own thread, woken by Raft (RaftNode.on_change: a role change or an applied
 command, the only ways members_generation can move); it still looks every POLL_S in case a
@@ -109,6 +112,8 @@ class Roster:
         self._thread: threading.Thread | None = None
         me = config.member(config.node_id)
         self._voter = me.voter if me is not None else True
+        # in a committed membership already (load() refuses a saved one without this server)
+        self._joined = (config.data_dir / FILE).exists()
 
     def start(self) -> None:
         on_change = getattr(self.raft, "on_change", None)
@@ -146,6 +151,11 @@ class Roster:
             return
         members = members_of(state.members)
         self._seen = generation
+        if not self._joined and self.config.node_id not in state.members:
+            log.info("membership (generation %d) does not list this server yet: catching up on "
+                     "the log", generation)
+            return
+        self._joined = True
         if members == tuple(sorted(self.config.members, key=lambda m: m.id)):
             save(self.config.data_dir, members, generation)
             return

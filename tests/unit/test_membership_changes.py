@@ -252,6 +252,27 @@ def test_removed_or_promoted_says_so(tmp_path):
         roster.load(config(node_id="n3", data_dir=str(tmp_path)))
 
 
+def test_a_new_server_catching_up_passes_over_the_memberships_before_its_own(tmp_path):
+    # CI: n4, just added, applied the seed's membership (n1..n3) first and stopped itself
+    c = config(node_id="n4", data_dir=str(tmp_path), members=[
+        {"id": f"n{i}", "address": f"10.0.0.{10 + i}", "raft_port": 7100, "grpc_port": 7101}
+        for i in (1, 2, 3, 4)])
+    raft = FakeRaft(state=seeded())
+    seen: list[tuple[Member, ...]] = []
+    said: list[str] = []
+    r = roster.Roster(c, raft, EventLog("n4"), [seen.append], on_self_change=said.append)
+    r.check()  # generation 1 lists n1..n3: history, not a removal
+    assert said == [] and seen == [] and not (tmp_path / roster.FILE).exists()
+    assert c.member("n4") is not None
+    raft.submit({"type": "member_set", "node": "n4", "member": rec(4),
+                 "expect_members_generation": 1})
+    r.check()
+    assert said == [] and [m.id for m in c.members] == ["n1", "n2", "n3", "n4"]
+    raft.submit({"type": "member_del", "node": "n4", "expect_members_generation": 2})
+    r.check()  # once in, out is a removal
+    assert said == ["this server was removed from the cluster"]
+
+
 def test_the_leader_seeds_the_membership_from_its_config(tmp_path):
     c = config(data_dir=str(tmp_path))
     raft = FakeRaft(current=leader_view())
