@@ -41,6 +41,10 @@ class Disk:
         if self.fsync:
             os.fdatasync(fd)
 
+    def dup(self, fd: int) -> int:
+        """Another descriptor of the same open file (a flush on another thread closes it)."""
+        return os.dup(fd)
+
     def flush_path(self, path: Path) -> None:
         """fsync a file or a directory (a rename is durable once its directory is)."""
         if not self.fsync:

@@ -37,33 +37,31 @@ tick thread calls every method; other threads only read `problem`, `full`, `dura
 from __future__ import annotations
 
 import errno
-import gzip
 import logging
 import os
 import pickle
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 from hacluster.consensus.disk import Disk
-from hacluster.consensus.pysyncobj_compat import SUPPORTED_VERSION, Journal
+from hacluster.consensus.journalformat import (
+    APP,
+    END,
+    END_AT,
+    FIRST,
+    Entry,
+    dump_anchor,
+    header,
+    parse,
+    record,
+)
+from hacluster.consensus.pysyncobj_compat import Journal
 
 log = logging.getLogger("hacluster.journal")
 
 SLOW_FLUSH_S = 0.1  # an fdatasync this long is worth a line: acks wait for it
 SLOW_FLUSH_EVERY_S = 10.0  # at most one such line per this long
-
-# pysyncobj/journal.py's layout: app name (24 B), app version (8 B), format version (4 B),
-# offset after the last record (4 B); then records: size, (index, term, command), size.
-_HEADER = struct.Struct("<24s8sII")
-_END = struct.Struct("<I")
-_END_AT = 36  # where the header keeps the offset after the last record
-FIRST = _HEADER.size  # the first record's offset
-_SIZE = struct.Struct("<I")
-_IDX_TERM = struct.Struct("<QQ")
-_APP = b"PYSYNCOBJ"
-_FORMAT = 1
 
 # Space reserved past the end of the log, so that the next entries are written into blocks
 # the filesystem already gave us; regrown when less than LOW_WATER is left. A leader whose
@@ -78,19 +76,6 @@ CHECK_S = 1.0  # how often check() looks at the free space and retries what fail
 # and commit index is ~100 bytes): a vote can be stored on a full disk.
 META_SPACE = 4096
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _record(command: bytes, idx: int, term: int) -> bytes:
-    body = _IDX_TERM.pack(idx, term) + command
-    size = _SIZE.pack(len(body))
-    return size + body + size
-
-
-def _header(end: int) -> bytes:
-    return _HEADER.pack(_APP, SUPPORTED_VERSION.encode(), _FORMAT, end)
-
-
-Entry = tuple[bytes, int, int]  # (command, index, term), as pysyncobj reads them
 
 
 class DurableJournal(Journal):
@@ -112,7 +97,10 @@ class DurableJournal(Journal):
         self._ends: list[int] = []  # offset after each entry's record
         self._written = 0  # entries [0, _written) are in the file (maybe not flushed)
         self._on_disk_end = FIRST  # the end the file's header says
-        self._synced = True  # everything written is flushed
+        self._seq = 0  # counts the writes into the file (a promise needs a flush covering it)
+        self._flushed_seq = 0  # the writes a finished flush covered
+        self._file_gen = 0  # counts the files (a flush of an older file no longer counts)
+        self.durable_index = 0  # the log index of the newest entry a finished flush covered
         self._broken = ""  # why the file can no longer be trusted (a flush failed): rewrite it
         self._dump_dirty = False  # the dump must be flushed before the journal relies on it
         self._allocated = 0
@@ -140,6 +128,7 @@ class DurableJournal(Journal):
         # what it replaces.
         self._dump_dirty = True
         self._entries, self._ends, self._written = [], [], 0
+        self.durable_index = 0
         if not self._flush_dump():
             self._broken = self.error  # the file keeps the old log until check() rewrites it
         self._write_pending()
@@ -152,6 +141,7 @@ class DurableJournal(Journal):
         del self._entries[entryFrom:]
         del self._ends[entryFrom:]
         self._written = min(self._written, entryFrom)
+        self.durable_index = min(self.durable_index, self._last_index())
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803 (pysyncobj API)
         """Log compaction, right after pysyncobj renamed a new dump into place."""
@@ -196,8 +186,11 @@ class DurableJournal(Journal):
         return self._meta.get("votedForNodeId")
 
     def onOneSecondTimer(self) -> None:  # noqa: N802
-        if self._meta_lazy:  # the commit index: needed by no promise, stored once a second
-            self._store_meta()
+        """Nothing: the commit index, which no promise needs, rides with the next term and
+        vote and the clean stop (_destroy). Stored on its own it cost three flushes on the
+        tick thread every second while commands flowed (100-300 ms each on a busy disk in
+        the lab: the leader sent no heartbeat meanwhile). After a crash a member starts from
+        an older commit index and applies the rest with its first heartbeat."""
 
     # ------------------------------------------------------------ durability
 
@@ -222,18 +215,19 @@ class DurableJournal(Journal):
             return f"Raft journal not on disk ({self.directory}): {self.error}"
         return ""
 
-    def _note_flush(self, took: float) -> None:
-        """A slow fdatasync holds every ack and vote of this member (they wait for it), and a
-        leader counts acks for its lease: say so (once per SLOW_FLUSH_EVERY_S at most)."""
+    def _note_flush(self, took: float, what: str = "journal") -> None:
+        """A slow flush holds this member's acks and votes (they wait for it) and, on the
+        tick thread, its heartbeats; a leader's lease counts both: say so (once per
+        SLOW_FLUSH_EVERY_S at most)."""
         if took < SLOW_FLUSH_S:
             return
         self.slow_flushes += 1
         now = time.monotonic()
         if now - self._slow_said >= SLOW_FLUSH_EVERY_S:
             self._slow_said = now
-            log.warning("Raft journal flush took %.0f ms (%d over %.0f ms so far): this member's "
+            log.warning("Raft %s flush took %.0f ms (%d over %.0f ms so far): this member's "
                         "acks waited for the data disk, and a leader's lease (timing.lease_ms) "
-                        "counts them", took * 1000, self.slow_flushes, SLOW_FLUSH_S * 1000)
+                        "counts them", what, took * 1000, self.slow_flushes, SLOW_FLUSH_S * 1000)
 
     def sync(self) -> bool:
         """Write and flush everything pending (one fdatasync for all of it); True when
@@ -244,20 +238,66 @@ class DurableJournal(Journal):
         if self._written < len(self._entries) or not self._flush_dump():
             return False
         if not self._synced:
-            started = time.monotonic()
+            started, seq, index = time.monotonic(), self._seq, self._last_index()
             try:
                 self._disk.flush(self._fd)
-                self._note_flush(time.monotonic() - started)
             except OSError as e:
-                # After a failed fdatasync the kernel may have dropped the pages it could not
-                # write: only a new file written from memory can be trusted again.
-                self._failed("flush the journal (fdatasync)", e)
-                self._broken = self.error
+                self.flushed(self._file_gen, seq, index, 0.0, e)
                 return False
-            self._synced = True
+            self.flushed(self._file_gen, seq, index, time.monotonic() - started, None)
         if self._stored != self._term_vote() and not self.full:  # while full: check() retries
             self._store_meta()
         return self.durable
+
+    @property
+    def _synced(self) -> bool:
+        """Everything written is flushed."""
+        return self._flushed_seq >= self._seq
+
+    @property
+    def seq(self) -> int:
+        """The writes so far: a promise made now needs a flush that covers them."""
+        return self._seq
+
+    def start_flush(self) -> tuple[int, int, int, int] | None:
+        """Write what is pending, then hand out (a duplicate of the file's descriptor, the
+        file's generation, the writes and the last log index it covers) for a flush on
+        another thread, which closes the descriptor and reports to flushed(). None:
+        nothing to flush, or the file cannot be trusted (sync() and check() deal with it)."""
+        if self._broken:
+            return None
+        self._write_pending()
+        if self._written < len(self._entries) or self._synced:
+            return None
+        return self._disk.dup(self._fd), self._file_gen, self._seq, self._last_index()
+
+    @property
+    def writable(self) -> bool:
+        """Every entry is in the file and the file can be trusted (flushed or not)."""
+        return not self._broken and self._written == len(self._entries)
+
+    def _last_index(self) -> int:
+        return self._entries[self._written - 1][1] if self._written else 0
+
+    def flushed(self, gen: int, seq: int, index: int, took: float, error: OSError | None) -> None:
+        """A flush of file generation `gen` covering `seq` writes (log index `index`)
+        ended (tick thread)."""
+        if gen != self._file_gen:
+            return  # that file was replaced (the new one was flushed before the rename)
+        if error is not None:
+            # After a failed fdatasync the kernel may have dropped the pages it could not
+            # write: only a new file written from memory can be trusted again.
+            self._failed("flush the journal (fdatasync)", error)
+            self._broken = self.error
+            return
+        self._note_flush(took)
+        self._flushed_seq = max(self._flushed_seq, seq)
+        self.durable_index = max(self.durable_index, index)
+
+    def durable_upto(self, seq: int) -> bool:
+        """What was promised after `seq` writes is on disk (entries, dump, term and vote)."""
+        return (not self._broken and self._flushed_seq >= seq and self._written == len(self._entries)
+                and not self._dump_dirty and self._stored == self._term_vote())
 
     @staticmethod
     def promises(message: dict[str, Any]) -> bool:
@@ -290,9 +330,10 @@ class DurableJournal(Journal):
         if free < MIN_FREE:
             self._set_full(f"{free // 1024} KiB free, the journal needs {MIN_FREE // 1024} KiB")
             return
-        if not self.full and self.durable:
-            self.error = ""  # a failure since put right (a vote stored at the next try)
-            return
+        if not self.full and (self.durable or not self.error):
+            if self.durable:
+                self.error = ""  # a failure since put right (a vote stored at the next try)
+            return  # (not durable and no error: a flush runs, as it should)
         if self._broken and not self._rewrite(self._entries):
             return
         try:
@@ -321,17 +362,21 @@ class DurableJournal(Journal):
         fd = self._disk.open(self._path)
         data = b"" if fresh else self._disk.read(fd)
         if not data.strip(b"\0"):  # new, or created by a start that did not get further
-            self._disk.write(fd, _header(FIRST), 0)
+            self._disk.write(fd, header(FIRST), 0)
             self._reserve_on(fd, FIRST)
             self._disk.flush(fd)
             self._disk.flush_path(self.directory)
             return fd
-        if not data.startswith(_APP):
+        if not data.startswith(APP):
             self._disk.close(fd)
             raise ValueError(f"{self._path} is not a pysyncobj journal (move it away to start "
                              "this member from its peers' copy)")
-        self._on_disk_end = _END.unpack_from(data, _END_AT)[0]
-        self._entries = self._parse(data, self._on_disk_end)
+        self._on_disk_end = END.unpack_from(data, END_AT)[0]
+        self._entries, off = parse(data, self._on_disk_end)
+        if off != self._on_disk_end:
+            log.warning("Raft journal %s: records end at byte %d, its header says %d (a write "
+                        "cut by a crash before it was acknowledged): the rest is ignored",
+                        self._path, off, self._on_disk_end)
         self._ends = []
         for command, _idx, _term in self._entries:
             self._ends.append(self._end() + len(command) + 24)
@@ -340,35 +385,15 @@ class DurableJournal(Journal):
         self._align_with_dump()
         self._reserve_on(self._fd, self._end())  # also fills the holes a sparse (mmap) journal has
         self._write_pending()  # a header cut by a crash points to the last whole record
-        self._synced = False
+        self._seq += 1  # flushed once at start, whatever was written
         self.sync()
         return self._fd
-
-    def _parse(self, data: bytes, end: int) -> list[Entry]:
-        entries: list[Entry] = []
-        off = FIRST
-        while off < end:
-            size = _SIZE.unpack_from(data, off)[0] if off + 4 <= len(data) else 0
-            tail = off + 4 + size
-            if size < _IDX_TERM.size or tail + 4 > len(data) or \
-                    _SIZE.unpack_from(data, tail)[0] != size:
-                break
-            idx, term = _IDX_TERM.unpack_from(data, off + 4)
-            if entries and idx != entries[-1][1] + 1:
-                break
-            entries.append((data[off + 4 + _IDX_TERM.size:tail], idx, term))
-            off = tail + 4
-        if off != end:
-            log.warning("Raft journal %s: records end at byte %d, its header says %d (a write "
-                        "cut by a crash before it was acknowledged): the rest is ignored",
-                        self._path, off, end)
-        return entries
 
     def _align_with_dump(self) -> None:
         """Start the log at the dump's last two entries when it holds them further on (a
         compaction that a crash cut between the dump and the journal): pysyncobj would
         otherwise clear the log, entries after the dump included."""
-        anchor = _dump_anchor(self._dump)
+        anchor = dump_anchor(self._dump)
         if anchor is None or self._entries[:2] == list(anchor):
             return
         for i in range(1, len(self._entries) - 1):
@@ -411,17 +436,18 @@ class DurableJournal(Journal):
         if self._broken or (self._written == len(self._entries) and self._on_disk_end == end):
             return
         start = self._ends[self._written - 1] if self._written else FIRST
-        data = b"".join(_record(*e) for e in self._entries[self._written:])
+        data = b"".join(record(*e) for e in self._entries[self._written:])
         try:
             self._reserve(end)
             if data:
                 self._disk.write(self._fd, data, start)
-            self._disk.write(self._fd, _END.pack(end), _END_AT)
+            self._disk.write(self._fd, END.pack(end), END_AT)
         except OSError as e:
             if not self.full or e.errno not in _FULL:  # while full: counted once, not per entry
                 self._failed("write the journal", e)
             return
-        self._written, self._on_disk_end, self._synced = len(self._entries), end, False
+        self._written, self._on_disk_end = len(self._entries), end
+        self._seq += 1
 
     def _rewrite(self, entries: list[Entry]) -> bool:
         """Replace the file by one holding `entries`: the dump flushed first (the new file
@@ -429,7 +455,7 @@ class DurableJournal(Journal):
         if not self._flush_dump():
             return False
         tmp = self._path.with_name(self._path.name + ".tmp")
-        records = b"".join(_record(*e) for e in entries)
+        records = b"".join(record(*e) for e in entries)
         end = FIRST + len(records)
         try:
             fd = self._disk.open(tmp, truncate=True)
@@ -445,7 +471,7 @@ class DurableJournal(Journal):
                     raise
                 self._disk.allocate(fd, 0, end)
                 allocated = end
-            self._disk.write(fd, _header(end) + records, 0)
+            self._disk.write(fd, header(end) + records, 0)
             self._disk.flush(fd)
             self._disk.replace(tmp, self._path)
         except OSError as e:
@@ -460,7 +486,11 @@ class DurableJournal(Journal):
         self._ends = []
         for command, _idx, _term in self._entries:
             self._ends.append(self._end() + len(command) + 24)
-        self._written, self._on_disk_end, self._synced, self._broken = len(entries), end, True, ""
+        self._written, self._on_disk_end, self._broken = len(entries), end, ""
+        self._file_gen += 1
+        self._seq += 1
+        self._flushed_seq = self._seq
+        self.durable_index = self._last_index()
         try:
             self._disk.flush_path(self.directory)
         except OSError as e:  # the rename may not be durable yet: check() writes it again
@@ -516,6 +546,7 @@ class DurableJournal(Journal):
         before this returns True."""
         data = pickle.dumps(self._meta, protocol=2)
         term_vote = self._term_vote()
+        started = time.monotonic()
         try:
             fd = self._disk.open(self._meta_next)
             try:
@@ -531,6 +562,7 @@ class DurableJournal(Journal):
             return False
         self._stored, self._meta_lazy = term_vote, False
         self._prepare_meta()
+        self._note_flush(time.monotonic() - started, "meta")
         return True
 
     def _set_full(self, why: str) -> None:
@@ -546,21 +578,3 @@ class DurableJournal(Journal):
         if error != self.error:  # once per distinct error, not once per attempt
             log.error("Raft journal %s: %s", self._path, error)
         self.error = error
-
-
-def _dump_anchor(dump: Path | None) -> tuple[Entry, Entry] | None:
-    """The last two entries pysyncobj's full dump was taken at, None without a dump.
-
-    Its format (pysyncobj/serializer.py, syncobj.__tryLogCompaction): a gzip'd pickle of
-    (state, last applied entry, the entry before it, cluster)."""
-    if dump is None or not dump.exists():
-        return None
-    started = time.monotonic()
-    try:
-        with gzip.open(dump) as f:
-            data = pickle.load(f)
-        anchor = (tuple(data[2]), tuple(data[1]))
-    except Exception:  # noqa: BLE001 - pysyncobj reports a bad dump itself when it loads it
-        return None
-    log.debug("Raft journal: dump anchor read in %.1f ms", (time.monotonic() - started) * 1000)
-    return anchor  # type: ignore[return-value]

@@ -22,6 +22,9 @@ says why each private is needed and is tested against the installed library.
   round after a crash is not lost to a link pysyncobj's connectionTimeout closed while idle;
   a non-voter's heartbeats paced (links.py).
 * **Acknowledged means on disk** (diskguard.py, journal.py); a leader whose disk fills steps down.
+  An ack held for its flush does not hold the lease: at receipt the follower answers a
+  next_node_idx that promises nothing (success False, no reset: pysyncobj's leader only
+  notes the answer) carrying the heartbeat's send time; stickiness rests on that receipt.
 
 Threading: callbacks and hooks (before_tick, on_message, on_send) run on pysyncobj's tick
 thread; the agent reads `view()` (single floats/ints/bools, atomic under the GIL) from its
@@ -120,6 +123,7 @@ class RaftNode(MemberView, Links):
         self._addr_of: tuple[Any, dict[str, str]] = ((), {})  # _by_addr's cache
         # written on the tick thread, read anywhere
         self.echo_ts: float | None = None
+        self._held_ack: dict[str, Any] | None = None  # an ack held for the flush (on_message)
         self.lease_expiry = 0.0
         self.lease_seen_ok = False  # view() saw the lease valid (it logs the loss once)
         self.leader_since = 0.0
@@ -223,7 +227,7 @@ class RaftNode(MemberView, Links):
                 log.exception("tick-thread call failed")
         now = _now()
         self._check_agent(now)
-        self._disk.before_tick(self._sync, now)
+        self._disk.before_tick(self._sync, now, self._n // 2)
         self._tcp_silence = read_tcp_silence(self, now)
         if now - self._last_ping >= self._ping_period():
             self._last_ping = now
@@ -319,7 +323,12 @@ class RaftNode(MemberView, Links):
         try:
             deliver()
         finally:
+            held, self._held_ack = self._held_ack, None
             self.echo_ts = self._disk.peer = None
+        if held is not None and self._sync is not None:
+            # Its ack waits for the journal's flush; the lease need not: this member stays
+            # sticky from receipt (intercept), whatever its disk does meanwhile.
+            self._sync.send(node, {**held, "success": False, "reset": False, "hc_receipt": True})
 
     def on_send(self, message: dict[str, Any], node: Node | None = None) -> dict[str, Any] | None:
         """Hooks.on_send: stamp outgoing Raft messages; None drops one: a heartbeat of a
@@ -330,7 +339,11 @@ class RaftNode(MemberView, Links):
             return None
         message = self.stamp(message)
         # a promise (ack, vote) waits for its flush, or is dropped if the disk fails
-        return message if self._disk.may_send(message) else None
+        if self._disk.may_send(message):
+            return message
+        if message.get("type") == "next_node_idx" and self.echo_ts is not None:
+            self._held_ack = message  # on_message acks the receipt for the lease at once
+        return None
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         """Outgoing: add send times to heartbeats, echo them in replies, flag transfers."""
@@ -366,7 +379,7 @@ class RaftNode(MemberView, Links):
         if kind == "hc_higher_term":
             self._step_down_for(peer, message.get("term"))
             return True
-        if kind == "next_node_idx":
+        if kind == "next_node_idx":  # an ack, or a receipt (on_message): both carry hc_ts
             ts = message.get("hc_ts")
             if isinstance(ts, float) and ts > self._answered.get(peer, 0.0):
                 self._answered[peer] = ts  # any member's, voter or not (acked_since)

@@ -11,6 +11,7 @@ Tests then assert on the order: a write, then its flush, then the ack that relie
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ class RecordingDisk(Disk):
         self.names: dict[int, str] = {}
         self.fail: dict[str, int] = {}
         self.free = 1 << 30
+        self.flush_delay: dict[str, float] = {}  # file name -> s each flush of it takes on top
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(o.op, o.name) for o in self.ops]
@@ -64,7 +66,17 @@ class RecordingDisk(Disk):
     def flush(self, fd: int) -> None:
         self._maybe_fail("flush")
         self.record("flush", self.names[fd])
+        delay = self.flush_delay.get(self.names[fd])
+        if delay:  # a slow or busy disk; its end is recorded too ("flushed")
+            time.sleep(delay)
         super().flush(fd)
+        if delay:
+            self.record("flushed", self.names[fd])
+
+    def dup(self, fd: int) -> int:
+        new = super().dup(fd)
+        self.names[new] = self.names[fd]
+        return new
 
     def flush_path(self, path: Path) -> None:
         self.record("flush_path", Path(path).name)

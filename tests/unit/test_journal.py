@@ -86,16 +86,19 @@ def test_entries_are_written_at_once_and_flushed_together_by_sync(tmp_path, disk
     assert j.sync() and len(disk.ops) == n  # nothing new: no system call
 
 
-def test_the_commit_index_is_stored_once_a_second_not_flushed_per_entry(tmp_path, disk):
+def test_the_commit_index_rides_with_the_term_and_the_clean_stop_never_alone(tmp_path, disk):
     j = open_journal(tmp_path, disk)
     j.add(*entries(1)[0])
     assert j.sync()
     disk.ops.clear()
     j.setRaftCommitIndex(1)  # a follower learns it with every heartbeat: no system call
+    j.onOneSecondTimer()  # nor a second later: three flushes on the tick thread
     assert disk.ops == []
-    j.onOneSecondTimer()
-    assert ("replace", "raft.journal.meta.tmp>raft.journal.meta") in disk.pairs()
+    j.setCurrentTerm(2, None)
     assert pickle.loads((tmp_path / "raft.journal.meta").read_bytes())["raftCommitIndex"] == 1
+    j.setRaftCommitIndex(2)
+    j._destroy()
+    assert pickle.loads((tmp_path / "raft.journal.meta").read_bytes())["raftCommitIndex"] == 2
 
 
 def test_term_and_vote_are_flushed_renamed_and_the_rename_flushed_before_returning(tmp_path, disk):
