@@ -195,17 +195,23 @@ def test_commands_that_arrive_together_share_one_flush_on_every_member(cluster):
     assert all(f <= n // 4 for f in flushes().values()), flushes()
 
 
+def _recorded(make: Any) -> tuple[Any, list[Op], threading.Lock, dict[str, RecordingDisk]]:
+    """Three members whose system calls go to one timeline (ops, under lock)."""
+    ops: list[Op] = []
+    lock = threading.Lock()
+    c = make(3)
+    disks = {n: RecordingDisk(ops, n, lock) for n in c.configs}
+    for node_id in c.configs:
+        c.start(node_id, disk=disks[node_id])
+    return c, ops, lock, disks
+
+
 def test_slow_follower_disks_delay_the_commit_but_never_the_leaders_lease(cluster):  # noqa: F811
     """CI: two followers' acks waited ~200 ms for their journal flush (five agents on one
     disk) and the leader's lease, which counted those acks, lapsed: the VIP went down for
     0.3 s. A follower now flushes on a thread of its own and answers each heartbeat's
     receipt at once; the ack, and so the commit, still wait for the flush."""
-    ops: list[Op] = []
-    lock = threading.Lock()
-    c = cluster(3)
-    disks = {n: RecordingDisk(ops, n, lock) for n in c.configs}
-    for node_id in c.configs:
-        c.start(node_id, disk=disks[node_id])
+    c, ops, lock, disks = _recorded(cluster)
     leader = c.leader()
     lid = _leader_id(c, leader)
     wait_until(leader.lease_ok_now, 10, "the leader's lease", FAST)
@@ -240,12 +246,7 @@ def test_a_slow_leader_disk_holds_the_commit_until_the_leaders_own_flush_ended(c
     """The leader flushes on a thread of its own, in parallel with its followers; pysyncobj
     counts the leader's copy towards every commit, so the commit must wait for that flush
     when the followers' acks come first."""
-    ops: list[Op] = []
-    lock = threading.Lock()
-    c = cluster(3)
-    disks = {n: RecordingDisk(ops, n, lock) for n in c.configs}
-    for node_id in c.configs:
-        c.start(node_id, disk=disks[node_id])
+    c, ops, lock, disks = _recorded(cluster)
     leader = c.leader()
     lid = _leader_id(c, leader)
     disks[lid].flush_delay[JOURNAL] = 0.3
