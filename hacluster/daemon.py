@@ -421,11 +421,13 @@ def _keep_raft_guard(guard: Any, config: Config, events: Any, stop: threading.Ev
     (if there is one) when something removed it (a firewall reload with `flush ruleset`
     does), loudly: every GUARD_CHECK_S, or, when nftables changes are `notified` (NftWatch
     sets `recheck`), at the next look after a change and every nftwatch.SAFETY_S."""
+    from hacluster.dataplane.worker import background_priority
     from hacluster.hostops.nftwatch import SAFETY_S
 
     every = SAFETY_S if notified else GUARD_CHECK_S
 
     def loop() -> None:
+        background_priority()  # `nft` of the guard's checks: after Raft's own thread
         guard_at = time.monotonic() + every
         while not stop.wait(LISTENER_CHECK_S):
             try:

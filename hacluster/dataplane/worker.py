@@ -12,6 +12,7 @@ until a newer one arrives.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,27 @@ from hacluster.dataplane.table import Backend, BackendState, Service, Table
 from hacluster.dataplane.validate import table_errors
 
 log = logging.getLogger("hacluster.dataplane")
+
+
+# How much lower than the agent's own a background thread's CPU priority is (nice steps).
+BACKGROUND_NICE = 10
+
+
+def background_priority() -> None:
+    """The calling thread, and every process it starts from now on, yield the CPU to the
+    agent's Raft tick thread and loop: nice +BACKGROUND_NICE (Linux keeps nice per thread,
+    and a child process or thread inherits its creator's). For threads whose work can wait
+    a little and that start nothing long-lived: applying a table (nft, conntrack), the Raft
+    guard's checks. (Not the roster: it starts conntrackd pairs, which must keep pace.)
+    CI: at a membership change, five agents of a 2-CPU lab each apply a table (`nft -f`,
+    ~50 ms of CPU) while the new leader's tick thread must answer within its lease. Raising
+    one's own nice needs no privilege; best effort (stays as is where it is refused)."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
+    except OSError:
+        pass
+
 
 RETRY_S = 1.0
 VERIFY_S = 5.0  # how often the kernel's generation is compared with what we applied
@@ -146,6 +168,7 @@ class DataplaneWorker:
         return None if table is None or table.generation == self._applied else table
 
     def _run(self) -> None:
+        background_priority()  # nft and conntrack, started from here, wait for Raft's thread
         while True:
             with self._cond:
                 while not self._stop and (table := self._next()) is None:
