@@ -60,8 +60,7 @@ class DiskGuard:
         # (member, promise, the journal's writes it promises) awaiting a flush
         self._held: list[tuple[Any, dict[str, Any], int]] = []
         self._seam: SyncObjSeam[Any] | None = None
-        self._flushing = False  # a flush thread runs
-        self._thread: threading.Thread | None = None  # the last flush thread
+        self._thread: threading.Thread | None = None  # the flush thread, until its result is in
         self._done: collections.deque[tuple[int, int, int, float, OSError | None]] = collections.deque()
         self._releasing = False  # before_tick sends promises already on disk
 
@@ -94,7 +93,7 @@ class DiskGuard:
                 self._release(seam, lambda seq: j.sync(), False)
             else:
                 self._flush_async(j)
-                self._release(seam, j.durable_upto, self._flushing)
+                self._release(seam, j.durable_upto, self._thread is not None)
         became_full = bool(j.full) and not self._was_full
         if bool(j.full) != self._was_full:  # no dump can be written meanwhile: no compaction
             seam.hold_compaction(bool(j.full))
@@ -138,12 +137,14 @@ class DiskGuard:
 
     def _collect(self, j: DurableJournal) -> None:
         while self._done:  # a flush thread ended
-            self._flushing = False
+            self._thread = None
             j.flushed(*self._done.popleft())
 
     def _own_copy(self, j: DurableJournal, seam: SyncObjSeam[Any], quorum_others: int) -> None:
         """Before pysyncobj's commit loop counts the leader's copy: when the followers'
         acks would commit an entry past what this leader has on disk, its flush ends first."""
+        if j.writable and j.durable_index >= j.last_index:
+            return  # every entry on disk (an idle leader's every tick): nothing to compare
         if quorum_others <= 0:
             bound = float("inf")
         else:
@@ -158,11 +159,10 @@ class DiskGuard:
             j.sync()  # written since that flush began: one more, here
 
     def _flush_async(self, j: DurableJournal) -> None:
-        if self._flushing:
+        if self._thread is not None:
             return
         job = j.start_flush()
         if job is not None:
-            self._flushing = True
             self._thread = threading.Thread(target=self._flush, args=job, name="raft-flush", daemon=True)
             self._thread.start()
 

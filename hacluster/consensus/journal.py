@@ -141,7 +141,7 @@ class DurableJournal(Journal):
         del self._entries[entryFrom:]
         del self._ends[entryFrom:]
         self._written = min(self._written, entryFrom)
-        self.durable_index = min(self.durable_index, self._last_index())
+        self.durable_index = min(self.durable_index, self.last_index)
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803 (pysyncobj API)
         """Log compaction, right after pysyncobj renamed a new dump into place."""
@@ -238,7 +238,7 @@ class DurableJournal(Journal):
         if self._written < len(self._entries) or not self._flush_dump():
             return False
         if not self._synced:
-            started, seq, index = time.monotonic(), self._seq, self._last_index()
+            started, seq, index = time.monotonic(), self._seq, self.last_index
             try:
                 self._disk.flush(self._fd)
             except OSError as e:
@@ -269,14 +269,16 @@ class DurableJournal(Journal):
         self._write_pending()
         if self._written < len(self._entries) or self._synced:
             return None
-        return self._disk.dup(self._fd), self._file_gen, self._seq, self._last_index()
+        return self._disk.dup(self._fd), self._file_gen, self._seq, self.last_index
 
     @property
     def writable(self) -> bool:
         """Every entry is in the file and the file can be trusted (flushed or not)."""
         return not self._broken and self._written == len(self._entries)
 
-    def _last_index(self) -> int:
+    @property
+    def last_index(self) -> int:
+        """The log index of the newest entry in the file (0: none)."""
         return self._entries[self._written - 1][1] if self._written else 0
 
     def flushed(self, gen: int, seq: int, index: int, took: float, error: OSError | None) -> None:
@@ -490,7 +492,7 @@ class DurableJournal(Journal):
         self._file_gen += 1
         self._seq += 1
         self._flushed_seq = self._seq
-        self.durable_index = self._last_index()
+        self.durable_index = self.last_index
         try:
             self._disk.flush_path(self.directory)
         except OSError as e:  # the rename may not be durable yet: check() writes it again

@@ -55,6 +55,13 @@ def _probe_table() -> Table:
 STALE_TCP_STATES = ("TIME_WAIT", "CLOSE", "SYN_SENT")
 
 
+def _dnat_to(address: str, port: int | None, protocol: Protocol) -> list[str]:
+    """`conntrack -D` of the flows this node DNATed to address[:port] (--dst-nat spares its
+    own connections to that address: gossip, Raft, health checks)."""
+    args = ["-D", "-p", protocol.value, "--dst-nat", "--reply-src", address]
+    return args + ["--reply-port-src", str(port)] if port else args
+
+
 def _conntrack_ok(returncode: int, text: str) -> bool:
     """`conntrack -D` succeeded; it exits 1 when nothing matched ("0 flow entries have been
     deleted"), which is no failure for us."""
@@ -223,9 +230,7 @@ class NftApplier:
             return True, "not TCP"
         if shutil.which(self._conntrack) is None:
             return False, f"`{self._conntrack}` is not installed (Debian: apt install conntrack)"
-        base = ["-D", "-p", "tcp", "--dst-nat", "--reply-src", address]
-        if port:
-            base += ["--reply-port-src", str(port)]
+        base = _dnat_to(address, port, Protocol.TCP)
         failed = []
         for state in STALE_TCP_STATES:
             proc = self._exec(self._conntrack, *base, "--state", state)
@@ -243,11 +248,7 @@ class NftApplier:
         if shutil.which(self._conntrack) is None:
             return False, (f"`{self._conntrack}` is not installed (Debian: apt install conntrack); "
                            f"established flows to {address} end on their own")
-        proto = Protocol(protocol).value
-        args = ["-D", "-p", proto, "--dst-nat", "--reply-src", address]
-        if port:
-            args += ["--reply-port-src", str(port)]
-        proc = self._exec(self._conntrack, *args)
+        proc = self._exec(self._conntrack, *_dnat_to(address, port, Protocol(protocol)))
         text = (proc.stderr + proc.stdout).strip()
         if _conntrack_ok(proc.returncode, text):
             return True, text or "flushed"

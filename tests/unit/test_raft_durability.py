@@ -55,22 +55,24 @@ def _leader_id(c: Any, leader: RaftNode) -> str:
     return next(i for i, n in c.nodes.items() if n is leader)
 
 
-def test_a_command_is_acknowledged_only_after_a_majority_wrote_and_flushed_it(cluster):  # noqa: F811
-    ops: list[Op] = []
-    lock = threading.Lock()
-    c = cluster(3)
-    for node_id in c.configs:
-        c.start(node_id, disk=RecordingDisk(ops, node_id, lock))
-    leader = c.leader()
-    lid = _leader_id(c, leader)
-
+def _acked_on_timeline(leader: RaftNode, lid: str, ops: list[Op],
+                       lock: threading.Lock) -> tuple[list[Op], int, bytes]:
+    """Commit a marked command; the timeline with its ack (recorded on the leader's tick
+    thread, right when pysyncobj acknowledges), the ack's place, and the marker."""
     def ack() -> None:
         with lock:
             ops.append(Op("ack", lid, ""))
     marker = _submit_marked(leader, ack).encode()
     with lock:
         timeline = list(ops)
-    acked = timeline.index(Op("ack", lid, ""))
+    return timeline, timeline.index(Op("ack", lid, "")), marker
+
+
+def test_a_command_is_acknowledged_only_after_a_majority_wrote_and_flushed_it(cluster):  # noqa: F811
+    c, ops, lock, _ = _recorded(cluster)
+    leader = c.leader()
+    lid = _leader_id(c, leader)
+    timeline, acked, marker = _acked_on_timeline(leader, lid, ops, lock)
 
     def flushed_before_ack(node: str) -> bool:
         wrote = next((i for i, o in enumerate(timeline) if o.node == node and o.op == "write"
@@ -169,11 +171,7 @@ def test_commands_that_arrive_together_share_one_flush_on_every_member(cluster):
     """Group commit: the leader flushes once per tick for the commands of the tick, and a
     follower once for the acks of every append_entries that arrived together (pysyncobj
     sends one per command)."""
-    ops: list[Op] = []
-    lock = threading.Lock()
-    c = cluster(3)
-    for node_id in c.configs:
-        c.start(node_id, disk=RecordingDisk(ops, node_id, lock))
+    c, ops, lock, _ = _recorded(cluster)
     leader = c.leader()
     n = 40
     done: list[int] = []
@@ -216,24 +214,32 @@ def test_slow_follower_disks_delay_the_commit_but_never_the_leaders_lease(cluste
     lid = _leader_id(c, leader)
     wait_until(leader.lease_ok_now, 10, "the leader's lease", FAST)
     slow = 2 * leader.lease_s  # each journal flush of both followers: twice the lease
-    for node_id, disk in disks.items():
-        if node_id != lid:
-            disk.flush_delay[JOURNAL] = slow
+    followers = [n for n in disks if n != lid]
+    with lock:
+        mark = len(ops)  # the slow flushes are those recorded from here on
+        for node_id in followers:
+            disks[node_id].flush_delay[JOURNAL] = slow
     lapses: list[float] = []
     done = threading.Event()
 
     def watch() -> None:  # the lease as the agent reads it, every 5 ms
-        while not done.is_set():
+        while not done.wait(0.005):
             if not leader.lease_ok_now():
                 lapses.append(time.monotonic())
-            time.sleep(0.005)
+
+    def slow_flushes_over() -> bool:  # each follower flushed slowly, and none still is
+        with lock:
+            late = ops[mark:]
+        return all(0 < late.count(Op("flush", n, JOURNAL)) == late.count(Op("flushed", n, JOURNAL))
+                   for n in followers)
     watcher = threading.Thread(target=watch)
     watcher.start()
     started = time.monotonic()
     try:
         _submit_marked(leader, lambda: None)
         took = time.monotonic() - started
-        time.sleep(slow)  # the flushes still running end, and the leader keeps its lease
+        # the leader keeps its lease until the last of the followers' slow flushes ended
+        wait_until(slow_flushes_over, 10, "the followers' slow flushes to end", FAST)
     finally:
         done.set()
         watcher.join()
@@ -250,14 +256,7 @@ def test_a_slow_leader_disk_holds_the_commit_until_the_leaders_own_flush_ended(c
     leader = c.leader()
     lid = _leader_id(c, leader)
     disks[lid].flush_delay[JOURNAL] = 0.3
-
-    def ack() -> None:
-        with lock:
-            ops.append(Op("ack", lid, ""))
-    marker = _submit_marked(leader, ack).encode()
-    with lock:
-        timeline = list(ops)
-    acked = timeline.index(Op("ack", lid, ""))
+    timeline, acked, marker = _acked_on_timeline(leader, lid, ops, lock)
     wrote = next(i for i, o in enumerate(timeline) if o.node == lid and o.op == "write"
                  and o.name == JOURNAL and marker in o.data)
     ended = next((i for i, o in enumerate(timeline[wrote:], wrote)
