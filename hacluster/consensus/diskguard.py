@@ -110,6 +110,11 @@ class DiskGuard:
             return
         self._flush_async(j)
 
+    def idle(self) -> bool:
+        """Nothing to write, flush or send for the journal (a quiet wake-up's condition)."""
+        j = self.journal
+        return not (self._held or self._thread is not None or self._done or (j is not None and j.dirty))
+
     def may_send(self, message: dict[str, Any]) -> bool:
         """True: send it now; False: held for before_tick's flush, or dropped."""
         j = self.journal
@@ -118,7 +123,7 @@ class DiskGuard:
         if self.peer is not None and (self._held or j.dirty):
             self._held.append((self.peer, message, j.seq))
             return False
-        return j.sync()
+        return j.durable or j.sync()  # durable: nothing for sync() to do (an idle ack)
 
     def _release(self, seam: SyncObjSeam[Any], on_disk: Any, wait: bool) -> None:
         """Send the held promises `on_disk(seq)` says are on disk; keep the others while

@@ -143,6 +143,8 @@ PRIVATES: tuple[tuple[str, str, str], ...] = (
     ("TCPTransport", "_onNewIncomingConnection", "method"),
     ("TCPTransport", "_onOutgoingConnected", "method"),
     ("TCPTransport", "_onDisconnected", "method"),
+    ("TCPTransport", "_onIncomingMessageReceived", "method"),
+    ("SyncObj", "_applyCommand", "method"),
     ("TCPTransport", "_onTick", "method"),
     ("SyncObj", "_poller", "attribute"),
     ("SyncObj", "_SyncObj__newAppendEntriesTime", "attribute"),
@@ -175,6 +177,12 @@ class Hooks(Protocol):
 
     def poll_wait(self, default: float) -> float:
         """Optional: how long this tick may wait for the network (pysyncobj: autoTickPeriod)."""
+
+    def quiet_wait(self) -> float | None:
+        """Optional: this wake-up only polls again, for this long (None: a full tick). quiet.py."""
+
+    def stir(self) -> None:
+        """Optional, any thread: the next wake-up must be a full tick."""
 
 
 class _HookedTransport(TCPTransport):
@@ -219,6 +227,28 @@ class _HookedTransport(TCPTransport):
         conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
         self._connections[node] = conn
 
+    def stir(self) -> None:
+        stir = getattr(getattr(self._syncObj, "_hc", None), "stir", None)
+        if stir is not None:
+            stir()
+
+    # A connection opened, identified or lost: the next wake-up is a full tick (quiet.py).
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 (pysyncobj API)
+        self.stir()
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802 (pysyncobj API)
+        self.stir()
+        super()._onIncomingMessageReceived(conn, message)
+
+    def _onOutgoingConnected(self, conn: Any) -> None:  # noqa: N802 (pysyncobj API)
+        self.stir()
+        super()._onOutgoingConnected(conn)
+
+    def _onDisconnected(self, conn: Any) -> None:  # noqa: N802 (pysyncobj API)
+        self.stir()
+        super()._onDisconnected(conn)
+
     def _onTick(self) -> None:  # noqa: N802 (pysyncobj API)
         super()._onTick()
         self._hc_gate.sweep()
@@ -227,6 +257,7 @@ class _HookedTransport(TCPTransport):
 
     def _onMessageReceived(self, node: Node, message: Any) -> None:  # noqa: N802 (pysyncobj API)
         if not isinstance(message, dict):
+            self.stir()
             super()._onMessageReceived(node, message)
             return
         hooks: Hooks | None = getattr(self._syncObj, "_hc", None)
@@ -302,10 +333,24 @@ class HookedSyncObj(SyncObj):
         if self._hc_replicated_attrs:  # the first tick: no dump loaded or written yet
             self._SyncObj__properies.difference_update(self._hc_replicated_attrs)  # type: ignore[attr-defined]
             self._hc_replicated_attrs = ()
+        quiet_wait = getattr(self._hc, "quiet_wait", None)
+        wait = None if quiet_wait is None else quiet_wait()
+        if wait is not None:  # a quiet wake-up (quiet.py): the replies, then poll again
+            self._hc_gate.flush()
+            self._poller.poll(wait)
+            return
         self._hc.before_tick()
         self._hc_gate.flush()  # the replies to the last poll's messages and the held acks
         poll_wait = getattr(self._hc, "poll_wait", None)
         super()._onTick(timeToWait if poll_wait is None else poll_wait(timeToWait))
+
+
+    def _applyCommand(self, command: Any, callback: Any, commandType: Any = None) -> None:  # noqa: N802,N803
+        """pysyncobj's (any thread): the tick that takes the command must be a full one."""
+        stir = getattr(self._hc, "stir", None)
+        if stir is not None:
+            stir()
+        super()._applyCommand(command, callback, commandType)
 
 
 _create_journal = _syncobj_module.createJournal
@@ -441,6 +486,16 @@ class SyncObjSeam(Generic[S]):
     def transfer_in_progress(self) -> bool:
         """A leader's timeout_now reached us: the next election is a leadership transfer."""
         return self.obj._SyncObj__transferInProgress  # type: ignore[attr-defined]
+
+    def quiet_mark(self) -> tuple[Any, ...] | None:
+        """(term, role, leader, commit index) when every entry of our log is committed and
+        applied, else None: what a quiet wake-up must find unchanged (quiet.py)."""
+        o = self.obj
+        commit = o.raftCommitIndex
+        log_ = o._SyncObj__raftLog  # type: ignore[attr-defined]
+        if commit != o.raftLastApplied or not len(log_) or commit != log_[-1][1]:
+            return None
+        return (o.raftCurrentTerm, o._SyncObj__raftState, o._SyncObj__raftLeader, commit)  # type: ignore[attr-defined]
 
     def last_log(self) -> tuple[int, int]:
         """(index, term) of the last entry of our log."""

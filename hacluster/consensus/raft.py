@@ -48,16 +48,14 @@ from hacluster.consensus.diskguard import Disk, DiskGuard, DurableJournal
 from hacluster.consensus.links import Links
 from hacluster.consensus.members import MemberView, change_voters
 from hacluster.consensus.pysyncobj_compat import (
-    CANDIDATE,
-    FOLLOWER,
-    LEADER,
     HookedSyncObj,
     Node,
     SyncObjConf,
     SyncObjSeam,
     replicated,
 )
-from hacluster.consensus.raftview import consensus_view
+from hacluster.consensus.quiet import QuietTicks
+from hacluster.consensus.raftview import consensus_view, role_of
 from hacluster.consensus.state import ReplicatedState, Result, encode
 from hacluster.model import ConsensusView, Role
 
@@ -102,7 +100,7 @@ class _Syncer(HookedSyncObj):
         return result
 
 
-class RaftNode(MemberView, Links):
+class RaftNode(MemberView, Links, QuietTicks):
     """One member's Raft: election, lease, replicated state. Start with start().
 
     Implements protocol.Consensus (what the agent may ask, and from which thread) and
@@ -153,7 +151,6 @@ class RaftNode(MemberView, Links):
         self._epoch_term_applied = 0
         self._sync: SyncObjSeam[_Syncer] | None = None
         self._disk = DiskGuard(disk)  # the data disk's rules; disk: its syscalls (tests fake them)
-        self.after_tick = self._disk.after_tick  # Hooks.after_tick
         self._started = threading.Event()
 
     # membership (issue 16): MemberView's _by_addr, readonly, _n, _voter; and
@@ -217,7 +214,11 @@ class RaftNode(MemberView, Links):
         if s.is_leader() and due <= now:  # sent in this tick
             due = now + self.config.timing.heartbeat
         due = min(due, self._last_ping + self._ping_period())
+        self._quiet_start(now, due - now)
         return min(MAX_POLL_S, max(default, due - now))
+
+    def quiet_wait(self) -> float | None:
+        return self._quiet_left(_now())
 
     def before_tick(self) -> None:
         while self._tick_calls:
@@ -312,6 +313,7 @@ class RaftNode(MemberView, Links):
         While pysyncobj handles a heartbeat, its send time is at hand (echo_ts) so that the
         answer pysyncobj sends at once carries it back: the leader's lease runs from it.
         """
+        self._note_message(message.get("type"))
         if self.intercept(node, message):
             return
         self.echo_ts = None
@@ -472,7 +474,7 @@ class RaftNode(MemberView, Links):
 
     def _on_state_changed(self, old: int, new: int) -> None:
         s = self._sync
-        role = self._role_of(new)
+        role = role_of(new)
         self._acks.clear()
         self._ack_lag.reset(_now())
         self._prevote_passed = False  # a pass is good for the one election it was asked for
@@ -486,14 +488,14 @@ class RaftNode(MemberView, Links):
                 self.lease_expiry = float("inf")
         else:
             self.won_by_transfer = False
-        if self._role_of(old) is Role.LEADER and role is not Role.LEADER:  # its timer was parked
+        if role_of(old) is Role.LEADER and role is not Role.LEADER:  # its timer was parked
             # at a deadline long past: a resigned leader waits (+ hold-back) as a follower does
             self._election_due = _now() + self._disk.holdback() + random.uniform(
                 self.election_min, self.config.timing.election_max)
         if role is not Role.CANDIDATE:
             self._transfer_pending = False
         term = s.term if s is not None else 0
-        log.info("raft role %s -> %s (term %d)", self._role_of(old).value, role.value, term)
+        log.info("raft role %s -> %s (term %d)", role_of(old).value, role.value, term)
         if self._on_role_change is not None:
             self._on_role_change(role, term)
         self.changed()
@@ -506,11 +508,6 @@ class RaftNode(MemberView, Links):
     def changed(self) -> None:
         for callback in self._watchers:
             callback()
-
-    @staticmethod
-    def _role_of(state: int) -> Role:
-        return {FOLLOWER: Role.FOLLOWER, CANDIDATE: Role.CANDIDATE,
-                LEADER: Role.LEADER}.get(state, Role.STOPPED)
 
     # ------------------------------------------------------------ agent-facing API
 

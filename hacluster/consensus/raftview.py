@@ -9,12 +9,21 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hacluster.consensus.pysyncobj_compat import CANDIDATE, FOLLOWER, LEADER
 from hacluster.model import ConsensusView, PeerLink, Role
 
 log = logging.getLogger("hacluster.raft")
 
 if TYPE_CHECKING:
     from hacluster.consensus.raft import RaftNode
+
+
+_ROLES = {FOLLOWER: Role.FOLLOWER, CANDIDATE: Role.CANDIDATE, LEADER: Role.LEADER}
+
+
+def role_of(state: int) -> Role:
+    """Our Role for one of pysyncobj's states (STOPPED for anything else)."""
+    return _ROLES.get(state, Role.STOPPED)
 
 
 def consensus_view(node: RaftNode) -> ConsensusView:
@@ -55,7 +64,7 @@ def consensus_view(node: RaftNode) -> ConsensusView:
                               if p.last_ack_age_s is not None), node.lease_s * 1000)
     node.lease_seen_ok = lease_ok
     return ConsensusView(
-        role=node._role_of(state),
+        role=role_of(state),
         term=term,
         leader=leader,
         lease_ok=lease_ok,

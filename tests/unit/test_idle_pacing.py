@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 
 from hacluster.agent import Agent
-from hacluster.consensus import raft as raft_mod
+from hacluster.consensus import pysyncobj_compat as compat
 from hacluster.consensus.journal import DurableJournal
 from hacluster.consensus.raft import MAX_POLL_S
 from hacluster.ha.decide import ANNOUNCE_OFFSETS, Act, Rules, Snapshot, VipState, decide
@@ -183,7 +183,7 @@ def test_a_leader_polls_until_its_next_heartbeat_a_follower_until_its_timer(monk
     assert abs(node.poll_wait(0.01) - 0.03) < 1e-9
     seam.heartbeat_at = clock.now - 0.001  # sent in this tick: the next one a heartbeat later
     assert abs(node.poll_wait(0.01) - min(MAX_POLL_S, node.config.timing.heartbeat)) < 1e-9
-    seam.state = raft_mod.FOLLOWER
+    seam.state = compat.FOLLOWER
     node._election_due = clock.now + 5
     assert node.poll_wait(0.01) == MAX_POLL_S  # capped: pysyncobj's own timers
     node._election_due = clock.now + 0.04
@@ -207,7 +207,7 @@ def test_pings_go_only_on_links_that_heartbeats_leave_idle(monkeypatch):
     assert [(n, m["type"]) for n, m in seam.sent if m["type"] == "hc_ping"] \
         == [("10.0.0.13:7100", "hc_ping")]
     seam.sent.clear()
-    seam.state = raft_mod.LEADER
+    seam.state = compat.LEADER
     clock.advance(1.0)
     node.before_tick()
     assert not [m for _, m in seam.sent if m["type"] == "hc_ping"]
@@ -217,7 +217,7 @@ def test_raft_changes_call_the_watchers(monkeypatch):
     node, _ = _node(monkeypatch, FakeSeam())
     calls = []
     node.on_change(lambda: calls.append(1))
-    node._on_state_changed(raft_mod.FOLLOWER, raft_mod.CANDIDATE)
+    node._on_state_changed(compat.FOLLOWER, compat.CANDIDATE)
     assert calls == [1]
 
 

@@ -61,6 +61,11 @@ class FakeSeam:
     def last_log(self) -> tuple[int, int]:
         return 10, 1
 
+    mark: tuple | None = (1, 0, None, 10)  # quiet_mark(): what a quiet wake-up must find unchanged
+
+    def quiet_mark(self) -> tuple | None:
+        return self.mark
+
     def tcp_silence(self, node) -> float | None:
         return self.tcp.get(getattr(node, "address", node))
 
