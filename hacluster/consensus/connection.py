@@ -8,6 +8,7 @@ length before their body is read.
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import struct
@@ -32,6 +33,12 @@ from hacluster.consensus.transport import (
 log = logging.getLogger("hacluster.raft.transport")
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+def _fernet_stamp(token: bytes) -> int:
+    """The send time in a Fernet token (base64url of version, 64-bit stamp, ...): what
+    Fernet.extract_timestamp returns, without checking the HMAC a second time."""
+    return int.from_bytes(base64.urlsafe_b64decode(token[:12])[1:9], "big")
 
 
 class Connection:
@@ -191,8 +198,8 @@ class Connection:
         if now - self._last_read > self._timeout:
             self.disconnect()
             return
-        if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-            self.disconnect()
+        if self._state == CONNECTING and self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self.disconnect()  # the connect failed (once connected, an error is ERROR: POLLERR)
             return
         if self._state == CONNECTING:
             if self._on_connected is not None:
@@ -234,8 +241,9 @@ class Connection:
         budget = lim.read_per_tick if self.authenticated else 2 * (lim.handshake_frame + LENGTH.size)
         got = 0
         while got < budget and self._sock is not None:
+            want = min(self._recv_buffer, budget - got)
             try:
-                chunk = self._sock.recv(min(self._recv_buffer, budget - got))
+                chunk = self._sock.recv(want)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -246,6 +254,8 @@ class Connection:
                 return
             self._rbuf += chunk
             got += len(chunk)
+            if len(chunk) < want:
+                break  # drained for now: the (level-triggered) poll reports what comes next
         if got:
             self._last_read = now
 
@@ -277,11 +287,12 @@ class Connection:
 
     def _decode(self, data: bytes) -> Any:
         if self.encryptor:
-            stamp = self.encryptor.extract_timestamp(data)  # checks the HMAC first
+            plain = self.encryptor.decrypt(data)  # checks the HMAC (over the stamp too) first
+            stamp = _fernet_stamp(data)
             if stamp < self.recvLastTimestamp:
                 raise ValueError("frame older than the last one")
             self.recvLastTimestamp = stamp
-            data = self.encryptor.decrypt(data)
+            data = plain
         message = self._wire.loads(zlib.decompress(data))
         if self.recvRandKey:
             key, message = message
