@@ -210,9 +210,12 @@ class RaftNode(MemberView, Links, QuietTicks):
         if s is None or self._tick_calls:
             return 0.0
         now = _now()
-        due = s.next_heartbeat_at() if s.is_leader() else self._election_due
-        if s.is_leader() and due <= now:  # sent in this tick
-            due = now + self.config.timing.heartbeat
+        if s.is_leader():
+            due = s.next_heartbeat_at()
+            if due <= now:  # sent in this tick
+                due = now + self.config.timing.heartbeat
+        else:  # a non-voter (or a retired voter) has no election timer: it ticked at 100 Hz
+            due = now + MAX_POLL_S if self.readonly or self._retired else self._election_due
         due = min(due, self._last_ping + self._ping_period())
         self._quiet_start(now, due - now)
         return min(MAX_POLL_S, max(default, due - now))
