@@ -185,6 +185,10 @@ class Hooks(Protocol):
         """Optional, any thread: the next wake-up must be a full tick."""
 
 
+def _nothing() -> None:
+    pass
+
+
 class _HookedTransport(TCPTransport):
     """TCPTransport that shows every dict message (pysyncobj's Raft traffic) to the hooks, on
     the hardened connections and listener of transport.py."""
@@ -228,9 +232,7 @@ class _HookedTransport(TCPTransport):
         self._connections[node] = conn
 
     def stir(self) -> None:
-        stir = getattr(getattr(self._syncObj, "_hc", None), "stir", None)
-        if stir is not None:
-            stir()
+        getattr(self._syncObj, "_hc_stir", _nothing)()
 
     # A connection opened, identified or lost: the next wake-up is a full tick (quiet.py).
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 (pysyncobj API)
@@ -304,6 +306,10 @@ class HookedSyncObj(SyncObj):
         # pysyncobj leaves attributes that exist by then out of its full dumps (the hooks
         # must stay out: they are no replicated state and do not pickle).
         self._hc = hooks
+        # the optional hooks, looked up once (the tick calls them on every wake-up)
+        self._hc_quiet_wait: Callable[[], float | None] | None = getattr(hooks, "quiet_wait", None)
+        self._hc_poll_wait: Callable[[float], float] | None = getattr(hooks, "poll_wait", None)
+        self._hc_stir: Callable[[], None] = getattr(hooks, "stir", None) or _nothing
         self._hc_replicated_attrs = replicated_attrs
         self._hc_limits = limits  # the transport's (transport.Limits)
         if journal is None:
@@ -333,23 +339,19 @@ class HookedSyncObj(SyncObj):
         if self._hc_replicated_attrs:  # the first tick: no dump loaded or written yet
             self._SyncObj__properies.difference_update(self._hc_replicated_attrs)  # type: ignore[attr-defined]
             self._hc_replicated_attrs = ()
-        quiet_wait = getattr(self._hc, "quiet_wait", None)
-        wait = None if quiet_wait is None else quiet_wait()
+        wait = None if self._hc_quiet_wait is None else self._hc_quiet_wait()
         if wait is not None:  # a quiet wake-up (quiet.py): the replies, then poll again
             self._hc_gate.flush()
             self._poller.poll(wait)
             return
         self._hc.before_tick()
         self._hc_gate.flush()  # the replies to the last poll's messages and the held acks
-        poll_wait = getattr(self._hc, "poll_wait", None)
+        poll_wait = self._hc_poll_wait
         super()._onTick(timeToWait if poll_wait is None else poll_wait(timeToWait))
-
 
     def _applyCommand(self, command: Any, callback: Any, commandType: Any = None) -> None:  # noqa: N802,N803
         """pysyncobj's (any thread): the tick that takes the command must be a full one."""
-        stir = getattr(self._hc, "stir", None)
-        if stir is not None:
-            stir()
+        self._hc_stir()
         super()._applyCommand(command, callback, commandType)
 
 
