@@ -54,7 +54,7 @@ from hacluster.consensus.pysyncobj_compat import (
     SyncObjSeam,
     replicated,
 )
-from hacluster.consensus.quiet import QuietTicks
+from hacluster.consensus.quiet import QUIET_MAX_S, QuietTicks
 from hacluster.consensus.raftview import consensus_view, role_of
 from hacluster.consensus.state import ReplicatedState, Result, encode
 from hacluster.model import ConsensusView, Role
@@ -204,9 +204,9 @@ class RaftNode(MemberView, Links, QuietTicks):
 
     def poll_wait(self, default: float) -> float:
         """This tick's wait for messages: until the next thing due without one (a leader's
-        heartbeat, the election timer, an hc_ping), at most MAX_POLL_S, not pysyncobj's 10 ms.
-        Commands and call_soon end it at once (pysyncobj's notifier)."""
-        s = self._sync
+        heartbeat, the election timer, an hc_ping), at most MAX_POLL_S (a non-voter's: QUIET_MAX_S),
+        not pysyncobj's 10 ms. Commands and call_soon end it at once (pysyncobj's notifier)."""
+        s, cap = self._sync, MAX_POLL_S
         if s is None or self._tick_calls:
             return 0.0
         now = _now()
@@ -214,11 +214,11 @@ class RaftNode(MemberView, Links, QuietTicks):
             due = s.next_heartbeat_at()
             if due <= now:  # sent in this tick
                 due = now + self.config.timing.heartbeat
-        else:  # a non-voter (or a retired voter) has no election timer: it ticked at 100 Hz
-            due = now + MAX_POLL_S if self.readonly or self._retired else self._election_due
+        else:  # a non-voter (or a retired voter) has no election timer: it ticked at 100 Hz, then 10
+            due = now + (cap := QUIET_MAX_S) if self.readonly or self._retired else self._election_due
         due = min(due, self._last_ping + self._ping_period())
         self._quiet_start(now, due - now)
-        return min(MAX_POLL_S, max(default, due - now))
+        return min(cap, max(default, due - now))
 
     def quiet_wait(self) -> float | None:
         return self._quiet_left(_now())
